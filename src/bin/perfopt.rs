@@ -1,0 +1,157 @@
+//! The `perfopt` command: a thin front end over the Rust API.
+//!
+//!   perfopt info [--device D] [--json]   what the optimizer detects and applies
+//!   perfopt version                      versions of perfopt, libtorch and CUDA
+
+use std::process::ExitCode;
+
+use perfopt::json::Json;
+use perfopt::{Config, DeviceRequest, Optimizer};
+
+const USAGE: &str = "\
+usage: perfopt <command> [options]
+
+commands:
+  info [--device D] [--json] [--no-env]
+        detect the device, apply the optimizer's settings, and print the report
+        (D: auto, cpu, cuda, cuda:N, mps; --no-env ignores TRANSLATOR_* variables)
+  version
+        print the versions of perfopt, libtorch and CUDA
+  help  print this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("info") => info(&args[1..]),
+        Some("version" | "--version" | "-V") => {
+            println!(
+                "{}",
+                perfopt::version::full_version().to_string_lossy()
+            );
+            Ok(())
+        }
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("perfopt: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn info(args: &[String]) -> Result<(), String> {
+    let mut config = Config::default();
+    let mut json = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--json" => json = true,
+            "--no-env" => config.read_environment = false,
+            "--device" => {
+                let value = iter.next().ok_or("--device needs a value")?;
+                config.device = Some(value.parse::<DeviceRequest>().map_err(|e| e.to_string())?);
+            }
+            other => return Err(format!("unknown option {other:?} for `info`\n\n{USAGE}")),
+        }
+    }
+    let optimizer = Optimizer::new(&config).map_err(|e| e.to_string())?;
+    let report = optimizer.report();
+    if json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn text(value: Option<&Json>) -> String {
+    match value {
+        None | Some(Json::Null) => "-".to_string(),
+        Some(Json::Str(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn bytes(value: Option<&Json>) -> String {
+    match value {
+        Some(Json::Int(n)) => format!("{:.1} GiB", *n as f64 / (1u64 << 30) as f64),
+        _ => "-".to_string(),
+    }
+}
+
+fn row(label: &str, value: impl AsRef<str>) {
+    println!("  {label:<22} {}", value.as_ref());
+}
+
+fn print_report(report: &Json) {
+    let device = report.get("device");
+    let field = |name: &str| device.and_then(|d| d.get(name));
+    println!("{}", perfopt::version::full_version().to_string_lossy());
+    println!("\nDevice");
+    row("selected", format!("{} (asked: {})", text(field("kind")), text(field("requested"))));
+    row("name", text(field("name")));
+    row("memory", format!("{} total, {} free", bytes(field("total_memory_bytes")), bytes(field("free_memory_bytes"))));
+    row("compute capability", text(field("compute_capability")));
+    row("CUDA devices", text(field("cuda_device_count")));
+    row("MPS", text(field("mps_available")));
+    row("cuDNN", text(report.get("cudnn_version")));
+
+    let threads = report.get("threads");
+    println!("\nThreads");
+    for name in ["cores", "intra_op", "inter_op"] {
+        row(name, text(threads.and_then(|t| t.get(name))));
+    }
+
+    println!("\nSettings (read back from libtorch)");
+    println!("  {:<22} {:<8} {:<10} {:<9} source", "setting", "value", "requested", "applied");
+    if let Some(Json::Object(settings)) = report.get("settings") {
+        for (name, s) in settings {
+            let source = match s.get("variable") {
+                Some(Json::Str(var)) => format!("{} ({var})", text(s.get("source"))),
+                _ => text(s.get("source")),
+            };
+            println!(
+                "  {name:<22} {:<8} {:<10} {:<9} {source}",
+                text(s.get("value")),
+                text(s.get("requested")),
+                text(s.get("applied"))
+            );
+        }
+    }
+
+    let compile = report.get("compile");
+    println!("\nCompilation");
+    row("enabled", text(compile.and_then(|c| c.get("enabled"))));
+    row("mode", format!(
+        "{} ({})",
+        text(compile.and_then(|c| c.get("mode"))),
+        text(compile.and_then(|c| c.get("mode_source")))
+    ));
+    row("effective mode", text(compile.and_then(|c| c.get("effective_mode"))));
+
+    if let Some(Json::Array(vars)) = report.get("environment") {
+        if !vars.is_empty() {
+            println!("\nEnvironment");
+            for var in vars {
+                let late = if var.get("in_time") == Some(&Json::Bool(false)) { "  (too late: set it before loading)" } else { "" };
+                row(&text(var.get("name")), format!("{} (set by {}){late}", text(var.get("value")), text(var.get("set_by"))));
+            }
+        }
+    }
+    if let Some(Json::Array(skipped)) = report.get("skipped") {
+        if !skipped.is_empty() {
+            println!("\nSkipped");
+            for s in skipped {
+                row(&text(s.get("setting")), text(s.get("reason")));
+            }
+        }
+    }
+    println!("\nBatch size (service rule): {}", text(report.get("batch_size").and_then(|b| b.get("service_rule"))));
+}

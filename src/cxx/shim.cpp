@@ -1,0 +1,119 @@
+// The CPU-side half of the shim: nothing here needs CUDA headers, so it builds
+// on every machine libtorch runs on.
+#include "shim.h"
+
+#include <ATen/Context.h>
+#include <ATen/DeviceAccelerator.h>
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/headeronly/version.h>
+
+#include "shim_common.h"
+
+namespace perfopt_shim {
+
+namespace {
+thread_local std::string last_error;
+}
+
+void set_last_error(std::string message) { last_error = std::move(message); }
+void clear_last_error() { last_error.clear(); }
+
+}  // namespace perfopt_shim
+
+using perfopt_shim::guarded;
+
+extern "C" {
+
+const char *pshim_last_error(void) { return perfopt_shim::last_error.c_str(); }
+
+const char *pshim_torch_version(void) {
+#define PERFOPT_STR2(x) #x
+#define PERFOPT_STR(x) PERFOPT_STR2(x)
+  return PERFOPT_STR(TORCH_VERSION_MAJOR) "." PERFOPT_STR(TORCH_VERSION_MINOR) "." PERFOPT_STR(
+      TORCH_VERSION_PATCH);
+#undef PERFOPT_STR
+#undef PERFOPT_STR2
+}
+
+int pshim_cuda_runtime_version(int64_t *out) {
+  return guarded([&] {
+    TORCH_CHECK(at::detail::getCUDAHooks().hasCUDART(), "libtorch was loaded without its CUDA library");
+    *out = at::detail::getCUDAHooks().versionCUDART();
+  });
+}
+
+int pshim_cudnn_version(int64_t *out) {
+  return guarded([&] {
+    TORCH_CHECK(at::detail::getCUDAHooks().compiledWithCuDNN(), "libtorch was built without cuDNN");
+    *out = at::detail::getCUDAHooks().versionCuDNN();
+  });
+}
+
+int pshim_set_cudnn_benchmark(int enabled) {
+  return guarded([&] { at::globalContext().setBenchmarkCuDNN(enabled != 0); });
+}
+
+int pshim_get_cudnn_benchmark(int *out) {
+  return guarded([&] { *out = at::globalContext().benchmarkCuDNN() ? 1 : 0; });
+}
+
+int pshim_set_fp32_precision(const char *backend, const char *op, const char *precision) {
+  return guarded([&] {
+    at::globalContext().setFloat32Precision(at::str2backend(backend), at::str2op(op),
+                                            at::str2precision(precision));
+  });
+}
+
+int pshim_get_fp32_precision(const char *backend, const char *op, char *buf, size_t len) {
+  return guarded([&] {
+    auto precision = at::globalContext().float32Precision(at::str2backend(backend), at::str2op(op));
+    perfopt_shim::copy_string(at::precision2str(precision), buf, len);
+  });
+}
+
+int pshim_set_num_threads(int32_t n) {
+  return guarded([&] { at::set_num_threads(n); });
+}
+
+int pshim_get_num_threads(int32_t *out) {
+  return guarded([&] { *out = at::get_num_threads(); });
+}
+
+int pshim_set_num_interop_threads(int32_t n) {
+  return guarded([&] { at::set_num_interop_threads(n); });
+}
+
+int pshim_get_num_interop_threads(int32_t *out) {
+  return guarded([&] { *out = static_cast<int32_t>(at::get_num_interop_threads()); });
+}
+
+int pshim_inference_mode_enter(void **guard) {
+  return guarded([&] { *guard = new c10::InferenceMode(true); });
+}
+
+int pshim_inference_mode_exit(void *guard) {
+  return guarded([&] { delete static_cast<c10::InferenceMode *>(guard); });
+}
+
+int pshim_inference_mode_is_enabled(int *out) {
+  return guarded([&] { *out = c10::InferenceMode::is_enabled() ? 1 : 0; });
+}
+
+int pshim_accelerator_memory_info(int32_t device_index, uint64_t *free_bytes, uint64_t *total_bytes) {
+  return guarded([&] {
+    auto info = at::accelerator::getMemoryInfo(static_cast<c10::DeviceIndex>(device_index));
+    *free_bytes = info.first;
+    *total_bytes = info.second;
+  });
+}
+
+#ifndef PERFOPT_WITH_CUDA
+int pshim_cuda_device_properties(int32_t, char *, size_t, int32_t *, int32_t *, uint64_t *, int32_t *) {
+  perfopt_shim::set_last_error("perfopt was built without CUDA headers");
+  return PSHIM_UNSUPPORTED;
+}
+#endif
+
+}  // extern "C"

@@ -1,0 +1,113 @@
+//! perfopt's error type: a kind (which becomes a C status code), a message,
+//! and the chain of causes that led to it.
+
+use std::fmt;
+
+/// What went wrong, one variant per cause a caller may want to tell apart.
+/// Each maps to exactly one `perfopt_status` code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NullArgument,
+    InvalidArgument,
+    InvalidUtf8,
+    StructSize,
+    InvalidHandle,
+    Environment,
+    FileNotFound,
+    LoadFailed,
+    UnsupportedDevice,
+    DeviceNotFound,
+    Device,
+    OutOfMemory,
+    WrongThread,
+    ScopeOrder,
+    BufferTooSmall,
+    Torch,
+    Panic,
+    Internal,
+}
+
+#[derive(Clone, Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    causes: Vec<String>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Wraps this error in a higher-level message, keeping the kind: the old
+    /// message becomes the first cause, as in anyhow's context chains.
+    pub fn context(mut self, message: impl Into<String>) -> Self {
+        let inner = std::mem::replace(&mut self.message, message.into());
+        self.causes.insert(0, inner);
+        self
+    }
+
+    pub fn null_argument(name: &str) -> Self {
+        Error::new(ErrorKind::NullArgument, format!("argument `{name}` is NULL"))
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+}
+
+/// "message: cause: cause", the whole chain on one line.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        for cause in &self.causes {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<tch::TchError> for Error {
+    fn from(err: tch::TchError) -> Self {
+        let text = err.to_string();
+        let kind = if text.contains("out of memory") || text.contains("OutOfMemory") {
+            ErrorKind::OutOfMemory
+        } else {
+            ErrorKind::Torch
+        };
+        Error::new(kind, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_kind_and_chains_messages() {
+        let err = Error::new(ErrorKind::Environment, "bad value")
+            .context("reading TRANSLATOR_CUDNN_BENCHMARK")
+            .context("creating the optimizer");
+        assert_eq!(err.kind(), ErrorKind::Environment);
+        assert_eq!(
+            err.to_string(),
+            "creating the optimizer: reading TRANSLATOR_CUDNN_BENCHMARK: bad value"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Argument conversion for the exported functions: pointers to references,
+//! C strings to `&str`, results into caller buffers. Each failure names the
+//! argument.
+
+use std::ffi::{c_char, CStr};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A required C string. NULL and invalid UTF-8 are errors naming `name`.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string valid for `'a`.
+pub unsafe fn required_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    optional_str(ptr, name)?.ok_or_else(|| Error::null_argument(name))
+}
+
+/// An optional C string: NULL is `None`.
+///
+/// # Safety
+/// As [`required_str`].
+pub unsafe fn optional_str<'a>(ptr: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    CStr::from_ptr(ptr).to_str().map(Some).map_err(|err| {
+        Error::new(
+            ErrorKind::InvalidUtf8,
+            format!("argument `{name}` is not valid UTF-8 ({err})"),
+        )
+    })
+}
+
+/// Writes `value` through an output pointer (only called on success).
+///
+/// # Safety
+/// `ptr` is NULL or valid for a write of `T`.
+pub unsafe fn write_out<T>(ptr: *mut T, name: &str, value: T) -> Result<()> {
+    if ptr.is_null() {
+        return Err(Error::null_argument(name));
+    }
+    ptr.write(value);
+    Ok(())
+}
+
+/// Checks an output pointer before work starts, so that a NULL one fails
+/// before anything is created.
+pub fn require_out<T>(ptr: *mut T, name: &str) -> Result<()> {
+    if ptr.is_null() {
+        Err(Error::null_argument(name))
+    } else {
+        Ok(())
+    }
+}
+
+/// Copies `text` and its NUL into `(buf, len)`. `*needed` (when not NULL)
+/// always receives the size required, terminator included, so that a caller
+/// can ask with `len` 0 and allocate.
+///
+/// # Safety
+/// `buf` is NULL or valid for `len` bytes; `needed` is NULL or valid for a write.
+pub unsafe fn write_text(text: &str, buf: *mut c_char, len: usize, needed: *mut usize) -> Result<()> {
+    let size = text.len() + 1;
+    if !needed.is_null() {
+        needed.write(size);
+    }
+    if buf.is_null() && len > 0 {
+        return Err(Error::null_argument("buf"));
+    }
+    if len < size {
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!("the buffer holds {len} bytes and {size} are needed"),
+        ));
+    }
+    std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+    buf.add(text.len()).write(0);
+    Ok(())
+}
+
+/// A C tri-state (PERFOPT_AUTO, 0, 1) as an `Option<bool>`.
+pub fn tri_state(value: i32, name: &str) -> Result<Option<bool>> {
+    match value {
+        super::types::PERFOPT_AUTO => Ok(None),
+        0 => Ok(Some(false)),
+        1 => Ok(Some(true)),
+        other => Err(Error::invalid_argument(format!(
+            "`{name}` is {other}; accepted: PERFOPT_AUTO (-1), 0, 1"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_text_reports_the_size_needed() {
+        let mut needed = 0usize;
+        let mut small = [0 as c_char; 4];
+        let err = unsafe { write_text("hello", small.as_mut_ptr(), small.len(), &mut needed) }
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BufferTooSmall);
+        assert_eq!(needed, 6);
+        let err = unsafe { write_text("hello", std::ptr::null_mut(), 0, &mut needed) }.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BufferTooSmall);
+        let mut exact = [1 as c_char; 6];
+        unsafe { write_text("hello", exact.as_mut_ptr(), exact.len(), &mut needed) }.unwrap();
+        assert_eq!(unsafe { CStr::from_ptr(exact.as_ptr()) }.to_str().unwrap(), "hello");
+    }
+
+    #[test]
+    fn strings_are_checked() {
+        let bad = b"\xff\xfe\0";
+        let err = unsafe { required_str(bad.as_ptr().cast(), "path") }.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidUtf8);
+        assert!(err.to_string().contains("path"));
+        let err = unsafe { required_str(std::ptr::null(), "path") }.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NullArgument);
+    }
+
+    #[test]
+    fn tri_states_reject_other_values() {
+        assert_eq!(tri_state(-1, "x").unwrap(), None);
+        assert_eq!(tri_state(1, "x").unwrap(), Some(true));
+        assert_eq!(tri_state(2, "x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+}

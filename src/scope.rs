@@ -1,0 +1,122 @@
+//! Inference scopes: `c10::InferenceMode` guards owned by a handle, bound to
+//! the thread that entered them and exited last-in-first-out.
+//!
+//! libtorch's guard is a thread-local RAII object; C callers hold it across
+//! calls, so perfopt checks what RAII would have guaranteed: the exit happens
+//! on the entering thread, and only the innermost open scope may exit. A
+//! refused exit leaves the scope open and valid.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, ThreadId};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::optimizer::Optimizer;
+use crate::shim::InferenceModeGuard;
+
+static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Ids of the scopes open on this thread, innermost last.
+    static OPEN_SCOPES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+pub struct InferenceScope {
+    id: u64,
+    thread: ThreadId,
+    depth: usize,
+    guard: Option<InferenceModeGuard>,
+    // Keeps the optimizer (and what it configured) alive while the scope is open.
+    _optimizer: Arc<Optimizer>,
+}
+
+// SAFETY: the guard inside is only created and dropped on `thread`: `exit`
+// checks the calling thread before dropping it, and `Drop` refuses to touch it
+// elsewhere. Moving the handle between threads is what C callers do with
+// pointers anyway; the checks make that safe.
+unsafe impl Send for InferenceScope {}
+
+impl InferenceScope {
+    pub fn enter(optimizer: Arc<Optimizer>) -> Result<Self> {
+        let guard = InferenceModeGuard::enter()?;
+        let id = NEXT_SCOPE_ID.fetch_add(1, Ordering::Relaxed);
+        let depth = OPEN_SCOPES.with(|open| {
+            let mut open = open.borrow_mut();
+            open.push(id);
+            open.len()
+        });
+        Ok(InferenceScope {
+            id,
+            thread: thread::current().id(),
+            depth,
+            guard: Some(guard),
+            _optimizer: optimizer,
+        })
+    }
+
+    /// Nesting depth when entered: 1 for the outermost scope on its thread.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Whether this scope may exit now: on its own thread, innermost first.
+    pub fn check_exit(&self) -> Result<()> {
+        if thread::current().id() != self.thread {
+            return Err(Error::new(
+                ErrorKind::WrongThread,
+                format!(
+                    "inference scope {} was entered on thread {:?} and cannot exit on thread {:?}: \
+                     libtorch's inference mode is thread-local",
+                    self.id,
+                    self.thread,
+                    thread::current().id()
+                ),
+            ));
+        }
+        let innermost = OPEN_SCOPES.with(|open| open.borrow().last().copied());
+        if innermost != Some(self.id) {
+            return Err(Error::new(
+                ErrorKind::ScopeOrder,
+                format!(
+                    "inference scope {} (depth {}) is not the innermost open scope on this thread: \
+                     exit nested scopes first (last in, first out)",
+                    self.id, self.depth
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Exits the scope. On error the scope is returned untouched so that the
+    /// caller can exit it properly later.
+    pub fn exit(mut self) -> std::result::Result<(), (Self, Error)> {
+        if let Err(err) = self.check_exit() {
+            return Err((self, err));
+        }
+        OPEN_SCOPES.with(|open| open.borrow_mut().pop());
+        self.guard.take();
+        Ok(())
+    }
+}
+
+impl Drop for InferenceScope {
+    fn drop(&mut self) {
+        // Reached only when a Rust owner drops an open scope. On its own
+        // thread that is an exit (in whatever order); elsewhere the guard is
+        // leaked, since dropping it would corrupt another thread's state.
+        if let Some(guard) = self.guard.take() {
+            if thread::current().id() == self.thread {
+                OPEN_SCOPES.with(|open| open.borrow_mut().retain(|&id| id != self.id));
+                drop(guard);
+            } else {
+                log::error!(
+                    "inference scope {} dropped on another thread than the one that entered it; \
+                     its guard is leaked",
+                    self.id
+                );
+                std::mem::forget(guard);
+            }
+        }
+    }
+}

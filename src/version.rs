@@ -1,0 +1,39 @@
+//! Version strings and numbers, of perfopt and of what it was built on.
+
+use std::ffi::CString;
+use std::sync::OnceLock;
+
+use crate::shim;
+
+pub const PERFOPT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Bumped whenever the C ABI changes incompatibly (a signature, a struct
+/// layout, an enum value). Bindings refuse a library whose number differs.
+pub const ABI_VERSION: u32 = 1;
+
+/// "13.0" from libtorch's CUDA runtime, or `None` without its CUDA library.
+pub fn cuda_runtime() -> Option<String> {
+    shim::cuda_runtime_version()
+        .ok()
+        .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+/// "9.19.0", or `None` without cuDNN.
+pub fn cudnn() -> Option<String> {
+    shim::cudnn_version()
+        .ok()
+        .map(|v| format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100))
+}
+
+/// "perfopt 0.1.0 (libtorch 2.11.0, cuda 13.0)", built once.
+pub fn full_version() -> &'static CString {
+    static FULL: OnceLock<CString> = OnceLock::new();
+    FULL.get_or_init(|| {
+        let cuda = cuda_runtime().unwrap_or_else(|| "none".to_string());
+        CString::new(format!(
+            "perfopt {PERFOPT_VERSION} (libtorch {}, cuda {cuda})",
+            shim::torch_version()
+        ))
+        .expect("version text has no NUL")
+    })
+}
