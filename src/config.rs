@@ -21,6 +21,9 @@ pub const TRANSLATOR_VARIABLES: [&str; 4] = [
     ENV_CPU_OPTIMIZATION,
 ];
 
+/// Looks up an environment variable (the process environment, or a map in tests).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// How a model is compiled, as in `torch.compile(mode=...)`, plus `none`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompileMode {
@@ -179,7 +182,7 @@ fn env_bool(
     configured: Option<bool>,
     variable: &'static str,
     default: bool,
-    env: Option<&dyn Fn(&str) -> Option<String>>,
+    env: Option<EnvLookup>,
 ) -> Result<Setting<bool>> {
     if let Some(value) = configured {
         return Ok(Setting::new(value, Source::Config));
@@ -204,7 +207,7 @@ fn threads(configured: Option<u32>) -> Setting<Option<u32>> {
 impl Config {
     /// Resolves every setting: explicit config first, then (when
     /// `read_environment`) the `TRANSLATOR_*` variables, then the defaults.
-    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ResolvedConfig> {
+    pub fn resolve(&self, env: EnvLookup) -> Result<ResolvedConfig> {
         let env = self.read_environment.then_some(env);
         let compile_mode = match (self.compile_mode, env.and_then(|e| e(ENV_COMPILE_MODE))) {
             (Some(mode), _) => Setting::new(mode, Source::Config),
@@ -300,7 +303,10 @@ mod tests {
 
     #[test]
     fn config_overrides_environment() {
-        let env = env_of(&[(ENV_CUDNN_BENCHMARK, "false"), (ENV_COMPILE_MODE, "default")]);
+        let env = env_of(&[
+            (ENV_CUDNN_BENCHMARK, "false"),
+            (ENV_COMPILE_MODE, "default"),
+        ]);
         let config = Config {
             cudnn_benchmark: Some(true),
             compile_mode: Some(CompileMode::None),

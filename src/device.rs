@@ -292,7 +292,10 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        assert_eq!("auto".parse::<DeviceRequest>().unwrap(), DeviceRequest::Auto);
+        assert_eq!(
+            "auto".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Auto
+        );
         assert_eq!("CPU".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cpu);
         assert_eq!(
             "cuda".parse::<DeviceRequest>().unwrap(),
@@ -303,7 +306,9 @@ mod tests {
             DeviceRequest::Cuda(Some(1))
         );
         assert_eq!("mps".parse::<DeviceRequest>().unwrap(), DeviceRequest::Mps);
-        for bad in ["", " ", "tpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "cuda:+1"] {
+        for bad in [
+            "", " ", "tpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "cuda:+1",
+        ] {
             let err = bad.parse::<DeviceRequest>().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}");
             assert!(err.to_string().contains("accepted"), "{err}");

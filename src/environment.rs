@@ -6,9 +6,10 @@ use parking_lot::Mutex;
 
 use crate::json::Json;
 
-/// Names perfopt itself set in this process, so that a second optimizer does
-/// not mistake them for the user's.
-static SET_BY_PERFOPT: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+/// Variables perfopt itself set in this process, with the values it set, so
+/// that a second optimizer does not mistake them for the user's (unless the
+/// user changed them since).
+static SET_BY_PERFOPT: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetBy {
@@ -66,7 +67,7 @@ pub fn set_unless_present(
     };
     if let Some(existing) = std::env::var_os(name) {
         let existing = existing.to_string_lossy().into_owned();
-        let set_by = if ours.contains(&name) {
+        let set_by = if ours.iter().any(|(n, v)| *n == name && *v == existing) {
             SetBy::EarlierOptimizer
         } else {
             SetBy::User
@@ -78,7 +79,8 @@ pub fn set_unless_present(
     // (getenv is not synchronised); perfopt sets these once, at optimizer
     // creation, which is the documented time for a host to create one.
     std::env::set_var(name, value);
-    ours.push(name);
+    ours.retain(|(n, _)| *n != name);
+    ours.push((name, value.to_string()));
     record(value.to_string(), SetBy::Perfopt, in_time_if_set_now)
 }
 
@@ -101,5 +103,8 @@ mod tests {
         let second = set_unless_present("PERFOPT_TEST_NEW_VAR", "2", false, None);
         assert_eq!(second.set_by, SetBy::EarlierOptimizer);
         assert_eq!(second.value, "1");
+        std::env::set_var("PERFOPT_TEST_NEW_VAR", "5");
+        let changed = set_unless_present("PERFOPT_TEST_NEW_VAR", "2", false, None);
+        assert_eq!(changed.set_by, SetBy::User, "the user changed it since");
     }
 }

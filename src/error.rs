@@ -62,7 +62,10 @@ impl Error {
     }
 
     pub fn null_argument(name: &str) -> Self {
-        Error::new(ErrorKind::NullArgument, format!("argument `{name}` is NULL"))
+        Error::new(
+            ErrorKind::NullArgument,
+            format!("argument `{name}` is NULL"),
+        )
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {

@@ -10,7 +10,8 @@ use parking_lot::RwLock;
 
 /// A host's log function: level (1 error .. 5 trace), a NUL-terminated
 /// message valid only during the call, and the host's pointer.
-pub type LogCallback = unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void);
+pub type LogCallback =
+    unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void);
 
 #[derive(Clone, Copy)]
 enum Sink {

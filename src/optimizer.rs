@@ -77,7 +77,7 @@ impl Optimizer {
     /// availability given (tests inject both).
     pub fn with_environment(
         config: &Config,
-        env: &dyn Fn(&str) -> Option<String>,
+        env: config::EnvLookup,
         availability: Availability,
     ) -> Result<Self> {
         let resolved = config
@@ -130,7 +130,8 @@ impl Optimizer {
             ));
         }
 
-        let not_cuda = |what: &str| format!("device is {}: {what} applies to CUDA only", kind.as_str());
+        let not_cuda =
+            |what: &str| format!("device is {}: {what} applies to CUDA only", kind.as_str());
         let record = SettingRecord::from_setting("cudnn_benchmark", &self.config.cudnn_benchmark);
         let benchmark = self.config.cudnn_benchmark.value;
         self.settings.push(if kind != DeviceKind::Cuda {
@@ -224,8 +225,12 @@ impl Optimizer {
             let threads = intra.unwrap_or(cores as i32).to_string();
             let note = "read by OpenMP/MKL when they start; perfopt also set the count directly";
             for name in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"] {
-                self.environment
-                    .push(environment::set_unless_present(name, &threads, true, Some(note)));
+                self.environment.push(environment::set_unless_present(
+                    name,
+                    &threads,
+                    true,
+                    Some(note),
+                ));
             }
             self.environment.push(environment::set_unless_present(
                 "OMP_WAIT_POLICY",

@@ -24,10 +24,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("info") => info(&args[1..]),
         Some("version" | "--version" | "-V") => {
-            println!(
-                "{}",
-                perfopt::version::full_version().to_string_lossy()
-            );
+            println!("{}", perfopt::version::full_version().to_string_lossy());
             Ok(())
         }
         Some("help" | "--help" | "-h") => {
@@ -95,9 +92,23 @@ fn print_report(report: &Json) {
     let field = |name: &str| device.and_then(|d| d.get(name));
     println!("{}", perfopt::version::full_version().to_string_lossy());
     println!("\nDevice");
-    row("selected", format!("{} (asked: {})", text(field("kind")), text(field("requested"))));
+    row(
+        "selected",
+        format!(
+            "{} (asked: {})",
+            text(field("kind")),
+            text(field("requested"))
+        ),
+    );
     row("name", text(field("name")));
-    row("memory", format!("{} total, {} free", bytes(field("total_memory_bytes")), bytes(field("free_memory_bytes"))));
+    row(
+        "memory",
+        format!(
+            "{} total, {} free",
+            bytes(field("total_memory_bytes")),
+            bytes(field("free_memory_bytes"))
+        ),
+    );
     row("compute capability", text(field("compute_capability")));
     row("CUDA devices", text(field("cuda_device_count")));
     row("MPS", text(field("mps_available")));
@@ -110,7 +121,10 @@ fn print_report(report: &Json) {
     }
 
     println!("\nSettings (read back from libtorch)");
-    println!("  {:<22} {:<8} {:<10} {:<9} source", "setting", "value", "requested", "applied");
+    println!(
+        "  {:<22} {:<8} {:<10} {:<9} source",
+        "setting", "value", "requested", "applied"
+    );
     if let Some(Json::Object(settings)) = report.get("settings") {
         for (name, s) in settings {
             let source = match s.get("variable") {
@@ -129,19 +143,36 @@ fn print_report(report: &Json) {
     let compile = report.get("compile");
     println!("\nCompilation");
     row("enabled", text(compile.and_then(|c| c.get("enabled"))));
-    row("mode", format!(
-        "{} ({})",
-        text(compile.and_then(|c| c.get("mode"))),
-        text(compile.and_then(|c| c.get("mode_source")))
-    ));
-    row("effective mode", text(compile.and_then(|c| c.get("effective_mode"))));
+    row(
+        "mode",
+        format!(
+            "{} ({})",
+            text(compile.and_then(|c| c.get("mode"))),
+            text(compile.and_then(|c| c.get("mode_source")))
+        ),
+    );
+    row(
+        "effective mode",
+        text(compile.and_then(|c| c.get("effective_mode"))),
+    );
 
     if let Some(Json::Array(vars)) = report.get("environment") {
         if !vars.is_empty() {
             println!("\nEnvironment");
             for var in vars {
-                let late = if var.get("in_time") == Some(&Json::Bool(false)) { "  (too late: set it before loading)" } else { "" };
-                row(&text(var.get("name")), format!("{} (set by {}){late}", text(var.get("value")), text(var.get("set_by"))));
+                let late = if var.get("in_time") == Some(&Json::Bool(false)) {
+                    "  (too late: set it before loading)"
+                } else {
+                    ""
+                };
+                row(
+                    &text(var.get("name")),
+                    format!(
+                        "{} (set by {}){late}",
+                        text(var.get("value")),
+                        text(var.get("set_by"))
+                    ),
+                );
             }
         }
     }
@@ -153,5 +184,8 @@ fn print_report(report: &Json) {
             }
         }
     }
-    println!("\nBatch size (service rule): {}", text(report.get("batch_size").and_then(|b| b.get("service_rule"))));
+    println!(
+        "\nBatch size (service rule): {}",
+        text(report.get("batch_size").and_then(|b| b.get("service_rule")))
+    );
 }

@@ -58,7 +58,12 @@ pub fn require_out<T>(ptr: *mut T, name: &str) -> Result<()> {
 ///
 /// # Safety
 /// `buf` is NULL or valid for `len` bytes; `needed` is NULL or valid for a write.
-pub unsafe fn write_text(text: &str, buf: *mut c_char, len: usize, needed: *mut usize) -> Result<()> {
+pub unsafe fn write_text(
+    text: &str,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> Result<()> {
     let size = text.len() + 1;
     if !needed.is_null() {
         needed.write(size);
@@ -105,7 +110,10 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::BufferTooSmall);
         let mut exact = [1 as c_char; 6];
         unsafe { write_text("hello", exact.as_mut_ptr(), exact.len(), &mut needed) }.unwrap();
-        assert_eq!(unsafe { CStr::from_ptr(exact.as_ptr()) }.to_str().unwrap(), "hello");
+        assert_eq!(
+            unsafe { CStr::from_ptr(exact.as_ptr()) }.to_str().unwrap(),
+            "hello"
+        );
     }
 
     #[test]
@@ -122,6 +130,9 @@ mod tests {
     fn tri_states_reject_other_values() {
         assert_eq!(tri_state(-1, "x").unwrap(), None);
         assert_eq!(tri_state(1, "x").unwrap(), Some(true));
-        assert_eq!(tri_state(2, "x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            tri_state(2, "x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 }

@@ -2,6 +2,11 @@
 //! and converts its arguments, calls safe Rust, and converts the result, all
 //! inside [`boundary`], which catches panics and records the error message.
 
+// Exported functions take raw pointers because C hands them over; they are
+// `extern "C" fn`, not `unsafe fn`, since the contract lives in the header and
+// every pointer is checked here (NULL, live handle) before it is used.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 pub mod args;
 pub mod handles;
 pub mod library;
@@ -95,7 +100,9 @@ mod tests {
     fn boundary_turns_panics_and_errors_into_statuses() {
         let status = boundary(|| panic!("boom"));
         assert_eq!(status, perfopt_status::PERFOPT_ERR_PANIC);
-        let message = unsafe { CStr::from_ptr(last_error_ptr()) }.to_str().unwrap();
+        let message = unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_str()
+            .unwrap();
         assert!(message.contains("boom"), "{message}");
 
         let status = boundary(|| Err(Error::null_argument("out")));

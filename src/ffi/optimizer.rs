@@ -27,7 +27,11 @@ impl Handle for perfopt_optimizer {
 fn threads(value: i32, name: &str) -> Result<Option<u32>> {
     u32::try_from(value)
         .map(|n| (n > 0).then_some(n))
-        .map_err(|_| Error::invalid_argument(format!("`{name}` is {value}; it must be 0 (automatic) or positive")))
+        .map_err(|_| {
+            Error::invalid_argument(format!(
+                "`{name}` is {value}; it must be 0 (automatic) or positive"
+            ))
+        })
 }
 
 /// Reads a C config, checking its size first so that nothing past the

@@ -50,9 +50,6 @@ pub extern "C" fn perfopt_inference_exit(scope: *mut perfopt_scope) -> perfopt_s
             .check_exit()?;
         // SAFETY: live and checked; take() unregisters it.
         let boxed = unsafe { handles::take(scope, "scope") }?;
-        boxed
-            .inner
-            .exit()
-            .map_err(|(_, err)| err)
+        boxed.inner.exit().map_err(|(_, err)| err)
     })
 }

@@ -208,9 +208,8 @@ mod tests {
     #[test]
     fn header_constants_match_the_crate() {
         assert_eq!(PERFOPT_ABI_VERSION, version::ABI_VERSION);
-        let expected = format!(
-            "{PERFOPT_VERSION_MAJOR}.{PERFOPT_VERSION_MINOR}.{PERFOPT_VERSION_PATCH}"
-        );
+        let expected =
+            format!("{PERFOPT_VERSION_MAJOR}.{PERFOPT_VERSION_MINOR}.{PERFOPT_VERSION_PATCH}");
         assert_eq!(expected, version::PERFOPT_VERSION);
     }
 
