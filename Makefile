@@ -16,7 +16,7 @@ CARGO_FLAGS := --release --locked
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all setup build header lint test test-rust test-cpp test-python demo clean distclean
+.PHONY: all setup build header lint fixtures test test-rust test-cpp test-python demo clean distclean
 
 all: build
 
@@ -55,20 +55,30 @@ test-rust: setup
 
 # The C/C++ harness: the header alone as C11 and C++17 with -Werror, then the
 # library driven through every function (CMake + ctest).
-test-cpp: build
-	cmake -S tests/cpp -B $(BUILD)/tests-cpp -DPERFOPT_ROOT=$(ROOT) -DCMAKE_BUILD_TYPE=Debug >/dev/null
+fixtures: setup
+	test -f $(BUILD)/fixtures/manifest.json || $(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/fixtures
+
+test-cpp: build fixtures
+	cmake -S tests/cpp -B $(BUILD)/tests-cpp -DPERFOPT_ROOT=$(ROOT) -DPERFOPT_FIXTURES=$(BUILD)/fixtures \
+		-DPERFOPT_DLPACK_INCLUDE="$$($(VENV)/bin/python -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')" \
+		-DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build $(BUILD)/tests-cpp -j 2
 	ctest --test-dir $(BUILD)/tests-cpp --output-on-failure
 
-test-python: build
-	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
+test-python: build fixtures
+	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
 		$(VENV)/bin/python -m pytest -q tests/python
 
 test: build lint test-rust test-cpp test-python
 	@echo "make test: every suite passed"
 
+# The main job: what the optimizer detects and applies, then two small models
+# exported with the venv's PyTorch (no download) measured in every compile mode.
 demo: build
 	$(BUILD)/bin/perfopt info
+	$(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/demo --batch 4 --only vocoder,encoder
+	$(BUILD)/bin/perfopt bench $(BUILD)/demo/vocoder.pt --input 4x80x32 --json $(BUILD)/demo/vocoder.bench.json
+	$(BUILD)/bin/perfopt bench $(BUILD)/demo/encoder.pt --input 4x16x64 --json $(BUILD)/demo/encoder.bench.json
 
 clean:
 	rm -rf $(BUILD)

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 const SHIM_SOURCES: &[&str] = &[
     "src/cxx/shim.h",
     "src/cxx/shim_common.h",
+    "src/cxx/shim_model.h",
     "src/cxx/shim.cpp",
+    "src/cxx/shim_model.cpp",
     "src/cxx/shim_cuda.cpp",
 ];
 
@@ -37,6 +39,13 @@ fn main() {
     let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
     let cuda = find_cuda(&torch_lib);
     compile_shim(&out_dir, &includes, cuda.as_ref());
+    // After the shim, so that --as-needed sees the shim's references first.
+    if let Some(cuda) = &cuda {
+        println!("cargo:rustc-link-search=native={}", cuda.lib_dir.display());
+        // CUDA streams and graphs live in c10_cuda, which torch-sys does not link.
+        println!("cargo:rustc-link-lib=c10_cuda");
+        println!("cargo:rustc-link-arg=-l:libcudart.so.13");
+    }
 
     // The linker drops libtorch_cuda.so under --as-needed because no symbol of
     // ours names it, and libtorch then reports CUDA as unavailable.
@@ -106,14 +115,13 @@ fn compile_shim(out_dir: &Path, includes: &[PathBuf], cuda: Option<&Cuda>) {
         .includes(includes)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-Wno-unused-parameter")
-        .file("src/cxx/shim.cpp");
+        .file("src/cxx/shim.cpp")
+        .file("src/cxx/shim_model.cpp");
     if let Some(cuda) = cuda {
         build
             .define("PERFOPT_WITH_CUDA", None)
             .includes(&cuda.include_dirs)
             .file("src/cxx/shim_cuda.cpp");
-        println!("cargo:rustc-link-search=native={}", cuda.lib_dir.display());
-        println!("cargo:rustc-link-arg=-l:libcudart.so.13");
     }
 
     let mut hasher = DefaultHasher::new();

@@ -25,6 +25,61 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef DLPACK_DLPACK_H_
+#define DLPACK_DLPACK_H_
+#define DLPACK_VERSION 80
+#define DLPACK_ABI_VERSION 1
+#define PERFOPT_DEFINED_DLPACK 1
+typedef enum {
+  kDLCPU = 1,
+  kDLCUDA = 2,
+  kDLCUDAHost = 3,
+  kDLOpenCL = 4,
+  kDLVulkan = 7,
+  kDLMetal = 8,
+  kDLVPI = 9,
+  kDLROCM = 10,
+  kDLROCMHost = 11,
+  kDLExtDev = 12,
+  kDLCUDAManaged = 13,
+  kDLOneAPI = 14,
+  kDLWebGPU = 15,
+  kDLHexagon = 16
+} DLDeviceType;
+typedef struct {
+  DLDeviceType device_type;
+  int32_t device_id;
+} DLDevice;
+typedef enum {
+  kDLInt = 0U,
+  kDLUInt = 1U,
+  kDLFloat = 2U,
+  kDLOpaqueHandle = 3U,
+  kDLBfloat = 4U,
+  kDLComplex = 5U,
+  kDLBool = 6U
+} DLDataTypeCode;
+typedef struct {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+} DLDataType;
+typedef struct {
+  void *data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t *shape;
+  int64_t *strides;
+  uint64_t byte_offset;
+} DLTensor;
+typedef struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void *manager_ctx;
+  void (*deleter)(struct DLManagedTensor *self);
+} DLManagedTensor;
+#endif /* DLPACK_DLPACK_H_ */
+
 /*
  perfopt's version, as macros. perfopt_version() says the same at run time.
  */
@@ -130,6 +185,15 @@ enum perfopt_status
    */
   PERFOPT_ERR_PANIC = 17,
   PERFOPT_ERR_INTERNAL = 18,
+  /*
+   The model file is a damaged or truncated archive.
+   */
+  PERFOPT_ERR_MODEL_CORRUPT = 19,
+  /*
+   Not a failure: compilation was skipped on this device (MPS, as the
+   service does) and the model stays usable as loaded. The message says why.
+   */
+  PERFOPT_COMPILE_SKIPPED = 20,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -138,6 +202,11 @@ typedef enum perfopt_status perfopt_status;
 typedef int32_t perfopt_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+/*
+ A loaded model. One model may be run from several threads at once.
+ */
+typedef struct perfopt_model perfopt_model;
 
 /*
  An optimizer: the device and the settings applied to it. Reference-counted
@@ -159,11 +228,40 @@ typedef struct perfopt_scope perfopt_scope;
 typedef void (*perfopt_log_callback)(int32_t level, const char *message, void *user_data);
 
 /*
+ Per-model options. Fill with perfopt_model_options_default(), change
+ fields, apply with perfopt_model_set_options(). Fields are only appended.
+ */
+typedef struct {
+  /*
+   sizeof(perfopt_model_options); perfopt_model_options_default() sets it.
+   */
+  uint32_t struct_size;
+  /*
+   0: outputs are copied to host memory (default); 1: they stay on the model's device.
+   */
+  int32_t outputs_on_device;
+  /*
+   max-autotune keeps only candidates whose relative error against fp32
+   eager is at most this. Default 1e-3.
+   */
+  double error_tolerance;
+  /*
+   CUDA graphs kept per model, one per input shape, least recently used
+   out (1 to 1024). Default 8.
+   */
+  uint32_t graph_cache_size;
+  /*
+   Runs before each CUDA-graph capture (0 to 100). Default 3.
+   */
+  uint32_t graph_warmup_runs;
+} perfopt_model_options;
+
+/*
  Options for perfopt_optimizer_new. Fill with perfopt_config_default(),
  then change fields. Fields are only ever appended; struct_size tells the
  library which layout the caller was compiled against.
  */
-typedef struct perfopt_config {
+typedef struct {
   /*
    sizeof(perfopt_config); perfopt_config_default() sets it.
    */
@@ -244,48 +342,105 @@ const char *perfopt_status_name(int32_t status);
 perfopt_status perfopt_set_log_callback(perfopt_log_callback callback, void *user_data, int32_t max_level);
 
 /*
+ Fills `options` with the defaults.
+ */
+perfopt_status perfopt_model_options_default(perfopt_model_options *options);
+
+/*
+ Loads a TorchScript file onto the optimizer's device, in eval mode.
+ `name` (may be NULL: the file's stem) labels logs and reports. A missing
+ file is PERFOPT_ERR_FILE_NOT_FOUND, a file that is not TorchScript
+ PERFOPT_ERR_LOAD_FAILED, a truncated archive PERFOPT_ERR_MODEL_CORRUPT.
+ */
+perfopt_status perfopt_model_load(perfopt_optimizer *optimizer, const char *path, const char *name, perfopt_model **out);
+
+/*
+ Frees a model; NULL is a no-op. Do not free a model another thread is running.
+ */
+void perfopt_model_free(perfopt_model *model);
+
+/*
+ Applies options (see perfopt_model_options). Takes effect for the next
+ compile (graph settings) or run (outputs_on_device).
+ */
+perfopt_status perfopt_model_set_options(perfopt_model *model, const perfopt_model_options *options);
+
+/*
+ Compiles the model. `mode`: "none", "default", "reduce-overhead",
+ "max-autotune", or NULL for the optimizer's configured mode
+ (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `warmup_inputs` may be
+ NULL: shape-dependent work (CUDA-graph capture, autotuning) then happens on
+ the first run. On MPS it returns PERFOPT_COMPILE_SKIPPED and the model
+ stays usable as loaded. Waits for runs in progress.
+ */
+perfopt_status perfopt_model_compile(perfopt_model *model, const char *mode, const DLTensor *warmup_inputs, size_t n_inputs);
+
+/*
+ Runs `iterations` passes under inference mode and writes a JSON report:
+ first-call latency and the steady state (median, p90, p99). `report` may
+ be NULL (with report_len 0) to skip the report.
+ */
+perfopt_status perfopt_model_warmup(perfopt_model *model, const DLTensor *inputs, size_t n_inputs, uint32_t iterations, char *report, size_t report_len, size_t *needed);
+
+/*
+ Runs the model. Inputs: host memory, or device memory on the model's
+ device (no copy then). Outputs: `outputs_capacity` slots; each output is a
+ DLManagedTensor the caller owns and releases through its deleter. Too few
+ slots: PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count.
+ Several threads may run one model at once.
+ */
+perfopt_status perfopt_model_run(perfopt_model *model, const DLTensor *inputs, size_t n_inputs, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+
+/*
+ JSON: calls, latency percentiles, peak memory, the compile mode, what it
+ chose and why (max-autotune's candidates with their times and errors,
+ CUDA-graph captures, replays and fall-backs).
+ */
+perfopt_status perfopt_model_report(const perfopt_model *model, char *buf, size_t len, size_t *needed);
+
+/*
  Fills `config` with the defaults: every setting PERFOPT_AUTO, the device
  "auto", the environment read, struct_size set.
  */
-perfopt_status perfopt_config_default(struct perfopt_config *config);
+perfopt_status perfopt_config_default(perfopt_config *config);
 
 /*
  Detects the device and applies its settings. `config` NULL means the
  defaults, then the TRANSLATOR_* variables. `*out` is written on success only.
  */
-perfopt_status perfopt_optimizer_new(const struct perfopt_config *config, struct perfopt_optimizer **out);
+perfopt_status perfopt_optimizer_new(const perfopt_config *config, perfopt_optimizer **out);
 
 /*
  Frees an optimizer; NULL is a no-op. Scopes still open keep what they
  need alive until they exit. Settings applied to libtorch stay applied.
  */
-void perfopt_optimizer_free(struct perfopt_optimizer *optimizer);
+void perfopt_optimizer_free(perfopt_optimizer *optimizer);
 
 /*
  The optimizer's report as JSON (see the README for the fields): device,
  memory, threads, each setting as libtorch reads it back now with its
  source, the environment variables set, and what was skipped and why.
  */
-perfopt_status perfopt_optimizer_report(const struct perfopt_optimizer *optimizer, char *buf, size_t len, size_t *needed);
+perfopt_status perfopt_optimizer_report(const perfopt_optimizer *optimizer, char *buf, size_t len, size_t *needed);
 
 /*
  The service's batch-size rule for the optimizer's device: CUDA > 16 GiB
  -> 4, > 8 GiB -> 2, else 1; MPS 2; CPU 1.
  */
-perfopt_status perfopt_optimal_batch_size(const struct perfopt_optimizer *optimizer, int32_t *out);
+perfopt_status perfopt_optimal_batch_size(const perfopt_optimizer *optimizer, int32_t *out);
 
 /*
  Enters inference mode on the calling thread until the scope exits.
  Scopes nest; they must exit on the same thread, innermost first.
  */
-perfopt_status perfopt_inference_enter(struct perfopt_optimizer *optimizer, struct perfopt_scope **out);
+perfopt_status perfopt_inference_enter(perfopt_optimizer *optimizer, perfopt_scope **out);
 
 /*
  Exits and frees the scope. On another thread (PERFOPT_ERR_WRONG_THREAD)
  or out of order (PERFOPT_ERR_SCOPE_ORDER) it returns an error and the scope
  stays open and valid; a scope already exited is PERFOPT_ERR_INVALID_HANDLE.
  */
-perfopt_status perfopt_inference_exit(struct perfopt_scope *scope);
+perfopt_status perfopt_inference_exit(perfopt_scope *scope);
 
 #ifdef __cplusplus
 }  // extern "C"

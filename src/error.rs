@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Torch,
     Panic,
     Internal,
+    ModelCorrupt,
+    CompileSkipped,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +49,10 @@ impl Error {
 
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    pub fn set_kind(&mut self, kind: ErrorKind) {
+        self.kind = kind;
     }
 
     pub fn message(&self) -> &str {

@@ -5,7 +5,10 @@
 //! in [`ffi`]; the few libtorch features tch lacks live in a C++ shim
 //! (src/cxx, wrapped by [`shim`]).
 
+pub mod archive;
+pub mod autotune;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod device;
 pub mod environment;
@@ -13,13 +16,17 @@ pub mod error;
 pub mod ffi;
 pub mod json;
 pub mod logging;
+pub mod model;
+pub mod numerics;
 pub mod optimizer;
 pub mod scope;
 pub mod shim;
+pub mod stats;
 pub mod version;
 
 pub use config::{CompileMode, Config};
 pub use device::{DeviceKind, DeviceRequest};
 pub use error::{Error, ErrorKind, Result};
+pub use model::{Model, ModelOptions};
 pub use optimizer::Optimizer;
 pub use scope::InferenceScope;

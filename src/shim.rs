@@ -259,3 +259,265 @@ pub fn cuda_device_properties(index: i32) -> Result<CudaProperties> {
         multiprocessors: sms,
     })
 }
+
+// ---- Models ------------------------------------------------------------------
+
+#[repr(C)]
+struct RawModule {
+    _private: [u8; 0],
+}
+#[repr(C)]
+struct RawGraph {
+    _private: [u8; 0],
+}
+
+type TensorSink = unsafe extern "C" fn(ctx: *mut c_void, tensor: *mut c_void);
+
+extern "C" {
+    fn pshim_module_load(
+        path: *const c_char,
+        device_type: c_int,
+        device_index: c_int,
+        out: *mut *mut RawModule,
+    ) -> c_int;
+    fn pshim_module_free(module: *mut RawModule);
+    fn pshim_module_freeze(
+        module: *const RawModule,
+        optimize: c_int,
+        out: *mut *mut RawModule,
+    ) -> c_int;
+    fn pshim_module_arity(module: *const RawModule, required: *mut i64, total: *mut i64) -> c_int;
+    fn pshim_module_forward(
+        module: *const RawModule,
+        inputs: *const *mut c_void,
+        n_inputs: usize,
+        sink: TensorSink,
+        ctx: *mut c_void,
+    ) -> c_int;
+    fn pshim_tensor_from_dlpack(dl_tensor: *const c_void, out: *mut *mut c_void) -> c_int;
+    fn pshim_tensor_to_dlpack(tensor: *const c_void, out_managed: *mut *mut c_void) -> c_int;
+    fn pshim_device_memory_stats(
+        index: i32,
+        allocated: *mut u64,
+        peak_allocated: *mut u64,
+        reserved: *mut u64,
+    ) -> c_int;
+    fn pshim_device_reset_peak(index: i32) -> c_int;
+    fn pshim_device_empty_cache() -> c_int;
+    fn pshim_graph_capture(
+        module: *const RawModule,
+        example_inputs: *const *mut c_void,
+        n_inputs: usize,
+        warmup_runs: c_int,
+        out: *mut *mut RawGraph,
+    ) -> c_int;
+    fn pshim_graph_replay(
+        graph: *mut RawGraph,
+        inputs: *const *mut c_void,
+        n_inputs: usize,
+        sink: TensorSink,
+        ctx: *mut c_void,
+    ) -> c_int;
+    fn pshim_graph_free(graph: *mut RawGraph);
+}
+
+/// Collects the shim's output tensors into a Vec<tch::Tensor>.
+unsafe extern "C" fn collect_tensor(ctx: *mut c_void, tensor: *mut c_void) {
+    // SAFETY: ctx is the &mut Vec passed by `run_collecting`; the tensor is a
+    // heap at::Tensor, which is what tch::Tensor owns.
+    let outputs = &mut *(ctx as *mut Vec<tch::Tensor>);
+    outputs.push(tch::Tensor::from_ptr(tensor.cast()));
+}
+
+fn tensor_ptrs(inputs: &[tch::Tensor]) -> Vec<*mut c_void> {
+    inputs.iter().map(|t| t.as_ptr() as *mut c_void).collect()
+}
+
+fn run_collecting(
+    what: &str,
+    call: impl FnOnce(TensorSink, *mut c_void) -> c_int,
+) -> Result<Vec<tch::Tensor>> {
+    let mut outputs: Vec<tch::Tensor> = Vec::new();
+    let status = call(
+        collect_tensor,
+        (&mut outputs as *mut Vec<tch::Tensor>).cast(),
+    );
+    check(status, what)?;
+    Ok(outputs)
+}
+
+/// A TorchScript module loaded by the shim (a `torch::jit::Module`).
+pub struct Module {
+    raw: *mut RawModule,
+}
+
+// SAFETY: TorchScript modules may run forward() from several threads at once;
+// perfopt never mutates a module after creating it.
+unsafe impl Send for Module {}
+unsafe impl Sync for Module {}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // SAFETY: raw came from the shim and is freed once.
+        unsafe { pshim_module_free(self.raw) }
+    }
+}
+
+/// The shim's device code: 0 CPU, 1 CUDA, 2 MPS.
+fn device_code(device: tch::Device) -> (c_int, c_int) {
+    match device {
+        tch::Device::Cuda(i) => (1, i as c_int),
+        tch::Device::Mps => (2, 0),
+        _ => (0, 0),
+    }
+}
+
+impl Module {
+    pub fn load(path: &str, device: tch::Device) -> Result<Module> {
+        let c_path = CString::new(path)
+            .map_err(|_| Error::invalid_argument(format!("path {path:?} contains a NUL byte")))?;
+        let (kind, index) = device_code(device);
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: valid string and out pointer.
+        check(
+            unsafe { pshim_module_load(c_path.as_ptr(), kind, index, &mut raw) },
+            &format!("loading TorchScript from {path}"),
+        )?;
+        Ok(Module { raw })
+    }
+
+    /// A frozen copy; with `optimize`, also optimize_for_inference.
+    pub fn freeze(&self, optimize: bool) -> Result<Module> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: self.raw is live; valid out pointer.
+        check(
+            unsafe { pshim_module_freeze(self.raw, optimize as c_int, &mut raw) },
+            if optimize {
+                "freezing and optimizing for inference"
+            } else {
+                "freezing"
+            },
+        )?;
+        Ok(Module { raw })
+    }
+
+    /// forward()'s argument counts: required, and total (`None` for varargs).
+    pub fn arity(&self) -> Result<(usize, Option<usize>)> {
+        let (mut required, mut total) = (0i64, 0i64);
+        // SAFETY: valid pointers.
+        check(
+            unsafe { pshim_module_arity(self.raw, &mut required, &mut total) },
+            "reading forward()'s signature",
+        )?;
+        Ok((required.max(0) as usize, usize::try_from(total).ok()))
+    }
+
+    pub fn forward(&self, inputs: &[tch::Tensor]) -> Result<Vec<tch::Tensor>> {
+        let ptrs = tensor_ptrs(inputs);
+        run_collecting("running forward()", |sink, ctx| {
+            // SAFETY: the input pointers are live tch tensors for the call.
+            unsafe { pshim_module_forward(self.raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
+        })
+    }
+}
+
+/// A captured CUDA graph with its static buffers. Replays must be serialised.
+pub struct Graph {
+    raw: *mut RawGraph,
+}
+
+// SAFETY: the graph is only used under its owner's lock.
+unsafe impl Send for Graph {}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: raw came from the shim and is freed once.
+        unsafe { pshim_graph_free(self.raw) }
+    }
+}
+
+impl Graph {
+    pub fn capture(
+        module: &Module,
+        example_inputs: &[tch::Tensor],
+        warmup_runs: u32,
+    ) -> Result<Graph> {
+        let ptrs = tensor_ptrs(example_inputs);
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: live module and tensors; valid out pointer.
+        check(
+            unsafe {
+                pshim_graph_capture(
+                    module.raw,
+                    ptrs.as_ptr(),
+                    ptrs.len(),
+                    warmup_runs as c_int,
+                    &mut raw,
+                )
+            },
+            "capturing a CUDA graph",
+        )?;
+        Ok(Graph { raw })
+    }
+
+    pub fn replay(&mut self, inputs: &[tch::Tensor]) -> Result<Vec<tch::Tensor>> {
+        let ptrs = tensor_ptrs(inputs);
+        let raw = self.raw;
+        run_collecting("replaying a CUDA graph", |sink, ctx| {
+            // SAFETY: exclusive access through &mut self; live tensors.
+            unsafe { pshim_graph_replay(raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
+        })
+    }
+}
+
+/// A non-owning view of the memory a DLPack tensor describes.
+///
+/// # Safety
+/// `dl_tensor` points to a DLTensor whose fields were validated and whose
+/// memory outlives the returned tensor's use.
+pub unsafe fn tensor_from_dlpack(dl_tensor: *const c_void) -> Result<tch::Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(
+        pshim_tensor_from_dlpack(dl_tensor, &mut out),
+        "wrapping a DLPack tensor",
+    )?;
+    Ok(tch::Tensor::from_ptr(out.cast()))
+}
+
+/// A `DLManagedTensor *` sharing the tensor's storage; the receiver owns it.
+pub fn tensor_to_dlpack(tensor: &tch::Tensor) -> Result<*mut c_void> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a live tensor; valid out pointer.
+    check(
+        unsafe { pshim_tensor_to_dlpack(tensor.as_ptr() as *const c_void, &mut out) },
+        "exporting a tensor as DLPack",
+    )?;
+    Ok(out)
+}
+
+/// (allocated, peak allocated, reserved) bytes of a CUDA device's caching allocator.
+pub fn device_memory_stats(index: i32) -> Result<(u64, u64, u64)> {
+    let (mut allocated, mut peak, mut reserved) = (0, 0, 0);
+    // SAFETY: valid out pointers.
+    check(
+        unsafe { pshim_device_memory_stats(index, &mut allocated, &mut peak, &mut reserved) },
+        "reading device memory statistics",
+    )?;
+    Ok((allocated, peak, reserved))
+}
+
+pub fn device_reset_peak(index: i32) -> Result<()> {
+    // SAFETY: plain value argument.
+    check(
+        unsafe { pshim_device_reset_peak(index) },
+        "resetting peak memory statistics",
+    )
+}
+
+pub fn device_empty_cache() -> Result<()> {
+    // SAFETY: no arguments.
+    check(
+        unsafe { pshim_device_empty_cache() },
+        "emptying the device cache",
+    )
+}

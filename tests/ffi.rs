@@ -51,7 +51,7 @@ fn status_names_cover_every_code() {
         let name = unsafe { CStr::from_ptr(perfopt_status_name(*status as i32)) };
         assert_eq!(name, status.name());
     }
-    for unknown in [-1, 19, i32::MAX] {
+    for unknown in [-1, 21, i32::MAX] {
         let name = unsafe { CStr::from_ptr(perfopt_status_name(unknown)) };
         assert_eq!(name.to_str().unwrap(), "PERFOPT_UNKNOWN_STATUS");
     }

@@ -5,8 +5,11 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use perfopt::bench::{self, BenchOptions, InputSpec};
 use perfopt::json::Json;
-use perfopt::{Config, DeviceRequest, Optimizer};
+use perfopt::{CompileMode, Config, DeviceRequest, Optimizer};
 
 const USAGE: &str = "\
 usage: perfopt <command> [options]
@@ -15,6 +18,11 @@ commands:
   info [--device D] [--json] [--no-env]
         detect the device, apply the optimizer's settings, and print the report
         (D: auto, cpu, cuda, cuda:N, mps; --no-env ignores TRANSLATOR_* variables)
+  bench MODEL.pt --input 4x80x100 [--input ...] [--device D] [--mode M] [--iterations N] [--json FILE]
+        load the model once per compile mode (all four unless --mode is given, repeatable)
+        and print cold start, compile time, p50/p99 latency, throughput, peak memory,
+        relative error against fp32 eager and the speed-up over the model as loaded;
+        an input is sizes joined by x, optionally :int64 (FILE - is standard output)
   version
         print the versions of perfopt, libtorch and CUDA
   help  print this text";
@@ -23,6 +31,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("info") => info(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("version" | "--version" | "-V") => {
             println!("{}", perfopt::version::full_version().to_string_lossy());
             Ok(())
@@ -64,6 +73,84 @@ fn info(args: &[String]) -> Result<(), String> {
         println!("{report}");
     } else {
         print_report(&report);
+    }
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let mut config = Config::default();
+    let mut model_path = None;
+    let mut inputs = Vec::new();
+    let mut modes = Vec::new();
+    let mut iterations = 100usize;
+    let mut json_path: Option<String> = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = |name: &str| iter.next().cloned().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--input" => inputs.push(
+                value("--input")?
+                    .parse::<InputSpec>()
+                    .map_err(|e| e.to_string())?,
+            ),
+            "--mode" => modes.push(
+                value("--mode")?
+                    .parse::<CompileMode>()
+                    .map_err(|e| e.to_string())?,
+            ),
+            "--device" => {
+                config.device = Some(
+                    value("--device")?
+                        .parse::<DeviceRequest>()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            "--iterations" => {
+                iterations = value("--iterations")?
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--iterations needs a positive number")?
+            }
+            "--json" => json_path = Some(value("--json")?),
+            "--no-env" => config.read_environment = false,
+            other if other.starts_with("--") => {
+                return Err(format!("unknown option {other:?} for `bench`\n\n{USAGE}"))
+            }
+            path if model_path.is_none() => model_path = Some(path.to_string()),
+            extra => return Err(format!("unexpected argument {extra:?}")),
+        }
+    }
+    let model_path = model_path.ok_or(format!("bench needs a model file\n\n{USAGE}"))?;
+    if inputs.is_empty() {
+        return Err("bench needs at least one --input, e.g. --input 4x80x100".to_string());
+    }
+    if modes.is_empty() {
+        modes = vec![
+            CompileMode::None,
+            CompileMode::Default,
+            CompileMode::ReduceOverhead,
+            CompileMode::MaxAutotune,
+        ];
+    }
+    let optimizer = Arc::new(Optimizer::new(&config).map_err(|e| e.to_string())?);
+    let options = BenchOptions {
+        model_path,
+        inputs,
+        modes,
+        iterations,
+    };
+    let device = optimizer.device().to_string();
+    let rows = bench::run(optimizer, &options).map_err(|e| e.to_string())?;
+    print!("{}", bench::table(&options, &device, &rows));
+    if let Some(path) = json_path {
+        let json = bench::to_json(&options, &device, &rows).to_string();
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(&path, json + "\n").map_err(|e| format!("writing {path}: {e}"))?;
+            println!("wrote {path}");
+        }
     }
     Ok(())
 }

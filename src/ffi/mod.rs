@@ -8,8 +8,10 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod args;
+pub mod dlpack;
 pub mod handles;
 pub mod library;
+pub mod model;
 pub mod optimizer;
 pub mod scope;
 pub mod types;

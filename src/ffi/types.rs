@@ -70,9 +70,14 @@ pub enum perfopt_status {
     /// A bug in perfopt was caught at the boundary (a Rust panic).
     PERFOPT_ERR_PANIC = 17,
     PERFOPT_ERR_INTERNAL = 18,
+    /// The model file is a damaged or truncated archive.
+    PERFOPT_ERR_MODEL_CORRUPT = 19,
+    /// Not a failure: compilation was skipped on this device (MPS, as the
+    /// service does) and the model stays usable as loaded. The message says why.
+    PERFOPT_COMPILE_SKIPPED = 20,
 }
 
-static ALL_STATUSES: [perfopt_status; 19] = [
+static ALL_STATUSES: [perfopt_status; 21] = [
     perfopt_status::PERFOPT_OK,
     perfopt_status::PERFOPT_ERR_NULL_ARGUMENT,
     perfopt_status::PERFOPT_ERR_INVALID_ARGUMENT,
@@ -92,6 +97,8 @@ static ALL_STATUSES: [perfopt_status; 19] = [
     perfopt_status::PERFOPT_ERR_TORCH,
     perfopt_status::PERFOPT_ERR_PANIC,
     perfopt_status::PERFOPT_ERR_INTERNAL,
+    perfopt_status::PERFOPT_ERR_MODEL_CORRUPT,
+    perfopt_status::PERFOPT_COMPILE_SKIPPED,
 ];
 
 impl perfopt_status {
@@ -123,6 +130,8 @@ impl perfopt_status {
             PERFOPT_ERR_TORCH => c"PERFOPT_ERR_TORCH",
             PERFOPT_ERR_PANIC => c"PERFOPT_ERR_PANIC",
             PERFOPT_ERR_INTERNAL => c"PERFOPT_ERR_INTERNAL",
+            PERFOPT_ERR_MODEL_CORRUPT => c"PERFOPT_ERR_MODEL_CORRUPT",
+            PERFOPT_COMPILE_SKIPPED => c"PERFOPT_COMPILE_SKIPPED",
         }
     }
 }
@@ -149,6 +158,8 @@ impl From<ErrorKind> for perfopt_status {
             ErrorKind::Torch => PERFOPT_ERR_TORCH,
             ErrorKind::Panic => PERFOPT_ERR_PANIC,
             ErrorKind::Internal => PERFOPT_ERR_INTERNAL,
+            ErrorKind::ModelCorrupt => PERFOPT_ERR_MODEL_CORRUPT,
+            ErrorKind::CompileSkipped => PERFOPT_COMPILE_SKIPPED,
         }
     }
 }

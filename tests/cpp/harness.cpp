@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -92,6 +94,7 @@ TEST_CASE(version_and_abi) {
   CHECK(std::string(perfopt_status_name(PERFOPT_ERR_WRONG_THREAD)) == "PERFOPT_ERR_WRONG_THREAD");
   CHECK(std::string(perfopt_status_name(-7)) == "PERFOPT_UNKNOWN_STATUS");
   CHECK(std::string(perfopt_status_name(1000)) == "PERFOPT_UNKNOWN_STATUS");
+  CHECK(std::string(perfopt_status_name(PERFOPT_COMPILE_SKIPPED)) == "PERFOPT_COMPILE_SKIPPED");
 }
 
 TEST_CASE(config_default_fills_every_field) {
@@ -313,6 +316,355 @@ TEST_CASE(log_callback_receives_records) {
     CHECK(text.find("(no user data)") == std::string::npos);
   }
   CHECK(ready && failure);
+}
+
+// ---- Models --------------------------------------------------------------
+
+namespace {
+
+std::string fixtures() {
+  const char *dir = std::getenv("PERFOPT_FIXTURES");
+  if (!dir) throw Failure{"PERFOPT_FIXTURES is not set (make test-cpp sets it)"};
+  return dir;
+}
+
+// A host tensor read from a .npy file (little-endian f4 or i8, C order).
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<char> data;
+  DLDataType dtype{};
+
+  DLTensor dl() {
+    DLTensor t{};
+    t.data = data.data();
+    t.device = DLDevice{kDLCPU, 0};
+    t.ndim = static_cast<int32_t>(shape.size());
+    t.dtype = dtype;
+    t.shape = shape.data();
+    t.strides = nullptr;
+    t.byte_offset = 0;
+    return t;
+  }
+};
+
+HostTensor read_npy(const std::string &path) {
+  FILE *f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Failure{"cannot open " + path};
+  char magic[10];
+  if (std::fread(magic, 1, 10, f) != 10) throw Failure{"short npy " + path};
+  uint16_t header_len = static_cast<uint8_t>(magic[8]) | (static_cast<uint8_t>(magic[9]) << 8);
+  std::string header(header_len, '\0');
+  if (std::fread(header.data(), 1, header_len, f) != header_len) throw Failure{"short npy header " + path};
+  HostTensor t;
+  if (header.find("'<f4'") != std::string::npos) {
+    t.dtype = DLDataType{kDLFloat, 32, 1};
+  } else if (header.find("'<i8'") != std::string::npos) {
+    t.dtype = DLDataType{kDLInt, 64, 1};
+  } else {
+    throw Failure{"unsupported npy dtype in " + path};
+  }
+  size_t open = header.find("'shape': (") + 10, close = header.find(')', open);
+  std::string dims = header.substr(open, close - open);
+  size_t numel = 1;
+  for (size_t pos = 0; pos < dims.size();) {
+    size_t comma = dims.find(',', pos);
+    std::string dim = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (dim.find_first_not_of(' ') != std::string::npos) {
+      t.shape.push_back(std::stoll(dim));
+      numel *= static_cast<size_t>(t.shape.back());
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  t.data.resize(numel * (t.dtype.bits / 8));
+  if (std::fread(t.data.data(), 1, t.data.size(), f) != t.data.size()) throw Failure{"short npy data " + path};
+  std::fclose(f);
+  return t;
+}
+
+struct Fixture {
+  std::string path;
+  std::vector<HostTensor> inputs, outputs;
+  std::vector<DLTensor> dl_inputs() {
+    std::vector<DLTensor> dl;
+    for (auto &t : inputs) dl.push_back(t.dl());
+    return dl;
+  }
+};
+
+bool exists(const std::string &path) {
+  FILE *f = std::fopen(path.c_str(), "rb");
+  if (f) std::fclose(f);
+  return f != nullptr;
+}
+
+Fixture fixture(const std::string &name) {
+  Fixture fx;
+  fx.path = fixtures() + "/" + name + ".pt";
+  for (int i = 0; exists(fixtures() + "/" + name + ".input" + std::to_string(i) + ".npy"); ++i)
+    fx.inputs.push_back(read_npy(fixtures() + "/" + name + ".input" + std::to_string(i) + ".npy"));
+  for (int i = 0; exists(fixtures() + "/" + name + ".output" + std::to_string(i) + ".npy"); ++i)
+    fx.outputs.push_back(read_npy(fixtures() + "/" + name + ".output" + std::to_string(i) + ".npy"));
+  return fx;
+}
+
+// max |a - b| / max |b| of a float32 output against its reference.
+double relative_error(const DLManagedTensor *out, const HostTensor &ref) {
+  const DLTensor &t = out->dl_tensor;
+  CHECK(t.device.device_type == kDLCPU);
+  CHECK(t.dtype.code == kDLFloat && t.dtype.bits == 32);
+  CHECK(static_cast<size_t>(t.ndim) == ref.shape.size());
+  size_t numel = 1;
+  for (int d = 0; d < t.ndim; ++d) {
+    CHECK(t.shape[d] == ref.shape[d]);
+    numel *= static_cast<size_t>(t.shape[d]);
+  }
+  const float *a = reinterpret_cast<const float *>(static_cast<const char *>(t.data) + t.byte_offset);
+  const float *b = reinterpret_cast<const float *>(ref.data.data());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < numel; ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(a[i] - b[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(b[i])));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+void release(DLManagedTensor **outputs, size_t n) {
+  for (size_t i = 0; i < n; ++i) outputs[i]->deleter(outputs[i]);
+}
+
+perfopt_model *load(perfopt_optimizer *optimizer, const std::string &path) {
+  perfopt_model *model = nullptr;
+  CHECK_STATUS(perfopt_model_load(optimizer, path.c_str(), nullptr, &model), PERFOPT_OK, "");
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE(models_match_pytorch_in_every_mode) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  for (const char *name : {"vocoder", "encoder", "speaker", "two_inputs", "tokens"}) {
+    Fixture fx = fixture(name);
+    auto inputs = fx.dl_inputs();
+    for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+      perfopt_model *model = load(optimizer, fx.path);
+      CHECK_STATUS(perfopt_model_compile(model, mode, inputs.data(), inputs.size()), PERFOPT_OK, "");
+      DLManagedTensor *outputs[4] = {};
+      size_t n = 0;
+      CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
+      CHECK(n == fx.outputs.size());
+      for (size_t i = 0; i < n; ++i) {
+        double error = relative_error(outputs[i], fx.outputs[i]);
+        if (error > 1e-3) throw Failure{std::string(name) + " " + mode + ": error " + std::to_string(error)};
+      }
+      release(outputs, n);
+      perfopt_model_free(model);
+    }
+  }
+  perfopt_optimizer_free(optimizer);
+}
+
+TEST_CASE(model_load_errors) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  perfopt_model *model = nullptr;
+  std::string dir = fixtures();
+  CHECK_STATUS(perfopt_model_load(nullptr, "x.pt", nullptr, &model), PERFOPT_ERR_NULL_ARGUMENT, "optimizer");
+  CHECK_STATUS(perfopt_model_load(optimizer, nullptr, nullptr, &model), PERFOPT_ERR_NULL_ARGUMENT, "path");
+  CHECK_STATUS(perfopt_model_load(optimizer, "x.pt", nullptr, nullptr), PERFOPT_ERR_NULL_ARGUMENT, "out");
+  CHECK_STATUS(perfopt_model_load(optimizer, "", nullptr, &model), PERFOPT_ERR_FILE_NOT_FOUND, "empty");
+  CHECK_STATUS(perfopt_model_load(optimizer, (dir + "/nope.pt").c_str(), nullptr, &model),
+               PERFOPT_ERR_FILE_NOT_FOUND, "nope.pt");
+  CHECK_STATUS(perfopt_model_load(optimizer, (dir + "/manifest.json").c_str(), nullptr, &model),
+               PERFOPT_ERR_LOAD_FAILED, "manifest.json");
+  CHECK_STATUS(perfopt_model_load(optimizer, dir.c_str(), nullptr, &model), PERFOPT_ERR_LOAD_FAILED, "directory");
+  const char bad_utf8[] = {'m', static_cast<char>(0xc3), 0};
+  CHECK_STATUS(perfopt_model_load(optimizer, bad_utf8, nullptr, &model), PERFOPT_ERR_INVALID_UTF8, "path");
+  // A truncated copy of a real model.
+  std::vector<char> bytes;
+  {
+    FILE *f = std::fopen((dir + "/encoder.pt").c_str(), "rb");
+    CHECK(f != nullptr);
+    char chunk[4096];
+    size_t n;
+    while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) bytes.insert(bytes.end(), chunk, chunk + n);
+    std::fclose(f);
+  }
+  std::string cut = dir + "/harness_truncated.pt";
+  FILE *out = std::fopen(cut.c_str(), "wb");
+  std::fwrite(bytes.data(), 1, bytes.size() / 3, out);
+  std::fclose(out);
+  CHECK_STATUS(perfopt_model_load(optimizer, cut.c_str(), nullptr, &model), PERFOPT_ERR_MODEL_CORRUPT,
+               "harness_truncated.pt");
+  CHECK(model == nullptr);
+  perfopt_model_free(nullptr);
+  model = load(optimizer, dir + "/encoder.pt");
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
+TEST_CASE(model_bad_inputs_leave_it_usable) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx = fixture("two_inputs");
+  perfopt_model *model = load(optimizer, fx.path);
+  auto good = fx.dl_inputs();
+  DLManagedTensor *outputs[4] = {};
+  size_t n = 0;
+  auto run = [&](std::vector<DLTensor> inputs) {
+    return perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n);
+  };
+  CHECK_STATUS(run({good[0]}), PERFOPT_ERR_INVALID_ARGUMENT, "takes 2 input(s), got 1");
+  auto bad = good;
+  bad[0].dtype = DLDataType{5, 64, 1};  // complex64
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "inputs[0]: dtype");
+  bad = good;
+  bad[1].dtype.lanes = 4;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "lanes");
+  bad = good;
+  bad[0].ndim = -1;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "ndim");
+  bad = good;
+  bad[0].shape = nullptr;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "shape is NULL");
+  bad = good;
+  int64_t negative[2] = {2, -16};
+  bad[0].shape = negative;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "sizes must be >= 0");
+  bad = good;
+  bad[0].data = nullptr;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "data is NULL");
+  bad = good;
+  bad[0].device.device_type = kDLVulkan;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "device type");
+  bad = good;
+  bad[0].device = DLDevice{kDLCUDA, 7};
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "CUDA");
+  int64_t huge[2] = {int64_t(1) << 40, int64_t(1) << 20};
+  bad = good;
+  bad[0].shape = huge;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_INVALID_ARGUMENT, "at most 2^48");
+  bad = good;
+  int64_t wrong_shape[2] = {2, 5};
+  bad[0].shape = wrong_shape;
+  CHECK_STATUS(run(bad), PERFOPT_ERR_TORCH, "mat1 and mat2");
+  CHECK_STATUS(perfopt_model_run(model, nullptr, 2, outputs, 4, &n), PERFOPT_ERR_NULL_ARGUMENT, "inputs");
+  CHECK_STATUS(perfopt_model_run(model, good.data(), 2, outputs, 4, nullptr), PERFOPT_ERR_NULL_ARGUMENT,
+               "n_outputs");
+  CHECK_STATUS(perfopt_model_run(model, good.data(), 2, nullptr, 4, &n), PERFOPT_ERR_NULL_ARGUMENT, "outputs");
+  CHECK_STATUS(perfopt_model_run(model, good.data(), 2, outputs, 1, &n), PERFOPT_ERR_BUFFER_TOO_SMALL,
+               "2 outputs");
+  CHECK(n == 2);
+  CHECK_STATUS(perfopt_model_compile(model, "fastest", nullptr, 0), PERFOPT_ERR_INVALID_ARGUMENT, "fastest");
+  CHECK_STATUS(perfopt_model_compile(model, "", nullptr, 0), PERFOPT_ERR_INVALID_ARGUMENT, "compile mode");
+  CHECK_STATUS(perfopt_model_compile(model, "default", nullptr, 1), PERFOPT_ERR_NULL_ARGUMENT, "warmup_inputs");
+  CHECK_STATUS(perfopt_model_compile(nullptr, "default", nullptr, 0), PERFOPT_ERR_NULL_ARGUMENT, "model");
+  // Non-contiguous strides are read correctly: the transpose of a transpose.
+  HostTensor t = fx.inputs[0];  // 2 x 16, C order
+  std::vector<float> transposed(32);
+  const float *src = reinterpret_cast<const float *>(t.data.data());
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 16; ++j) transposed[j * 2 + i] = src[i * 16 + j];
+  int64_t strides[2] = {1, 2};
+  DLTensor strided = good[0];
+  strided.data = transposed.data();
+  strided.strides = strides;
+  CHECK_STATUS(run({strided, good[1]}), PERFOPT_OK, "");
+  CHECK(relative_error(outputs[0], fx.outputs[0]) <= 1e-5);
+  release(outputs, n);
+  // The model still works, and counted the failures.
+  CHECK_STATUS(run(good), PERFOPT_OK, "");
+  release(outputs, n);
+  std::string report;
+  size_t needed = 0;
+  perfopt_model_report(model, nullptr, 0, &needed);
+  report.resize(needed);
+  CHECK_STATUS(perfopt_model_report(model, report.data(), report.size(), &needed), PERFOPT_OK, "");
+  // The run into a too-small output array ran, so it counts.
+  if (report.find("\"calls\":3,\"failed_calls\":2") == std::string::npos) throw Failure{"model report: " + report};
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
+TEST_CASE(model_options_warmup_and_report) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx = fixture("speaker");
+  perfopt_model *model = load(optimizer, fx.path);
+  perfopt_model_options options;
+  CHECK_STATUS(perfopt_model_options_default(&options), PERFOPT_OK, "");
+  CHECK(options.struct_size == sizeof options && options.error_tolerance == 1e-3);
+  CHECK(options.graph_cache_size == 8 && options.outputs_on_device == 0);
+  perfopt_model_options bad = options;
+  bad.struct_size = 3;
+  CHECK_STATUS(perfopt_model_set_options(model, &bad), PERFOPT_ERR_STRUCT_SIZE, "struct_size");
+  bad = options;
+  bad.error_tolerance = -1;
+  CHECK_STATUS(perfopt_model_set_options(model, &bad), PERFOPT_ERR_INVALID_ARGUMENT, "error_tolerance");
+  bad = options;
+  bad.graph_cache_size = 0;
+  CHECK_STATUS(perfopt_model_set_options(model, &bad), PERFOPT_ERR_INVALID_ARGUMENT, "graph_cache_size");
+  bad = options;
+  bad.outputs_on_device = 2;
+  CHECK_STATUS(perfopt_model_set_options(model, &bad), PERFOPT_ERR_INVALID_ARGUMENT, "outputs_on_device");
+  CHECK_STATUS(perfopt_model_set_options(model, nullptr), PERFOPT_ERR_NULL_ARGUMENT, "options");
+  options.outputs_on_device = 1;  // the CPU is the device: same result
+  CHECK_STATUS(perfopt_model_set_options(model, &options), PERFOPT_OK, "");
+  CHECK_STATUS(perfopt_model_compile(model, nullptr, nullptr, 0), PERFOPT_OK, "");
+
+  auto inputs = fx.dl_inputs();
+  size_t needed = 0;
+  CHECK_STATUS(perfopt_model_warmup(model, inputs.data(), inputs.size(), 0, nullptr, 0, &needed),
+               PERFOPT_ERR_INVALID_ARGUMENT, "iterations");
+  CHECK_STATUS(perfopt_model_warmup(model, inputs.data(), inputs.size(), 4, nullptr, 0, &needed), PERFOPT_OK, "");
+  std::vector<char> small(8);
+  CHECK_STATUS(perfopt_model_warmup(model, inputs.data(), inputs.size(), 2, small.data(), small.size(), &needed),
+               PERFOPT_ERR_BUFFER_TOO_SMALL, "needed");
+  std::string report(needed + 32, '\0');
+  CHECK_STATUS(perfopt_model_warmup(model, inputs.data(), inputs.size(), 3, report.data(), report.size(), &needed),
+               PERFOPT_OK, "");
+  for (const char *key : {"\"first_call_ms\":", "\"steady\":{\"samples\":2", "\"p99_ms\":", "\"success\":true"})
+    if (report.find(key) == std::string::npos) throw Failure{std::string("warmup report lacks ") + key + report};
+  DLManagedTensor *outputs[1] = {};
+  size_t n = 0;
+  CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 1, &n), PERFOPT_OK, "");
+  CHECK(relative_error(outputs[0], fx.outputs[0]) <= 1e-3);
+  release(outputs, n);
+  perfopt_model_report(model, nullptr, 0, &needed);
+  std::string text(needed, '\0');
+  CHECK_STATUS(perfopt_model_report(model, text.data(), text.size(), &needed), PERFOPT_OK, "");
+  for (const char *key : {"\"calls\":1,", "\"latency\":{\"samples\":1", "\"peak_memory_bytes\":",
+                          "\"requested_mode\":\"reduce-overhead\"", "\"requested_source\":\"optimizer configuration\"",
+                          "need CUDA"})
+    if (text.find(key) == std::string::npos) throw Failure{std::string("model report lacks ") + key + text};
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
+TEST_CASE(one_model_many_threads) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx = fixture("encoder");
+  perfopt_model *model = load(optimizer, fx.path);
+  auto inputs = fx.dl_inputs();
+  CHECK_STATUS(perfopt_model_compile(model, "default", inputs.data(), inputs.size()), PERFOPT_OK, "");
+  std::vector<double> worst(4, 0.0);
+  std::vector<int> failures(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        DLManagedTensor *out[1] = {};
+        size_t n = 0;
+        if (perfopt_model_run(model, inputs.data(), inputs.size(), out, 1, &n) != PERFOPT_OK) {
+          ++failures[t];
+          continue;
+        }
+        worst[t] = std::max(worst[t], relative_error(out[0], fx.outputs[0]));
+        release(out, n);
+      }
+    });
+  }
+  for (auto &thread : threads) thread.join();
+  for (int t = 0; t < 4; ++t) CHECK(failures[t] == 0 && worst[t] <= 1e-3);
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
 }
 
 int main(int argc, char **argv) {

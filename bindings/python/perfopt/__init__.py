@@ -18,12 +18,15 @@ import threading
 from typing import Any, Dict, Optional
 
 from . import _native
+from ._tensors import DLPackOutput, InputBatch
 
 __all__ = [
     "Status",
     "PerfoptError",
     "Optimizer",
     "InferenceScope",
+    "Model",
+    "DLPackOutput",
     "version",
     "abi_version",
     "set_log_level",
@@ -56,6 +59,8 @@ class Status(enum.IntEnum):
     TORCH = 16
     PANIC = 17
     INTERNAL = 18
+    MODEL_CORRUPT = 19
+    COMPILE_SKIPPED = 20
 
 
 class PerfoptError(RuntimeError):
@@ -158,6 +163,10 @@ class Optimizer:
         _check(_native.lib().perfopt_optimal_batch_size(self._ptr, ctypes.byref(out)))
         return out.value
 
+    def load(self, path: str, name: Optional[str] = None) -> "Model":
+        """Loads a TorchScript file onto this optimizer's device."""
+        return Model(self, path, name)
+
     def inference(self) -> "InferenceScope":
         """A context manager that holds libtorch's inference mode on this thread."""
         return InferenceScope(self)
@@ -168,6 +177,107 @@ class Optimizer:
             self._handle = None
 
     def __enter__(self) -> "Optimizer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Model:
+    """A TorchScript model (perfopt_model_*). Inputs are NumPy arrays or torch
+    tensors (passed as DLPack views, no copies); outputs are NumPy arrays by
+    default, torch tensors with `output="torch"`, or DLPackOutput objects."""
+
+    def __init__(self, optimizer: Optimizer, path: str, name: Optional[str] = None):
+        handle = ctypes.c_void_p()
+        _check(
+            _native.lib().perfopt_model_load(optimizer._ptr, _encode(path), _encode(name), ctypes.byref(handle))
+        )
+        self._optimizer = optimizer  # the model keeps what it needs alive; this keeps `_ptr` checks simple
+        self._handle: Optional[ctypes.c_void_p] = handle
+
+    @property
+    def _ptr(self) -> ctypes.c_void_p:
+        if self._handle is None:
+            raise PerfoptError(Status.INVALID_HANDLE, "the model is closed")
+        return self._handle
+
+    def set_options(
+        self,
+        *,
+        outputs_on_device: Optional[bool] = None,
+        error_tolerance: Optional[float] = None,
+        graph_cache_size: Optional[int] = None,
+        graph_warmup_runs: Optional[int] = None,
+    ) -> None:
+        """Changes the options given; the others keep their defaults."""
+        options = _native.perfopt_model_options()
+        _check(_native.lib().perfopt_model_options_default(ctypes.byref(options)))
+        if outputs_on_device is not None:
+            options.outputs_on_device = int(bool(outputs_on_device))
+        if error_tolerance is not None:
+            options.error_tolerance = error_tolerance
+        if graph_cache_size is not None:
+            options.graph_cache_size = graph_cache_size
+        if graph_warmup_runs is not None:
+            options.graph_warmup_runs = graph_warmup_runs
+        _check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
+
+    def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> None:
+        """mode: none, default, reduce-overhead, max-autotune, or None for the
+        optimizer's. Raises PerfoptError(COMPILE_SKIPPED) on MPS."""
+        batch = InputBatch(list(warmup_inputs or []))
+        _check(_native.lib().perfopt_model_compile(self._ptr, _encode(mode), batch.pointer, batch.count))
+
+    def warmup(self, inputs: Sequence[Any], iterations: int = 3) -> Dict[str, Any]:
+        """Runs `iterations` passes; returns first-call and steady-state latency."""
+        batch = InputBatch(list(inputs))
+        ptr = self._ptr
+        return _read_json(
+            lambda buf, n, needed: _native.lib().perfopt_model_warmup(
+                ptr, batch.pointer, batch.count, iterations, buf, n, needed
+            )
+        )
+
+    def run(self, *inputs: Any, output: str = "numpy") -> List[Any]:
+        """Runs the model; `output` is "numpy", "torch" or "dlpack"."""
+        if output not in ("numpy", "torch", "dlpack"):
+            raise ValueError("output must be 'numpy', 'torch' or 'dlpack'")
+        batch = InputBatch(list(inputs))
+        capacity = 8
+        while True:
+            outputs = (ctypes.POINTER(_native.DLManagedTensor) * capacity)()
+            count = ctypes.c_size_t(0)
+            status = _native.lib().perfopt_model_run(
+                self._ptr, batch.pointer, batch.count, outputs, capacity, ctypes.byref(count)
+            )
+            if status == Status.BUFFER_TOO_SMALL and count.value > capacity:
+                capacity = count.value
+                continue
+            _check(status)
+            break
+        wrapped = [DLPackOutput(outputs[i]) for i in range(count.value)]
+        if output == "dlpack":
+            return wrapped
+        return [w.numpy() if output == "numpy" else w.torch() for w in wrapped]
+
+    def report(self) -> Dict[str, Any]:
+        """Calls, latency percentiles, peak memory, and what compilation chose and why."""
+        ptr = self._ptr
+        return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_report(ptr, buf, n, needed))
+
+    def close(self) -> None:
+        if self._handle is not None:
+            _native.lib().perfopt_model_free(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> "Model":
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -38,6 +38,52 @@ class perfopt_config(ctypes.Structure):
     ]
 
 
+class perfopt_model_options(ctypes.Structure):
+    """Mirror of `perfopt_model_options`."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("outputs_on_device", ctypes.c_int32),
+        ("error_tolerance", ctypes.c_double),
+        ("graph_cache_size", ctypes.c_uint32),
+        ("graph_warmup_runs", ctypes.c_uint32),
+    ]
+
+
+# DLPack 0.8's ABI, as include/perfopt.h defines it.
+kDLCPU, kDLCUDA = 1, 2
+
+
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+class DLManagedTensor(ctypes.Structure):
+    pass
+
+
+DLManagedTensor._fields_ = [
+    ("dl_tensor", DLTensor),
+    ("manager_ctx", ctypes.c_void_p),
+    ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))),
+]
+
 LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_char_p, ctypes.c_void_p)
 
 
@@ -111,6 +157,18 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("perfopt_optimal_batch_size", status, opt_p, c.POINTER(c.c_int32))
     fn("perfopt_inference_enter", status, opt_p, c.POINTER(scope_p))
     fn("perfopt_inference_exit", status, scope_p)
+    model_p = c.c_void_p  # perfopt_model *
+    tensors = c.POINTER(DLTensor)
+    fn("perfopt_model_options_default", status, c.POINTER(perfopt_model_options))
+    fn("perfopt_model_load", status, opt_p, c.c_char_p, c.c_char_p, c.POINTER(model_p))
+    fn("perfopt_model_free", None, model_p)
+    fn("perfopt_model_set_options", status, model_p, c.POINTER(perfopt_model_options))
+    fn("perfopt_model_compile", status, model_p, c.c_char_p, tensors, c.c_size_t)
+    fn("perfopt_model_warmup", status, model_p, tensors, c.c_size_t, c.c_uint32, c.c_char_p, c.c_size_t,
+       c.POINTER(c.c_size_t))
+    fn("perfopt_model_run", status, model_p, tensors, c.c_size_t, c.POINTER(c.POINTER(DLManagedTensor)),
+       c.c_size_t, c.POINTER(c.c_size_t))
+    fn("perfopt_model_report", status, model_p, c.c_char_p, c.c_size_t, c.POINTER(c.c_size_t))
 
 
 #: The exported functions this module declares (tests compare it with the header).
@@ -127,6 +185,14 @@ DECLARED = [
     "perfopt_optimal_batch_size",
     "perfopt_inference_enter",
     "perfopt_inference_exit",
+    "perfopt_model_options_default",
+    "perfopt_model_load",
+    "perfopt_model_free",
+    "perfopt_model_set_options",
+    "perfopt_model_compile",
+    "perfopt_model_warmup",
+    "perfopt_model_run",
+    "perfopt_model_report",
 ]
 
 _lib: Optional[ctypes.CDLL] = None

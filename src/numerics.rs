@@ -1,0 +1,174 @@
+//! Process-global numeric flags (TF32, cuDNN benchmark) set around a piece of
+//! work and restored after, and the relative error between two outputs.
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::shim;
+
+/// The libtorch flags a candidate may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NumericFlags {
+    pub tf32: bool,
+    pub cudnn_benchmark: bool,
+}
+
+impl NumericFlags {
+    /// Full fp32 precision: the reference every error is measured against.
+    pub const IEEE: NumericFlags = NumericFlags {
+        tf32: false,
+        cudnn_benchmark: false,
+    };
+
+    pub fn label(self) -> String {
+        format!(
+            "tf32 {}, cudnn.benchmark {}",
+            if self.tf32 { "on" } else { "off" },
+            if self.cudnn_benchmark { "on" } else { "off" }
+        )
+    }
+}
+
+const TF32_OPS: [&str; 3] = ["matmul", "conv", "rnn"];
+
+/// Serialises flag changes: two compilations must not interleave theirs.
+static FLAGS_LOCK: Mutex<()> = Mutex::new(());
+
+fn read() -> Result<(Vec<String>, bool)> {
+    let precisions = TF32_OPS
+        .iter()
+        .map(|op| shim::fp32_precision("cuda", op))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((precisions, shim::cudnn_benchmark()?))
+}
+
+fn write(precisions: &[String], benchmark: bool) -> Result<()> {
+    for (op, precision) in TF32_OPS.iter().zip(precisions) {
+        shim::set_fp32_precision("cuda", op, precision)?;
+    }
+    shim::set_cudnn_benchmark(benchmark)
+}
+
+/// Runs `work` with `flags` set, then restores what was there. These flags
+/// are process-wide in libtorch: other threads running meanwhile see them,
+/// which is why perfopt only does this while compiling and bakes the choice
+/// into a CUDA graph rather than switching flags per call.
+pub fn with_flags<T>(flags: NumericFlags, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _lock = FLAGS_LOCK.lock();
+    let (saved_precisions, saved_benchmark) = read()?;
+    let precision = if flags.tf32 { "tf32" } else { "ieee" };
+    write(
+        &[
+            precision.to_string(),
+            precision.to_string(),
+            precision.to_string(),
+        ],
+        flags.cudnn_benchmark,
+    )?;
+    let result = work();
+    write(&saved_precisions, saved_benchmark)?;
+    result
+}
+
+/// The flags libtorch has now.
+pub fn current() -> Result<NumericFlags> {
+    Ok(NumericFlags {
+        tf32: shim::fp32_precision("cuda", "matmul")? == "tf32",
+        cudnn_benchmark: shim::cudnn_benchmark()?,
+    })
+}
+
+/// max |a - b| / max |b| over every output (∞ when shapes or counts differ;
+/// exact comparison for integer and boolean outputs).
+pub fn relative_error(outputs: &[tch::Tensor], reference: &[tch::Tensor]) -> Result<f64> {
+    if outputs.len() != reference.len() {
+        return Ok(f64::INFINITY);
+    }
+    let mut worst = 0.0f64;
+    for (a, b) in outputs.iter().zip(reference) {
+        if a.size() != b.size() {
+            return Ok(f64::INFINITY);
+        }
+        if a.numel() == 0 {
+            continue;
+        }
+        let floating = a.is_floating_point() || b.is_floating_point();
+        let a = a
+            .f_to_device(tch::Device::Cpu)?
+            .f_to_kind(tch::Kind::Double)?;
+        let b = b
+            .f_to_device(tch::Device::Cpu)?
+            .f_to_kind(tch::Kind::Double)?;
+        let diff = a.f_sub(&b)?.f_abs()?.f_max()?.f_double_value(&[])?;
+        let error = if floating {
+            let scale = b.f_abs()?.f_max()?.f_double_value(&[])?;
+            diff / scale.max(f64::MIN_POSITIVE)
+        } else if diff == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+        if error.is_nan() {
+            return Ok(f64::INFINITY);
+        }
+        worst = worst.max(error);
+    }
+    Ok(worst)
+}
+
+/// Turns a non-finite error into an explanation for reports.
+pub fn check_finite(error: f64, what: &str) -> Result<f64> {
+    if error.is_finite() {
+        Ok(error)
+    } else {
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!("{what}: outputs differ in count, shape or value"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_error_of_outputs() {
+        let b = tch::Tensor::from_slice(&[1.0f32, -2.0, 4.0]);
+        let a = tch::Tensor::from_slice(&[1.0f32, -2.0, 4.004]);
+        let err = relative_error(&[a], &[b.shallow_clone()]).unwrap();
+        assert!((err - 0.001).abs() < 1e-6, "{err}");
+        assert_eq!(
+            relative_error(&[b.shallow_clone()], &[b.shallow_clone()]).unwrap(),
+            0.0
+        );
+        let shorter = tch::Tensor::from_slice(&[1.0f32]);
+        assert!(relative_error(&[shorter], &[b.shallow_clone()])
+            .unwrap()
+            .is_infinite());
+        assert!(relative_error(&[], &[b]).unwrap().is_infinite());
+        let ints = tch::Tensor::from_slice(&[1i64, 2]);
+        let other = tch::Tensor::from_slice(&[1i64, 3]);
+        assert_eq!(
+            relative_error(&[ints.shallow_clone()], &[ints.shallow_clone()]).unwrap(),
+            0.0
+        );
+        assert!(relative_error(&[other], &[ints]).unwrap().is_infinite());
+    }
+
+    #[test]
+    fn flags_are_restored() {
+        let before = current().unwrap();
+        let inside = with_flags(
+            NumericFlags {
+                tf32: !before.tf32,
+                cudnn_benchmark: !before.cudnn_benchmark,
+            },
+            current,
+        )
+        .unwrap();
+        assert_eq!(inside.tf32, !before.tf32);
+        assert_eq!(inside.cudnn_benchmark, !before.cudnn_benchmark);
+        assert_eq!(current().unwrap(), before);
+    }
+}

@@ -1,0 +1,111 @@
+"""Models through the Python binding: NumPy and torch inputs, every compile
+mode against PyTorch's own outputs, bad inputs, reports."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfopt
+from perfopt import PerfoptError, Status
+
+FIXTURES = Path(os.environ.get("PERFOPT_FIXTURES", Path(__file__).resolve().parents[2] / "build" / "fixtures"))
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+
+
+def load_fixture(name):
+    entry = MANIFEST[name]
+    inputs = [np.load(FIXTURES / i["file"]) for i in entry["inputs"]]
+    outputs = [np.load(FIXTURES / o["file"]) for o in entry["outputs"]]
+    return str(FIXTURES / entry["file"]), inputs, outputs
+
+
+def rel_error(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def opt():
+    with perfopt.Optimizer("cpu", read_environment=False) as optimizer:
+        yield optimizer
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+@pytest.mark.parametrize("mode", ["none", "default", "reduce-overhead", "max-autotune"])
+def test_numpy_inputs_match_pytorch(opt, name, mode):
+    path, inputs, expected = load_fixture(name)
+    with opt.load(path, name) as model:
+        model.compile(mode, inputs)
+        outputs = model.run(*inputs)
+        assert len(outputs) == len(expected)
+        for got, want in zip(outputs, expected):
+            assert isinstance(got, np.ndarray)
+            assert got.shape == want.shape
+            assert rel_error(got, want) <= 1e-3
+        assert model.report()["compile"]["requested_mode"] == mode
+
+
+def test_torch_tensors_in_and_out(opt):
+    torch = pytest.importorskip("torch")
+    path, inputs, expected = load_fixture("two_inputs")
+    with opt.load(path) as model:
+        outputs = model.run(*[torch.from_numpy(i) for i in inputs], output="torch")
+        assert all(isinstance(o, torch.Tensor) for o in outputs)
+        for got, want in zip(outputs, expected):
+            assert rel_error(got.numpy(), want) <= 1e-3
+        # A non-contiguous torch view is read through its strides.
+        transposed = torch.from_numpy(inputs[0]).t().contiguous().t()
+        again = model.run(transposed, torch.from_numpy(inputs[1]), output="numpy")
+        assert rel_error(again[0], expected[0]) <= 1e-5
+
+
+def test_warmup_and_report(opt):
+    path, inputs, _ = load_fixture("speaker")
+    with opt.load(path) as model:
+        model.compile("default")
+        report = model.warmup(inputs, iterations=4)
+        assert report["success"] is True and report["steady"]["samples"] == 3
+        model.run(*inputs)
+        full = model.report()
+        assert full["calls"] == 1 and full["latency"]["samples"] == 1
+        assert full["compile"]["chosen"].startswith("frozen")
+
+
+def test_bad_inputs_and_files(opt, tmp_path):
+    path, inputs, expected = load_fixture("two_inputs")
+    with opt.load(path) as model:
+        with pytest.raises(PerfoptError) as info:
+            model.run(inputs[0])
+        assert info.value.status == Status.INVALID_ARGUMENT and "takes 2 input(s)" in info.value.message
+        with pytest.raises(PerfoptError) as info:
+            model.run(np.zeros((2, 5), np.float32), inputs[1])
+        assert info.value.status == Status.TORCH
+        with pytest.raises(TypeError):
+            model.run(np.zeros((2, 16), np.complex64), inputs[1])
+        with pytest.raises(PerfoptError) as info:
+            model.compile("fastest")
+        assert info.value.status == Status.INVALID_ARGUMENT
+        assert rel_error(model.run(*inputs)[0], expected[0]) <= 1e-3
+    with pytest.raises(PerfoptError) as info:
+        opt.load(str(tmp_path / "missing.pt"))
+    assert info.value.status == Status.FILE_NOT_FOUND
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"hello")
+    with pytest.raises(PerfoptError) as info:
+        opt.load(str(junk))
+    assert info.value.status == Status.LOAD_FAILED and "junk.pt" in info.value.message
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(Path(path).read_bytes()[:500])
+    with pytest.raises(PerfoptError) as info:
+        opt.load(str(cut))
+    assert info.value.status == Status.MODEL_CORRUPT
+
+
+def test_closed_model_raises(opt):
+    path, inputs, _ = load_fixture("tokens")
+    model = opt.load(path)
+    model.close()
+    with pytest.raises(PerfoptError) as info:
+        model.run(*inputs)
+    assert info.value.status == Status.INVALID_HANDLE
