@@ -13,7 +13,8 @@ use perfopt::ffi::types::*;
 fn report(optimizer: *const perfopt_optimizer) -> String {
     let mut needed = 0usize;
     perfopt_optimizer_report(optimizer, ptr::null_mut(), 0, &mut needed);
-    let mut buf = vec![0 as std::ffi::c_char; needed];
+    // Reports are made fresh on each call: leave room for a changed figure.
+    let mut buf = vec![0 as std::ffi::c_char; needed + 256];
     assert_eq!(
         perfopt_optimizer_report(optimizer, buf.as_mut_ptr(), buf.len(), &mut needed),
         PERFOPT_OK

@@ -91,15 +91,19 @@ def abi_version() -> int:
     return int(_native.lib().perfopt_abi_version())
 
 
-def _read_json(call) -> Dict[str, Any]:
-    """Runs a (buf, len, needed) report call twice: once for the size, once for the text."""
-    needed = ctypes.c_size_t(0)
-    status = call(None, 0, ctypes.byref(needed))
-    if status != Status.BUFFER_TOO_SMALL:
+def _read_json(call, size: int = 4096) -> Dict[str, Any]:
+    """Runs a (buf, len, needed) report call. Reports are made fresh on each
+    call (latencies, free memory), so their size can change between calls:
+    retry with room to spare rather than trusting a size from an earlier call."""
+    while True:
+        needed = ctypes.c_size_t(0)
+        buf = ctypes.create_string_buffer(size)
+        status = call(buf, size, ctypes.byref(needed))
+        if status == Status.BUFFER_TOO_SMALL and needed.value > size:
+            size = needed.value * 2
+            continue
         _check(status)
-    buf = ctypes.create_string_buffer(needed.value)
-    _check(call(buf, needed.value, ctypes.byref(needed)))
-    return json.loads(buf.value.decode("utf-8"))
+        return json.loads(buf.value.decode("utf-8"))
 
 
 def _tri_state(value: Optional[bool]) -> int:
@@ -238,12 +242,17 @@ class Model:
     def warmup(self, inputs: Sequence[Any], iterations: int = 3) -> Dict[str, Any]:
         """Runs `iterations` passes; returns first-call and steady-state latency."""
         batch = InputBatch(list(inputs))
-        ptr = self._ptr
-        return _read_json(
-            lambda buf, n, needed: _native.lib().perfopt_model_warmup(
-                ptr, batch.pointer, batch.count, iterations, buf, n, needed
+        # One call: a retry would run the passes again. The report is well
+        # under 64 KiB.
+        size = 65536
+        buf = ctypes.create_string_buffer(size)
+        needed = ctypes.c_size_t(0)
+        _check(
+            _native.lib().perfopt_model_warmup(
+                self._ptr, batch.pointer, batch.count, iterations, buf, size, ctypes.byref(needed)
             )
         )
+        return json.loads(buf.value.decode("utf-8"))
 
     def run(self, *inputs: Any, output: str = "numpy") -> List[Any]:
         """Runs the model; `output` is "numpy", "torch" or "dlpack"."""
