@@ -254,6 +254,11 @@ typedef struct {
    Runs before each CUDA-graph capture (0 to 100). Default 3.
    */
   uint32_t graph_warmup_runs;
+  /*
+   Share of free memory perfopt_model_recommend_batch leaves unused
+   (0 to below 1). Default 0.1.
+   */
+  double memory_margin;
 } perfopt_model_options;
 
 /*
@@ -397,6 +402,27 @@ perfopt_status perfopt_model_run(perfopt_model *model, const DLTensor *inputs, s
  CUDA-graph captures, replays and fall-backs).
  */
 perfopt_status perfopt_model_report(const perfopt_model *model, char *buf, size_t len, size_t *needed);
+
+/*
+ Measures the model on one sample (every input with dimension 0 of size 1):
+ peak memory at a few batch sizes, fitted to fixed + per-sample bytes,
+ gives the largest batch that fits in free memory under the safety margin;
+ throughput at doubling batches gives the knee where larger batches stop
+ paying (less than 5% more samples per second). `*batch` is the smaller of
+ the two (at least 1); the JSON report has both and every measured point.
+ run_batched remembers it.
+ */
+perfopt_status perfopt_model_recommend_batch(perfopt_model *model, const DLTensor *sample_inputs, size_t n_inputs, int32_t *batch, char *report, size_t report_len, size_t *needed);
+
+/*
+ Runs inputs of any size along dimension 0 (all inputs the same size
+ there) in chunks of at most `max_batch` (0: the size recommend_batch
+ found, else the service's rule), halving the chunk and retrying on
+ out-of-memory (remembered for later calls); only a batch of one that does
+ not fit returns PERFOPT_ERR_OUT_OF_MEMORY. Outputs are concatenated along
+ dimension 0, as perfopt_model_run returns them.
+ */
+perfopt_status perfopt_model_run_batched(perfopt_model *model, const DLTensor *inputs, size_t n_inputs, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  Fills `config` with the defaults: every setting PERFOPT_AUTO, the device

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod autotune;
 pub mod batch;
+pub mod batching;
 pub mod bench;
 pub mod config;
 pub mod device;

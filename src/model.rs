@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::archive;
 use crate::autotune;
+use crate::batching::{self, Recommendation};
 use crate::config::CompileMode;
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -41,6 +42,8 @@ pub struct ModelOptions {
     pub graph_cache_size: usize,
     /// Runs before a CUDA-graph capture (lazy initialisation, cuDNN autotuning).
     pub graph_warmup_runs: u32,
+    /// Share of free memory recommend_batch leaves unused.
+    pub memory_margin: f64,
 }
 
 impl Default for ModelOptions {
@@ -50,6 +53,7 @@ impl Default for ModelOptions {
             error_tolerance: 1e-3,
             graph_cache_size: 8,
             graph_warmup_runs: 3,
+            memory_margin: 0.1,
         }
     }
 }
@@ -66,6 +70,12 @@ impl ModelOptions {
             return Err(Error::invalid_argument(format!(
                 "graph_cache_size is {}; it must be 1 to 1024",
                 self.graph_cache_size
+            )));
+        }
+        if !(0.0..1.0).contains(&self.memory_margin) {
+            return Err(Error::invalid_argument(format!(
+                "memory_margin is {}; it must be at least 0 and below 1",
+                self.memory_margin
             )));
         }
         if self.graph_warmup_runs > 100 {
@@ -158,7 +168,7 @@ impl<V: Clone> LruCache<V> {
 
 /// CUDA graphs over one module, captured lazily per input shape.
 pub struct GraphExecutor {
-    module: Arc<Module>,
+    pub(crate) module: Arc<Module>,
     /// Flags set while capturing (baked into the graphs); `None` = the process's.
     flags: Option<NumericFlags>,
     warmup_runs: u32,
@@ -393,10 +403,35 @@ pub struct Model {
     options: RwLock<ModelOptions>,
     compiled: RwLock<Compiled>,
     stats: Mutex<LatencyWindow>,
+    batching: Mutex<BatchState>,
+}
+
+/// What batching learnt about this model.
+#[derive(Default)]
+struct BatchState {
+    /// From recommend_batch.
+    recommended: Option<i64>,
+    /// A smaller size that out-of-memory retries forced.
+    remembered: Option<i64>,
+    oom_retries: u64,
+    batched_calls: u64,
+    last: Option<Recommendation>,
 }
 
 /// Recent calls kept for percentiles.
 const LATENCY_WINDOW: usize = 4096;
+/// recommend_batch's throughput trials stop at this batch or this time.
+const MAX_TRIAL_BATCH: i64 = 512;
+const TRIAL_BUDGET: Duration = Duration::from_secs(5);
+const WARMUP_PER_TRIAL: usize = 3;
+const TIMED_PER_TRIAL: usize = 5;
+
+/// A size field of /proc/self/status ("VmHWM:   1692 kB"), in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
 
 impl Model {
     /// Loads a TorchScript file onto the optimizer's device, in eval mode.
@@ -436,6 +471,7 @@ impl Model {
             options: RwLock::new(ModelOptions::default()),
             compiled: RwLock::new(Compiled::as_loaded(original)),
             stats: Mutex::new(LatencyWindow::new(LATENCY_WINDOW)),
+            batching: Mutex::new(BatchState::default()),
         })
     }
 
@@ -790,6 +826,261 @@ impl Model {
                 "compile",
                 self.compiled.read().to_json(options.error_tolerance),
             )
+            .with("batching", {
+                let b = self.batching.lock();
+                Json::object()
+                    .with("recommended", b.recommended)
+                    .with("remembered_after_oom", b.remembered)
+                    .with("batched_calls", b.batched_calls)
+                    .with("oom_retries", b.oom_retries)
+                    .with("service_rule", self.optimizer.optimal_batch_size())
+                    .with(
+                        "last_recommendation",
+                        b.last.as_ref().map_or(Json::Null, Recommendation::to_json),
+                    )
+            })
+    }
+
+    /// The module plain runs go through: the compiled one, or as loaded.
+    /// Batch measurements use it directly, so that they do not fill the
+    /// CUDA-graph cache with one graph per trial size.
+    fn plain_module(&self) -> Arc<Module> {
+        match &self.compiled.read().executor {
+            Executor::Eager(module) => module.clone(),
+            Executor::Graphs(graphs) => graphs.module.clone(),
+            Executor::PendingAutotune => self.original.clone(),
+        }
+    }
+
+    /// Bytes in use beyond what was in use before, at the peak of `work`: the
+    /// CUDA allocator's peak on CUDA; the resident set's high-water mark on
+    /// Linux (reset through /proc/self/clear_refs) elsewhere.
+    fn peak_during(&self, work: impl FnOnce() -> Result<()>) -> Result<Option<u64>> {
+        match (self.device.kind, self.device.index) {
+            (DeviceKind::Cuda, Some(index)) => {
+                let index = index as i32;
+                shim::device_empty_cache()?;
+                shim::device_reset_peak(index)?;
+                let (before, _, _) = shim::device_memory_stats(index)?;
+                work()?;
+                let (_, peak, _) = shim::device_memory_stats(index)?;
+                Ok(Some(peak.saturating_sub(before)))
+            }
+            _ => {
+                let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+                let before = proc_status_bytes("VmRSS:");
+                work()?;
+                let peak = proc_status_bytes("VmHWM:");
+                Ok(match (reset, before, peak) {
+                    (true, Some(before), Some(peak)) => Some(peak.saturating_sub(before)),
+                    _ => None,
+                })
+            }
+        }
+    }
+
+    fn free_memory(&self) -> (Option<u64>, &'static str) {
+        match (self.device.kind, self.device.index) {
+            (DeviceKind::Cuda, Some(index)) => (
+                shim::accelerator_memory_info(index as i32)
+                    .ok()
+                    .map(|(free, _)| free),
+                "CUDA caching allocator peak per batch; free device memory",
+            ),
+            // MPS shares the host's memory.
+            _ => (
+                crate::device::host::available_memory(),
+                "resident-set high-water mark per batch; available host memory",
+            ),
+        }
+    }
+
+    /// Measures peak memory at batch 1, 2, 4 and 8 and throughput at doubling
+    /// batches from one sample (dimension 0 of size 1), and recommends the
+    /// smaller of the memory limit and the throughput knee. Remembered for
+    /// run_batched.
+    pub fn recommend_batch(&self, sample: Vec<tch::Tensor>) -> Result<Recommendation> {
+        self.check_inputs(&sample)?;
+        if let Some(i) = sample.iter().position(|t| t.dim() == 0 || t.size()[0] != 1) {
+            return Err(Error::invalid_argument(format!(
+                "sample_inputs[{i}] has shape {:?}; a sample has dimension 0 of size 1",
+                sample[i].size()
+            )));
+        }
+        let sample = self.to_device(sample)?;
+        let module = self.plain_module();
+        let margin = self.options().memory_margin;
+        let batch_of = |b: i64| -> Result<Vec<tch::Tensor>> {
+            sample
+                .iter()
+                .map(|t| {
+                    let mut repeats = vec![1i64; t.dim()];
+                    repeats[0] = b;
+                    Ok(t.f_repeat(&repeats)?)
+                })
+                .collect()
+        };
+        let _inference = InferenceModeGuard::enter()?;
+        let run = |inputs: &[tch::Tensor]| -> Result<()> {
+            module.forward(inputs)?;
+            self.synchronize();
+            Ok(())
+        };
+        run(&sample)?; // lazy initialisation must not count as memory per sample
+
+        let mut rec = Recommendation {
+            margin,
+            ..Default::default()
+        };
+        let (free, source) = self.free_memory();
+        rec.free_bytes = free;
+        rec.memory_source = source.to_string();
+        for b in [1i64, 2, 4, 8] {
+            let inputs = batch_of(b)?;
+            match self.peak_during(|| run(&inputs)) {
+                Ok(Some(bytes)) => rec.memory_points.push((b, bytes)),
+                Ok(None) => break,
+                Err(err) if err.kind() == ErrorKind::OutOfMemory => break,
+                Err(err) => return Err(err),
+            }
+        }
+        if let Some((per_sample, fixed)) = batching::fit_memory(&rec.memory_points) {
+            rec.per_sample_bytes = Some(per_sample);
+            rec.fixed_bytes = Some(fixed);
+            if let Some(free) = free {
+                rec.memory_limit = batching::max_batch_for_memory(free, margin, per_sample, fixed);
+            }
+        }
+
+        // Throughput at doubling batches, within the memory limit and a time budget.
+        let started = Instant::now();
+        let mut b = 1i64;
+        while b <= MAX_TRIAL_BATCH && rec.memory_limit.is_none_or(|limit| b <= limit.max(1)) {
+            let inputs = batch_of(b)?;
+            let mut times = Vec::new();
+            let mut failed = None;
+            // TorchScript's profiling executor specialises on each new shape
+            // during its first runs: those are warm-up, not throughput.
+            for i in 0..WARMUP_PER_TRIAL + TIMED_PER_TRIAL {
+                let t = Instant::now();
+                if let Err(err) = run(&inputs) {
+                    failed = Some(err);
+                    break;
+                }
+                if i >= WARMUP_PER_TRIAL {
+                    times.push(t.elapsed());
+                }
+            }
+            match failed {
+                Some(err) if err.kind() == ErrorKind::OutOfMemory => {
+                    let _ = shim::device_empty_cache();
+                    rec.memory_limit = Some(rec.memory_limit.map_or(b / 2, |l| l.min(b / 2)));
+                    break;
+                }
+                Some(err) => return Err(err),
+                None => {}
+            }
+            let median = Summary::of(&times).map_or(f64::INFINITY, |s| s.p50_ms);
+            rec.throughput_points
+                .push((b, b as f64 * 1e3 / median.max(1e-6)));
+            rec.throughput_knee = batching::throughput_knee(&rec.throughput_points);
+            if rec.throughput_knee.is_some() || started.elapsed() > TRIAL_BUDGET {
+                break;
+            }
+            b *= 2;
+        }
+        rec.decide();
+        log::info!(
+            "recommended batch for {}: {} ({})",
+            self.name,
+            rec.batch,
+            rec.reason
+        );
+        let mut state = self.batching.lock();
+        state.recommended = Some(rec.batch);
+        state.remembered = None;
+        state.last = Some(rec.clone());
+        Ok(rec)
+    }
+
+    /// Runs inputs of any size along dimension 0 in chunks of at most
+    /// `max_batch` (0: the remembered, recommended or service size), halving
+    /// the chunk on out-of-memory; outputs are concatenated along dimension 0.
+    pub fn run_batched(
+        &self,
+        inputs: Vec<tch::Tensor>,
+        max_batch: i64,
+    ) -> Result<Vec<tch::Tensor>> {
+        self.check_inputs(&inputs)?;
+        if max_batch < 0 {
+            return Err(Error::invalid_argument(format!(
+                "max_batch is {max_batch}; 0 means automatic"
+            )));
+        }
+        let total = match inputs.first() {
+            Some(t) if t.dim() > 0 => t.size()[0],
+            _ => {
+                return Err(Error::invalid_argument(
+                    "run_batched needs inputs with a batch dimension 0",
+                ))
+            }
+        };
+        if let Some(i) = inputs
+            .iter()
+            .position(|t| t.dim() == 0 || t.size()[0] != total)
+        {
+            return Err(Error::invalid_argument(format!(
+                "inputs[{i}] has shape {:?}; every input needs dimension 0 of size {total}",
+                inputs[i].size()
+            )));
+        }
+        let chunk = if max_batch > 0 {
+            max_batch
+        } else {
+            let state = self.batching.lock();
+            state
+                .remembered
+                .or(state.recommended)
+                .unwrap_or_else(|| self.optimizer.optimal_batch_size() as i64)
+        };
+        let device = self.device;
+        let (chunks, retries, final_chunk) = batching::run_in_chunks(
+            total,
+            chunk,
+            |start, len| {
+                let part = inputs
+                    .iter()
+                    .map(|t| Ok(t.f_narrow(0, start, len)?))
+                    .collect::<Result<Vec<_>>>()?;
+                self.run(part)
+            },
+            || {
+                if device.kind == DeviceKind::Cuda {
+                    let _ = shim::device_empty_cache();
+                }
+            },
+        )?;
+        {
+            let mut state = self.batching.lock();
+            state.batched_calls += 1;
+            state.oom_retries += u64::from(retries);
+            if retries > 0 {
+                state.remembered =
+                    Some(state.remembered.map_or(final_chunk, |r| r.min(final_chunk)));
+            }
+        }
+        let outputs_per_chunk = chunks.first().map_or(0, Vec::len);
+        (0..outputs_per_chunk)
+            .map(|k| {
+                let parts: Vec<&tch::Tensor> = chunks.iter().map(|c| &c[k]).collect();
+                if parts.len() == 1 {
+                    return Ok(parts[0].shallow_clone());
+                }
+                tch::Tensor::f_cat(&parts, 0).map_err(|e| {
+                    Error::from(e).context(format!("concatenating output {k} along dimension 0"))
+                })
+            })
+            .collect()
     }
 }
 

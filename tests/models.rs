@@ -274,3 +274,57 @@ fn one_model_runs_from_many_threads() {
     }
     assert_eq!(field(&model.report(), &["calls"]), &Json::Int(101));
 }
+
+#[test]
+fn recommend_batch_measures_and_run_batched_matches_one_run() {
+    let fx = fixture("encoder");
+    let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
+    model.compile(Some(CompileMode::Default), None).unwrap();
+    let sample = vec![fx.inputs[0].narrow(0, 0, 1)];
+    let rec = model.recommend_batch(sample).unwrap();
+    assert!(rec.batch >= 1);
+    assert!(!rec.throughput_points.is_empty());
+    let json = rec.to_json();
+    assert!(matches!(json.get("reason"), Some(Json::Str(r)) if !r.is_empty()));
+    assert_eq!(
+        field(&model.report(), &["batching", "recommended"]),
+        &Json::Int(rec.batch)
+    );
+
+    // Ten samples in chunks of three give what one run of ten gives.
+    let big = fx.inputs[0].repeat([5, 1, 1]);
+    let whole = model.run(vec![big.copy()]).unwrap();
+    let chunked = model.run_batched(vec![big.copy()], 3).unwrap();
+    assert_eq!(chunked[0].size(), whole[0].size());
+    assert!(relative_error(&chunked, &whole).unwrap() <= 1e-5);
+    let automatic = model.run_batched(vec![big], 0).unwrap();
+    assert!(relative_error(&automatic, &whole).unwrap() <= 1e-5);
+    assert_eq!(
+        field(&model.report(), &["batching", "batched_calls"]),
+        &Json::Int(2)
+    );
+
+    let two = fixture("two_inputs");
+    let model = Model::load(cpu_optimizer(), &two.path, None).unwrap();
+    let err = model.recommend_batch(clone_all(&two.inputs)).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument,
+        "batch 2 is not a sample"
+    );
+    let mismatched = vec![two.inputs[0].copy(), two.inputs[1].narrow(0, 0, 1)];
+    let err = model.run_batched(mismatched, 1).unwrap_err();
+    assert!(err.to_string().contains("dimension 0 of size 2"), "{err}");
+    assert_eq!(
+        model
+            .run_batched(clone_all(&two.inputs), -1)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    let outputs = model.run_batched(clone_all(&two.inputs), 1).unwrap();
+    assert!(
+        relative_error(&outputs, &two.outputs).unwrap() <= 1e-3,
+        "tuple outputs concatenated"
+    );
+}

@@ -23,6 +23,9 @@ commands:
         and print cold start, compile time, p50/p99 latency, throughput, peak memory,
         relative error against fp32 eager and the speed-up over the model as loaded;
         an input is sizes joined by x, optionally :int64 (FILE - is standard output)
+  batch MODEL.pt --input 1x80x100 [--input ...] [--device D] [--mode M] [--json]
+        recommend a batch size from one sample: peak memory and throughput measured at
+        several batch sizes (the service's fixed rule is shown beside it)
   version
         print the versions of perfopt, libtorch and CUDA
   help  print this text";
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("info") => info(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("batch") => batch(&args[1..]),
         Some("version" | "--version" | "-V") => {
             println!("{}", perfopt::version::full_version().to_string_lossy());
             Ok(())
@@ -151,6 +155,98 @@ fn bench(args: &[String]) -> Result<(), String> {
             std::fs::write(&path, json + "\n").map_err(|e| format!("writing {path}: {e}"))?;
             println!("wrote {path}");
         }
+    }
+    Ok(())
+}
+
+fn batch(args: &[String]) -> Result<(), String> {
+    let mut config = Config::default();
+    let (mut model_path, mut inputs, mut mode, mut json) =
+        (None, Vec::new(), CompileMode::Default, false);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = |name: &str| iter.next().cloned().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--input" => inputs.push(
+                value("--input")?
+                    .parse::<InputSpec>()
+                    .map_err(|e| e.to_string())?,
+            ),
+            "--mode" => {
+                mode = value("--mode")?
+                    .parse::<CompileMode>()
+                    .map_err(|e| e.to_string())?
+            }
+            "--device" => {
+                config.device = Some(
+                    value("--device")?
+                        .parse::<DeviceRequest>()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            "--json" => json = true,
+            other if other.starts_with("--") => {
+                return Err(format!("unknown option {other:?} for `batch`\n\n{USAGE}"))
+            }
+            path if model_path.is_none() => model_path = Some(path.to_string()),
+            extra => return Err(format!("unexpected argument {extra:?}")),
+        }
+    }
+    let model_path = model_path.ok_or(format!("batch needs a model file\n\n{USAGE}"))?;
+    if inputs.is_empty() {
+        return Err("batch needs at least one --input sample, e.g. --input 1x80x100".to_string());
+    }
+    let optimizer = Arc::new(Optimizer::new(&config).map_err(|e| e.to_string())?);
+    let service_rule = optimizer.optimal_batch_size();
+    let model = perfopt::Model::load(optimizer, &model_path, None).map_err(|e| e.to_string())?;
+    model.compile(Some(mode), None).map_err(|e| e.to_string())?;
+    tch::manual_seed(0);
+    let sample = inputs.iter().map(InputSpec::make).collect();
+    let rec = model.recommend_batch(sample).map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", rec.to_json());
+        return Ok(());
+    }
+    println!("perfopt batch {model_path} on {}", model.device());
+    println!("  recommended batch      {} ({})", rec.batch, rec.reason);
+    println!("  service rule           {service_rule}");
+    let show = |v: Option<i64>| v.map_or("-".to_string(), |n| n.to_string());
+    println!("  memory limit           {}", show(rec.memory_limit));
+    println!("  throughput knee        {}", show(rec.throughput_knee));
+    if let (Some(per), Some(fixed)) = (rec.per_sample_bytes, rec.fixed_bytes) {
+        println!(
+            "  memory fit             {:.2} MiB + {:.3} MiB per sample ({})",
+            fixed / 1048576.0,
+            per / 1048576.0,
+            rec.memory_source
+        );
+    }
+    println!(
+        "\n  {:>6} {:>14} {:>16}",
+        "batch", "peak memory", "samples/s"
+    );
+    let mut batches: Vec<i64> = rec
+        .memory_points
+        .iter()
+        .map(|p| p.0)
+        .chain(rec.throughput_points.iter().map(|p| p.0))
+        .collect();
+    batches.sort_unstable();
+    batches.dedup();
+    for b in batches {
+        let memory = rec
+            .memory_points
+            .iter()
+            .find(|p| p.0 == b)
+            .map_or("-".to_string(), |p| {
+                format!("{:.2} MiB", p.1 as f64 / 1048576.0)
+            });
+        let speed = rec
+            .throughput_points
+            .iter()
+            .find(|p| p.0 == b)
+            .map_or("-".to_string(), |p| format!("{:.1}", p.1));
+        println!("  {b:>6} {memory:>14} {speed:>16}");
     }
     Ok(())
 }

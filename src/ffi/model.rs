@@ -41,6 +41,9 @@ pub struct perfopt_model_options {
     pub graph_cache_size: u32,
     /// Runs before each CUDA-graph capture (0 to 100). Default 3.
     pub graph_warmup_runs: u32,
+    /// Share of free memory perfopt_model_recommend_batch leaves unused
+    /// (0 to below 1). Default 0.1.
+    pub memory_margin: f64,
 }
 
 impl From<&ModelOptions> for perfopt_model_options {
@@ -51,6 +54,7 @@ impl From<&ModelOptions> for perfopt_model_options {
             error_tolerance: options.error_tolerance,
             graph_cache_size: options.graph_cache_size as u32,
             graph_warmup_runs: options.graph_warmup_runs,
+            memory_margin: options.memory_margin,
         }
     }
 }
@@ -179,6 +183,7 @@ pub extern "C" fn perfopt_model_set_options(
             error_tolerance: c.error_tolerance,
             graph_cache_size: c.graph_cache_size as usize,
             graph_warmup_runs: c.graph_warmup_runs,
+            memory_margin: c.memory_margin,
         })
     })
 }
@@ -265,35 +270,48 @@ pub extern "C" fn perfopt_model_run(
         let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
         let tensors = unsafe { tensors_from(inputs, n_inputs, "inputs") }?;
         let results = model.inner.run(tensors)?;
-        if results.len() > outputs_capacity {
-            // SAFETY: checked non-NULL.
-            unsafe { n_outputs.write(results.len()) };
-            return Err(Error::new(
-                ErrorKind::BufferTooSmall,
-                format!(
-                    "the model returned {} outputs and outputs_capacity is {outputs_capacity}",
-                    results.len()
-                ),
-            ));
-        }
-        let mut managed = Vec::with_capacity(results.len());
-        for tensor in &results {
-            match tensor_to_managed(tensor) {
-                Ok(m) => managed.push(m),
-                Err(err) => {
-                    // SAFETY: made just now, released once.
-                    unsafe { release_all(&managed) };
-                    return Err(err);
-                }
+        // SAFETY: outputs has outputs_capacity slots; n_outputs is non-NULL.
+        unsafe { hand_out(&results, outputs, outputs_capacity, n_outputs) }
+    })
+}
+
+/// Writes output tensors into the caller's slots as DLManagedTensors; too few
+/// slots is PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count.
+///
+/// # Safety
+/// `outputs` has `capacity` writable slots (or is NULL with capacity 0);
+/// `n_outputs` is valid for a write.
+unsafe fn hand_out(
+    results: &[tch::Tensor],
+    outputs: *mut *mut DLManagedTensor,
+    capacity: usize,
+    n_outputs: *mut usize,
+) -> Result<()> {
+    if results.len() > capacity {
+        n_outputs.write(results.len());
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!(
+                "the model returned {} outputs and outputs_capacity is {capacity}",
+                results.len()
+            ),
+        ));
+    }
+    let mut managed = Vec::with_capacity(results.len());
+    for tensor in results {
+        match tensor_to_managed(tensor) {
+            Ok(m) => managed.push(m),
+            Err(err) => {
+                release_all(&managed);
+                return Err(err);
             }
         }
-        // SAFETY: outputs has outputs_capacity >= managed.len() slots.
-        unsafe {
-            std::ptr::copy_nonoverlapping(managed.as_ptr(), outputs, managed.len());
-            n_outputs.write(managed.len());
-        }
-        Ok(())
-    })
+    }
+    if !managed.is_empty() {
+        std::ptr::copy_nonoverlapping(managed.as_ptr(), outputs, managed.len());
+    }
+    n_outputs.write(managed.len());
+    Ok(())
 }
 
 /// JSON: calls, latency percentiles, peak memory, the compile mode, what it
@@ -311,5 +329,76 @@ pub extern "C" fn perfopt_model_report(
         let model = unsafe { handles::borrow(model, "model") }?;
         let json = model.inner.report().to_string();
         unsafe { write_text(&json, buf, len, needed) }
+    })
+}
+
+/// Measures the model on one sample (every input with dimension 0 of size 1):
+/// peak memory at a few batch sizes, fitted to fixed + per-sample bytes,
+/// gives the largest batch that fits in free memory under the safety margin;
+/// throughput at doubling batches gives the knee where larger batches stop
+/// paying (less than 5% more samples per second). `*batch` is the smaller of
+/// the two (at least 1); the JSON report has both and every measured point.
+/// run_batched remembers it.
+#[no_mangle]
+pub extern "C" fn perfopt_model_recommend_batch(
+    model: *mut perfopt_model,
+    sample_inputs: *const DLTensor,
+    n_inputs: usize,
+    batch: *mut i32,
+    report: *mut c_char,
+    report_len: usize,
+    needed: *mut usize,
+) -> perfopt_status {
+    boundary(|| {
+        require_out(batch, "batch")?;
+        // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
+        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
+        let tensors = unsafe { tensors_from(sample_inputs, n_inputs, "sample_inputs") }?;
+        let recommendation = model.inner.recommend_batch(tensors)?;
+        let value = i32::try_from(recommendation.batch).unwrap_or(i32::MAX);
+        if !(report.is_null() && report_len == 0) {
+            // SAFETY: the caller's buffer of report_len bytes.
+            unsafe {
+                write_text(
+                    &recommendation.to_json().to_string(),
+                    report,
+                    report_len,
+                    needed,
+                )
+            }?;
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { batch.write(value) };
+        Ok(())
+    })
+}
+
+/// Runs inputs of any size along dimension 0 (all inputs the same size
+/// there) in chunks of at most `max_batch` (0: the size recommend_batch
+/// found, else the service's rule), halving the chunk and retrying on
+/// out-of-memory (remembered for later calls); only a batch of one that does
+/// not fit returns PERFOPT_ERR_OUT_OF_MEMORY. Outputs are concatenated along
+/// dimension 0, as perfopt_model_run returns them.
+#[no_mangle]
+pub extern "C" fn perfopt_model_run_batched(
+    model: *mut perfopt_model,
+    inputs: *const DLTensor,
+    n_inputs: usize,
+    max_batch: i32,
+    outputs: *mut *mut DLManagedTensor,
+    outputs_capacity: usize,
+    n_outputs: *mut usize,
+) -> perfopt_status {
+    boundary(|| {
+        require_out(n_outputs, "n_outputs")?;
+        if outputs.is_null() && outputs_capacity > 0 {
+            return Err(Error::null_argument("outputs"));
+        }
+        // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
+        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
+        let tensors = unsafe { tensors_from(inputs, n_inputs, "inputs") }?;
+        let results = model.inner.run_batched(tensors, i64::from(max_batch))?;
+        // SAFETY: outputs has outputs_capacity slots; n_outputs is non-NULL.
+        unsafe { hand_out(&results, outputs, outputs_capacity, n_outputs) }
     })
 }

@@ -596,7 +596,10 @@ TEST_CASE(model_options_warmup_and_report) {
   perfopt_model_options options;
   CHECK_STATUS(perfopt_model_options_default(&options), PERFOPT_OK, "");
   CHECK(options.struct_size == sizeof options && options.error_tolerance == 1e-3);
-  CHECK(options.graph_cache_size == 8 && options.outputs_on_device == 0);
+  CHECK(options.graph_cache_size == 8 && options.outputs_on_device == 0 && options.memory_margin == 0.1);
+  perfopt_model_options margin = options;
+  margin.memory_margin = 1.0;
+  CHECK_STATUS(perfopt_model_set_options(model, &margin), PERFOPT_ERR_INVALID_ARGUMENT, "memory_margin");
   perfopt_model_options bad = options;
   bad.struct_size = 3;
   CHECK_STATUS(perfopt_model_set_options(model, &bad), PERFOPT_ERR_STRUCT_SIZE, "struct_size");
@@ -668,6 +671,47 @@ TEST_CASE(one_model_many_threads) {
   }
   for (auto &thread : threads) thread.join();
   for (int t = 0; t < 4; ++t) CHECK(failures[t] == 0 && worst[t] <= 1e-3);
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
+TEST_CASE(recommend_batch_and_run_batched) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx = fixture("vocoder");
+  perfopt_model *model = load(optimizer, fx.path);
+  DLTensor sample = fx.inputs[0].dl();
+  int64_t one[3] = {1, sample.shape[1], sample.shape[2]};
+  sample.shape = one;
+  int32_t batch = 0;
+  size_t needed = 0;
+  std::vector<char> report(65536);
+  CHECK_STATUS(perfopt_model_recommend_batch(model, &sample, 1, nullptr, nullptr, 0, &needed),
+               PERFOPT_ERR_NULL_ARGUMENT, "batch");
+  DLTensor whole = fx.inputs[0].dl();  // batch 2: not a sample
+  CHECK_STATUS(perfopt_model_recommend_batch(model, &whole, 1, &batch, nullptr, 0, &needed),
+               PERFOPT_ERR_INVALID_ARGUMENT, "dimension 0 of size 1");
+  CHECK_STATUS(perfopt_model_recommend_batch(model, &sample, 1, &batch, report.data(), report.size(), &needed),
+               PERFOPT_OK, "");
+  CHECK(batch >= 1);
+  std::string text(report.data());
+  CHECK(text.find("\"recommended_batch\":" + std::to_string(batch)) != std::string::npos);
+  CHECK(text.find("\"throughput_points\":[{") != std::string::npos);
+
+  // Both samples one at a time equal one run of both.
+  DLManagedTensor *outputs[2] = {};
+  size_t n = 0;
+  CHECK_STATUS(perfopt_model_run_batched(model, &whole, 1, 1, outputs, 2, &n), PERFOPT_OK, "");
+  CHECK(n == 1 && outputs[0]->dl_tensor.shape[0] == 2);
+  CHECK(relative_error(outputs[0], fx.outputs[0]) <= 1e-4);
+  release(outputs, n);
+  CHECK_STATUS(perfopt_model_run_batched(model, &whole, 1, 0, outputs, 2, &n), PERFOPT_OK, "");
+  release(outputs, n);
+  CHECK_STATUS(perfopt_model_run_batched(model, &whole, 1, -1, outputs, 2, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "max_batch");
+  DLTensor scalar = whole;
+  scalar.ndim = 0;
+  CHECK_STATUS(perfopt_model_run_batched(model, &scalar, 1, 1, outputs, 2, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "batch dimension");
   perfopt_model_free(model);
   perfopt_optimizer_free(optimizer);
 }

@@ -109,3 +109,23 @@ def test_closed_model_raises(opt):
     with pytest.raises(PerfoptError) as info:
         model.run(*inputs)
     assert info.value.status == Status.INVALID_HANDLE
+
+
+def test_recommend_batch_and_run_batched(opt):
+    path, inputs, expected = load_fixture("encoder")
+    with opt.load(path) as model:
+        report = model.recommend_batch(inputs[0][:1])
+        assert report["recommended_batch"] >= 1
+        assert report["throughput_points"] and report["reason"]
+        big = np.concatenate([inputs[0]] * 5)
+        whole = model.run(big)[0]
+        chunked = model.run_batched(big, max_batch=3)[0]
+        assert chunked.shape == whole.shape
+        assert rel_error(chunked, whole) <= 1e-5
+        assert model.report()["batching"]["batched_calls"] == 1
+        with pytest.raises(PerfoptError) as info:
+            model.recommend_batch(inputs[0])
+        assert info.value.status == Status.INVALID_ARGUMENT
+        with pytest.raises(PerfoptError) as info:
+            model.run_batched(big, max_batch=-2)
+        assert info.value.status == Status.INVALID_ARGUMENT

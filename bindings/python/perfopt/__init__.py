@@ -219,6 +219,7 @@ class Model:
         error_tolerance: Optional[float] = None,
         graph_cache_size: Optional[int] = None,
         graph_warmup_runs: Optional[int] = None,
+        memory_margin: Optional[float] = None,
     ) -> None:
         """Changes the options given; the others keep their defaults."""
         options = _native.perfopt_model_options()
@@ -231,6 +232,8 @@ class Model:
             options.graph_cache_size = graph_cache_size
         if graph_warmup_runs is not None:
             options.graph_warmup_runs = graph_warmup_runs
+        if memory_margin is not None:
+            options.memory_margin = memory_margin
         _check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
 
     def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> None:
@@ -256,18 +259,53 @@ class Model:
 
     def run(self, *inputs: Any, output: str = "numpy") -> List[Any]:
         """Runs the model; `output` is "numpy", "torch" or "dlpack"."""
+        batch = InputBatch(list(inputs))
+        ptr = self._ptr
+        return self._outputs(
+            lambda outs, cap, count: _native.lib().perfopt_model_run(ptr, batch.pointer, batch.count, outs, cap, count),
+            output,
+        )
+
+    def run_batched(self, *inputs: Any, max_batch: int = 0, output: str = "numpy") -> List[Any]:
+        """Runs inputs of any size along dimension 0 in chunks of at most
+        `max_batch` (0: the recommended size), halving on out-of-memory."""
+        batch = InputBatch(list(inputs))
+        ptr = self._ptr
+        return self._outputs(
+            lambda outs, cap, count: _native.lib().perfopt_model_run_batched(
+                ptr, batch.pointer, batch.count, max_batch, outs, cap, count
+            ),
+            output,
+        )
+
+    def recommend_batch(self, *sample: Any) -> Dict[str, Any]:
+        """From one sample (dimension 0 of size 1): the recommended batch, the
+        memory limit, the throughput knee and every measured point."""
+        batch = InputBatch(list(sample))
+        value = ctypes.c_int32(0)
+        size = 65536  # one call: a retry would measure again
+        buf = ctypes.create_string_buffer(size)
+        needed = ctypes.c_size_t(0)
+        _check(
+            _native.lib().perfopt_model_recommend_batch(
+                self._ptr, batch.pointer, batch.count, ctypes.byref(value), buf, size, ctypes.byref(needed)
+            )
+        )
+        report = json.loads(buf.value.decode("utf-8"))
+        assert report["recommended_batch"] == value.value
+        return report
+
+    @staticmethod
+    def _outputs(call, output: str) -> List[Any]:
         if output not in ("numpy", "torch", "dlpack"):
             raise ValueError("output must be 'numpy', 'torch' or 'dlpack'")
-        batch = InputBatch(list(inputs))
         capacity = 8
         while True:
             outputs = (ctypes.POINTER(_native.DLManagedTensor) * capacity)()
             count = ctypes.c_size_t(0)
-            status = _native.lib().perfopt_model_run(
-                self._ptr, batch.pointer, batch.count, outputs, capacity, ctypes.byref(count)
-            )
+            status = call(outputs, capacity, ctypes.byref(count))
             if status == Status.BUFFER_TOO_SMALL and count.value > capacity:
-                capacity = count.value
+                capacity = count.value  # the model ran; rare (more than 8 outputs)
                 continue
             _check(status)
             break

@@ -47,6 +47,7 @@ class perfopt_model_options(ctypes.Structure):
         ("error_tolerance", ctypes.c_double),
         ("graph_cache_size", ctypes.c_uint32),
         ("graph_warmup_runs", ctypes.c_uint32),
+        ("memory_margin", ctypes.c_double),
     ]
 
 
@@ -169,6 +170,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("perfopt_model_run", status, model_p, tensors, c.c_size_t, c.POINTER(c.POINTER(DLManagedTensor)),
        c.c_size_t, c.POINTER(c.c_size_t))
     fn("perfopt_model_report", status, model_p, c.c_char_p, c.c_size_t, c.POINTER(c.c_size_t))
+    fn("perfopt_model_recommend_batch", status, model_p, tensors, c.c_size_t, c.POINTER(c.c_int32), c.c_char_p,
+       c.c_size_t, c.POINTER(c.c_size_t))
+    fn("perfopt_model_run_batched", status, model_p, tensors, c.c_size_t, c.c_int32,
+       c.POINTER(c.POINTER(DLManagedTensor)), c.c_size_t, c.POINTER(c.c_size_t))
 
 
 #: The exported functions this module declares (tests compare it with the header).
@@ -193,6 +198,8 @@ DECLARED = [
     "perfopt_model_warmup",
     "perfopt_model_run",
     "perfopt_model_report",
+    "perfopt_model_recommend_batch",
+    "perfopt_model_run_batched",
 ]
 
 _lib: Optional[ctypes.CDLL] = None

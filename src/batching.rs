@@ -1,0 +1,279 @@
+//! Batch sizes from measurements, and running inputs in chunks that fit.
+//!
+//! The service picks a batch size from total GPU memory alone (4, 2 or 1).
+//! perfopt measures instead: peak memory at a few batch sizes, fitted to
+//! `fixed + per_sample * batch`, gives the largest batch that fits in free
+//! memory under a safety margin; throughput at doubling batch sizes gives the
+//! knee where larger batches stop paying. The recommendation is the smaller.
+//! Everything here is pure arithmetic, tested with injected figures.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::Json;
+
+/// Throughput must grow by at least this factor when the batch doubles for
+/// the larger batch to be worth it.
+pub const KNEE_GAIN: f64 = 1.05;
+
+/// A least-squares line through (batch, bytes): (per_sample, fixed).
+pub fn fit_memory(points: &[(i64, u64)]) -> Option<(f64, f64)> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1 as f64).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 as f64 - mean_x).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = points
+        .iter()
+        .map(|p| (p.0 as f64 - mean_x) * (p.1 as f64 - mean_y))
+        .sum();
+    let slope = (sxy / sxx).max(0.0);
+    Some((slope, (mean_y - slope * mean_x).max(0.0)))
+}
+
+/// The largest batch whose fitted memory stays under `free * (1 - margin)`.
+/// `None` when memory does not grow with the batch (no memory limit).
+pub fn max_batch_for_memory(free: u64, margin: f64, per_sample: f64, fixed: f64) -> Option<i64> {
+    if per_sample <= 0.0 {
+        return None;
+    }
+    let usable = free as f64 * (1.0 - margin) - fixed;
+    Some(((usable / per_sample).floor() as i64).max(0))
+}
+
+/// The knee: the first batch after which doubling adds less than KNEE_GAIN
+/// throughput. Points are (batch, samples per second) in increasing batch
+/// order; `None` while throughput is still growing at the last point.
+pub fn throughput_knee(points: &[(i64, f64)]) -> Option<i64> {
+    points
+        .windows(2)
+        .find(|w| w[1].1 < w[0].1 * KNEE_GAIN)
+        .map(|w| w[0].0)
+}
+
+/// Splits `total` samples into chunks of at most `chunk`, running each with
+/// `run(start, len)`. On out-of-memory the chunk halves and the same range is
+/// retried (`on_oom` runs first, to free the cache); only a chunk of one
+/// that does not fit is an error. Returns the chunks' outputs, the retries
+/// and the chunk size that worked.
+pub fn run_in_chunks<T>(
+    total: i64,
+    chunk: i64,
+    mut run: impl FnMut(i64, i64) -> Result<T>,
+    mut on_oom: impl FnMut(),
+) -> Result<(Vec<T>, u32, i64)> {
+    if chunk < 1 {
+        return Err(Error::invalid_argument(format!(
+            "chunk size {chunk} must be at least 1"
+        )));
+    }
+    let mut chunk = chunk;
+    let mut retries = 0u32;
+    let mut results = Vec::new();
+    let mut start = 0;
+    while start < total {
+        let len = chunk.min(total - start);
+        match run(start, len) {
+            Ok(result) => {
+                results.push(result);
+                start += len;
+            }
+            Err(err) if err.kind() == ErrorKind::OutOfMemory => {
+                on_oom();
+                if len == 1 {
+                    return Err(err.context("a batch of one sample does not fit in memory"));
+                }
+                chunk = len / 2;
+                retries += 1;
+                log::warn!("out of memory at a batch of {len}; retrying with {chunk}");
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((results, retries, chunk))
+}
+
+/// What recommend_batch measured, for its report.
+#[derive(Clone, Debug, Default)]
+pub struct Recommendation {
+    pub batch: i64,
+    pub memory_limit: Option<i64>,
+    pub throughput_knee: Option<i64>,
+    pub memory_points: Vec<(i64, u64)>,
+    pub throughput_points: Vec<(i64, f64)>,
+    pub per_sample_bytes: Option<f64>,
+    pub fixed_bytes: Option<f64>,
+    pub free_bytes: Option<u64>,
+    pub margin: f64,
+    pub memory_source: String,
+    pub reason: String,
+}
+
+impl Recommendation {
+    /// The smaller of the memory limit and the knee, at least 1; the largest
+    /// measured batch when neither limit was found.
+    pub fn decide(&mut self) {
+        let largest = self.throughput_points.last().map_or(1, |p| p.0);
+        let knee = self.throughput_knee.unwrap_or(largest);
+        self.batch = match self.memory_limit {
+            Some(limit) => knee.min(limit).max(1),
+            None => knee.max(1),
+        };
+        self.reason = match (self.memory_limit, self.throughput_knee) {
+            (Some(limit), _) if limit < knee => {
+                format!("memory: {limit} samples fit in free memory under the margin")
+            }
+            (_, Some(knee)) => format!(
+                "throughput: doubling past {knee} adds less than {:.0}%",
+                (KNEE_GAIN - 1.0) * 100.0
+            ),
+            _ => format!("throughput still grew at {largest}, the largest batch measured"),
+        };
+    }
+
+    pub fn to_json(&self) -> Json {
+        Json::object()
+            .with("recommended_batch", self.batch)
+            .with("reason", self.reason.as_str())
+            .with("memory_limit_batch", self.memory_limit)
+            .with("throughput_knee_batch", self.throughput_knee)
+            .with("per_sample_bytes", self.per_sample_bytes.map(|b| b.round()))
+            .with("fixed_bytes", self.fixed_bytes.map(|b| b.round()))
+            .with("free_bytes", self.free_bytes)
+            .with("safety_margin", self.margin)
+            .with("memory_source", self.memory_source.as_str())
+            .with(
+                "memory_points",
+                Json::Array(
+                    self.memory_points
+                        .iter()
+                        .map(|(b, bytes)| {
+                            Json::object().with("batch", *b).with("peak_bytes", *bytes)
+                        })
+                        .collect(),
+                ),
+            )
+            .with(
+                "throughput_points",
+                Json::Array(
+                    self.throughput_points
+                        .iter()
+                        .map(|(b, s)| {
+                            Json::object()
+                                .with("batch", *b)
+                                .with("samples_per_s", (s * 10.0).round() / 10.0)
+                        })
+                        .collect(),
+                ),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn fits_fixed_and_per_sample_memory() {
+        let points: Vec<(i64, u64)> = [1, 2, 4, 8]
+            .iter()
+            .map(|&b| (b, 100 * MIB + b as u64 * 30 * MIB))
+            .collect();
+        let (per_sample, fixed) = fit_memory(&points).unwrap();
+        assert!((per_sample - (30 * MIB) as f64).abs() < 1.0);
+        assert!((fixed - (100 * MIB) as f64).abs() < 1.0);
+        assert!(fit_memory(&points[..1]).is_none());
+        assert!(fit_memory(&[(2, 5), (2, 6)]).is_none());
+    }
+
+    #[test]
+    fn memory_limit_respects_the_margin() {
+        // 1000 MiB free, 10% margin: 900 MiB usable, 100 fixed, 30 per sample -> 26.
+        let limit = max_batch_for_memory(1000 * MIB, 0.1, (30 * MIB) as f64, (100 * MIB) as f64);
+        assert_eq!(limit, Some(26));
+        assert_eq!(
+            max_batch_for_memory(10 * MIB, 0.1, (30 * MIB) as f64, (100 * MIB) as f64),
+            Some(0)
+        );
+        assert_eq!(max_batch_for_memory(MIB, 0.1, 0.0, 0.0), None);
+    }
+
+    #[test]
+    fn knee_is_where_doubling_stops_paying() {
+        let points = [(1, 100.0), (2, 190.0), (4, 360.0), (8, 370.0), (16, 372.0)];
+        assert_eq!(throughput_knee(&points), Some(4));
+        assert_eq!(throughput_knee(&[(1, 100.0), (2, 200.0)]), None);
+    }
+
+    #[test]
+    fn recommendation_takes_the_smaller_limit() {
+        let mut r = Recommendation {
+            memory_limit: Some(3),
+            throughput_knee: Some(8),
+            throughput_points: vec![(1, 1.0), (16, 2.0)],
+            ..Default::default()
+        };
+        r.decide();
+        assert_eq!(r.batch, 3);
+        assert!(r.reason.starts_with("memory"));
+        r.memory_limit = Some(64);
+        r.decide();
+        assert_eq!(r.batch, 8);
+        assert!(r.reason.starts_with("throughput"));
+        r.memory_limit = Some(0);
+        r.decide();
+        assert_eq!(r.batch, 1, "never below one");
+    }
+
+    #[test]
+    fn chunks_halve_on_out_of_memory_and_remember() {
+        // Anything above 3 samples "does not fit".
+        let mut ooms = 0;
+        let (chunks, retries, chunk) = run_in_chunks(
+            10,
+            8,
+            |start, len| {
+                if len > 3 {
+                    Err(Error::new(ErrorKind::OutOfMemory, "CUDA out of memory"))
+                } else {
+                    Ok((start, len))
+                }
+            },
+            || ooms += 1,
+        )
+        .unwrap();
+        assert_eq!(chunks, vec![(0, 2), (2, 2), (4, 2), (6, 2), (8, 2)]);
+        assert_eq!((retries, chunk, ooms), (2, 2, 2));
+    }
+
+    #[test]
+    fn a_batch_of_one_that_does_not_fit_is_an_error() {
+        let err = run_in_chunks(
+            4,
+            4,
+            |_, _| -> Result<()> { Err(Error::new(ErrorKind::OutOfMemory, "out of memory")) },
+            || {},
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfMemory);
+        assert!(err.to_string().contains("batch of one"));
+        // Other errors stop at once.
+        let err = run_in_chunks(
+            4,
+            2,
+            |_, _| -> Result<()> { Err(Error::invalid_argument("bad")) },
+            || {},
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            run_in_chunks(0, 2, |_, _| Ok(()), || {}).unwrap().0.len(),
+            0
+        );
+    }
+}
