@@ -16,7 +16,12 @@ CARGO_FLAGS := --release --locked
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all setup build header lint fixtures test test-rust test-cpp test-python demo clean distclean
+.PHONY: all setup build header lint fixtures install examples test test-rust test-cpp test-python \
+	test-install test-swift demo clean distclean
+
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ABI := $(shell sed -n 's/^pub const PERFOPT_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/types.rs)
 
 all: build
 
@@ -46,6 +51,48 @@ header: setup
 	cp -f "$$(ls -t target/release/build/perfopt-*/out/perfopt.h | head -n 1)" include/perfopt.h
 	@echo "include/perfopt.h regenerated"
 
+# An installed copy: the library with its SONAME link, both headers, the CLI,
+# a CMake package (find_package(perfopt)) and a pkg-config file.
+install: build
+	mkdir -p $(PREFIX)/lib/cmake/perfopt $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/bin
+	cp -f $(BUILD)/lib/libperfopt.so.0 $(BUILD)/lib/libperfopt.a $(PREFIX)/lib/
+	ln -sf libperfopt.so.0 $(PREFIX)/lib/libperfopt.so
+	cp -f include/perfopt.h include/perfopt.hpp $(PREFIX)/include/
+	cp -f $(BUILD)/bin/perfopt $(PREFIX)/bin/
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@ABI@|$(ABI)|g' packaging/perfoptConfig.cmake.in > $(PREFIX)/lib/cmake/perfopt/perfoptConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' packaging/perfoptConfigVersion.cmake.in > $(PREFIX)/lib/cmake/perfopt/perfoptConfigVersion.cmake
+	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|g' -e 's|@VERSION@|$(VERSION)|g' packaging/perfopt.pc.in > $(PREFIX)/lib/pkgconfig/perfopt.pc
+	@echo "installed perfopt $(VERSION) into $(PREFIX)"
+
+# The service's three integration examples, in C++ (against an installed copy,
+# through find_package) and in Python, on the fixture models.
+examples: fixtures
+	$(MAKE) install PREFIX=$(BUILD)/install
+	cmake -S examples/cpp -B $(BUILD)/examples -DCMAKE_PREFIX_PATH=$(BUILD)/install >/dev/null
+	cmake --build $(BUILD)/examples -j 2
+	for example in tts_backend voice_clone translation_service; do \
+		echo "== C++ $$example"; $(BUILD)/examples/$$example $(BUILD)/fixtures; \
+		echo "== Python $$example"; PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
+			$(VENV)/bin/python examples/python/$$example.py $(BUILD)/fixtures; \
+	done
+
+# The installed copy as a user sees it: pkg-config flags build an example,
+# and the Python package installs with pip and finds the library.
+test-install: examples
+	PKG_CONFIG_PATH=$(BUILD)/install/lib/pkgconfig pkg-config --modversion perfopt
+	$(CXX) -std=c++17 -Wall -Wextra -Werror examples/cpp/tts_backend.cpp -o $(BUILD)/tts_backend_pkgconfig \
+		$$(PKG_CONFIG_PATH=$(BUILD)/install/lib/pkgconfig pkg-config --cflags --libs perfopt)
+	$(BUILD)/tts_backend_pkgconfig $(BUILD)/fixtures
+	rm -rf $(BUILD)/pip-target
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation --target $(BUILD)/pip-target ./bindings/python
+	cd $(BUILD) && PERFOPT_LIBRARY=$(BUILD)/install/lib/libperfopt.so PYTHONPATH=$(BUILD)/pip-target \
+		$(VENV)/bin/python -c "import perfopt; print('pip-installed', perfopt.__file__, perfopt.version())"
+
+# The Swift package, checked without a Swift toolchain (tests/swift/check_swift.py);
+# its XCTests' C calls run as tests/cpp/swift_mirror.c in test-cpp.
+test-swift: setup
+	$(VENV)/bin/python tests/swift/check_swift.py
+
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
@@ -69,7 +116,7 @@ test-python: build fixtures
 	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
 		$(VENV)/bin/python -m pytest -q tests/python
 
-test: build lint test-rust test-cpp test-python
+test: build lint test-rust test-cpp test-python test-install test-swift
 	@echo "make test: every suite passed"
 
 # The main job: what the optimizer detects and applies, then two small models

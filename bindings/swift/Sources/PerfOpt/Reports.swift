@@ -1,0 +1,81 @@
+import Foundation
+
+/// perfopt_optimizer_report, decoded (the fields apps use; the JSON has more).
+public struct OptimizerReport: Codable, Sendable {
+    public struct Device: Codable, Sendable {
+        public let kind: String
+        public let index: Int?
+        public let name: String
+        public let totalMemoryBytes: Int64?
+        public let freeMemoryBytes: Int64?
+        public let computeCapability: String?
+    }
+    public struct Threads: Codable, Sendable {
+        public let cores: Int
+        public let intraOp: Int?
+        public let interOp: Int?
+    }
+    public struct Skipped: Codable, Sendable {
+        public let setting: String
+        public let reason: String
+    }
+    public struct BatchSize: Codable, Sendable {
+        public let serviceRule: Int
+    }
+    public let perfoptVersion: String
+    public let libtorchVersion: String
+    public let device: Device
+    public let threads: Threads
+    public let skipped: [Skipped]
+    public let batchSize: BatchSize
+}
+
+/// perfopt_model_warmup's report.
+public struct WarmupReport: Codable, Sendable {
+    public struct Steady: Codable, Sendable {
+        public let samples: Int
+        public let p50Ms: Double
+        public let p90Ms: Double
+        public let p99Ms: Double
+    }
+    public let iterations: Int
+    public let firstCallMs: Double
+    public let steady: Steady?
+    public let success: Bool
+}
+
+/// perfopt_model_report, decoded.
+public struct ModelReport: Codable, Sendable {
+    public struct Latency: Codable, Sendable {
+        public let samples: Int
+        public let p50Ms: Double
+        public let p99Ms: Double
+    }
+    public struct Compile: Codable, Sendable {
+        public let requestedMode: String
+        public let executor: String
+        public let chosen: String
+        public let why: String
+    }
+    public let name: String
+    public let device: String
+    public let calls: Int
+    public let failedCalls: Int
+    public let latency: Latency?
+    public let peakMemoryBytes: Int64?
+    public let compile: Compile
+}
+
+/// perfopt_model_recommend_batch's report.
+public struct BatchRecommendation: Codable, Sendable {
+    public let recommendedBatch: Int
+    public let reason: String
+    public let memoryLimitBatch: Int?
+    public let throughputKneeBatch: Int?
+}
+
+func decode<T: Decodable>(_ type: T.Type, from json: String) throws -> T {
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    return try decoder.decode(type, from: Data(json.utf8))
+}
