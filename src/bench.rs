@@ -74,6 +74,11 @@ impl InputSpec {
 pub struct BenchOptions {
     pub model_path: String,
     pub inputs: Vec<InputSpec>,
+    /// Inputs read from .npy files instead of random ones (overrides `inputs`).
+    pub input_files: Vec<String>,
+    /// Reference outputs (.npy, one per output) to measure errors against,
+    /// instead of the model as loaded in fp32.
+    pub references: Vec<String>,
     pub modes: Vec<CompileMode>,
     pub iterations: usize,
 }
@@ -92,6 +97,9 @@ pub struct BenchRow {
     pub relative_error: f64,
     pub speedup: f64,
     pub chosen: String,
+    /// Wall-clock time of the first result (seconds since the Unix epoch), so
+    /// that a driver can measure from process start.
+    pub first_result_unix_s: f64,
 }
 
 impl BenchRow {
@@ -114,6 +122,7 @@ impl BenchRow {
                 (self.speedup * 100.0).round() / 100.0,
             )
             .with("chosen", self.chosen.as_str())
+            .with("first_result_unix_s", self.first_result_unix_s)
     }
 }
 
@@ -133,14 +142,29 @@ fn reset_peak(optimizer: &Optimizer) {
 /// fp32 precision is the reference for errors, `none` for speed-ups.
 pub fn run(optimizer: Arc<Optimizer>, options: &BenchOptions) -> Result<Vec<BenchRow>> {
     tch::manual_seed(0);
-    let inputs: Vec<tch::Tensor> = options.inputs.iter().map(InputSpec::make).collect();
-    let batch = options
-        .inputs
+    let read = |path: &String| {
+        tch::Tensor::read_npy(path).map_err(|e| Error::from(e).context(format!("reading {path}")))
+    };
+    let inputs: Vec<tch::Tensor> = if options.input_files.is_empty() {
+        options.inputs.iter().map(InputSpec::make).collect()
+    } else {
+        options
+            .input_files
+            .iter()
+            .map(read)
+            .collect::<Result<_>>()?
+    };
+    let batch = inputs
         .first()
-        .and_then(|s| s.shape.first())
-        .copied()
+        .and_then(|t| t.size().first().copied())
         .unwrap_or(1) as f64;
-    let reference = {
+    let reference = if !options.references.is_empty() {
+        options
+            .references
+            .iter()
+            .map(read)
+            .collect::<Result<Vec<_>>>()?
+    } else {
         let model = Model::load(optimizer.clone(), &options.model_path, None)?;
         let run = || model.run(copies(&inputs));
         if optimizer.device().kind == DeviceKind::Cuda {
@@ -163,6 +187,9 @@ pub fn run(optimizer: Arc<Optimizer>, options: &BenchOptions) -> Result<Vec<Benc
         let first_started = Instant::now();
         let first = model.run(copies(&inputs))?;
         let first_run = first_started.elapsed();
+        let first_result_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let cold_start = started.elapsed();
         let error = numerics::relative_error(&first, &reference)?;
 
@@ -207,9 +234,18 @@ pub fn run(optimizer: Arc<Optimizer>, options: &BenchOptions) -> Result<Vec<Benc
             speedup: baseline / latency.p50_ms.max(1e-9),
             latency,
             chosen,
+            first_result_unix_s,
         });
     }
     Ok(rows)
+}
+
+fn input_labels(options: &BenchOptions) -> Vec<String> {
+    if options.input_files.is_empty() {
+        options.inputs.iter().map(InputSpec::label).collect()
+    } else {
+        options.input_files.clone()
+    }
 }
 
 fn bytes(value: Option<u64>) -> String {
@@ -222,7 +258,7 @@ fn bytes(value: Option<u64>) -> String {
 
 /// The table, one row per mode.
 pub fn table(options: &BenchOptions, device: &str, rows: &[BenchRow]) -> String {
-    let inputs: Vec<String> = options.inputs.iter().map(InputSpec::label).collect();
+    let inputs = input_labels(options);
     let mut out = format!(
         "perfopt bench {}\n  device {device}, inputs [{}], {} timed runs per mode\n\n",
         options.model_path,
@@ -269,13 +305,7 @@ pub fn to_json(options: &BenchOptions, device: &str, rows: &[BenchRow]) -> Json 
         .with("device", device)
         .with(
             "inputs",
-            Json::Array(
-                options
-                    .inputs
-                    .iter()
-                    .map(|s| Json::from(s.label()))
-                    .collect(),
-            ),
+            Json::Array(input_labels(options).into_iter().map(Json::from).collect()),
         )
         .with("iterations", options.iterations)
         .with("perfopt_version", crate::version::PERFOPT_VERSION)

@@ -22,7 +22,9 @@ commands:
         load the model once per compile mode (all four unless --mode is given, repeatable)
         and print cold start, compile time, p50/p99 latency, throughput, peak memory,
         relative error against fp32 eager and the speed-up over the model as loaded;
-        an input is sizes joined by x, optionally :int64 (FILE - is standard output)
+        an input is sizes joined by x, optionally :int64 (FILE - is standard output);
+        --input-file X.npy uses saved inputs and --reference Y.npy (one per output)
+        measures errors against saved outputs instead of the model as loaded
   batch MODEL.pt --input 1x80x100 [--input ...] [--device D] [--mode M] [--json]
         recommend a batch size from one sample: peak memory and throughput measured at
         several batch sizes (the service's fixed rule is shown beside it)
@@ -86,6 +88,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut model_path = None;
     let mut inputs = Vec::new();
     let mut modes = Vec::new();
+    let mut input_files = Vec::new();
+    let mut references = Vec::new();
     let mut iterations = 100usize;
     let mut json_path: Option<String> = None;
     let mut iter = args.iter();
@@ -117,6 +121,8 @@ fn bench(args: &[String]) -> Result<(), String> {
                     .ok_or("--iterations needs a positive number")?
             }
             "--json" => json_path = Some(value("--json")?),
+            "--input-file" => input_files.push(value("--input-file")?),
+            "--reference" => references.push(value("--reference")?),
             "--no-env" => config.read_environment = false,
             other if other.starts_with("--") => {
                 return Err(format!("unknown option {other:?} for `bench`\n\n{USAGE}"))
@@ -126,7 +132,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         }
     }
     let model_path = model_path.ok_or(format!("bench needs a model file\n\n{USAGE}"))?;
-    if inputs.is_empty() {
+    if inputs.is_empty() && input_files.is_empty() {
         return Err("bench needs at least one --input, e.g. --input 4x80x100".to_string());
     }
     if modes.is_empty() {
@@ -141,6 +147,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     let options = BenchOptions {
         model_path,
         inputs,
+        input_files,
+        references,
         modes,
         iterations,
     };
