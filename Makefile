@@ -17,7 +17,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: all setup build header lint fixtures install examples test test-rust test-cpp test-python \
-	test-install test-swift demo clean distclean
+	test-install test-swift bench bench-gpu demo clean distclean
 
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -92,6 +92,22 @@ test-install: examples
 # its XCTests' C calls run as tests/cpp/swift_mirror.c in test-cpp.
 test-swift: setup
 	$(VENV)/bin/python tests/swift/check_swift.py
+
+# perfopt against PyTorch eager, the service's flags and torch.compile, each
+# configuration in its own process; results in docs/benchmarks/<device>.{md,json,png}.
+# `bench` is the CPU run (about half an hour on 2 cores: 30 timed calls per
+# configuration); `bench-gpu` the full run for a CUDA machine (100 calls).
+BENCH_ITERATIONS ?= 30
+bench: build
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	mkdir -p $(BUILD)/bench
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror bench/overhead.c -Iinclude -L$(BUILD)/lib -lperfopt \
+		-Wl,-rpath,$(BUILD)/lib -o $(BUILD)/bench/overhead
+	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/driver.py --perfopt $(BUILD)/bin/perfopt \
+		--overhead $(BUILD)/bench/overhead --iterations $(BENCH_ITERATIONS)
+
+bench-gpu: BENCH_ITERATIONS = 100
+bench-gpu: bench
 
 lint: setup
 	cargo fmt --all -- --check

@@ -1,0 +1,101 @@
+"""The reference models of perfopt's benchmark, as PyTorch modules with
+random weights (speed does not depend on trained weights)."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels, kernel, dilations=(1, 3, 5)):
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            [nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2) for d in dilations]
+        )
+        self.convs2 = nn.ModuleList([nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations])
+
+    def forward(self, x):
+        for c1, c2 in zip(self.convs1, self.convs2):
+            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, 0.1)), 0.1))
+        return x
+
+
+class HiFiGAN(nn.Module):
+    """HiFi-GAN V2's generator: mel (80 bins) in, waveform (256 samples per frame) out."""
+
+    def __init__(self, mel=80, channels=128, rates=(8, 8, 2, 2), kernels=(16, 16, 4, 4), res_kernels=(3, 7, 11)):
+        super().__init__()
+        self.pre = nn.Conv1d(mel, channels, 7, padding=3)
+        self.ups = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        for rate, k in zip(rates, kernels):
+            self.ups.append(nn.ConvTranspose1d(channels, channels // 2, k, rate, padding=(k - rate) // 2))
+            channels //= 2
+            self.blocks.append(nn.ModuleList([ResBlock(channels, rk) for rk in res_kernels]))
+        self.post = nn.Conv1d(channels, 1, 7, padding=3)
+
+    def forward(self, mel):
+        x = self.pre(mel)
+        for up, blocks in zip(self.ups, self.blocks):
+            x = up(F.leaky_relu(x, 0.1))
+            x = sum(b(x) for b in blocks) / len(blocks)
+        return torch.tanh(self.post(F.leaky_relu(x, 0.1)))
+
+
+class Encoder(nn.Module):
+    """A 6-layer d=512 transformer encoder (the translation model's encoder)."""
+
+    def __init__(self, d=512, layers=6, heads=8):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, x):
+        return self.encoder(x)
+
+
+class DecoderStep(nn.Module):
+    """One step of a 6-layer transformer decoder over a fixed-length memory,
+    with a 32k-vocabulary projection."""
+
+    def __init__(self, d=512, layers=6, heads=8, vocab=32000):
+        super().__init__()
+        layer = nn.TransformerDecoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.project = nn.Linear(d, vocab)
+
+    def forward(self, token, memory):
+        return self.project(self.decoder(token, memory))
+
+
+class SpeakerEncoder(nn.Module):
+    """A 3-layer LSTM speaker encoder: 160 frames of 40 features, a unit embedding out."""
+
+    def __init__(self, features=40, hidden=256, embedding=256):
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, num_layers=3, batch_first=True)
+        self.proj = nn.Linear(hidden, embedding)
+
+    def forward(self, frames):
+        out, _ = self.lstm(frames)
+        e = F.relu(self.proj(out[:, -1]))
+        return e / (e.norm(dim=1, keepdim=True) + 1e-6)
+
+
+def build(name, batch):
+    """(module, example inputs) for a reference model, weights seeded."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    if name == "vocoder":
+        return HiFiGAN().eval(), [torch.randn(batch, 80, 100, generator=g)]
+    if name == "encoder":
+        return Encoder().eval(), [torch.randn(batch, 64, 512, generator=g)]
+    if name == "decoder_step":
+        return DecoderStep().eval(), [torch.randn(batch, 1, 512, generator=g), torch.randn(batch, 64, 512, generator=g)]
+    if name == "speaker":
+        return SpeakerEncoder().eval(), [torch.randn(batch, 160, 40, generator=g)]
+    if name == "tiny":
+        return nn.Linear(4, 4).eval(), [torch.randn(batch, 4, generator=g)]
+    raise ValueError(name)
+
+
+MODELS = ["vocoder", "encoder", "decoder_step", "speaker"]
