@@ -17,7 +17,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: all setup build header lint fixtures install examples test test-rust test-cpp test-python \
-	test-install test-swift bench bench-gpu demo clean distclean
+	test-install test-swift bench bench-gpu fuzz memcheck demo clean distclean
 
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -108,6 +108,19 @@ bench: build
 
 bench-gpu: BENCH_ITERATIONS = 100
 bench-gpu: bench
+
+# Mutation fuzzing of the configuration parsing and of model loading
+# (tests/fuzz.rs), FUZZ_SECONDS per target; CI runs each for 60 seconds.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	PERFOPT_FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test $(CARGO_FLAGS) --test fuzz -- --nocapture --test-threads 1
+
+# The C/C++ programs under valgrind memcheck, with suppressions for
+# libtorch's one-time allocations only (tests/valgrind.supp).
+memcheck: test-cpp
+	PERFOPT_FIXTURES=$(BUILD)/fixtures valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
+		--errors-for-leak-kinds=definite --suppressions=tests/valgrind.supp --num-callers=40 \
+		$(BUILD)/tests-cpp/stress leaks 10
 
 lint: setup
 	cargo fmt --all -- --check

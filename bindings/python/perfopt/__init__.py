@@ -193,6 +193,9 @@ class Optimizer:
             pass
 
 
+_SLOTS8 = ctypes.POINTER(_native.DLManagedTensor) * 8
+
+
 class Model:
     """A TorchScript model (perfopt_model_*). Inputs are NumPy arrays or torch
     tensors (passed as DLPack views, no copies); outputs are NumPy arrays by
@@ -301,7 +304,7 @@ class Model:
             raise ValueError("output must be 'numpy', 'torch' or 'dlpack'")
         capacity = 8
         while True:
-            outputs = (ctypes.POINTER(_native.DLManagedTensor) * capacity)()
+            outputs = (_SLOTS8 if capacity == 8 else ctypes.POINTER(_native.DLManagedTensor) * capacity)()
             count = ctypes.c_size_t(0)
             status = call(outputs, capacity, ctypes.byref(count))
             if status == Status.BUFFER_TOO_SMALL and count.value > capacity:

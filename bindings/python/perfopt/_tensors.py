@@ -45,10 +45,13 @@ class DLPackOutput:
     (`torch.from_dlpack`) take without copying."""
 
     def __init__(self, managed: "ctypes._Pointer[_native.DLManagedTensor]"):
-        t = managed.contents.dl_tensor
-        self._device = (t.device.device_type, t.device.device_id)
-        self.shape = tuple(t.shape[i] for i in range(t.ndim))
+        self._managed = managed
         self._capsule = capsule(managed)
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        t = self._managed.contents.dl_tensor
+        return tuple(t.shape[i] for i in range(t.ndim))
 
     def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
         capsule, self._capsule = self._capsule, None
@@ -57,7 +60,8 @@ class DLPackOutput:
         return capsule
 
     def __dlpack_device__(self) -> Tuple[int, int]:
-        return self._device
+        device = self._managed.contents.dl_tensor.device
+        return (device.device_type, device.device_id)
 
     def numpy(self) -> Any:
         import numpy as np
@@ -74,6 +78,19 @@ _NUMPY_DTYPES = {
     "float16": (2, 16), "float32": (2, 32), "float64": (2, 64), "int8": (0, 8), "int16": (0, 16),
     "int32": (0, 32), "int64": (0, 64), "uint8": (1, 8), "bool": (6, 8),
 }
+
+
+_CPU = _native.DLDevice(_native.kDLCPU, 0)
+_BY_DTYPE: dict = {}
+
+
+def _dtype_codes() -> dict:
+    """numpy dtype -> (DLPack code, bits), built once."""
+    if not _BY_DTYPE:
+        import numpy as np
+
+        _BY_DTYPE.update({np.dtype(name): codes for name, codes in _NUMPY_DTYPES.items()})
+    return _BY_DTYPE
 
 
 class InputBatch:
@@ -98,25 +115,28 @@ class InputBatch:
             return _native.DLManagedTensor.from_address(address).dl_tensor
         import numpy as np
 
-        array = np.asarray(value)
-        name = str(array.dtype)
-        if name not in _NUMPY_DTYPES:
-            raise TypeError(f"perfopt takes {', '.join(_NUMPY_DTYPES)} arrays, not {name}")
-        code, bits = _NUMPY_DTYPES[name]
-        shape = (ctypes.c_int64 * max(array.ndim, 1))(*array.shape)
-        if any(s % array.itemsize for s in array.strides):
-            array = np.ascontiguousarray(array)
-        strides = (ctypes.c_int64 * max(array.ndim, 1))(*(s // array.itemsize for s in array.strides))
+        array = value if type(value) is np.ndarray else np.asarray(value)
+        code_bits = _dtype_codes().get(array.dtype)
+        if code_bits is None:
+            raise TypeError(f"perfopt takes {', '.join(_NUMPY_DTYPES)} arrays, not {array.dtype}")
+        ndim = array.ndim
+        shape = (ctypes.c_int64 * max(ndim, 1))(*array.shape)
+        strides = None
+        if not array.flags.c_contiguous:
+            if any(s % array.itemsize for s in array.strides):
+                array = np.ascontiguousarray(array)
+            else:
+                strides = (ctypes.c_int64 * max(ndim, 1))(*(s // array.itemsize for s in array.strides))
         self._keep += [array, shape, strides]
-        t = _native.DLTensor()
-        t.data = array.ctypes.data
-        t.device = _native.DLDevice(_native.kDLCPU, 0)
-        t.ndim = array.ndim
-        t.dtype = _native.DLDataType(code, bits, 1)
-        t.shape = ctypes.cast(shape, ctypes.POINTER(ctypes.c_int64))
-        t.strides = ctypes.cast(strides, ctypes.POINTER(ctypes.c_int64))
-        t.byte_offset = 0
-        return t
+        return _native.DLTensor(
+            array.ctypes.data,
+            _CPU,
+            ndim,
+            _native.DLDataType(code_bits[0], code_bits[1], 1),
+            shape,
+            strides,
+            0,
+        )
 
     @property
     def pointer(self) -> Any:
