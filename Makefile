@@ -17,7 +17,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: all setup build header lint fixtures install examples test test-rust test-cpp test-python \
-	test-install test-swift bench bench-gpu fuzz memcheck demo clean distclean
+	test-install test-swift bench bench-gpu fuzz memcheck gpu-bundle demo clean distclean
 
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -121,6 +121,15 @@ memcheck: test-cpp
 	PERFOPT_FIXTURES=$(BUILD)/fixtures valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 		--errors-for-leak-kinds=definite --suppressions=tests/valgrind.supp --num-callers=40 \
 		$(BUILD)/tests-cpp/stress leaks 10
+
+# What a CUDA machine needs to run tests/gpu/run.sh (nothing is built there):
+# the library and the CLI without debug information (a device call carries
+# 64 MiB at most), as plain files in the ignored .device/ folder.
+gpu-bundle: build
+	rm -rf .device && mkdir -p .device/lib .device/bin
+	strip --strip-debug -o .device/lib/libperfopt.so $(BUILD)/lib/libperfopt.so.0
+	strip --strip-debug -o .device/bin/perfopt $(BUILD)/bin/perfopt
+	@du -sh .device
 
 lint: setup
 	cargo fmt --all -- --check

@@ -324,6 +324,8 @@ int main() {
       {"compile model NULL", [&] { return perfopt_model_compile(nullptr, "default", nullptr, 0); },
        PERFOPT_ERR_NULL_ARGUMENT, "model"},
       // Options
+      {"options_default NULL", [&] { return perfopt_model_options_default(nullptr); }, PERFOPT_ERR_NULL_ARGUMENT,
+       "options"},
       {"set_options NULL", [&] { return perfopt_model_set_options(model, nullptr); }, PERFOPT_ERR_NULL_ARGUMENT,
        "options"},
       {"options struct_size", [&] { return options_with([](perfopt_model_options &o) { o.struct_size = 1; }); },

@@ -1,5 +1,5 @@
 // Concurrency and leaks, with figures:
-//   stress threads   8 threads x 1000 runs of one compiled model equal a serial run;
+//   stress threads [T N]  T threads (8) x N runs (1000) of one compiled model equal a serial run;
 //                    threads loading, running and freeing their own models at once;
 //                    each thread with its own inference scopes.
 //   stress leaks N   N cycles of optimizer, load, compile, run and free; resident
@@ -82,7 +82,7 @@ bool close(const std::vector<float> &a, const std::vector<float> &b) {
   return true;
 }
 
-int threads_case() {
+int threads_case(int threads, int calls) {
   const std::string path = fixtures() + "/two_inputs.pt";
   perfopt_optimizer *optimizer = cpu_optimizer();
   perfopt_model *model = nullptr;
@@ -90,7 +90,6 @@ int threads_case() {
   Inputs warm(0);
   perfopt_model_compile(model, "default", warm.dl, 2);
 
-  const int threads = 8, calls = 1000;
   std::vector<std::vector<float>> serial(threads);
   for (int t = 0; t < threads; ++t) {
     Inputs in(static_cast<float>(t));
@@ -127,10 +126,11 @@ int threads_case() {
           continue;
         }
         Inputs in(static_cast<float>(t));
-        std::vector<float> out;
+        std::vector<float> out, reference;
+        if (!run(model, in, reference)) ++own_failures;
         if (perfopt_model_compile(own, i % 2 ? "default" : "none", nullptr, 0) != PERFOPT_OK) ++own_failures;
         // Frozen and optimised modules may round differently: a tolerance here.
-        if (!run(own, in, out) || !close(out, serial[t])) ++own_failures;
+        if (!run(own, in, out) || !close(out, reference)) ++own_failures;
         perfopt_model_free(own);
       }
     });
@@ -181,8 +181,9 @@ int leaks_case(int cycles) {
 
 int main(int argc, char **argv) {
   std::string which = argc > 1 ? argv[1] : "threads";
-  if (which == "threads") return threads_case();
+  if (which == "threads")
+    return threads_case(argc > 2 ? std::atoi(argv[2]) : 8, argc > 3 ? std::atoi(argv[3]) : 1000);
   if (which == "leaks") return leaks_case(argc > 2 ? std::atoi(argv[2]) : 1000);
-  std::fprintf(stderr, "usage: stress threads | stress leaks [cycles]\n");
+  std::fprintf(stderr, "usage: stress threads [threads calls] | stress leaks [cycles]\n");
   return 2;
 }
