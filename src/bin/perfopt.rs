@@ -83,58 +83,99 @@ fn info(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
-    let mut config = Config::default();
+/// The options of the model commands (`bench`, `batch`), parsed in one place.
+struct ModelArgs {
+    config: Config,
+    model_path: String,
+    inputs: Vec<InputSpec>,
+    input_files: Vec<String>,
+    references: Vec<String>,
+    modes: Vec<CompileMode>,
+    iterations: usize,
+    json: Option<String>,
+}
+
+fn parsed<T: std::str::FromStr<Err = perfopt::Error>>(text: String) -> Result<T, String> {
+    text.parse::<T>().map_err(|e| e.to_string())
+}
+
+/// Parses `args` for `command`, accepting only the options in `allowed`.
+/// `--json` takes a file for `bench` and is a plain switch for `batch`.
+fn parse_model_args(command: &str, args: &[String], allowed: &[&str]) -> Result<ModelArgs, String> {
+    let mut parsed_args = ModelArgs {
+        config: Config::default(),
+        model_path: String::new(),
+        inputs: Vec::new(),
+        input_files: Vec::new(),
+        references: Vec::new(),
+        modes: Vec::new(),
+        iterations: 100,
+        json: None,
+    };
     let mut model_path = None;
-    let mut inputs = Vec::new();
-    let mut modes = Vec::new();
-    let mut input_files = Vec::new();
-    let mut references = Vec::new();
-    let mut iterations = 100usize;
-    let mut json_path: Option<String> = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
+        if arg.starts_with("--") && !allowed.contains(&arg.as_str()) {
+            return Err(format!("unknown option {arg:?} for `{command}`\n\n{USAGE}"));
+        }
         let mut value = |name: &str| iter.next().cloned().ok_or(format!("{name} needs a value"));
+        let a = &mut parsed_args;
         match arg.as_str() {
-            "--input" => inputs.push(
-                value("--input")?
-                    .parse::<InputSpec>()
-                    .map_err(|e| e.to_string())?,
-            ),
-            "--mode" => modes.push(
-                value("--mode")?
-                    .parse::<CompileMode>()
-                    .map_err(|e| e.to_string())?,
-            ),
-            "--device" => {
-                config.device = Some(
-                    value("--device")?
-                        .parse::<DeviceRequest>()
-                        .map_err(|e| e.to_string())?,
-                )
-            }
+            "--input" => a.inputs.push(parsed(value("--input")?)?),
+            "--input-file" => a.input_files.push(value("--input-file")?),
+            "--reference" => a.references.push(value("--reference")?),
+            "--mode" => a.modes.push(parsed(value("--mode")?)?),
+            "--device" => a.config.device = Some(parsed::<DeviceRequest>(value("--device")?)?),
+            "--no-env" => a.config.read_environment = false,
             "--iterations" => {
-                iterations = value("--iterations")?
+                a.iterations = value("--iterations")?
                     .parse::<usize>()
                     .ok()
                     .filter(|&n| n > 0)
                     .ok_or("--iterations needs a positive number")?
             }
-            "--json" => json_path = Some(value("--json")?),
-            "--input-file" => input_files.push(value("--input-file")?),
-            "--reference" => references.push(value("--reference")?),
-            "--no-env" => config.read_environment = false,
-            other if other.starts_with("--") => {
-                return Err(format!("unknown option {other:?} for `bench`\n\n{USAGE}"))
-            }
+            "--json" if command == "batch" => a.json = Some("-".to_string()),
+            "--json" => a.json = Some(value("--json")?),
             path if model_path.is_none() => model_path = Some(path.to_string()),
             extra => return Err(format!("unexpected argument {extra:?}")),
         }
     }
-    let model_path = model_path.ok_or(format!("bench needs a model file\n\n{USAGE}"))?;
-    if inputs.is_empty() && input_files.is_empty() {
-        return Err("bench needs at least one --input, e.g. --input 4x80x100".to_string());
+    parsed_args.model_path =
+        model_path.ok_or(format!("{command} needs a model file\n\n{USAGE}"))?;
+    if parsed_args.inputs.is_empty() && parsed_args.input_files.is_empty() {
+        return Err(format!(
+            "{command} needs at least one --input, e.g. --input {}",
+            if command == "batch" {
+                "1x80x100"
+            } else {
+                "4x80x100"
+            }
+        ));
     }
+    Ok(parsed_args)
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let allowed = [
+        "--input",
+        "--input-file",
+        "--reference",
+        "--mode",
+        "--device",
+        "--no-env",
+        "--iterations",
+        "--json",
+    ];
+    let ModelArgs {
+        config,
+        model_path,
+        inputs,
+        input_files,
+        references,
+        mut modes,
+        iterations,
+        json: json_path,
+    } = parse_model_args("bench", args, &allowed)?;
     if modes.is_empty() {
         modes = vec![
             CompileMode::None,
@@ -168,42 +209,17 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 fn batch(args: &[String]) -> Result<(), String> {
-    let mut config = Config::default();
-    let (mut model_path, mut inputs, mut mode, mut json) =
-        (None, Vec::new(), CompileMode::Default, false);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = |name: &str| iter.next().cloned().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--input" => inputs.push(
-                value("--input")?
-                    .parse::<InputSpec>()
-                    .map_err(|e| e.to_string())?,
-            ),
-            "--mode" => {
-                mode = value("--mode")?
-                    .parse::<CompileMode>()
-                    .map_err(|e| e.to_string())?
-            }
-            "--device" => {
-                config.device = Some(
-                    value("--device")?
-                        .parse::<DeviceRequest>()
-                        .map_err(|e| e.to_string())?,
-                )
-            }
-            "--json" => json = true,
-            other if other.starts_with("--") => {
-                return Err(format!("unknown option {other:?} for `batch`\n\n{USAGE}"))
-            }
-            path if model_path.is_none() => model_path = Some(path.to_string()),
-            extra => return Err(format!("unexpected argument {extra:?}")),
-        }
-    }
-    let model_path = model_path.ok_or(format!("batch needs a model file\n\n{USAGE}"))?;
-    if inputs.is_empty() {
-        return Err("batch needs at least one --input sample, e.g. --input 1x80x100".to_string());
-    }
+    let allowed = ["--input", "--mode", "--device", "--no-env", "--json"];
+    let ModelArgs {
+        config,
+        model_path,
+        inputs,
+        modes,
+        json,
+        ..
+    } = parse_model_args("batch", args, &allowed)?;
+    let mode = modes.last().copied().unwrap_or(CompileMode::Default);
+    let json = json.is_some();
     let optimizer = Arc::new(Optimizer::new(&config).map_err(|e| e.to_string())?);
     let service_rule = optimizer.optimal_batch_size();
     let model = perfopt::Model::load(optimizer, &model_path, None).map_err(|e| e.to_string())?;

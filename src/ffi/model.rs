@@ -261,6 +261,28 @@ pub extern "C" fn perfopt_model_run(
     outputs_capacity: usize,
     n_outputs: *mut usize,
 ) -> perfopt_status {
+    run_into(
+        model,
+        inputs,
+        n_inputs,
+        outputs,
+        outputs_capacity,
+        n_outputs,
+        |model, tensors| model.run(tensors),
+    )
+}
+
+/// The shared body of perfopt_model_run and perfopt_model_run_batched:
+/// checks the arguments, runs, and hands the outputs out.
+fn run_into(
+    model: *mut perfopt_model,
+    inputs: *const DLTensor,
+    n_inputs: usize,
+    outputs: *mut *mut DLManagedTensor,
+    outputs_capacity: usize,
+    n_outputs: *mut usize,
+    run: impl FnOnce(&Model, Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>>,
+) -> perfopt_status {
     boundary(|| {
         require_out(n_outputs, "n_outputs")?;
         if outputs.is_null() && outputs_capacity > 0 {
@@ -269,7 +291,7 @@ pub extern "C" fn perfopt_model_run(
         // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
         let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
         let tensors = unsafe { tensors_from(inputs, n_inputs, "inputs") }?;
-        let results = model.inner.run(tensors)?;
+        let results = run(&model.inner, tensors)?;
         // SAFETY: outputs has outputs_capacity slots; n_outputs is non-NULL.
         unsafe { hand_out(&results, outputs, outputs_capacity, n_outputs) }
     })
@@ -389,16 +411,13 @@ pub extern "C" fn perfopt_model_run_batched(
     outputs_capacity: usize,
     n_outputs: *mut usize,
 ) -> perfopt_status {
-    boundary(|| {
-        require_out(n_outputs, "n_outputs")?;
-        if outputs.is_null() && outputs_capacity > 0 {
-            return Err(Error::null_argument("outputs"));
-        }
-        // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
-        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
-        let tensors = unsafe { tensors_from(inputs, n_inputs, "inputs") }?;
-        let results = model.inner.run_batched(tensors, i64::from(max_batch))?;
-        // SAFETY: outputs has outputs_capacity slots; n_outputs is non-NULL.
-        unsafe { hand_out(&results, outputs, outputs_capacity, n_outputs) }
-    })
+    run_into(
+        model,
+        inputs,
+        n_inputs,
+        outputs,
+        outputs_capacity,
+        n_outputs,
+        |model, tensors| model.run_batched(tensors, i64::from(max_batch)),
+    )
 }
