@@ -114,7 +114,42 @@ def _encode(value: Optional[str]) -> Optional[bytes]:
     return None if value is None else value.encode("utf-8")
 
 
-class Optimizer:
+class _Owner:
+    """An owner of one perfopt handle: `close()` frees it (again is a no-op),
+    `with` closes at the end, and garbage collection closes what was left open."""
+
+    _handle: Optional[ctypes.c_void_p] = None
+    _kind = "handle"
+
+    @staticmethod
+    def _free(handle: ctypes.c_void_p) -> None:
+        raise NotImplementedError
+
+    @property
+    def _ptr(self) -> ctypes.c_void_p:
+        if self._handle is None:
+            raise PerfoptError(Status.INVALID_HANDLE, f"the {self._kind} is closed")
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._free(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Optimizer(_Owner):
     """Detects the device and applies its settings (perfopt_optimizer_new).
 
     Every argument left as None is decided by the TRANSLATOR_* environment
@@ -150,11 +185,11 @@ class Optimizer:
         _check(lib.perfopt_optimizer_new(ctypes.byref(config), ctypes.byref(handle)))
         self._handle: Optional[ctypes.c_void_p] = handle
 
-    @property
-    def _ptr(self) -> ctypes.c_void_p:
-        if self._handle is None:
-            raise PerfoptError(Status.INVALID_HANDLE, "the optimizer is closed")
-        return self._handle
+    _kind = "optimizer"
+
+    @staticmethod
+    def _free(handle: ctypes.c_void_p) -> None:
+        _native.lib().perfopt_optimizer_free(handle)
 
     def report(self) -> Dict[str, Any]:
         """The optimizer's report (device, settings read back, sources, skipped)."""
@@ -175,28 +210,12 @@ class Optimizer:
         """A context manager that holds libtorch's inference mode on this thread."""
         return InferenceScope(self)
 
-    def close(self) -> None:
-        if self._handle is not None:
-            _native.lib().perfopt_optimizer_free(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> "Optimizer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 _SLOTS8 = ctypes.POINTER(_native.DLManagedTensor) * 8
 
 
-class Model:
+class Model(_Owner):
     """A TorchScript model (perfopt_model_*). Inputs are NumPy arrays or torch
     tensors (passed as DLPack views, no copies); outputs are NumPy arrays by
     default, torch tensors with `output="torch"`, or DLPackOutput objects."""
@@ -209,11 +228,11 @@ class Model:
         self._optimizer = optimizer  # the model keeps what it needs alive; this keeps `_ptr` checks simple
         self._handle: Optional[ctypes.c_void_p] = handle
 
-    @property
-    def _ptr(self) -> ctypes.c_void_p:
-        if self._handle is None:
-            raise PerfoptError(Status.INVALID_HANDLE, "the model is closed")
-        return self._handle
+    _kind = "model"
+
+    @staticmethod
+    def _free(handle: ctypes.c_void_p) -> None:
+        _native.lib().perfopt_model_free(handle)
 
     def set_options(
         self,
@@ -322,22 +341,6 @@ class Model:
         ptr = self._ptr
         return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_report(ptr, buf, n, needed))
 
-    def close(self) -> None:
-        if self._handle is not None:
-            _native.lib().perfopt_model_free(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class InferenceScope:
