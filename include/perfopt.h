@@ -11,9 +11,13 @@
  *   success (a too-small buffer still sets *needed).
  * - Strings are UTF-8 and are copied during the call. JSON reports go into the
  *   caller's (buf, len, needed); call with len 0 to learn the size.
- * - Thread safety: a `const` handle may be used from several threads at once;
- *   a non-const one needs the caller to serialise its use. Inference scopes
- *   are bound to the thread that entered them and exit last in, first out.
+ * - Thread safety: functions taking a `const` handle may be called from
+ *   several threads at once. One model may also be run from several threads
+ *   at once (perfopt_model_run, _run_batched, _warmup, _recommend_batch: a
+ *   CUDA graph replays for one caller at a time); perfopt_model_compile waits
+ *   for runs in progress. Freeing a handle must not race other calls on it.
+ *   Inference scopes are bound to the thread that entered them and exit last
+ *   in, first out.
  * - Settings an optimizer applies (threads, TF32, cuDNN benchmark) are
  *   process-wide in libtorch: the last optimizer created wins, and libtorch
  *   accepts the inter-op thread count once per process.
