@@ -2,6 +2,7 @@
 // carrying the status, and the calls behave as the C ones do.
 #include "perfopt.hpp"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -45,7 +46,12 @@ int main() {
     std::vector<perfopt::Tensor> out = model.run(inputs);
     EXPECT(out.size() == 2 && out[0].shape() == std::vector<int64_t>({2, 8}) && out[0].numel() == 16);
     std::vector<perfopt::Tensor> batched = model.run_batched(inputs, 1);
-    for (int64_t i = 0; i < 16; ++i) EXPECT(batched[0].data<float>()[i] == out[0].data<float>()[i]);
+    // Chunks of one may take other kernels than the batch of two (max-autotune
+    // picks by measurement, so oneDNN's or plain GEMM): equal up to rounding.
+    for (int64_t i = 0; i < 16; ++i) {
+      float got = batched[0].data<float>()[i], want = out[0].data<float>()[i];
+      EXPECT(std::fabs(got - want) <= 1e-5f * std::fmax(1.0f, std::fabs(want)));
+    }
   }
   try {
     model.run({inputs[0]});
