@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::device::DeviceKind;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::model::{Compiled, Executor, GraphExecutor, Model};
 use crate::numerics::{self, NumericFlags};
@@ -25,6 +25,8 @@ use crate::stats::{round3, Summary};
 pub struct Candidate {
     pub name: String,
     pub p50_ms: Option<f64>,
+    /// Timed runs behind p50_ms.
+    pub runs: usize,
     pub relative_error: Option<f64>,
     pub within_tolerance: bool,
     pub note: Option<String>,
@@ -35,50 +37,118 @@ impl Candidate {
         Json::object()
             .with("name", self.name.as_str())
             .with("p50_ms", self.p50_ms)
+            .with("runs", self.runs)
             .with("relative_error", self.relative_error)
             .with("within_tolerance", self.within_tolerance)
             .with("note", self.note.clone())
     }
 }
 
-/// Timing budget per candidate: at least MIN_RUNS, then up to MAX_RUNS while
-/// under BUDGET.
+/// Timing: every candidate runs once per round, in turn, until each has
+/// MIN_RUNS and BUDGET is spent (for all of them together), or MAX_RUNS.
+/// Timing candidates one after another would rank them partly by when they
+/// ran: on a shared machine the clock speed and the neighbours' load drift
+/// over seconds, and the same configuration then differs by 20% or more. The
+/// budget is shared, not per candidate, so that the seven candidates on CUDA
+/// keep a cold start well under torch.compile's seconds.
 const MIN_RUNS: usize = 5;
-const MAX_RUNS: usize = 50;
-const BUDGET: Duration = Duration::from_millis(300);
-const WARMUP_RUNS: usize = 5;
-
-/// Runs `executor` until timings settle; returns the median and the outputs
-/// of the first run.
-fn measure(
-    model: &Model,
-    executor: &Executor,
-    inputs: &[tch::Tensor],
-) -> Result<(f64, Vec<tch::Tensor>)> {
-    let _inference = InferenceModeGuard::enter()?;
-    let outputs = executor.run(inputs)?;
-    // TorchScript's profiling executor profiles the first runs and optimises
-    // after them; timing those would rank a candidate by its warm-up.
-    for _ in 0..WARMUP_RUNS {
-        executor.run(inputs)?;
-    }
-    model.synchronize_device();
-    let mut times = Vec::new();
-    let started = Instant::now();
-    while times.len() < MIN_RUNS || (times.len() < MAX_RUNS && started.elapsed() < BUDGET) {
-        let t = Instant::now();
-        executor.run(inputs)?;
-        model.synchronize_device();
-        times.push(t.elapsed());
-    }
-    let p50 = Summary::of(&times).map_or(f64::INFINITY, |s| s.p50_ms);
-    Ok((p50, outputs))
-}
+const MAX_RUNS: usize = 200;
+const BUDGET: Duration = Duration::from_millis(400);
+/// Runs after the first before timing: TorchScript's profiling executor
+/// profiles the first run and optimises the graph on the next.
+const WARMUP_RUNS: usize = 3;
 
 struct Trial {
     candidate: Candidate,
     executor: Option<Executor>,
     module_label: String,
+    times: Vec<Duration>,
+}
+
+impl Trial {
+    fn failed(&mut self, err: &Error) {
+        self.executor = None;
+        self.candidate.p50_ms = None;
+        self.candidate.within_tolerance = false;
+        self.candidate.note = Some(err.to_string());
+    }
+}
+
+/// Builds a trial: the first run's outputs give its error against the
+/// reference, then warm-up runs, since TorchScript's profiling executor
+/// profiles the first runs and optimises after them (timing those would rank
+/// a candidate by its warm-up).
+fn admit(
+    model: &Model,
+    name: String,
+    module_label: String,
+    executor: Result<Executor>,
+    inputs: &[tch::Tensor],
+    reference: &[tch::Tensor],
+    tolerance: f64,
+) -> Trial {
+    let mut trial = Trial {
+        candidate: Candidate {
+            name,
+            p50_ms: None,
+            runs: 0,
+            relative_error: None,
+            within_tolerance: false,
+            note: None,
+        },
+        executor: None,
+        module_label,
+        times: Vec::new(),
+    };
+    let checked = executor.and_then(|executor| {
+        let _inference = InferenceModeGuard::enter()?;
+        let outputs = executor.run(inputs)?;
+        let error = numerics::relative_error(&outputs, reference)?;
+        for _ in 0..WARMUP_RUNS {
+            executor.run(inputs)?;
+        }
+        model.synchronize_device();
+        Ok((executor, error))
+    });
+    match checked {
+        Ok((executor, error)) => {
+            trial.candidate.relative_error = Some(error);
+            trial.candidate.within_tolerance = error <= tolerance;
+            trial.executor = Some(executor);
+        }
+        Err(err) => trial.failed(&err),
+    }
+    trial
+}
+
+/// Times the runnable trials in interleaved rounds and fills in their p50.
+fn time_interleaved(model: &Model, trials: &mut [Trial], inputs: &[tch::Tensor]) -> Result<()> {
+    let _inference = InferenceModeGuard::enter()?;
+    let started = Instant::now();
+    for round in 0..MAX_RUNS {
+        if round >= MIN_RUNS && started.elapsed() >= BUDGET {
+            break;
+        }
+        for trial in trials.iter_mut() {
+            let Some(executor) = &trial.executor else {
+                continue;
+            };
+            let t = Instant::now();
+            match executor.run(inputs) {
+                Ok(_) => {
+                    model.synchronize_device();
+                    trial.times.push(t.elapsed());
+                }
+                Err(err) => trial.failed(&err),
+            }
+        }
+    }
+    for trial in trials.iter_mut().filter(|t| t.executor.is_some()) {
+        trial.candidate.p50_ms = Summary::of(&trial.times).map(|s| round3(s.p50_ms));
+        trial.candidate.runs = trial.times.len();
+        log::debug!("max-autotune candidate {:?}", trial.candidate);
+    }
+    Ok(())
 }
 
 pub fn tune(model: &Model, inputs: &[tch::Tensor]) -> Result<Compiled> {
@@ -103,35 +173,9 @@ pub fn tune(model: &Model, inputs: &[tch::Tensor]) -> Result<Compiled> {
 
     let mut trials: Vec<Trial> = Vec::new();
     let mut try_executor = |name: String, label: String, executor: Result<Executor>| {
-        let trial = match executor.and_then(|ex| {
-            let (p50, outputs) = measure(model, &ex, inputs)?;
-            Ok((ex, p50, numerics::relative_error(&outputs, &reference)?))
-        }) {
-            Ok((executor, p50, error)) => Trial {
-                candidate: Candidate {
-                    name,
-                    p50_ms: Some(round3(p50)),
-                    relative_error: Some(error),
-                    within_tolerance: error <= tolerance,
-                    note: None,
-                },
-                executor: Some(executor),
-                module_label: label,
-            },
-            Err(err) => Trial {
-                candidate: Candidate {
-                    name,
-                    p50_ms: None,
-                    relative_error: None,
-                    within_tolerance: false,
-                    note: Some(err.to_string()),
-                },
-                executor: None,
-                module_label: label,
-            },
-        };
-        log::debug!("max-autotune candidate {:?}", trial.candidate);
-        trials.push(trial);
+        trials.push(admit(
+            model, name, label, executor, inputs, &reference, tolerance,
+        ));
     };
 
     try_executor(
@@ -166,15 +210,27 @@ pub fn tune(model: &Model, inputs: &[tch::Tensor]) -> Result<Compiled> {
                     let _inference = InferenceModeGuard::enter()?;
                     graphs.prepare(inputs)
                 };
+                // A shape whose capture failed would run plainly: that is the
+                // frozen candidate again, so it is no graph candidate.
+                let executor = prepared.and_then(|captured| {
+                    if captured {
+                        Ok(Executor::Graphs(graphs.clone()))
+                    } else {
+                        Err(Error::new(
+                            ErrorKind::Device,
+                            format!(
+                                "CUDA graph capture failed: {}",
+                                graphs.fallback_reason(inputs).unwrap_or_default()
+                            ),
+                        ))
+                    }
+                });
                 let name = format!("{best_label} + CUDA graph ({})", flags.label());
-                try_executor(
-                    name,
-                    best_label.clone(),
-                    prepared.map(|_| Executor::Graphs(graphs)),
-                );
+                try_executor(name, best_label.clone(), executor);
             }
         }
     }
+    time_interleaved(model, &mut trials, inputs)?;
 
     // The fastest within tolerance; if none is (the model itself is unstable),
     // the most accurate, said as such.
@@ -207,8 +263,8 @@ pub fn tune(model: &Model, inputs: &[tch::Tensor]) -> Result<Compiled> {
             .iter()
             .filter_map(|t| t.candidate.note.clone())
             .collect();
-        return Err(crate::error::Error::new(
-            crate::error::ErrorKind::Torch,
+        return Err(Error::new(
+            ErrorKind::Torch,
             format!("max-autotune: no candidate ran: {}", reasons.join("; ")),
         ));
     };

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::autotune::Candidate;
 use crate::config::CompileMode;
 use crate::device::DeviceKind;
 use crate::error::{Error, Result};
@@ -97,6 +98,8 @@ pub struct BenchRow {
     pub relative_error: f64,
     pub speedup: f64,
     pub chosen: String,
+    /// max-autotune's measured candidates: what each optimization does alone.
+    pub candidates: Vec<Candidate>,
     /// Wall-clock time of the first result (seconds since the Unix epoch), so
     /// that a driver can measure from process start.
     pub first_result_unix_s: f64,
@@ -122,6 +125,10 @@ impl BenchRow {
                 (self.speedup * 100.0).round() / 100.0,
             )
             .with("chosen", self.chosen.as_str())
+            .with(
+                "candidates",
+                Json::Array(self.candidates.iter().map(Candidate::to_json).collect()),
+            )
             .with("first_result_unix_s", self.first_result_unix_s)
     }
 }
@@ -234,6 +241,7 @@ pub fn run(optimizer: Arc<Optimizer>, options: &BenchOptions) -> Result<Vec<Benc
             speedup: baseline / latency.p50_ms.max(1e-9),
             latency,
             chosen,
+            candidates: model.autotune_candidates(),
             first_result_unix_s,
         });
     }
@@ -292,6 +300,35 @@ pub fn table(options: &BenchOptions, device: &str, rows: &[BenchRow]) -> String 
             r.speedup,
             r.chosen
         );
+    }
+    for r in rows.iter().filter(|r| !r.candidates.is_empty()) {
+        out += &format!(
+            "\n{} measured each candidate on these inputs (interleaved rounds):\n",
+            r.mode.as_str()
+        );
+        out += &format!(
+            "  {:<52} {:>10} {:>5} {:>10}  {}\n",
+            "candidate", "p50", "runs", "rel error", "kept"
+        );
+        for c in &r.candidates {
+            let p50 = c.p50_ms.map_or("-".to_string(), |ms| format!("{ms:.3} ms"));
+            let error = c
+                .relative_error
+                .map_or("-".to_string(), |e| format!("{e:.1e}"));
+            let kept = if c.name == r.chosen {
+                "chosen".to_string()
+            } else if let Some(note) = &c.note {
+                format!("failed: {note}")
+            } else if c.within_tolerance {
+                "within tolerance".to_string()
+            } else {
+                "over tolerance".to_string()
+            };
+            out += &format!(
+                "  {:<52} {:>10} {:>5} {:>10}  {}\n",
+                c.name, p50, c.runs, error, kept
+            );
+        }
     }
     out += "\ncold start = load + compile + first result; throughput = samples per second at the \
             mean latency; rel error = max|y - y_ref| / max|y_ref| against the model as loaded in fp32; \

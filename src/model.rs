@@ -210,9 +210,22 @@ impl GraphExecutor {
         }
     }
 
-    /// Captures a graph for these shapes now (compile-time warm-up).
-    pub fn prepare(&self, inputs: &[tch::Tensor]) -> Result<()> {
-        self.graph_for(inputs).map(|_| ())
+    /// Captures a graph for these shapes now (compile-time warm-up). `Ok(false)`:
+    /// the capture failed and these shapes will run plainly (the reason is
+    /// logged and in the report).
+    pub fn prepare(&self, inputs: &[tch::Tensor]) -> Result<bool> {
+        self.graph_for(inputs).map(|graph| graph.is_some())
+    }
+
+    /// Why the capture for these shapes failed, if it did.
+    pub fn fallback_reason(&self, inputs: &[tch::Tensor]) -> Option<String> {
+        let key = ShapeKey::of(inputs);
+        let state = self.state.lock();
+        state
+            .failed
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, reason)| reason.clone())
     }
 
     /// The graph for these shapes, capturing it on first sight; `Ok(None)`
@@ -744,6 +757,11 @@ impl Model {
             .push("tuned on the first run's inputs".to_string());
         *compiled = tuned;
         Ok(())
+    }
+
+    /// What max-autotune measured (empty for the other modes).
+    pub fn autotune_candidates(&self) -> Vec<autotune::Candidate> {
+        self.compiled.read().candidates.clone()
     }
 
     pub(crate) fn original(&self) -> &Arc<Module> {

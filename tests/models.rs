@@ -69,6 +69,17 @@ fn max_autotune_reports_every_candidate() {
             matches!(candidate.get("relative_error"), Some(Json::Float(_))),
             "{candidate}"
         );
+        // Timed in interleaved rounds: every candidate gets the same number
+        // of runs, at least five.
+        assert_eq!(
+            candidate.get("runs"),
+            candidates[0].get("runs"),
+            "{candidate}"
+        );
+        assert!(
+            matches!(candidate.get("runs"), Some(Json::Int(n)) if *n >= 5),
+            "{candidate}"
+        );
     }
     let Json::Str(why) = field(&report, &["compile", "why"]) else {
         panic!()
