@@ -60,6 +60,51 @@ def test_torch_tensors_in_and_out(opt):
         assert rel_error(again[0], expected[0]) <= 1e-5
 
 
+def test_array_layouts_in(opt):
+    """Read-only, Fortran-order and strided arrays give the same outputs as
+    contiguous ones (NumPy's DLPack export where it applies, a described
+    DLTensor where it refuses)."""
+    path, inputs, expected = load_fixture("two_inputs")
+    with opt.load(path) as model:
+        x, y = inputs
+        read_only = x.copy()
+        read_only.flags.writeable = False
+        strided = np.ascontiguousarray(np.repeat(x, 2, axis=1))[:, ::2]
+        assert not strided.flags.c_contiguous
+        for variant in (read_only, np.asfortranarray(x), strided):
+            outputs = model.run(variant, y)
+            assert rel_error(outputs[0], expected[0]) <= 1e-5
+        # A single input is passed where its DLPack export put it.
+        single_path, single_inputs, single_expected = load_fixture("encoder")
+        with opt.load(single_path) as encoder:
+            assert rel_error(encoder.run(single_inputs[0])[0], single_expected[0]) <= 1e-3
+
+
+def test_dlpack_outputs_are_owned_until_taken(opt):
+    path, inputs, expected = load_fixture("two_inputs")
+    with opt.load(path) as model:
+        first, second = model.run(*inputs, output="dlpack")
+        assert first.shape == expected[0].shape
+        taken = np.from_dlpack(first)
+        assert rel_error(taken, expected[0]) <= 1e-3
+        with pytest.raises(BufferError):
+            first.numpy()
+        with pytest.raises(BufferError):
+            first.shape
+        second.close()  # freed now; closing again, or dropping it, is a no-op
+        second.close()
+        del second
+        # Outputs dropped untaken are freed by their owners: no growth.
+        import resource
+
+        for _ in range(200):
+            model.run(*inputs, output="dlpack")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(2000):
+            model.run(*inputs, output="dlpack")
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 4096  # KiB
+
+
 def test_warmup_and_report(opt):
     path, inputs, _ = load_fixture("speaker")
     with opt.load(path) as model:

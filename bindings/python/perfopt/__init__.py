@@ -334,7 +334,16 @@ class Model(_Owner):
         wrapped = [DLPackOutput(outputs[i]) for i in range(count.value)]
         if output == "dlpack":
             return wrapped
-        return [w.numpy() if output == "numpy" else w.torch() for w in wrapped]
+        if output == "numpy":
+            import numpy as np
+
+            consumer = np.from_dlpack
+        else:
+            import torch
+
+            consumer = torch.from_dlpack
+        # An output not converted (a consumer failed) is freed with its owner.
+        return [w.convert(consumer) for w in wrapped]
 
     def report(self) -> Dict[str, Any]:
         """Calls, latency percentiles, peak memory, and what compilation chose and why."""

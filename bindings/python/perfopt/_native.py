@@ -159,7 +159,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("perfopt_inference_enter", status, opt_p, c.POINTER(scope_p))
     fn("perfopt_inference_exit", status, scope_p)
     model_p = c.c_void_p  # perfopt_model *
-    tensors = c.POINTER(DLTensor)
+    # const DLTensor *: an address (one input is passed where its DLPack
+    # export put it) or a ctypes array of DLTensor.
+    tensors = c.c_void_p
     fn("perfopt_model_options_default", status, c.POINTER(perfopt_model_options))
     fn("perfopt_model_load", status, opt_p, c.c_char_p, c.c_char_p, c.POINTER(model_p))
     fn("perfopt_model_free", None, model_p)

@@ -9,7 +9,6 @@ from typing import Any, List, Sequence, Tuple
 from . import _native
 
 _DLTENSOR = b"dltensor"
-_USED = b"used_dltensor"
 
 _api = ctypes.pythonapi
 _api.PyCapsule_New.restype = ctypes.py_object
@@ -34,44 +33,93 @@ def _capsule_destructor(capsule: int) -> None:
         _release(_api.PyCapsule_GetPointer(capsule, _DLTENSOR))
 
 
-def capsule(managed: "ctypes._Pointer[_native.DLManagedTensor]") -> Any:
-    """Wraps a DLManagedTensor perfopt returned in a DLPack capsule."""
-    address = ctypes.cast(managed, ctypes.c_void_p).value
-    return _api.PyCapsule_New(address, _DLTENSOR, ctypes.cast(_capsule_destructor, ctypes.c_void_p))
+_DESTRUCTOR = ctypes.cast(_capsule_destructor, ctypes.c_void_p)
+
+
+class _Handover:
+    """Hands one DLManagedTensor to a consumer that takes it at once
+    (`np.from_dlpack`, `torch.from_dlpack`). Its capsule has no destructor: a
+    capsule destructor is a ctypes callback into Python, several microseconds
+    per output on the hot path, and the consumer owns the tensor anyway."""
+
+    __slots__ = ("capsule", "_device")
+
+    def __init__(self, address: int, device: Tuple[int, int]):
+        self.capsule = _api.PyCapsule_New(address, _DLTENSOR, None)
+        self._device = device
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.capsule
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return self._device
 
 
 class DLPackOutput:
-    """An output tensor that NumPy (`np.from_dlpack`) and torch
-    (`torch.from_dlpack`) take without copying."""
+    """One output tensor perfopt returned, owned until something takes it:
+    NumPy (`np.from_dlpack`, or `.numpy()`) and torch (`torch.from_dlpack`, or
+    `.torch()`) take it without copying; dropped untaken, it is freed."""
+
+    __slots__ = ("_managed", "_address")
 
     def __init__(self, managed: "ctypes._Pointer[_native.DLManagedTensor]"):
         self._managed = managed
-        self._capsule = capsule(managed)
+        self._address: Any = ctypes.cast(managed, ctypes.c_void_p).value
+
+    def _take(self) -> int:
+        if self._address is None:
+            raise BufferError("this output was already consumed")
+        address, self._address = self._address, None
+        return address
 
     @property
     def shape(self) -> Tuple[int, ...]:
+        if self._address is None:
+            raise BufferError("this output was already consumed")
         t = self._managed.contents.dl_tensor
         return tuple(t.shape[i] for i in range(t.ndim))
 
     def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
-        capsule, self._capsule = self._capsule, None
-        if capsule is None:
-            raise BufferError("this output was already consumed")
-        return capsule
+        # Any consumer: the capsule frees the tensor if it is not taken.
+        return _api.PyCapsule_New(self._take(), _DLTENSOR, _DESTRUCTOR)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         device = self._managed.contents.dl_tensor.device
         return (device.device_type, device.device_id)
 
+    def convert(self, consumer: Any) -> Any:
+        """`consumer` (np.from_dlpack or torch.from_dlpack) of this output; if
+        it fails before taking the tensor, the tensor is freed here."""
+        handover = _Handover(self._take(), self.__dlpack_device__())
+        try:
+            return consumer(handover)
+        except BaseException:
+            # A consumer renames the capsule when it takes the tensor; a
+            # capsule still named "dltensor" was not taken.
+            if _api.PyCapsule_IsValid(id(handover.capsule), _DLTENSOR):
+                _release(_api.PyCapsule_GetPointer(id(handover.capsule), _DLTENSOR))
+            raise
+
     def numpy(self) -> Any:
         import numpy as np
 
-        return np.from_dlpack(self)
+        return self.convert(np.from_dlpack)
 
     def torch(self) -> Any:
         import torch
 
-        return torch.from_dlpack(self)
+        return self.convert(torch.from_dlpack)
+
+    def close(self) -> None:
+        """Frees the tensor now, unless something took it."""
+        if self._address is not None:
+            _release(self._take())
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: ctypes may be gone already
+            pass
 
 
 _NUMPY_DTYPES = {
@@ -94,31 +142,55 @@ def _dtype_codes() -> dict:
 
 
 class InputBatch:
-    """DLTensors describing the caller's arrays, kept alive for one call."""
+    """DLTensors describing the caller's arrays, kept alive for one call.
+
+    Each value is described by its own DLPack export where it has one (NumPy's
+    and torch's `__dlpack__` are C calls, far cheaper than building a DLTensor
+    field by field through ctypes). A DLManagedTensor starts with its DLTensor,
+    so a single input is passed in place; several are copied into one array."""
 
     def __init__(self, values: Sequence[Any]):
         self._keep: List[Any] = []
-        self.array = (_native.DLTensor * max(len(values), 1))()
-        for i, value in enumerate(values):
-            self.array[i] = self._describe(value)
         self.count = len(values)
+        if self.count == 1:
+            self.pointer: Any = self._address(values[0])
+            return
+        self.array = (_native.DLTensor * max(self.count, 1))()
+        for i, value in enumerate(values):
+            ctypes.memmove(ctypes.byref(self.array, i * ctypes.sizeof(_native.DLTensor)), self._address(value),
+                           ctypes.sizeof(_native.DLTensor))
+        self.pointer = self.array if self.count else None
 
-    def _describe(self, value: Any) -> _native.DLTensor:
+    def _address(self, value: Any) -> int:
+        """The address of a DLTensor describing `value`, valid while this batch lives."""
         module = type(value).__module__
         if module.startswith("torch"):
             import torch.utils.dlpack
 
-            cap = torch.utils.dlpack.to_dlpack(value)
-            self._keep.append(cap)
-            # CPython's id() is the object's address, which is what the C API takes.
-            address = _api.PyCapsule_GetPointer(id(cap), _DLTENSOR)
-            return _native.DLManagedTensor.from_address(address).dl_tensor
+            return self._exported(torch.utils.dlpack.to_dlpack(value))
         import numpy as np
 
         array = value if type(value) is np.ndarray else np.asarray(value)
-        code_bits = _dtype_codes().get(array.dtype)
-        if code_bits is None:
+        codes = _dtype_codes()
+        if array.dtype not in codes:
             raise TypeError(f"perfopt takes {', '.join(_NUMPY_DTYPES)} arrays, not {array.dtype}")
+        if array.flags.writeable:
+            try:
+                return self._exported(array.__dlpack__())
+            except BufferError:
+                pass  # strides that are not whole elements: described below
+        return self._described(array, codes[array.dtype])
+
+    def _exported(self, cap: Any) -> int:
+        self._keep.append(cap)
+        # CPython's id() is the object's address, which is what the C API takes.
+        return _api.PyCapsule_GetPointer(id(cap), _DLTENSOR)
+
+    def _described(self, array: Any, code_bits: Tuple[int, int]) -> int:
+        """A DLTensor built field by field, for what NumPy's DLPack export
+        refuses: read-only arrays and strides that are not whole elements."""
+        import numpy as np
+
         ndim = array.ndim
         shape = (ctypes.c_int64 * max(ndim, 1))(*array.shape)
         strides = None
@@ -127,8 +199,7 @@ class InputBatch:
                 array = np.ascontiguousarray(array)
             else:
                 strides = (ctypes.c_int64 * max(ndim, 1))(*(s // array.itemsize for s in array.strides))
-        self._keep += [array, shape, strides]
-        return _native.DLTensor(
+        tensor = _native.DLTensor(
             array.ctypes.data,
             _CPU,
             ndim,
@@ -137,7 +208,5 @@ class InputBatch:
             strides,
             0,
         )
-
-    @property
-    def pointer(self) -> Any:
-        return self.array if self.count else None
+        self._keep += [array, shape, strides, tensor]
+        return ctypes.addressof(tensor)
