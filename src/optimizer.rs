@@ -222,21 +222,52 @@ impl Optimizer {
         });
 
         if tune_cpu {
+            // libtorch links GNU OpenMP, whose constructor reads OMP_* when the
+            // library loads: before any perfopt code runs, since libperfopt
+            // itself links libtorch. So in this process these variables only
+            // reach processes started from it; the thread counts reach
+            // OpenMP and MKL through at::set_num_threads above.
             let threads = intra.unwrap_or(cores as i32).to_string();
-            let note = "read by OpenMP/MKL when they start; perfopt also set the count directly";
-            for name in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"] {
+            let counts = [
+                (
+                    "OMP_NUM_THREADS",
+                    false,
+                    "OpenMP read it when libtorch loaded; perfopt set the count directly (at::set_num_threads)",
+                ),
+                (
+                    "MKL_NUM_THREADS",
+                    false,
+                    "MKL in libtorch follows at::set_num_threads, which perfopt called",
+                ),
+                (
+                    "NUMEXPR_NUM_THREADS",
+                    true,
+                    "read by numexpr when it is imported",
+                ),
+            ];
+            for (name, in_time, note) in counts {
                 self.environment.push(environment::set_unless_present(
                     name,
                     &threads,
-                    true,
+                    in_time,
                     Some(note),
                 ));
             }
+            // Measured on a 2-core CPU: with PASSIVE in effect (set before
+            // libtorch loads) a HiFi-GAN-shaped vocoder ran 1.7 to 2.2 times
+            // slower, as OpenMP's threads sleep between the many short
+            // parallel regions of one forward pass. The service sets it to
+            // leave cores to other work; perfopt keeps the service's
+            // variable but reports that it does not apply to this process.
             self.environment.push(environment::set_unless_present(
                 "OMP_WAIT_POLICY",
                 "PASSIVE",
-                true,
-                Some("idle OpenMP threads sleep instead of spinning between requests"),
+                false,
+                Some(
+                    "OpenMP read it when libtorch loaded, so it applies only to processes \
+                     started from here; set before loading, PASSIVE made a conv vocoder \
+                     1.7-2.2x slower on a 2-core CPU",
+                ),
             ));
         }
     }

@@ -367,10 +367,13 @@ fn print_report(report: &Json) {
         if !vars.is_empty() {
             println!("\nEnvironment");
             for var in vars {
-                let late = if var.get("in_time") == Some(&Json::Bool(false)) {
-                    "  (too late: set it before loading)"
-                } else {
-                    ""
+                // Set after its reader loaded: say what that means for it.
+                let late = match (var.get("in_time"), var.get("note")) {
+                    (Some(Json::Bool(false)), Some(Json::Str(note))) => {
+                        format!("\n{:<25}not in time: {note}", "")
+                    }
+                    (Some(Json::Bool(false)), _) => "  (not in time: set it before loading)".into(),
+                    _ => String::new(),
                 };
                 row(
                     &text(var.get("name")),
