@@ -97,7 +97,7 @@ typedef struct DLManagedTensor {
  The ABI this header describes. A program compares it with
  perfopt_abi_version() at start-up; the bindings refuse a mismatch.
  */
-#define PERFOPT_ABI_VERSION 1
+#define PERFOPT_ABI_VERSION 2
 
 /*
  A tri-state setting left to the environment, then the default.
@@ -313,6 +313,13 @@ typedef struct {
    Inter-op threads; 0 = automatic. libtorch accepts this once per process.
    */
   int32_t inter_op_threads;
+  /*
+   PERFOPT_AUTO, 0 or 1: glibc malloc's mmap and trim thresholds raised so that
+   each forward pass reuses the heap instead of faulting fresh pages in. Default:
+   on when CPU optimization applies (CPU device); never over the user's own
+   MALLOC_*_ / GLIBC_TUNABLES settings. Linux with glibc only. (ABI 2)
+   */
+  int32_t malloc_tuning;
 } perfopt_config;
 
 #ifdef __cplusplus

@@ -73,6 +73,7 @@ class Config {
     return *this;
   }
   Config &read_environment(bool on) { config_.read_environment = on; return *this; }
+  Config &malloc_tuning(bool on) { config_.malloc_tuning = on; return *this; }
 
   const perfopt_config *get() {
     config_.device = device_.empty() ? nullptr : device_.c_str();

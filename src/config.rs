@@ -119,6 +119,9 @@ pub struct Config {
     pub intra_op_threads: Option<u32>,
     /// Inter-op threads; `None` or 0 = automatic.
     pub inter_op_threads: Option<u32>,
+    /// glibc malloc thresholds for inference (allocator.rs); `None`: when CPU
+    /// optimization applies.
+    pub malloc_tuning: Option<bool>,
     pub read_environment: bool,
 }
 
@@ -133,6 +136,7 @@ impl Default for Config {
             compile_mode: None,
             intra_op_threads: None,
             inter_op_threads: None,
+            malloc_tuning: None,
             read_environment: true,
         }
     }
@@ -149,6 +153,8 @@ pub struct ResolvedConfig {
     pub compile_mode: Setting<CompileMode>,
     pub intra_op_threads: Setting<Option<u32>>,
     pub inter_op_threads: Setting<Option<u32>>,
+    /// `None`: automatic (with CPU optimization on the CPU device).
+    pub malloc_tuning: Setting<Option<bool>>,
 }
 
 impl ResolvedConfig {
@@ -246,6 +252,10 @@ impl Config {
             compile_mode,
             intra_op_threads: threads(self.intra_op_threads),
             inter_op_threads: threads(self.inter_op_threads),
+            malloc_tuning: match self.malloc_tuning {
+                Some(on) => Setting::new(Some(on), Source::Config),
+                None => Setting::new(None, Source::Default),
+            },
         })
     }
 }

@@ -5,6 +5,7 @@
 //! in [`ffi`]; the few libtorch features tch lacks live in a C++ shim
 //! (src/cxx, wrapped by [`shim`]).
 
+pub mod allocator;
 pub mod archive;
 pub mod autotune;
 pub mod batch;

@@ -2,6 +2,7 @@
 //! (cuDNN benchmark, TF32, threads, the OpenMP/MKL/MPS variables), then
 //! reports what libtorch reads back.
 
+use crate::allocator;
 use crate::batch;
 use crate::config::{self, CompileMode, Config, ResolvedConfig, Setting, Source};
 use crate::device::{self, host, Availability, Device, DeviceKind};
@@ -91,7 +92,7 @@ impl Optimizer {
             settings: Vec::new(),
             environment: Vec::new(),
         };
-        optimizer.apply();
+        optimizer.apply(env);
         log::info!(
             "optimizer ready on {} ({} settings applied, {} skipped)",
             optimizer.device,
@@ -109,7 +110,7 @@ impl Optimizer {
         Ok(optimizer)
     }
 
-    fn apply(&mut self) {
+    fn apply(&mut self, env: config::EnvLookup) {
         let kind = self.device.kind;
         // The MPS variables must be in place before anything touches the device.
         if kind == DeviceKind::Mps {
@@ -158,6 +159,41 @@ impl Optimizer {
         }
 
         self.apply_threads();
+        self.apply_malloc(env);
+    }
+
+    /// glibc's malloc thresholds (allocator.rs): with CPU optimization on the
+    /// CPU device unless the config says otherwise, never over the user's own.
+    fn apply_malloc(&mut self, env: config::EnvLookup) {
+        let setting = self.config.malloc_tuning.clone();
+        let mut record = SettingRecord::from_setting("malloc_thresholds", &setting);
+        let wanted = match setting.value {
+            Some(on) => on,
+            None => {
+                record.source = self.config.cpu_optimization.source;
+                record.variable = self.config.cpu_optimization.variable;
+                self.config.cpu_optimization.value && self.device.kind == DeviceKind::Cpu
+            }
+        };
+        let skipped = if !wanted {
+            Some(match setting.value {
+                Some(false) => "switched off in the config".to_string(),
+                _ if !self.config.cpu_optimization.value => "CPU optimization is off".to_string(),
+                _ => format!(
+                    "device is {}: host allocations are not on the hot path (set malloc_tuning \
+                     to force it)",
+                    self.device.kind.as_str()
+                ),
+            })
+        } else if let Some(variable) = allocator::user_configuration(env) {
+            Some(format!("the user configured malloc with {variable}"))
+        } else {
+            allocator::tune_malloc().err().map(|err| err.to_string())
+        };
+        self.settings.push(match skipped {
+            Some(reason) => record.skipped(reason),
+            None => record.applied(allocator::requested()),
+        });
     }
 
     fn apply_threads(&mut self) {
@@ -382,6 +418,7 @@ fn read_back(name: &str) -> Json {
         "cudnn_benchmark" => shim::cudnn_benchmark().map(Json::from),
         "intra_op_threads" => shim::num_threads().map(Json::from),
         "inter_op_threads" => shim::num_interop_threads().map(Json::from),
+        "malloc_thresholds" => Ok(allocator::read_back()),
         _ => match TF32_KNOBS.iter().find(|(n, _, _)| *n == name) {
             Some((_, backend, op)) => shim::fp32_precision(backend, op).map(Json::from),
             None => return Json::Null,

@@ -128,6 +128,7 @@ fn fuzz_config_and_environment_parsing() {
                 cudnn_benchmark: rng.below(5) as i32 - 2,
                 tf32: rng.below(5) as i32 - 2,
                 cpu_optimization: rng.below(5) as i32 - 2,
+                malloc_tuning: rng.below(5) as i32 - 2,
                 intra_op_threads: rng.below(6) as i32 - 2,
                 read_environment: rng.below(3) as i32,
                 ..perfopt_config::default()

@@ -69,6 +69,63 @@ fn cpu_optimizer_applies_threads_and_skips_cuda_settings() {
 }
 
 #[test]
+fn malloc_thresholds_follow_cpu_optimization_and_respect_the_user() {
+    let cpu = |malloc_tuning: Option<bool>, cpu_optimization: Option<bool>| Config {
+        device: Some(DeviceRequest::Cpu),
+        malloc_tuning,
+        cpu_optimization,
+        ..Config::default()
+    };
+    let decided = |config: &Config, env: &[(&str, &str)]| {
+        let optimizer = Optimizer::with_environment(config, &env_of(env), CPU_ONLY).unwrap();
+        setting(&optimizer.report(), "malloc_thresholds").clone()
+    };
+    // Automatic: on with CPU optimization on the CPU, where glibc allows it.
+    let auto = decided(&cpu(None, None), &[]);
+    assert_eq!(
+        auto.get("applied"),
+        Some(&Json::Bool(perfopt::allocator::supported())),
+        "{auto}"
+    );
+    if perfopt::allocator::supported() {
+        assert_eq!(
+            auto.get("value")
+                .and_then(|v| v.get("trim_threshold_bytes")),
+            Some(&Json::Int(perfopt::allocator::TRIM_THRESHOLD as i64))
+        );
+    }
+    // Off with CPU optimization, or when the config says so.
+    for config in [cpu(None, Some(false)), cpu(Some(false), None)] {
+        let entry = decided(&config, &[]);
+        assert_eq!(entry.get("applied"), Some(&Json::Bool(false)), "{entry}");
+    }
+    assert_eq!(
+        decided(&cpu(Some(false), None), &[]).get("source"),
+        Some(&Json::from("config"))
+    );
+    // The user's own malloc settings win, even over the config, and are named.
+    let optimizer = Optimizer::with_environment(
+        &cpu(Some(true), None),
+        &env_of(&[("MALLOC_TRIM_THRESHOLD_", "131072")]),
+        CPU_ONLY,
+    )
+    .unwrap();
+    let report = optimizer.report();
+    assert_eq!(
+        setting(&report, "malloc_thresholds").get("applied"),
+        Some(&Json::Bool(false))
+    );
+    let Some(Json::Array(skipped)) = report.get("skipped") else {
+        panic!("no skipped list")
+    };
+    assert!(
+        skipped.iter().any(|s| s.get("setting") == Some(&Json::from("malloc_thresholds"))
+            && matches!(s.get("reason"), Some(Json::Str(r)) if r.contains("MALLOC_TRIM_THRESHOLD_"))),
+        "{report}"
+    );
+}
+
+#[test]
 fn environment_reaches_the_report_with_its_source() {
     let env = env_of(&[
         (ENV_CUDNN_BENCHMARK, "false"),

@@ -15,9 +15,10 @@ const USAGE: &str = "\
 usage: perfopt <command> [options]
 
 commands:
-  info [--device D] [--json] [--no-env]
+  info [--device D] [--json] [--no-env] [--no-malloc-tuning]
         detect the device, apply the optimizer's settings, and print the report
-        (D: auto, cpu, cuda, cuda:N, mps; --no-env ignores TRANSLATOR_* variables)
+        (D: auto, cpu, cuda, cuda:N, mps; --no-env ignores TRANSLATOR_* variables;
+        --no-malloc-tuning, here and below, leaves glibc malloc's thresholds alone)
   bench MODEL.pt --input 4x80x100 [--input ...] [--device D] [--mode M] [--iterations N] [--json FILE]
         load the model once per compile mode (all four unless --mode is given, repeatable)
         and print cold start, compile time, p50/p99 latency, throughput, peak memory,
@@ -66,6 +67,7 @@ fn info(args: &[String]) -> Result<(), String> {
         match arg.as_str() {
             "--json" => json = true,
             "--no-env" => config.read_environment = false,
+            "--no-malloc-tuning" => config.malloc_tuning = Some(false),
             "--device" => {
                 let value = iter.next().ok_or("--device needs a value")?;
                 config.device = Some(value.parse::<DeviceRequest>().map_err(|e| e.to_string())?);
@@ -127,6 +129,7 @@ fn parse_model_args(command: &str, args: &[String], allowed: &[&str]) -> Result<
             "--mode" => a.modes.push(parsed(value("--mode")?)?),
             "--device" => a.config.device = Some(parsed::<DeviceRequest>(value("--device")?)?),
             "--no-env" => a.config.read_environment = false,
+            "--no-malloc-tuning" => a.config.malloc_tuning = Some(false),
             "--iterations" => {
                 a.iterations = value("--iterations")?
                     .parse::<usize>()
@@ -163,6 +166,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         "--mode",
         "--device",
         "--no-env",
+        "--no-malloc-tuning",
         "--iterations",
         "--json",
     ];
@@ -209,7 +213,14 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 fn batch(args: &[String]) -> Result<(), String> {
-    let allowed = ["--input", "--mode", "--device", "--no-env", "--json"];
+    let allowed = [
+        "--input",
+        "--mode",
+        "--device",
+        "--no-env",
+        "--no-malloc-tuning",
+        "--json",
+    ];
     let ModelArgs {
         config,
         model_path,
@@ -279,6 +290,15 @@ fn text(value: Option<&Json>) -> String {
     match value {
         None | Some(Json::Null) => "-".to_string(),
         Some(Json::Str(s)) => s.clone(),
+        // {"mmap_threshold_bytes": 33554432, ...} as "mmap_threshold=32M ..."
+        Some(Json::Object(fields)) => fields
+            .iter()
+            .map(|(key, value)| match (key.strip_suffix("_bytes"), value) {
+                (Some(name), Json::Int(n)) => format!("{name}={}M", n >> 20),
+                _ => format!("{key}={}", text(Some(value))),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
         Some(other) => other.to_string(),
     }
 }

@@ -77,6 +77,7 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
             .transpose()?,
         intra_op_threads: threads(c.intra_op_threads, "config.intra_op_threads")?,
         inter_op_threads: threads(c.inter_op_threads, "config.inter_op_threads")?,
+        malloc_tuning: tri_state(c.malloc_tuning, "config.malloc_tuning")?,
         read_environment,
     })
 }

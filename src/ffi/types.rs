@@ -13,7 +13,7 @@ pub const PERFOPT_VERSION_PATCH: u32 = 0;
 
 /// The ABI this header describes. A program compares it with
 /// perfopt_abi_version() at start-up; the bindings refuse a mismatch.
-pub const PERFOPT_ABI_VERSION: u32 = 1;
+pub const PERFOPT_ABI_VERSION: u32 = 2;
 
 /// A host's log function: level (PERFOPT_LOG_ERROR .. PERFOPT_LOG_TRACE), a
 /// NUL-terminated message valid only during the call, and the pointer the host
@@ -192,6 +192,11 @@ pub struct perfopt_config {
     pub intra_op_threads: i32,
     /// Inter-op threads; 0 = automatic. libtorch accepts this once per process.
     pub inter_op_threads: i32,
+    /// PERFOPT_AUTO, 0 or 1: glibc malloc's mmap and trim thresholds raised so that
+    /// each forward pass reuses the heap instead of faulting fresh pages in. Default:
+    /// on when CPU optimization applies (CPU device); never over the user's own
+    /// MALLOC_*_ / GLIBC_TUNABLES settings. Linux with glibc only. (ABI 2)
+    pub malloc_tuning: i32,
 }
 
 impl Default for perfopt_config {
@@ -207,6 +212,7 @@ impl Default for perfopt_config {
             compile_mode: std::ptr::null(),
             intra_op_threads: 0,
             inter_op_threads: 0,
+            malloc_tuning: PERFOPT_AUTO,
         }
     }
 }

@@ -108,6 +108,7 @@ TEST_CASE(config_default_fills_every_field) {
   CHECK(config.cudnn_benchmark == PERFOPT_AUTO && config.tf32 == PERFOPT_AUTO);
   CHECK(config.cpu_optimization == PERFOPT_AUTO && config.torch_compile == PERFOPT_AUTO);
   CHECK(config.intra_op_threads == 0 && config.inter_op_threads == 0);
+  CHECK(config.malloc_tuning == PERFOPT_AUTO);
 }
 
 TEST_CASE(null_arguments) {
@@ -154,6 +155,7 @@ TEST_CASE(bad_configs) {
       {[](perfopt_config &c) { c.tf32 = 2; }, PERFOPT_ERR_INVALID_ARGUMENT, "tf32"},
       {[](perfopt_config &c) { c.torch_compile = -5; }, PERFOPT_ERR_INVALID_ARGUMENT, "torch_compile"},
       {[](perfopt_config &c) { c.cpu_optimization = 3; }, PERFOPT_ERR_INVALID_ARGUMENT, "cpu_optimization"},
+      {[](perfopt_config &c) { c.malloc_tuning = 9; }, PERFOPT_ERR_INVALID_ARGUMENT, "malloc_tuning"},
       {[](perfopt_config &c) { c.read_environment = 2; }, PERFOPT_ERR_INVALID_ARGUMENT, "read_environment"},
       {[](perfopt_config &c) { c.inter_op_threads = -1; }, PERFOPT_ERR_INVALID_ARGUMENT, "inter_op_threads"},
   };

@@ -29,6 +29,7 @@ static perfopt_optimizer *cpu_optimizer(void) {
   config.tf32 = PERFOPT_AUTO;
   config.cpu_optimization = PERFOPT_AUTO;
   config.intra_op_threads = 0;
+  config.malloc_tuning = PERFOPT_AUTO;
   config.read_environment = 0;
   config.device = "cpu";
   config.compile_mode = NULL;
@@ -68,12 +69,12 @@ static DLTensor host(float *data, int64_t *shape, int32_t ndim) {
 }
 
 static void test_version_and_abi(void) {
-  EXPECT(perfopt_abi_version() == 1);
+  EXPECT(perfopt_abi_version() == 2);
   EXPECT(strncmp(perfopt_version(), "perfopt 0.1.0", 13) == 0);
 }
 
 static void test_optimizer_report_on_cpu(void) {
-  EXPECT(perfopt_abi_version() == 1);
+  EXPECT(perfopt_abi_version() == 2);
   perfopt_optimizer *optimizer = cpu_optimizer();
   EXPECT(optimizer != NULL);
   char *report = report_of(optimizer);

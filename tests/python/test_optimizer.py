@@ -1,6 +1,7 @@
 """The Python binding against the built library (make test-python)."""
 import logging
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def test_cpu_optimizer_report():
         assert report["settings"]["intra_op_threads"]["source"] == "config"
         assert {s["setting"] for s in report["skipped"]} >= {"cudnn_benchmark", "tf32_matmul"}
         assert opt.optimal_batch_size() == 1
+        assert report["settings"]["malloc_thresholds"]["applied"] is sys.platform.startswith("linux")
+    with perfopt.Optimizer("cpu", read_environment=False, malloc_tuning=False) as opt:
+        entry = opt.report()["settings"]["malloc_thresholds"]
+        assert entry["applied"] is False and entry["source"] == "config"
 
 
 def test_environment_variables(monkeypatch):

@@ -167,6 +167,7 @@ class Optimizer(_Owner):
         compile_mode: Optional[str] = None,
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        malloc_tuning: Optional[bool] = None,
         read_environment: bool = True,
     ):
         lib = _native.lib()
@@ -180,6 +181,7 @@ class Optimizer(_Owner):
         config.compile_mode = _encode(compile_mode)
         config.intra_op_threads = intra_op_threads
         config.inter_op_threads = inter_op_threads
+        config.malloc_tuning = _tri_state(malloc_tuning)
         config.read_environment = int(bool(read_environment))
         handle = ctypes.c_void_p()
         _check(lib.perfopt_optimizer_new(ctypes.byref(config), ctypes.byref(handle)))

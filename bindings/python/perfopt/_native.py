@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 #: The ABI this module was written against (PERFOPT_ABI_VERSION).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 PERFOPT_AUTO = -1
 
@@ -35,6 +35,7 @@ class perfopt_config(ctypes.Structure):
         ("compile_mode", ctypes.c_char_p),
         ("intra_op_threads", ctypes.c_int32),
         ("inter_op_threads", ctypes.c_int32),
+        ("malloc_tuning", ctypes.c_int32),
     ]
 
 

@@ -53,9 +53,9 @@ public var version: String { String(cString: perfopt_version()) }
 /// Fails when the loaded library speaks another ABI than these bindings.
 public func checkABI() throws {
     let loaded = perfopt_abi_version()
-    if loaded != 1 {
+    if loaded != 2 {
         throw PerfOptError(code: Status.internal.rawValue,
-                           message: "libperfopt has ABI \(loaded), these bindings need 1")
+                           message: "libperfopt has ABI \(loaded), these bindings need 2")
     }
 }
 

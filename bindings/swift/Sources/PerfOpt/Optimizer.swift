@@ -12,6 +12,7 @@ public final class Optimizer {
                 tf32: Bool? = nil,
                 cpuOptimization: Bool? = nil,
                 intraOpThreads: Int32 = 0,
+                mallocTuning: Bool? = nil,
                 readEnvironment: Bool = true) throws {
         try checkABI()
         var config = perfopt_config()
@@ -21,6 +22,7 @@ public final class Optimizer {
         config.tf32 = triState(tf32)
         config.cpu_optimization = triState(cpuOptimization)
         config.intra_op_threads = intraOpThreads
+        config.malloc_tuning = triState(mallocTuning)
         config.read_environment = readEnvironment ? 1 : 0
         var out: OpaquePointer?
         let status: perfopt_status = withOptionalCString(device) { devicePtr in
