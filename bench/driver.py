@@ -171,10 +171,14 @@ def markdown(results, meta):
                          f"({verdict}); vs eager {vs_eager:+.1f}%")
     if meta["device"] == "cpu":
         lines += ["", "On this CPU machine (a shared 2-core virtual machine) the same configuration varies by up to "
-                  "about 25% from one process to the next, and perfopt's max-autotune ranks candidates inside one "
-                  "process: differences smaller than that are noise. The vocoder's TorchScript traced + frozen in a "
-                  "PyTorch process was faster than perfopt's frozen module in both runs made (about 20-30%); the "
-                  "cause (the module is saved, loaded and frozen in C++ in perfopt's case) is not found yet."]
+                  "about 25% from one process to the next: each configuration keeps the fastest of its processes, and "
+                  "differences smaller than that are noise. perfopt's max-autotune ranks its candidates inside one "
+                  "process, in interleaved rounds. perfopt's CPU optimization raises glibc malloc's mmap and trim "
+                  "thresholds (src/allocator.rs); the PyTorch configurations run with glibc's defaults, as a PyTorch "
+                  "process does. Before that setting, the vocoder ran 20-30% slower in perfopt than TorchScript "
+                  "traced + frozen in a PyTorch process although, timed in one process with interleaved calls, the "
+                  "two modules ran at the same speed: the difference was the pages malloc handed back to the kernel "
+                  "and faulted in again on every call, which depends on a process's allocation history."]
     o = meta.get("overhead", {})
     lines += ["", "## Call overhead (tiny model, 1x4 input)", "",
               f"- from C: {fmt(o.get('c_overhead_us'))} us per call above the model's own "
