@@ -97,9 +97,7 @@ pub fn supported() -> bool {
 /// getter: perfopt reports what it set, or glibc's dynamic defaults).
 pub fn read_back() -> Json {
     if TUNED.load(Ordering::Relaxed) {
-        Json::object()
-            .with("mmap_threshold_bytes", MMAP_THRESHOLD)
-            .with("trim_threshold_bytes", TRIM_THRESHOLD)
+        requested()
     } else {
         Json::from("allocator defaults")
     }

@@ -75,9 +75,8 @@ impl Trial {
 }
 
 /// Builds a trial: the first run's outputs give its error against the
-/// reference, then warm-up runs, since TorchScript's profiling executor
-/// profiles the first runs and optimises after them (timing those would rank
-/// a candidate by its warm-up).
+/// reference, then WARMUP_RUNS so that timing does not rank a candidate by
+/// its warm-up.
 fn admit(
     model: &Model,
     name: String,

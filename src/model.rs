@@ -186,6 +186,16 @@ struct GraphState {
 
 const MAX_FAILED_SHAPES: usize = 32;
 
+impl GraphState {
+    /// Why capturing these shapes failed, if it did.
+    fn failure(&self, key: &ShapeKey) -> Option<&str> {
+        self.failed
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, reason)| reason.as_str())
+    }
+}
+
 impl GraphExecutor {
     pub fn new(module: Arc<Module>, flags: Option<NumericFlags>, options: &ModelOptions) -> Self {
         GraphExecutor {
@@ -219,13 +229,10 @@ impl GraphExecutor {
 
     /// Why the capture for these shapes failed, if it did.
     pub fn fallback_reason(&self, inputs: &[tch::Tensor]) -> Option<String> {
-        let key = ShapeKey::of(inputs);
-        let state = self.state.lock();
-        state
-            .failed
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, reason)| reason.clone())
+        self.state
+            .lock()
+            .failure(&ShapeKey::of(inputs))
+            .map(str::to_string)
     }
 
     /// The graph for these shapes, capturing it on first sight; `Ok(None)`
@@ -235,7 +242,7 @@ impl GraphExecutor {
         // Captures happen under the lock: two threads seeing a new shape at
         // once must not capture it twice.
         let mut state = self.state.lock();
-        if state.failed.iter().any(|(k, _)| *k == key) {
+        if state.failure(&key).is_some() {
             return Ok(None);
         }
         if let Some(graph) = state.graphs.get(&key) {
