@@ -11,16 +11,33 @@
  *   success (a too-small buffer still sets *needed).
  * - Strings are UTF-8 and are copied during the call. JSON reports go into the
  *   caller's (buf, len, needed); call with len 0 to learn the size.
- * - Thread safety: functions taking a `const` handle may be called from
- *   several threads at once. One model may also be run from several threads
- *   at once (perfopt_model_run, _run_batched, _warmup, _recommend_batch: a
- *   CUDA graph replays for one caller at a time); perfopt_model_compile waits
- *   for runs in progress. Freeing a handle must not race other calls on it.
- *   Inference scopes are bound to the thread that entered them and exit last
- *   in, first out.
+ * - Thread safety (wasmtime's rule): a function taking a `const` handle may be
+ *   called from several threads at once on that handle (run, call, reports,
+ *   warm-up, batching); one taking a non-const handle changes the object
+ *   (compile, options, batch dimensions) and is safe beside the others too:
+ *   runs in progress finish on the form they started with. A CUDA graph
+ *   replays for one caller at a time. A *_free racing other calls on the same
+ *   handle only drops perfopt's own reference: those calls finish, later ones
+ *   get PERFOPT_ERR_INVALID_HANDLE (handles are never reused). Inference
+ *   scopes are bound to the thread that entered them and exit last in, first
+ *   out (perfopt_scope_free releases one from anywhere).
+ * - Memory: inputs are borrowed for the call only; every output owns its
+ *   memory (never the caller's input or a model's parameter or state).
+ * - Stateful models (methods that change module attributes): warm-up, tuning
+ *   and capture runs leave the state as they found it; runs change it in the
+ *   order they happen, so feed one stream from one thread at a time.
+ * - Every number a caller passes is bounded (iterations, threads, sizes,
+ *   nesting) and every bound is in the function's comment.
+ * - fork(): after a model ran in this process, a forked child's calls return
+ *   PERFOPT_ERR_FORKED_CHILD (libtorch's OpenMP pool would hang there): make
+ *   perfopt objects after the fork, or spawn workers instead.
+ * - Logging: the log callback may call perfopt; perfopt never calls it while
+ *   holding a lock, and replacing it is a barrier.
  * - Settings an optimizer applies (threads, TF32, cuDNN benchmark) are
  *   process-wide in libtorch: the last optimizer created wins, and libtorch
  *   accepts the inter-op thread count once per process.
+ * - ABI: option structs carry struct_size; a program built against an older
+ *   header is accepted (the fields it lacks get defaults), a newer one refused.
  */
 
 #ifndef PERFOPT_H
@@ -94,10 +111,14 @@ typedef struct DLManagedTensor {
 #define PERFOPT_VERSION_PATCH 0
 
 /*
- The ABI this header describes. A program compares it with
- perfopt_abi_version() at start-up; the bindings refuse a mismatch.
+ The ABI this header describes. perfopt_abi_version() at least this means
+ every function and struct of this header is in the loaded library (option
+ structs of earlier ABIs are accepted by their struct_size); the bindings,
+ shipped with their library, require it equal. ABI 3 made concurrent calls
+ take const handles and added values, methods, batch dimensions,
+ AOTInductor packages, kept reports and the options' tuning fields.
  */
-#define PERFOPT_ABI_VERSION 2
+#define PERFOPT_ABI_VERSION 3
 
 /*
  A tri-state setting left to the environment, then the default.
@@ -120,14 +141,45 @@ typedef struct DLManagedTensor {
 #define PERFOPT_LOG_TRACE 5
 
 /*
- Every call that can fail returns one of these; 0 is success. Values are
- part of the ABI: new codes are appended, never renumbered.
+ A batch dimension meaning "not batched" (perfopt_model_set_batch_dims):
+ the input is passed whole to every chunk.
+ */
+#define PERFOPT_NOT_BATCHED -1
+
+/*
+ Which kept report perfopt_model_last_report reads.
+ */
+#define PERFOPT_REPORT_WARMUP 1
+
+#define PERFOPT_REPORT_RECOMMEND_BATCH 2
+
+#define PERFOPT_VALUE_NONE 0
+
+#define PERFOPT_VALUE_TENSOR 1
+
+#define PERFOPT_VALUE_INT 2
+
+#define PERFOPT_VALUE_DOUBLE 3
+
+#define PERFOPT_VALUE_BOOL 4
+
+#define PERFOPT_VALUE_STRING 5
+
+#define PERFOPT_VALUE_LIST 6
+
+#define PERFOPT_VALUE_TUPLE 7
+
+/*
+ Every call that can fail returns one of these; 0 is success.
  */
 enum perfopt_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : int32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
+  /*
+   Success.
+   */
   PERFOPT_OK = 0,
   /*
    A required pointer argument was NULL.
@@ -142,7 +194,7 @@ enum perfopt_status
    */
   PERFOPT_ERR_INVALID_UTF8 = 3,
   /*
-   An options struct's struct_size does not match this library.
+   An options struct's struct_size is not one this library knows.
    */
   PERFOPT_ERR_STRUCT_SIZE = 4,
   /*
@@ -153,7 +205,13 @@ enum perfopt_status
    A TRANSLATOR_* environment variable does not parse.
    */
   PERFOPT_ERR_ENVIRONMENT = 6,
+  /*
+   The model file does not exist.
+   */
   PERFOPT_ERR_FILE_NOT_FOUND = 7,
+  /*
+   The model file exists but cannot be loaded.
+   */
   PERFOPT_ERR_LOAD_FAILED = 8,
   /*
    The requested device (or feature) is not available in this process.
@@ -167,6 +225,9 @@ enum perfopt_status
    The device failed (a CUDA error).
    */
   PERFOPT_ERR_DEVICE = 11,
+  /*
+   Host or device memory ran out.
+   */
   PERFOPT_ERR_OUT_OF_MEMORY = 12,
   /*
    A thread-bound object was used on another thread.
@@ -177,7 +238,7 @@ enum perfopt_status
    */
   PERFOPT_ERR_SCOPE_ORDER = 14,
   /*
-   The output buffer is too small; *needed says how large it must be.
+   The output buffer is too small; *needed (or *n_outputs) says how large it must be.
    */
   PERFOPT_ERR_BUFFER_TOO_SMALL = 15,
   /*
@@ -188,6 +249,9 @@ enum perfopt_status
    A bug in perfopt was caught at the boundary (a Rust panic).
    */
   PERFOPT_ERR_PANIC = 17,
+  /*
+   An internal error in perfopt.
+   */
   PERFOPT_ERR_INTERNAL = 18,
   /*
    The model file is a damaged or truncated archive.
@@ -195,9 +259,21 @@ enum perfopt_status
   PERFOPT_ERR_MODEL_CORRUPT = 19,
   /*
    Not a failure: compilation was skipped on this device (MPS, as the
-   service does) and the model stays usable as loaded. The message says why.
+   service does) and the model stays usable as loaded; perfopt_last_error() says why.
    */
   PERFOPT_COMPILE_SKIPPED = 20,
+  /*
+   The model path is a directory, a named pipe, a socket or a device, not a regular file.
+   */
+  PERFOPT_ERR_NOT_A_FILE = 21,
+  /*
+   The model is valid but perfopt cannot run it as it is (a cpp-only AOTInductor package, a torch.export program without compiled code, a result perfopt cannot pass on such as a dict).
+   */
+  PERFOPT_ERR_UNSUPPORTED_MODEL = 22,
+  /*
+   This process was forked after perfopt ran a model: libtorch's OpenMP pool would hang here; create perfopt objects after the fork, or spawn instead.
+   */
+  PERFOPT_ERR_FORKED_CHILD = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -208,13 +284,13 @@ typedef int32_t perfopt_status;
 #endif // __cplusplus
 
 /*
- A loaded model. One model may be run from several threads at once.
+ A loaded model (a TorchScript file or an AOTInductor package).
  */
 typedef struct perfopt_model perfopt_model;
 
 /*
- An optimizer: the device and the settings applied to it. Reference-counted
- so that scopes (and, later, models) keep it alive.
+ An optimizer: the device and the settings applied to it. Models and
+ scopes keep it alive.
  */
 typedef struct perfopt_optimizer perfopt_optimizer;
 
@@ -232,12 +308,13 @@ typedef struct perfopt_scope perfopt_scope;
 typedef void (*perfopt_log_callback)(int32_t level, const char *message, void *user_data);
 
 /*
- Per-model options. Fill with perfopt_model_options_default(), change
- fields, apply with perfopt_model_set_options(). Fields are only appended.
+ Per-model options. Fill with perfopt_model_options_init(&o, sizeof o),
+ change fields, apply with perfopt_model_set_options(). Fields are only
+ appended; an older (smaller) layout gets defaults for the fields it lacks.
  */
-typedef struct {
+typedef struct perfopt_model_options {
   /*
-   sizeof(perfopt_model_options); perfopt_model_options_default() sets it.
+   sizeof(perfopt_model_options); the _init and _default functions set it.
    */
   uint32_t struct_size;
   /*
@@ -263,14 +340,61 @@ typedef struct {
    (0 to below 1). Default 0.1.
    */
   double memory_margin;
+  /*
+   Everything max-autotune's compile does, in milliseconds (0 to
+   600000); 0 = the device's default: 2000 on the CPU, 1000 on CUDA. (ABI 3)
+   */
+  uint32_t tuning_budget_ms;
+  /*
+   A folder where max-autotune remembers its choice per model file,
+   device, input shapes and perfopt version, so that the next start
+   measures nothing; NULL (default): nothing is remembered. Copied by
+   perfopt_model_set_options. (ABI 3)
+   */
+  const char *tuning_cache_dir;
 } perfopt_model_options;
 
 /*
- Options for perfopt_optimizer_new. Fill with perfopt_config_default(),
- then change fields. Fields are only ever appended; struct_size tells the
- library which layout the caller was compiled against.
+ One argument or result. Set struct_size = sizeof(perfopt_value) and kind,
+ then the field the kind uses:
+ - PERFOPT_VALUE_NONE: nothing;
+ - PERFOPT_VALUE_TENSOR: `tensor` (borrowed for the call, as in perfopt_model_run);
+ - PERFOPT_VALUE_INT: `int_value`; PERFOPT_VALUE_BOOL: `int_value` 0 or 1;
+ - PERFOPT_VALUE_DOUBLE: `double_value`;
+ - PERFOPT_VALUE_STRING: `string` (UTF-8) and `length` in bytes (no NUL needed);
+ - PERFOPT_VALUE_LIST, PERFOPT_VALUE_TUPLE: `items`, `length` values.
+
+ In a result from perfopt_model_call, a tensor's `managed` is the output
+ (owned by the result until taken: copy the pointer and set the field to
+ NULL, then release it with its deleter), and `tensor` points at its
+ dl_tensor. Each argument is converted to the type the method's schema
+ wants (an int where a float is wanted, a list where a tuple is).
  */
-typedef struct {
+typedef struct perfopt_value {
+  /*
+   sizeof(perfopt_value).
+   */
+  uint32_t struct_size;
+  /*
+   PERFOPT_VALUE_*.
+   */
+  int32_t kind;
+  int64_t int_value;
+  double double_value;
+  const char *string;
+  size_t length;
+  struct perfopt_value *items;
+  const DLTensor *tensor;
+  DLManagedTensor *managed;
+} perfopt_value;
+
+/*
+ Options for perfopt_optimizer_new. Fill with perfopt_config_init(&c,
+ sizeof c), then change fields. Fields are only ever appended; struct_size
+ tells the library which layout the caller was compiled against, and an
+ older (smaller) layout gets the defaults for the fields it lacks.
+ */
+typedef struct perfopt_config {
   /*
    sizeof(perfopt_config); perfopt_config_default() sets it.
    */
@@ -338,8 +462,10 @@ uint32_t perfopt_abi_version(void);
 
 /*
  The message of the last failed perfopt call on this thread, with its
- cause chain; NULL after a call that succeeded. Valid until the next
- perfopt call on the same thread.
+ cause chain; NULL after a call that succeeded. After
+ PERFOPT_COMPILE_SKIPPED (not a failure) it says why compilation was
+ skipped. Valid until the next perfopt call on the same thread; a log
+ callback's own calls into perfopt do not change it.
  */
 const char *perfopt_last_error(void);
 
@@ -350,134 +476,268 @@ const char *perfopt_last_error(void);
 const char *perfopt_status_name(int32_t status);
 
 /*
+ What a status means, in a sentence ("A required pointer argument was
+ NULL."), or "unknown status" for a value this library does not know.
+ Static storage; never NULL.
+ */
+const char *perfopt_status_message(int32_t status);
+
+/*
  Routes perfopt's log records to `callback` for levels up to `max_level`
  (PERFOPT_LOG_OFF .. PERFOPT_LOG_TRACE). The callback may be called from
- any thread, with a message valid only during the call. NULL restores the
- default: stderr, warnings and errors (max_level is then ignored).
+ any thread, with a message valid only during the call, and may call
+ perfopt (records its own calls make are dropped, and the thread's last
+ error is kept across it); perfopt never calls it while holding a lock.
+ Replacing it is a barrier: once this returns, the old callback is never
+ entered again, so its user_data may be freed. Calling this from inside the
+ callback is refused. NULL restores the default: stderr, warnings and errors
+ (max_level is then ignored).
  */
 perfopt_status perfopt_set_log_callback(perfopt_log_callback callback, void *user_data, int32_t max_level);
 
 /*
- Fills `options` with the defaults.
+ Fills `options` with the defaults, as this header's struct (programs that
+ may load a newer library use perfopt_model_options_init).
  */
-perfopt_status perfopt_model_options_default(perfopt_model_options *options);
+perfopt_status perfopt_model_options_default(struct perfopt_model_options *options);
 
 /*
- Loads a TorchScript file onto the optimizer's device, in eval mode.
- `name` (may be NULL: the file's stem) labels logs and reports. A missing
- file is PERFOPT_ERR_FILE_NOT_FOUND, a file that is not TorchScript
- PERFOPT_ERR_LOAD_FAILED, a truncated archive PERFOPT_ERR_MODEL_CORRUPT.
+ Fills the first `struct_size` bytes of `options` with the defaults: pass
+ sizeof(perfopt_model_options) of the header the program was built with
+ (this library's size or an earlier ABI's; a larger one is refused).
  */
-perfopt_status perfopt_model_load(perfopt_optimizer *optimizer, const char *path, const char *name, perfopt_model **out);
+perfopt_status perfopt_model_options_init(struct perfopt_model_options *options, size_t struct_size);
 
 /*
- Frees a model; NULL is a no-op. Do not free a model another thread is running.
+ Loads a model file onto the optimizer's device: a TorchScript file
+ (torch.jit.save) or an AOTInductor package (.pt2), told apart by their
+ contents. `name` (may be NULL: the file's stem) labels logs and reports.
+ A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a directory or named pipe
+ PERFOPT_ERR_NOT_A_FILE, a file that is not a model PERFOPT_ERR_LOAD_FAILED,
+ a truncated archive PERFOPT_ERR_MODEL_CORRUPT, a package made for another
+ device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
+ is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.
  */
-void perfopt_model_free(perfopt_model *model);
+perfopt_status perfopt_model_load(const struct perfopt_optimizer *optimizer, const char *path, const char *name, struct perfopt_model **out);
 
 /*
- Applies options (see perfopt_model_options). Takes effect for the next
- compile (graph settings) or run (outputs_on_device).
+ Frees a model; NULL is a no-op. Calls running on other threads finish
+ first on their own reference; later calls get PERFOPT_ERR_INVALID_HANDLE.
  */
-perfopt_status perfopt_model_set_options(perfopt_model *model, const perfopt_model_options *options);
+void perfopt_model_free(struct perfopt_model *model);
+
+/*
+ Applies options (see perfopt_model_options): graph settings and the
+ tuning budget take effect at the next compile, outputs_on_device at the
+ next run.
+ */
+perfopt_status perfopt_model_set_options(struct perfopt_model *model, const struct perfopt_model_options *options);
 
 /*
  Compiles the model. `mode`: "none", "default", "reduce-overhead",
  "max-autotune", or NULL for the optimizer's configured mode
  (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `warmup_inputs` may be
  NULL: shape-dependent work (CUDA-graph capture, autotuning) then happens on
- the first run. On MPS it returns PERFOPT_COMPILE_SKIPPED and the model
- stays usable as loaded. Waits for runs in progress.
+ the first run. Warm-up runs leave a stateful model's state as they found
+ it. On MPS it returns PERFOPT_COMPILE_SKIPPED, which is not a failure: the
+ model stays usable as loaded and perfopt_last_error() says why. Runs in
+ progress finish on the form they started with.
  */
-perfopt_status perfopt_model_compile(perfopt_model *model, const char *mode, const DLTensor *warmup_inputs, size_t n_inputs);
+perfopt_status perfopt_model_compile(struct perfopt_model *model, const char *mode, const DLTensor *warmup_inputs, size_t n_inputs);
 
 /*
- Runs `iterations` passes under inference mode and writes a JSON report:
- first-call latency and the steady state (median, p90, p99). `report` may
- be NULL (with report_len 0) to skip the report.
+ perfopt_model_compile with warm-up arguments of any kind (see
+ perfopt_value), for models that take more than tensors.
  */
-perfopt_status perfopt_model_warmup(perfopt_model *model, const DLTensor *inputs, size_t n_inputs, uint32_t iterations, char *report, size_t report_len, size_t *needed);
+perfopt_status perfopt_model_compile_args(struct perfopt_model *model, const char *mode, const struct perfopt_value *warmup_args, size_t n_args);
+
+/*
+ Where inputs and outputs carry their batch, for run_batched and
+ recommend_batch: `input_dims[i]` is input i's batch dimension or
+ PERFOPT_NOT_BATCHED (passed whole to every chunk, like non-tensor
+ arguments); `output_dims[k]` is output k's. Inputs and outputs past the
+ lists use dimension 0 (the default). NULL lists with count 0 reset.
+ */
+perfopt_status perfopt_model_set_batch_dims(struct perfopt_model *model, const int32_t *input_dims, size_t n_input_dims, const int32_t *output_dims, size_t n_output_dims);
+
+/*
+ Runs `iterations` passes (1 to 100000) under inference mode and writes a
+ JSON report: first-call latency and the steady state (median, p90, p99).
+ A stateful model's state is left as it was found. `report` may be NULL
+ (with report_len 0): *needed then receives the report's size. The report
+ is kept: perfopt_model_last_report(PERFOPT_REPORT_WARMUP) reads it without
+ running again (so a size query never runs the passes twice).
+ */
+perfopt_status perfopt_model_warmup(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, uint32_t iterations, char *report, size_t report_len, size_t *needed);
+
+/*
+ perfopt_model_warmup with arguments of any kind (see perfopt_value).
+ */
+perfopt_status perfopt_model_warmup_args(const struct perfopt_model *model, const struct perfopt_value *args, size_t n_args, uint32_t iterations, char *report, size_t report_len, size_t *needed);
+
+/*
+ The model's methods as JSON: [{"name", "schema", "arguments": [{"name",
+ "type", "default"}], "returns": [...]}].
+ */
+perfopt_status perfopt_model_methods(const struct perfopt_model *model, char *buf, size_t len, size_t *needed);
+
+/*
+ JSON: format, methods, calls, latency percentiles, peak memory, the
+ compile mode, what it chose and why (max-autotune's candidates with their
+ times and errors, its budget and cache, CUDA-graph captures, replays and
+ fall-backs), batching.
+ */
+perfopt_status perfopt_model_report(const struct perfopt_model *model, char *buf, size_t len, size_t *needed);
+
+/*
+ The report of the last perfopt_model_warmup (PERFOPT_REPORT_WARMUP) or
+ perfopt_model_recommend_batch (PERFOPT_REPORT_RECOMMEND_BATCH) on this
+ model, from any thread, without doing the work again.
+ PERFOPT_ERR_INVALID_ARGUMENT when there is none yet.
+ */
+perfopt_status perfopt_model_last_report(const struct perfopt_model *model, int32_t kind, char *buf, size_t len, size_t *needed);
+
+/*
+ Measures the model on one sample (every batched input with size 1 along
+ its batch dimension, see perfopt_model_set_batch_dims): peak memory at a
+ few batch sizes, fitted to fixed + per-sample bytes, gives the largest
+ batch that fits in free memory under the safety margin; throughput at
+ doubling batches gives the knee where larger batches stop paying (less
+ than 5% more samples per second). `*batch` is the smaller of the two (at
+ least 1); the JSON report says why the trials stopped and has every
+ measured point. run_batched remembers it. The report is kept (see
+ perfopt_model_last_report), so a size query never measures twice.
+ */
+perfopt_status perfopt_model_recommend_batch(const struct perfopt_model *model, const DLTensor *sample_inputs, size_t n_inputs, int32_t *batch, char *report, size_t report_len, size_t *needed);
+
+/*
+ perfopt_model_recommend_batch with arguments of any kind (non-tensor
+ arguments are not batched).
+ */
+perfopt_status perfopt_model_recommend_batch_args(const struct perfopt_model *model, const struct perfopt_value *sample_args, size_t n_args, int32_t *batch, char *report, size_t report_len, size_t *needed);
 
 /*
  Runs the model. Inputs: host memory, or device memory on the model's
- device (no copy then). Outputs: `outputs_capacity` slots; each output is a
- DLManagedTensor the caller owns and releases through its deleter. Too few
- slots: PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count.
- Several threads may run one model at once.
+ device (no copy then); borrowed for the call only. Outputs: each is a
+ DLManagedTensor the caller owns and releases through its deleter; it owns
+ its memory (never the caller's input or a model parameter). Too few slots:
+ PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count, and the
+ outputs wait for perfopt_model_take_outputs (perfopt_model_output_count
+ tells the count before a run). Several threads may run one model at once.
  */
-perfopt_status perfopt_model_run(perfopt_model *model, const DLTensor *inputs, size_t n_inputs, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+perfopt_status perfopt_model_run(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
- JSON: calls, latency percentiles, peak memory, the compile mode, what it
- chose and why (max-autotune's candidates with their times and errors,
- CUDA-graph captures, replays and fall-backs).
+ The outputs of this thread's last run or run_batched on `model` that had
+ too few slots, without running again. PERFOPT_ERR_INVALID_ARGUMENT when
+ none are waiting; too few slots again keeps them waiting.
  */
-perfopt_status perfopt_model_report(const perfopt_model *model, char *buf, size_t len, size_t *needed);
+perfopt_status perfopt_model_take_outputs(const struct perfopt_model *model, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
- Measures the model on one sample (every input with dimension 0 of size 1):
- peak memory at a few batch sizes, fitted to fixed + per-sample bytes,
- gives the largest batch that fits in free memory under the safety margin;
- throughput at doubling batches gives the knee where larger batches stop
- paying (less than 5% more samples per second). `*batch` is the smaller of
- the two (at least 1); the JSON report has both and every measured point.
- run_batched remembers it.
+ How many outputs perfopt_model_run hands out, without running: from the
+ schema (a Tensor, a tuple of Tensors), else from the last run.
+ PERFOPT_ERR_INVALID_ARGUMENT when neither tells (a list, before any run).
  */
-perfopt_status perfopt_model_recommend_batch(perfopt_model *model, const DLTensor *sample_inputs, size_t n_inputs, int32_t *batch, char *report, size_t report_len, size_t *needed);
+perfopt_status perfopt_model_output_count(const struct perfopt_model *model, size_t *count);
 
 /*
- Runs inputs of any size along dimension 0 (all inputs the same size
- there) in chunks of at most `max_batch` (0: the size recommend_batch
- found, else the service's rule), halving the chunk and retrying on
- out-of-memory (remembered for later calls); only a batch of one that does
- not fit returns PERFOPT_ERR_OUT_OF_MEMORY. Outputs are concatenated along
- dimension 0, as perfopt_model_run returns them.
+ Calls any method (`method` NULL: forward) with arguments of any kind and
+ returns its result as it is: `*result` is a tree of perfopt_values (a
+ tuple for several results) that the caller frees with perfopt_value_free,
+ after taking the tensors it keeps. forward() goes through what compile
+ chose; other methods run on the same compiled form and see the state
+ forward() changes. Errors name the argument and the type the schema wants.
  */
-perfopt_status perfopt_model_run_batched(perfopt_model *model, const DLTensor *inputs, size_t n_inputs, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+perfopt_status perfopt_model_call(const struct perfopt_model *model, const char *method, const struct perfopt_value *args, size_t n_args, struct perfopt_value **result);
+
+/*
+ Runs inputs of any batch size (all batched inputs the same size along
+ their batch dimensions, see perfopt_model_set_batch_dims; default 0) in
+ chunks of at most `max_batch` (0: the size recommend_batch found, else the
+ service's rule), halving the chunk and retrying on out-of-memory, on the
+ host as on CUDA (remembered for later calls); only a batch of one that does
+ not fit returns PERFOPT_ERR_OUT_OF_MEMORY. Outputs are joined along their
+ batch dimensions; an output that does not carry the chunk's batch there is
+ refused with a message. An empty batch runs once, as perfopt_model_run.
+ */
+perfopt_status perfopt_model_run_batched(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+
+/*
+ perfopt_model_run_batched with arguments of any kind (non-tensor
+ arguments go whole to every chunk).
+ */
+perfopt_status perfopt_model_run_batched_args(const struct perfopt_model *model, const struct perfopt_value *args, size_t n_args, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  Fills `config` with the defaults: every setting PERFOPT_AUTO, the device
- "auto", the environment read, struct_size set.
+ "auto", the environment read, struct_size set. Writes this header's
+ struct; a program that may load a newer library uses perfopt_config_init.
  */
-perfopt_status perfopt_config_default(perfopt_config *config);
+perfopt_status perfopt_config_default(struct perfopt_config *config);
+
+/*
+ Fills the first `struct_size` bytes of `config` with the defaults: pass
+ sizeof(perfopt_config) of the header the program was built with (this
+ library's size or an earlier ABI's; a larger one is refused).
+ */
+perfopt_status perfopt_config_init(struct perfopt_config *config, size_t struct_size);
 
 /*
  Detects the device and applies its settings. `config` NULL means the
  defaults, then the TRANSLATOR_* variables. `*out` is written on success only.
  */
-perfopt_status perfopt_optimizer_new(const perfopt_config *config, perfopt_optimizer **out);
+perfopt_status perfopt_optimizer_new(const struct perfopt_config *config, struct perfopt_optimizer **out);
 
 /*
- Frees an optimizer; NULL is a no-op. Scopes still open keep what they
- need alive until they exit. Settings applied to libtorch stay applied.
+ Frees an optimizer; NULL is a no-op. Models and scopes still open keep
+ what they need alive. Settings applied to libtorch stay applied.
  */
-void perfopt_optimizer_free(perfopt_optimizer *optimizer);
+void perfopt_optimizer_free(struct perfopt_optimizer *optimizer);
 
 /*
  The optimizer's report as JSON (see the README for the fields): device,
  memory, threads, each setting as libtorch reads it back now with its
  source, the environment variables set, and what was skipped and why.
  */
-perfopt_status perfopt_optimizer_report(const perfopt_optimizer *optimizer, char *buf, size_t len, size_t *needed);
+perfopt_status perfopt_optimizer_report(const struct perfopt_optimizer *optimizer, char *buf, size_t len, size_t *needed);
 
 /*
  The service's batch-size rule for the optimizer's device: CUDA > 16 GiB
  -> 4, > 8 GiB -> 2, else 1; MPS 2; CPU 1.
  */
-perfopt_status perfopt_optimal_batch_size(const perfopt_optimizer *optimizer, int32_t *out);
+perfopt_status perfopt_optimal_batch_size(const struct perfopt_optimizer *optimizer, int32_t *out);
 
 /*
  Enters inference mode on the calling thread until the scope exits.
  Scopes nest; they must exit on the same thread, innermost first.
  */
-perfopt_status perfopt_inference_enter(perfopt_optimizer *optimizer, perfopt_scope **out);
+perfopt_status perfopt_inference_enter(const struct perfopt_optimizer *optimizer, struct perfopt_scope **out);
 
 /*
  Exits and frees the scope. On another thread (PERFOPT_ERR_WRONG_THREAD)
  or out of order (PERFOPT_ERR_SCOPE_ORDER) it returns an error and the scope
  stays open and valid; a scope already exited is PERFOPT_ERR_INVALID_HANDLE.
+ A scope whose thread has ended exits from any thread (nothing is left to
+ restore).
  */
-perfopt_status perfopt_inference_exit(perfopt_scope *scope);
+perfopt_status perfopt_inference_exit(struct perfopt_scope *scope);
+
+/*
+ Releases a scope without the thread rule, from any thread; NULL is a
+ no-op. On its own thread as the innermost open scope it exits as
+ perfopt_inference_exit does; otherwise (a scope whose thread is gone, or
+ that will never be exited properly) it is released without restoring
+ anything, and its thread, if it still runs, stays in inference mode.
+ */
+void perfopt_scope_free(struct perfopt_scope *scope);
+
+/*
+ Frees a result of perfopt_model_call: its strings, lists and every
+ tensor not taken (taken ones have `managed` set to NULL by the caller).
+ NULL is a no-op; a pointer that is not a live result is refused (logged).
+ */
+void perfopt_value_free(struct perfopt_value *result);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,26 +1,42 @@
-//! max-autotune: measure every way perfopt can run a model on the warm-up
+//! max-autotune: measure the ways perfopt can run a model on the warm-up
 //! inputs and keep the fastest whose output stays within the error tolerance
-//! of the fp32 eager output.
+//! of the fp32 eager output, all within a time budget.
 //!
-//! Candidates: the module as loaded, frozen, and frozen + optimize_for_inference
-//! (with the process's TF32 and cuDNN-benchmark settings), and on CUDA a CUDA
-//! graph over the best frozen module for each combination of TF32 and cuDNN
-//! benchmark. Those flags are process-global in libtorch, so only graphs may
-//! differ from the process's: the flags are set while capturing and baked into
-//! the graph, and nothing leaks to other models.
+//! The tuner knows candidates only as builders of [`Executor`]s and a way to
+//! run one; the model supplies both and applies the result, so tuning never
+//! reaches back into the model.
+//!
+//! Timing: every candidate runs once per round, in turn (interleaved rounds),
+//! so that a machine's drifting speed does not rank them. The budget covers
+//! everything compile does from the first (reference) run on: before a
+//! candidate is built, the runs it needs (admission, warm-up, the minimum
+//! rounds) are estimated from the reference run's time, and a candidate the
+//! budget cannot cover is not measured. A candidate clearly behind after the
+//! minimum rounds stops being timed. When fewer than two candidates could be
+//! measured, there is nothing to choose between: the model runs as loaded,
+//! the cheapest safe choice, and the report says why.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::device::DeviceKind;
-use crate::error::{Error, ErrorKind, Result};
+use crate::engine::State;
+use crate::error::Result;
+use crate::executor::Executor;
 use crate::json::Json;
-use crate::model::{Compiled, Executor, GraphExecutor, Model};
-use crate::numerics::{self, NumericFlags};
-use crate::shim::InferenceModeGuard;
+use crate::numerics;
 use crate::stats::{round3, Summary};
+use crate::value::Value;
 
-/// One measured way of running the model.
+/// Timed rounds before candidates are compared at all.
+pub const MIN_ROUNDS: usize = 3;
+const MAX_ROUNDS: usize = 100;
+/// Runs after the first before timing: TorchScript's profiling executor
+/// profiles the first run and optimises the graph on the next.
+const WARMUP_RUNS: usize = 1;
+/// After MIN_ROUNDS, a candidate whose fastest run is slower than the
+/// leader's median by this factor stops being timed.
+const CLEARLY_BEHIND: f64 = 1.25;
+
+/// One measured way of running the model, as the report shows it.
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub name: String,
@@ -33,6 +49,17 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    fn new(name: String) -> Candidate {
+        Candidate {
+            name,
+            p50_ms: None,
+            runs: 0,
+            relative_error: None,
+            within_tolerance: false,
+            note: None,
+        }
+    }
+
     pub fn to_json(&self) -> Json {
         Json::object()
             .with("name", self.name.as_str())
@@ -44,252 +71,260 @@ impl Candidate {
     }
 }
 
-/// Timing: every candidate runs once per round, in turn, until each has
-/// MIN_RUNS and BUDGET is spent (for all of them together), or MAX_RUNS.
-/// Timing candidates one after another would rank them partly by when they
-/// ran: on a shared machine the clock speed and the neighbours' load drift
-/// over seconds, and the same configuration then differs by 20% or more. The
-/// budget is shared, not per candidate, so that the seven candidates on CUDA
-/// keep a cold start well under torch.compile's seconds.
-const MIN_RUNS: usize = 5;
-const MAX_RUNS: usize = 200;
-const BUDGET: Duration = Duration::from_millis(400);
-/// Runs after the first before timing: TorchScript's profiling executor
-/// profiles the first run and optimises the graph on the next.
-const WARMUP_RUNS: usize = 3;
+/// A candidate before it is built.
+pub struct Trial<'a> {
+    pub name: String,
+    /// Which form of the model it runs ("as loaded", "frozen", ...).
+    pub label: String,
+    pub build: Box<dyn FnOnce() -> Result<Executor> + 'a>,
+}
 
-struct Trial {
-    candidate: Candidate,
-    executor: Option<Executor>,
-    module_label: String,
+/// What the tuner needs besides the candidates.
+pub struct Settings<'a> {
+    pub budget: Duration,
+    /// When compile started: the budget counts from here.
+    pub started: Instant,
+    pub tolerance: f64,
+    /// The fp32 eager result, and what that run took.
+    pub reference: &'a Value,
+    pub reference_time: Duration,
+    /// What the model as it came is called ("as loaded", "as compiled").
+    pub as_loaded: &'a str,
+    /// Runs one executor on the tuning inputs, finished (synchronised).
+    pub run: &'a dyn Fn(&Executor) -> Result<Value>,
+}
+
+/// The tuner's decision.
+pub struct Outcome {
+    /// `None`: run as loaded (the cheapest safe choice).
+    pub executor: Option<Executor>,
+    pub label: String,
+    pub chosen: String,
+    pub why: String,
+    pub candidates: Vec<Candidate>,
+    /// A result the host should hear about (through the log, after locks).
+    pub warning: Option<String>,
+}
+
+struct Measured {
+    index: usize,
+    executor: Executor,
     times: Vec<Duration>,
+    active: bool,
+    /// The candidate's state before tuning ran it.
+    state: Option<State>,
 }
 
-impl Trial {
-    fn failed(&mut self, err: &Error) {
-        self.executor = None;
-        self.candidate.p50_ms = None;
-        self.candidate.within_tolerance = false;
-        self.candidate.note = Some(err.to_string());
+fn restore(executor: &Executor, state: &Option<State>) -> Result<()> {
+    match (executor.engine(), state) {
+        (Some(engine), Some(state)) => engine.restore_state(state),
+        _ => Ok(()),
     }
 }
 
-/// Builds a trial: the first run's outputs give its error against the
-/// reference, then WARMUP_RUNS so that timing does not rank a candidate by
-/// its warm-up.
-fn admit(
-    model: &Model,
-    name: String,
-    module_label: String,
-    executor: Result<Executor>,
-    inputs: &[tch::Tensor],
-    reference: &[tch::Tensor],
-    tolerance: f64,
-) -> Trial {
-    let mut trial = Trial {
-        candidate: Candidate {
-            name,
-            p50_ms: None,
-            runs: 0,
-            relative_error: None,
-            within_tolerance: false,
-            note: None,
-        },
-        executor: None,
-        module_label,
-        times: Vec::new(),
-    };
-    let checked = executor.and_then(|executor| {
-        let _inference = InferenceModeGuard::enter()?;
-        let outputs = executor.run(inputs)?;
-        let error = numerics::relative_error(&outputs, reference)?;
-        for _ in 0..WARMUP_RUNS {
-            executor.run(inputs)?;
-        }
-        model.synchronize_device();
-        Ok((executor, error))
-    });
-    match checked {
-        Ok((executor, error)) => {
-            trial.candidate.relative_error = Some(error);
-            trial.candidate.within_tolerance = error <= tolerance;
-            trial.executor = Some(executor);
-        }
-        Err(err) => trial.failed(&err),
-    }
-    trial
+fn p50(times: &[Duration]) -> Option<f64> {
+    Summary::of(times).map(|s| s.p50_ms)
 }
 
-/// Times the runnable trials in interleaved rounds and fills in their p50.
-fn time_interleaved(model: &Model, trials: &mut [Trial], inputs: &[tch::Tensor]) -> Result<()> {
-    let _inference = InferenceModeGuard::enter()?;
-    let started = Instant::now();
-    for round in 0..MAX_RUNS {
-        if round >= MIN_RUNS && started.elapsed() >= BUDGET {
+pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
+    let elapsed = || settings.started.elapsed();
+    let per_run = settings.reference_time.max(Duration::from_micros(1));
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    let mut measured: Vec<Measured> = Vec::new();
+
+    for trial in trials {
+        let index = candidates.len();
+        candidates.push(Candidate::new(trial.name));
+        labels.push(trial.label);
+        let candidate = &mut candidates[index];
+        // What this candidate needs, and what the ones admitted still need.
+        let admitted = measured.len() as u32;
+        let need =
+            per_run * (1 + WARMUP_RUNS as u32) + per_run * (MIN_ROUNDS as u32) * (admitted + 1);
+        if elapsed() + need > settings.budget {
+            candidate.note = Some(format!(
+                "not measured: the budget of {} ms cannot cover it (one run takes about {:.1} ms)",
+                settings.budget.as_millis(),
+                per_run.as_secs_f64() * 1e3
+            ));
+            continue;
+        }
+        let admitted = (trial.build)().and_then(|executor| {
+            let state = executor
+                .engine()
+                .map(|e| e.save_state())
+                .transpose()?
+                .flatten();
+            let checked = (|| -> Result<f64> {
+                let output = (settings.run)(&executor)?;
+                let error = numerics::value_error(&output, settings.reference)?;
+                for _ in 0..WARMUP_RUNS {
+                    (settings.run)(&executor)?;
+                }
+                Ok(error)
+            })();
+            // Tuning runs leave the model's state as they found it.
+            restore(&executor, &state)?;
+            Ok((executor, checked?, state))
+        });
+        match admitted {
+            Ok((executor, error, state)) => {
+                candidate.relative_error = Some(error);
+                candidate.within_tolerance = error <= settings.tolerance;
+                if !candidate.within_tolerance {
+                    candidate.note =
+                        Some(format!("over the error tolerance {:e}", settings.tolerance));
+                    continue;
+                }
+                measured.push(Measured {
+                    index,
+                    executor,
+                    times: Vec::new(),
+                    active: true,
+                    state,
+                });
+            }
+            Err(err) => candidate.note = Some(err.to_string()),
+        }
+    }
+
+    // Interleaved rounds within the budget.
+    let mut rounds = 0;
+    while measured.len() >= 2 && rounds < MAX_ROUNDS {
+        let round_cost: Duration = measured
+            .iter()
+            .filter(|m| m.active)
+            .map(|m| m.times.iter().min().copied().unwrap_or(per_run))
+            .sum();
+        if elapsed() + round_cost > settings.budget {
             break;
         }
-        for trial in trials.iter_mut() {
-            let Some(executor) = &trial.executor else {
-                continue;
-            };
-            let t = Instant::now();
-            match executor.run(inputs) {
-                Ok(_) => {
-                    model.synchronize_device();
-                    trial.times.push(t.elapsed());
+        for m in measured.iter_mut().filter(|m| m.active) {
+            let started = Instant::now();
+            match (settings.run)(&m.executor) {
+                Ok(_) => m.times.push(started.elapsed()),
+                Err(err) => {
+                    m.active = false;
+                    candidates[m.index].note = Some(err.to_string());
+                    m.times.clear();
                 }
-                Err(err) => trial.failed(&err),
             }
         }
-    }
-    for trial in trials.iter_mut().filter(|t| t.executor.is_some()) {
-        trial.candidate.p50_ms = Summary::of(&trial.times).map(|s| round3(s.p50_ms));
-        trial.candidate.runs = trial.times.len();
-        log::debug!("max-autotune candidate {:?}", trial.candidate);
-    }
-    Ok(())
-}
-
-pub fn tune(model: &Model, inputs: &[tch::Tensor]) -> Result<Compiled> {
-    let tolerance = model.options().error_tolerance;
-    let cuda = model.device().kind == DeviceKind::Cuda;
-    let original = model.original().clone();
-
-    // The reference: the model as loaded, in full fp32 precision.
-    let reference = {
-        let run = || {
-            let _inference = InferenceModeGuard::enter()?;
-            let outputs = original.forward(inputs)?;
-            model.synchronize_device();
-            Ok(outputs)
-        };
-        if cuda {
-            numerics::with_flags(NumericFlags::IEEE, run)?
-        } else {
-            run()?
-        }
-    };
-
-    let mut trials: Vec<Trial> = Vec::new();
-    let mut try_executor = |name: String, label: String, executor: Result<Executor>| {
-        trials.push(admit(
-            model, name, label, executor, inputs, &reference, tolerance,
-        ));
-    };
-
-    try_executor(
-        "as loaded".into(),
-        "as loaded".into(),
-        Ok(Executor::Eager(original.clone())),
-    );
-    let mut best_frozen = original.clone();
-    let mut best_label = "as loaded".to_string();
-    for (optimize, label) in [(false, "frozen"), (true, "frozen + optimize_for_inference")] {
-        let module = original.freeze(optimize).map(Arc::new);
-        if let Ok(module) = &module {
-            best_frozen = module.clone();
-            best_label = label.to_string();
-        }
-        try_executor(label.into(), label.into(), module.map(Executor::Eager));
-    }
-    if cuda {
-        let options = model.options();
-        for tf32 in [false, true] {
-            for cudnn_benchmark in [false, true] {
-                let flags = NumericFlags {
-                    tf32,
-                    cudnn_benchmark,
-                };
-                let graphs = Arc::new(GraphExecutor::new(
-                    best_frozen.clone(),
-                    Some(flags),
-                    &options,
-                ));
-                let prepared = {
-                    let _inference = InferenceModeGuard::enter()?;
-                    graphs.prepare(inputs)
-                };
-                // A shape whose capture failed would run plainly: that is the
-                // frozen candidate again, so it is no graph candidate.
-                let executor = prepared.and_then(|captured| {
-                    if captured {
-                        Ok(Executor::Graphs(graphs.clone()))
-                    } else {
-                        Err(Error::new(
-                            ErrorKind::Device,
-                            format!(
-                                "CUDA graph capture failed: {}",
-                                graphs.fallback_reason(inputs).unwrap_or_default()
-                            ),
-                        ))
-                    }
-                });
-                let name = format!("{best_label} + CUDA graph ({})", flags.label());
-                try_executor(name, best_label.clone(), executor);
-            }
-        }
-    }
-    time_interleaved(model, &mut trials, inputs)?;
-
-    // The fastest within tolerance; if none is (the model itself is unstable),
-    // the most accurate, said as such.
-    let pick = trials
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.executor.is_some() && t.candidate.within_tolerance)
-        .min_by(|a, b| {
-            a.1.candidate
-                .p50_ms
-                .unwrap_or(f64::INFINITY)
-                .total_cmp(&b.1.candidate.p50_ms.unwrap_or(f64::INFINITY))
-        })
-        .map(|(i, _)| (i, false))
-        .or_else(|| {
-            trials
+        rounds += 1;
+        if rounds >= MIN_ROUNDS {
+            let leader = measured
                 .iter()
-                .enumerate()
-                .filter(|(_, t)| t.executor.is_some())
-                .min_by(|a, b| {
-                    a.1.candidate
-                        .relative_error
-                        .unwrap_or(f64::INFINITY)
-                        .total_cmp(&b.1.candidate.relative_error.unwrap_or(f64::INFINITY))
-                })
-                .map(|(i, _)| (i, true))
+                .filter(|m| m.active)
+                .filter_map(|m| p50(&m.times))
+                .fold(f64::INFINITY, f64::min);
+            for m in measured.iter_mut().filter(|m| m.active) {
+                let fastest = m
+                    .times
+                    .iter()
+                    .min()
+                    .map_or(f64::INFINITY, |d| d.as_secs_f64() * 1e3);
+                if fastest > leader * CLEARLY_BEHIND {
+                    m.active = false;
+                    candidates[m.index].note = Some(format!(
+                        "stopped after {rounds} rounds: its fastest run was over {CLEARLY_BEHIND}x \
+                         the leader's median"
+                    ));
+                }
+            }
+            if measured.iter().filter(|m| m.active).count() < 2 {
+                break;
+            }
+        }
+    }
+    for m in &measured {
+        let c = &mut candidates[m.index];
+        c.runs = m.times.len();
+        c.p50_ms = p50(&m.times).map(round3);
+        // The rounds ran it: leave its state as it was found.
+        if let Err(err) = restore(&m.executor, &m.state) {
+            c.note = Some(format!("its state could not be restored: {err}"));
+        }
+    }
+    let comparable: Vec<&Measured> = measured
+        .iter()
+        .filter(|m| m.times.len() >= MIN_ROUNDS)
+        .collect();
+    if comparable.len() < 2 {
+        let any_within = candidates.iter().any(|c| c.within_tolerance);
+        let budget_short = candidates.iter().any(|c| {
+            c.note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("not measured"))
         });
-    let Some((index, none_within)) = pick else {
-        let reasons: Vec<String> = trials
-            .iter()
-            .filter_map(|t| t.candidate.note.clone())
-            .collect();
-        return Err(Error::new(
-            ErrorKind::Torch,
-            format!("max-autotune: no candidate ran: {}", reasons.join("; ")),
-        ));
-    };
-    let candidates: Vec<Candidate> = trials.iter().map(|t| t.candidate.clone()).collect();
-    let trial = trials.swap_remove(index);
-    let chosen = trial.candidate;
-    let why = if none_within {
-        format!(
-            "no candidate stayed within the error tolerance {tolerance:e}; kept the most accurate \
-             (error {:.2e})",
-            chosen.relative_error.unwrap_or(f64::NAN)
-        )
-    } else {
-        format!(
-            "fastest of {} candidates within error tolerance {tolerance:e}: {:.3} ms, error {:.2e}",
-            candidates.len(),
-            chosen.p50_ms.unwrap_or(f64::NAN),
-            chosen.relative_error.unwrap_or(f64::NAN)
-        )
-    };
-    Ok(Compiled {
-        executor: trial.executor.expect("picked trials have an executor"),
-        module_label: trial.module_label,
-        chosen: chosen.name.clone(),
+        let (why, warning) = if !any_within && !candidates.is_empty() && !budget_short {
+            let message = format!(
+                "max-autotune: no candidate stayed within the error tolerance {:e} of the fp32 \
+                 output; the model runs {}",
+                settings.tolerance, settings.as_loaded
+            );
+            (message.clone(), Some(message))
+        } else if budget_short {
+            (
+                format!(
+                    "the budget of {} ms could not cover measuring two candidates (one run takes \
+                     about {:.1} ms): kept the model {}, the cheapest safe choice",
+                    settings.budget.as_millis(),
+                    per_run.as_secs_f64() * 1e3,
+                    settings.as_loaded
+                ),
+                None,
+            )
+        } else {
+            (
+                format!(
+                    "fewer than two candidates ran within the error tolerance (see each one's \
+                     note): kept the model {}, the cheapest safe choice",
+                    settings.as_loaded
+                ),
+                None,
+            )
+        };
+        return Outcome {
+            executor: None,
+            label: settings.as_loaded.to_string(),
+            chosen: settings.as_loaded.to_string(),
+            why,
+            candidates,
+            warning,
+        };
+    }
+    let best = comparable
+        .iter()
+        .min_by(|a, b| {
+            p50(&a.times)
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&p50(&b.times).unwrap_or(f64::INFINITY))
+        })
+        .map(|m| m.index)
+        .expect("two comparable candidates");
+    let chosen = candidates[best].clone();
+    let why = format!(
+        "fastest of {} measured candidates within error tolerance {:e}: {:.3} ms, error {:.2e} \
+         ({rounds} interleaved rounds, {:.0} ms spent of a {} ms budget)",
+        comparable.len(),
+        settings.tolerance,
+        chosen.p50_ms.unwrap_or(f64::NAN),
+        chosen.relative_error.unwrap_or(f64::NAN),
+        elapsed().as_secs_f64() * 1e3,
+        settings.budget.as_millis()
+    );
+    let position = measured
+        .iter()
+        .position(|m| m.index == best)
+        .expect("the best was measured");
+    let executor = measured.swap_remove(position).executor;
+    Outcome {
+        executor: Some(executor),
+        label: labels[best].clone(),
+        chosen: chosen.name,
         why,
         candidates,
-        ..Compiled::placeholder(original)
-    })
+        warning: None,
+    }
 }

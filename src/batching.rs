@@ -96,9 +96,26 @@ pub fn run_in_chunks<T>(
     Ok((results, retries, chunk))
 }
 
+/// Why recommend_batch's throughput trials stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stop {
+    /// Doubling the batch stopped paying.
+    Knee,
+    /// The next trial would not fit the measuring budget.
+    Budget,
+    /// The next batch would not fit the memory limit.
+    MemoryLimit,
+    /// The next batch ran out of memory.
+    OutOfMemory,
+    /// The largest batch perfopt tries.
+    #[default]
+    LargestTrial,
+}
+
 /// What recommend_batch measured, for its report.
 #[derive(Clone, Debug, Default)]
 pub struct Recommendation {
+    pub stopped: Stop,
     pub batch: i64,
     pub memory_limit: Option<i64>,
     pub throughput_knee: Option<i64>,
@@ -130,7 +147,24 @@ impl Recommendation {
                 "throughput: doubling past {knee} adds less than {:.0}%",
                 (KNEE_GAIN - 1.0) * 100.0
             ),
-            _ => format!("throughput still grew at {largest}, the largest batch measured"),
+            _ => match self.stopped {
+                Stop::Budget => format!(
+                    "the measuring budget ran out after batch {largest}, while throughput was \
+                     still growing: {largest} is the largest batch measured (larger ones may be \
+                     faster)"
+                ),
+                Stop::MemoryLimit => format!(
+                    "{largest} is the largest batch measured under the memory limit, and \
+                     throughput was still growing there"
+                ),
+                Stop::OutOfMemory => format!(
+                    "batch {} ran out of memory; throughput was still growing at {largest}",
+                    largest * 2
+                ),
+                Stop::Knee | Stop::LargestTrial => {
+                    format!("throughput still grew at {largest}, the largest batch perfopt tries")
+                }
+            },
         };
     }
 
@@ -138,6 +172,16 @@ impl Recommendation {
         Json::object()
             .with("recommended_batch", self.batch)
             .with("reason", self.reason.as_str())
+            .with(
+                "trials_stopped",
+                match self.stopped {
+                    Stop::Knee => "throughput knee",
+                    Stop::Budget => "measuring budget",
+                    Stop::MemoryLimit => "memory limit",
+                    Stop::OutOfMemory => "out of memory",
+                    Stop::LargestTrial => "largest batch tried",
+                },
+            )
             .with("memory_limit_batch", self.memory_limit)
             .with("throughput_knee_batch", self.throughput_knee)
             .with("per_sample_bytes", self.per_sample_bytes.map(|b| b.round()))

@@ -214,6 +214,20 @@ impl Config {
     /// Resolves every setting: explicit config first, then (when
     /// `read_environment`) the `TRANSLATOR_*` variables, then the defaults.
     pub fn resolve(&self, env: EnvLookup) -> Result<ResolvedConfig> {
+        let limit = max_threads();
+        for (name, value) in [
+            ("intra_op_threads", self.intra_op_threads),
+            ("inter_op_threads", self.inter_op_threads),
+        ] {
+            if value.is_some_and(|n| n > limit) {
+                return Err(Error::invalid_argument(format!(
+                    "{name} is {}; at most {limit} (4 per core on this machine's {} cores): more \
+                     threads only wait for the cores, and thousands exhaust the process",
+                    value.unwrap_or(0),
+                    crate::device::host::cores()
+                )));
+            }
+        }
         let env = self.read_environment.then_some(env);
         let compile_mode = match (self.compile_mode, env.and_then(|e| e(ENV_COMPILE_MODE))) {
             (Some(mode), _) => Setting::new(mode, Source::Config),
@@ -258,6 +272,11 @@ impl Config {
             },
         })
     }
+}
+
+/// The most intra- or inter-op threads a config may ask for: 4 per core.
+pub fn max_threads() -> u32 {
+    (crate::device::host::cores().max(1) as u32).saturating_mul(4)
 }
 
 /// The process environment as a lookup function. A variable that is set but

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::shim;
+use crate::torch::settings as shim;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -90,8 +90,8 @@ pub struct Availability {
 impl Availability {
     pub fn probe() -> Self {
         Availability {
-            cuda_devices: usize::try_from(tch::Cuda::device_count()).unwrap_or(0),
-            mps: tch::utils::has_mps(),
+            cuda_devices: shim::cuda_device_count(),
+            mps: shim::mps_available(),
         }
     }
 }
@@ -208,7 +208,7 @@ pub fn describe(device: Device) -> DeviceInfo {
         }
         DeviceKind::Cuda => {
             let index = device.index.unwrap_or(0) as i32;
-            match shim::cuda_device_properties(index) {
+            match crate::torch::cuda::device_properties(index) {
                 Ok(props) => {
                     info.name = props.name;
                     info.total_memory = Some(props.total_memory);

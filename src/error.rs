@@ -3,31 +3,9 @@
 
 use std::fmt;
 
-/// What went wrong, one variant per cause a caller may want to tell apart.
-/// Each maps to exactly one `perfopt_status` code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    NullArgument,
-    InvalidArgument,
-    InvalidUtf8,
-    StructSize,
-    InvalidHandle,
-    Environment,
-    FileNotFound,
-    LoadFailed,
-    UnsupportedDevice,
-    DeviceNotFound,
-    Device,
-    OutOfMemory,
-    WrongThread,
-    ScopeOrder,
-    BufferTooSmall,
-    Torch,
-    Panic,
-    Internal,
-    ModelCorrupt,
-    CompileSkipped,
-}
+// ErrorKind: one variant per perfopt_status code, generated from the one
+// table of codes (src/ffi/status.rs) by build.rs.
+include!(concat!(env!("OUT_DIR"), "/error_kind.rs"));
 
 #[derive(Clone, Debug)]
 pub struct Error {
@@ -77,6 +55,14 @@ impl Error {
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidArgument, message)
     }
+
+    /// This error's message and kind over `cause`'s message chain (the kind
+    /// of the cause is dropped): "cannot load model x: <why>".
+    pub fn with_cause(self, cause: Error) -> Error {
+        let mut err = cause.context(self.message);
+        err.kind = self.kind;
+        err
+    }
 }
 
 /// "message: cause: cause", the whole chain on one line.
@@ -95,7 +81,17 @@ impl std::error::Error for Error {}
 impl From<tch::TchError> for Error {
     fn from(err: tch::TchError) -> Self {
         let text = err.to_string();
-        let kind = if text.contains("out of memory") || text.contains("OutOfMemory") {
+        // libtorch's CPU allocator fails with "can't allocate memory" or "not
+        // enough memory", CUDA's with "out of memory": all are out of memory.
+        let kind = if [
+            "out of memory",
+            "OutOfMemory",
+            "can't allocate memory",
+            "not enough memory",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
+        {
             ErrorKind::OutOfMemory
         } else {
             ErrorKind::Torch

@@ -1,12 +1,26 @@
 //! The `log` crate's records, routed to a host callback or to stderr.
 //! Quiet by default: warnings and errors only.
+//!
+//! A host callback may call back into perfopt, so the bridge:
+//! - holds its lock only to read the sink and while the callback runs, and
+//!   perfopt never logs while it holds a lock of its own;
+//! - drops records made on a thread that is already inside the callback (a
+//!   failing call from the callback would otherwise log its own failure,
+//!   without end);
+//! - keeps the thread's last error across the callback;
+//! - makes replacing the callback a barrier: once perfopt_set_log_callback
+//!   returns, the old callback is never entered again, so its user_data may
+//!   be freed.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::io::Write;
 use std::sync::Once;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use parking_lot::RwLock;
+
+use crate::error::{Error, ErrorKind, Result};
 
 /// A host's log function: level (1 error .. 5 trace), a NUL-terminated
 /// message valid only during the call, and the host's pointer.
@@ -27,8 +41,30 @@ enum Sink {
 unsafe impl Send for Sink {}
 unsafe impl Sync for Sink {}
 
+/// Held for reading while a record is written; for writing to replace it.
 static SINK: RwLock<Sink> = RwLock::new(Sink::Stderr);
 static INSTALL: Once = Once::new();
+
+thread_local! {
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Resets the thread's flag even if the callback unwinds (it cannot: it is
+/// extern "C", but the flag must not stick whatever happens).
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> Option<InCallback> {
+        // `then`, not `then_some`: an InCallback made and dropped would clear the flag.
+        IN_CALLBACK.with(|flag| (!flag.replace(true)).then(|| InCallback))
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|flag| flag.set(false));
+    }
+}
 
 struct Bridge;
 
@@ -41,11 +77,14 @@ impl Log for Bridge {
         if !self.enabled(record.metadata()) {
             return;
         }
-        // Copy the sink out so that a callback that logs again, or replaces
-        // the callback, cannot deadlock on the lock.
-        let sink = *SINK.read();
+        // A record made inside the callback (by a perfopt call it made) is
+        // dropped: writing it would re-enter the callback.
+        let Some(_inside) = InCallback::enter() else {
+            return;
+        };
         let text = format!("{}", record.args());
-        match sink {
+        let sink = SINK.read();
+        match *sink {
             Sink::Stderr => {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -58,9 +97,11 @@ impl Log for Bridge {
                 user_data,
             } => {
                 let message = CString::new(text.replace('\0', " ")).unwrap_or_default();
-                // SAFETY: the callback and user_data were registered together
-                // by the host; the message outlives the call.
-                unsafe { callback(level_number(record.level()), message.as_ptr(), user_data) };
+                crate::last_error::preserved(|| {
+                    // SAFETY: the callback and user_data were registered
+                    // together by the host; the message outlives the call.
+                    unsafe { callback(level_number(record.level()), message.as_ptr(), user_data) }
+                });
             }
         }
     }
@@ -96,8 +137,19 @@ pub fn level_filter(max_level: i32) -> Option<LevelFilter> {
 }
 
 /// Routes records to `callback` up to `max_level`; `None` restores stderr
-/// with warnings and errors.
-pub fn set_callback(callback: Option<(LogCallback, *mut c_void)>, max_level: LevelFilter) {
+/// with warnings and errors. Returns once no thread is in the old callback.
+pub fn set_callback(
+    callback: Option<(LogCallback, *mut c_void)>,
+    max_level: LevelFilter,
+) -> Result<()> {
+    if IN_CALLBACK.with(Cell::get) {
+        // Waiting for the callbacks in flight to finish would wait for this one.
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "perfopt_set_log_callback was called from inside the log callback: replace the \
+             callback from elsewhere",
+        ));
+    }
     install();
     let (sink, level) = match callback {
         Some((callback, user_data)) => (
@@ -109,6 +161,8 @@ pub fn set_callback(callback: Option<(LogCallback, *mut c_void)>, max_level: Lev
         ),
         None => (Sink::Stderr, LevelFilter::Warn),
     };
+    // The write lock waits for every callback in flight: the barrier.
     *SINK.write() = sink;
     log::set_max_level(level);
+    Ok(())
 }

@@ -1,10 +1,11 @@
 //! Process-global numeric flags (TF32, cuDNN benchmark) set around a piece of
 //! work and restored after, and the relative error between two outputs.
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::shim;
+use crate::error::Result;
+use crate::torch::settings as shim;
+use crate::value::Value;
 
 /// The libtorch flags a candidate may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,28 +50,50 @@ fn write(precisions: &[String], benchmark: bool) -> Result<()> {
     shim::set_cudnn_benchmark(benchmark)
 }
 
-/// Runs `work` with `flags` set, then restores what was there. These flags
-/// are process-wide in libtorch: other threads running meanwhile see them,
-/// which is why perfopt only does this while compiling and bakes the choice
-/// into a CUDA graph rather than switching flags per call.
+/// `flags` set until the guard drops, which restores what was there, also
+/// when the work in between fails or panics. These flags are process-wide in
+/// libtorch: other threads running meanwhile see them, which is why perfopt
+/// only does this while compiling and bakes the choice into a CUDA graph
+/// rather than switching flags per call.
+pub struct FlagsGuard {
+    saved: (Vec<String>, bool),
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl FlagsGuard {
+    pub fn set(flags: NumericFlags) -> Result<FlagsGuard> {
+        let lock = FLAGS_LOCK.lock();
+        let saved = read()?;
+        let guard = FlagsGuard { saved, _lock: lock };
+        let precision = if flags.tf32 { "tf32" } else { "ieee" };
+        write(
+            &[
+                precision.to_string(),
+                precision.to_string(),
+                precision.to_string(),
+            ],
+            flags.cudnn_benchmark,
+        )?;
+        Ok(guard)
+    }
+}
+
+impl Drop for FlagsGuard {
+    fn drop(&mut self) {
+        // Writing back values read a moment ago does not fail in practice; if
+        // it did, there is nothing better to do here than keep going.
+        let _ = write(&self.saved.0, self.saved.1);
+    }
+}
+
+/// Runs `work` with `flags` set, then restores what was there.
 pub fn with_flags<T>(flags: NumericFlags, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    let _lock = FLAGS_LOCK.lock();
-    let (saved_precisions, saved_benchmark) = read()?;
-    let precision = if flags.tf32 { "tf32" } else { "ieee" };
-    write(
-        &[
-            precision.to_string(),
-            precision.to_string(),
-            precision.to_string(),
-        ],
-        flags.cudnn_benchmark,
-    )?;
-    let result = work();
-    write(&saved_precisions, saved_benchmark)?;
-    result
+    let _guard = FlagsGuard::set(flags)?;
+    work()
 }
 
 /// The flags libtorch has now.
+#[cfg(test)]
 pub fn current() -> Result<NumericFlags> {
     Ok(NumericFlags {
         tf32: shim::fp32_precision("cuda", "matmul")? == "tf32",
@@ -116,16 +139,33 @@ pub fn relative_error(outputs: &[tch::Tensor], reference: &[tch::Tensor]) -> Res
     Ok(worst)
 }
 
-/// Turns a non-finite error into an explanation for reports.
-pub fn check_finite(error: f64, what: &str) -> Result<f64> {
-    if error.is_finite() {
-        Ok(error)
-    } else {
-        Err(Error::new(
-            ErrorKind::Internal,
-            format!("{what}: outputs differ in count, shape or value"),
-        ))
-    }
+/// The relative error of a result tree against a reference tree: tensors
+/// as [`relative_error`], other values exactly (∞ when they differ).
+pub fn value_error(output: &Value, reference: &Value) -> Result<f64> {
+    Ok(match (output, reference) {
+        (Value::Tensor(a), Value::Tensor(b)) => {
+            relative_error(&[a.shallow_clone()], &[b.shallow_clone()])?
+        }
+        (Value::List(a), Value::List(b)) | (Value::Tuple(a), Value::Tuple(b)) => {
+            if a.len() != b.len() {
+                return Ok(f64::INFINITY);
+            }
+            let mut worst = 0.0f64;
+            for (x, y) in a.iter().zip(b) {
+                worst = worst.max(value_error(x, y)?);
+            }
+            worst
+        }
+        (Value::Double(a), Value::Double(b)) => {
+            if a == b {
+                0.0
+            } else {
+                (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+            }
+        }
+        (a, b) if a.label() == b.label() && !matches!(a, Value::Tensor(_)) => 0.0,
+        _ => f64::INFINITY,
+    })
 }
 
 #[cfg(test)]

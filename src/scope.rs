@@ -4,22 +4,38 @@
 //! libtorch's guard is a thread-local RAII object; C callers hold it across
 //! calls, so perfopt checks what RAII would have guaranteed: the exit happens
 //! on the entering thread, and only the innermost open scope may exit. A
-//! refused exit leaves the scope open and valid.
+//! refused exit leaves the scope open and valid. A scope whose thread has
+//! ended may exit from any thread: nothing is left to restore.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, ThreadId};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::optimizer::Optimizer;
-use crate::shim::InferenceModeGuard;
+use crate::torch::settings::InferenceModeGuard;
 
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// Ids of the scopes open on this thread, innermost last.
     static OPEN_SCOPES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Cleared when this thread ends (its thread-local destructor runs).
+    static ALIVE: ThreadAlive = ThreadAlive(Arc::new(AtomicBool::new(true)));
+}
+
+struct ThreadAlive(Arc<AtomicBool>);
+
+impl Drop for ThreadAlive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Whether libtorch's inference mode is on for the calling thread.
+pub fn inference_mode_enabled() -> Result<bool> {
+    crate::torch::settings::inference_mode_enabled()
 }
 
 pub struct InferenceScope {
@@ -27,6 +43,8 @@ pub struct InferenceScope {
     thread: ThreadId,
     depth: usize,
     guard: Option<InferenceModeGuard>,
+    /// Whether the entering thread is still running.
+    thread_alive: Arc<AtomicBool>,
     // Keeps the optimizer (and what it configured) alive while the scope is open.
     _optimizer: Arc<Optimizer>,
 }
@@ -51,6 +69,7 @@ impl InferenceScope {
             thread: thread::current().id(),
             depth,
             guard: Some(guard),
+            thread_alive: ALIVE.with(|alive| alive.0.clone()),
             _optimizer: optimizer,
         })
     }
@@ -60,14 +79,23 @@ impl InferenceScope {
         self.depth
     }
 
-    /// Whether this scope may exit now: on its own thread, innermost first.
+    fn thread_ended(&self) -> bool {
+        !self.thread_alive.load(Ordering::Acquire)
+    }
+
+    /// Whether this scope may exit now: on its own thread, innermost first,
+    /// or from anywhere once its thread has ended.
     pub fn check_exit(&self) -> Result<()> {
+        if self.thread_ended() {
+            return Ok(());
+        }
         if thread::current().id() != self.thread {
             return Err(Error::new(
                 ErrorKind::WrongThread,
                 format!(
                     "inference scope {} was entered on thread {:?} and cannot exit on thread {:?}: \
-                     libtorch's inference mode is thread-local",
+                     libtorch's inference mode is thread-local (a scope whose thread has ended may \
+                     exit anywhere; perfopt_scope_free releases one without exiting it)",
                     self.id,
                     self.thread,
                     thread::current().id()
@@ -94,9 +122,28 @@ impl InferenceScope {
         if let Err(err) = self.check_exit() {
             return Err((self, err));
         }
-        OPEN_SCOPES.with(|open| open.borrow_mut().pop());
-        self.guard.take();
+        match self.guard.take() {
+            Some(guard) if self.thread_ended() => guard.abandon(),
+            guard => {
+                OPEN_SCOPES.with(|open| open.borrow_mut().pop());
+                drop(guard);
+            }
+        }
         Ok(())
+    }
+
+    /// Releases the scope without exiting it, from any thread: on its own
+    /// thread as the innermost scope it exits; otherwise the guard is
+    /// abandoned and the entering thread, if it still runs, stays in
+    /// inference mode (for scopes that will never be exited properly).
+    pub fn abandon(mut self) {
+        if self.check_exit().is_ok() {
+            let _ = self.exit();
+            return;
+        }
+        if let Some(guard) = self.guard.take() {
+            guard.abandon();
+        }
     }
 }
 
@@ -106,16 +153,16 @@ impl Drop for InferenceScope {
         // thread that is an exit (in whatever order); elsewhere the guard is
         // leaked, since dropping it would corrupt another thread's state.
         if let Some(guard) = self.guard.take() {
-            if thread::current().id() == self.thread {
+            if self.thread_ended() {
+                guard.abandon();
+            } else if thread::current().id() == self.thread {
                 OPEN_SCOPES.with(|open| open.borrow_mut().retain(|&id| id != self.id));
                 drop(guard);
             } else {
-                log::error!(
-                    "inference scope {} dropped on another thread than the one that entered it; \
-                     its guard is leaked",
-                    self.id
-                );
-                std::mem::forget(guard);
+                // Dropping it would corrupt another thread's state; a Rust
+                // owner doing this is a bug, and logging here could run a
+                // host callback from a destructor: abandon quietly.
+                guard.abandon();
             }
         }
     }

@@ -3,13 +3,13 @@
 use std::ffi::CString;
 use std::sync::OnceLock;
 
-use crate::shim;
+use crate::torch::settings as shim;
 
 pub const PERFOPT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Bumped whenever the C ABI changes incompatibly (a signature, a struct
 /// layout, an enum value). Bindings refuse a library whose number differs.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// "13.0" from libtorch's CUDA runtime, or `None` without its CUDA library.
 pub fn cuda_runtime() -> Option<String> {
@@ -36,4 +36,9 @@ pub fn full_version() -> &'static CString {
         ))
         .expect("version text has no NUL")
     })
+}
+
+/// The libtorch version perfopt was built against ("2.11.0").
+pub fn torch_version() -> &'static str {
+    shim::torch_version()
 }

@@ -7,7 +7,7 @@ use std::ptr;
 
 use perfopt::ffi::library::perfopt_last_error;
 use perfopt::ffi::optimizer::*;
-use perfopt::ffi::types::perfopt_status::*;
+use perfopt::ffi::status::perfopt_status::*;
 use perfopt::ffi::types::*;
 
 fn report(optimizer: *const perfopt_optimizer) -> String {

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use perfopt::ffi::library::*;
 use perfopt::ffi::optimizer::*;
 use perfopt::ffi::scope::*;
-use perfopt::ffi::types::perfopt_status::*;
+use perfopt::ffi::status::perfopt_status;
+use perfopt::ffi::status::perfopt_status::*;
 use perfopt::ffi::types::*;
 
 fn last_error() -> String {
@@ -51,10 +52,18 @@ fn status_names_cover_every_code() {
         let name = unsafe { CStr::from_ptr(perfopt_status_name(*status as i32)) };
         assert_eq!(name, status.name());
     }
-    for unknown in [-1, 21, i32::MAX] {
+    let past_the_end = perfopt_status::all().len() as i32;
+    for unknown in [-1, past_the_end, i32::MAX] {
         let name = unsafe { CStr::from_ptr(perfopt_status_name(unknown)) };
         assert_eq!(name.to_str().unwrap(), "PERFOPT_UNKNOWN_STATUS");
+        let message = unsafe { CStr::from_ptr(perfopt_status_message(unknown)) };
+        assert_eq!(message.to_str().unwrap(), "unknown status");
     }
+    let message = unsafe { CStr::from_ptr(perfopt_status_message(1)) };
+    assert_eq!(
+        message.to_str().unwrap(),
+        "A required pointer argument was NULL."
+    );
 }
 
 #[test]

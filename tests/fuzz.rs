@@ -18,7 +18,8 @@ use common::*;
 use perfopt::config::{parse_bool, CompileMode, Config};
 use perfopt::device::DeviceRequest;
 use perfopt::ffi::optimizer::{perfopt_optimizer_free, perfopt_optimizer_new};
-use perfopt::ffi::types::{perfopt_config, perfopt_status};
+use perfopt::ffi::status::perfopt_status;
+use perfopt::ffi::types::perfopt_config;
 use perfopt::Model;
 
 /// xorshift64*: deterministic and dependency-free.

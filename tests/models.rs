@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use perfopt::json::Json;
-use perfopt::numerics::relative_error;
+use perfopt::relative_error;
 use perfopt::{CompileMode, ErrorKind, Model};
 
 const MODES: [CompileMode; 4] = [
@@ -23,9 +23,7 @@ fn every_fixture_matches_pytorch_in_every_mode() {
         let fx = fixture(name);
         for mode in MODES {
             let model = Model::load(optimizer.clone(), &fx.path, Some(name)).unwrap();
-            model
-                .compile(Some(mode), Some(clone_all(&fx.inputs)))
-                .unwrap();
+            model.compile(Some(mode), Some(args(&fx.inputs))).unwrap();
             let outputs = model.run(clone_all(&fx.inputs)).unwrap();
             let error = relative_error(&outputs, &fx.outputs).unwrap();
             assert!(error <= 1e-3, "{name} in {mode}: relative error {error}");
@@ -49,7 +47,7 @@ fn max_autotune_reports_every_candidate() {
     let fx = fixture("encoder");
     let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
     model
-        .compile(Some(CompileMode::MaxAutotune), Some(clone_all(&fx.inputs)))
+        .compile(Some(CompileMode::MaxAutotune), Some(args(&fx.inputs)))
         .unwrap();
     let report = model.report();
     let Json::Array(candidates) = field(&report, &["compile", "candidates"]) else {
@@ -70,21 +68,23 @@ fn max_autotune_reports_every_candidate() {
             "{candidate}"
         );
         // Timed in interleaved rounds: every candidate gets the same number
-        // of runs, at least five.
-        assert_eq!(
-            candidate.get("runs"),
-            candidates[0].get("runs"),
+        // of runs, at least three, unless it fell clearly behind.
+        let stopped =
+            matches!(candidate.get("note"), Some(Json::Str(n)) if n.starts_with("stopped"));
+        assert!(
+            stopped || candidate.get("runs") == candidates[0].get("runs"),
             "{candidate}"
         );
         assert!(
-            matches!(candidate.get("runs"), Some(Json::Int(n)) if *n >= 5),
+            matches!(candidate.get("runs"), Some(Json::Int(n)) if *n >= 3),
             "{candidate}"
         );
     }
     let Json::Str(why) = field(&report, &["compile", "why"]) else {
         panic!()
     };
-    assert!(why.contains("fastest of 3 candidates"), "{why}");
+    assert!(why.contains("fastest of 3 measured candidates"), "{why}");
+    assert!(why.contains("of a 2000 ms budget"), "{why}");
     assert_eq!(field(&report, &["name"]), &Json::from("encoder"));
 }
 
@@ -230,7 +230,7 @@ fn warmup_reports_first_call_and_steady_state() {
     let fx = fixture("speaker");
     let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
     model.compile(Some(CompileMode::Default), None).unwrap();
-    let report = model.warmup(clone_all(&fx.inputs), 5).unwrap();
+    let report = Json::parse(&model.warmup(args(&fx.inputs), 5).unwrap()).unwrap();
     assert!(matches!(report.get("first_call_ms"), Some(Json::Float(ms)) if *ms > 0.0));
     assert_eq!(field(&report, &["steady", "samples"]), &Json::Int(4));
     assert!(field(&report, &["steady", "p99_ms"]) != &Json::Null);
@@ -241,7 +241,7 @@ fn warmup_reports_first_call_and_steady_state() {
         "warm-up is not counted"
     );
     assert_eq!(
-        model.warmup(clone_all(&fx.inputs), 0).unwrap_err().kind(),
+        model.warmup(args(&fx.inputs), 0).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
 }
@@ -251,7 +251,7 @@ fn one_model_runs_from_many_threads() {
     let fx = fixture("encoder");
     let model = std::sync::Arc::new(Model::load(cpu_optimizer(), &fx.path, None).unwrap());
     model
-        .compile(Some(CompileMode::Default), Some(clone_all(&fx.inputs)))
+        .compile(Some(CompileMode::Default), Some(args(&fx.inputs)))
         .unwrap();
     let serial = model.run(clone_all(&fx.inputs)).unwrap();
     let threads: Vec<_> = (0..4)
@@ -292,7 +292,9 @@ fn recommend_batch_measures_and_run_batched_matches_one_run() {
     let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
     model.compile(Some(CompileMode::Default), None).unwrap();
     let sample = vec![fx.inputs[0].narrow(0, 0, 1)];
-    let rec = model.recommend_batch(sample).unwrap();
+    let rec = model
+        .recommend_batch(perfopt::value::tensor_args(sample))
+        .unwrap();
     assert!(rec.batch >= 1);
     assert!(!rec.throughput_points.is_empty());
     let json = rec.to_json();
@@ -305,10 +307,10 @@ fn recommend_batch_measures_and_run_batched_matches_one_run() {
     // Ten samples in chunks of three give what one run of ten gives.
     let big = fx.inputs[0].repeat([5, 1, 1]);
     let whole = model.run(vec![big.copy()]).unwrap();
-    let chunked = model.run_batched(vec![big.copy()], 3).unwrap();
+    let chunked = model.run_batched(args(&[big.copy()]), 3).unwrap();
     assert_eq!(chunked[0].size(), whole[0].size());
     assert!(relative_error(&chunked, &whole).unwrap() <= 1e-5);
-    let automatic = model.run_batched(vec![big], 0).unwrap();
+    let automatic = model.run_batched(args(&[big]), 0).unwrap();
     assert!(relative_error(&automatic, &whole).unwrap() <= 1e-5);
     assert_eq!(
         field(&model.report(), &["batching", "batched_calls"]),
@@ -317,23 +319,22 @@ fn recommend_batch_measures_and_run_batched_matches_one_run() {
 
     let two = fixture("two_inputs");
     let model = Model::load(cpu_optimizer(), &two.path, None).unwrap();
-    let err = model.recommend_batch(clone_all(&two.inputs)).unwrap_err();
+    let err = model.recommend_batch(args(&two.inputs)).unwrap_err();
     assert_eq!(
         err.kind(),
         ErrorKind::InvalidArgument,
         "batch 2 is not a sample"
     );
     let mismatched = vec![two.inputs[0].copy(), two.inputs[1].narrow(0, 0, 1)];
-    let err = model.run_batched(mismatched, 1).unwrap_err();
-    assert!(err.to_string().contains("dimension 0 of size 2"), "{err}");
+    let err = model
+        .run_batched(perfopt::value::tensor_args(mismatched), 1)
+        .unwrap_err();
+    assert!(err.to_string().contains("same batch size"), "{err}");
     assert_eq!(
-        model
-            .run_batched(clone_all(&two.inputs), -1)
-            .unwrap_err()
-            .kind(),
+        model.run_batched(args(&two.inputs), -1).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
-    let outputs = model.run_batched(clone_all(&two.inputs), 1).unwrap();
+    let outputs = model.run_batched(args(&two.inputs), 1).unwrap();
     assert!(
         relative_error(&outputs, &two.outputs).unwrap() <= 1e-3,
         "tuple outputs concatenated"

@@ -223,9 +223,9 @@ fn scopes_enable_inference_mode_and_exit_last_in_first_out() {
     let optimizer = std::sync::Arc::new(
         Optimizer::with_environment(&Config::default(), &env_of(&[]), CPU_ONLY).unwrap(),
     );
-    assert!(!perfopt::shim::inference_mode_enabled().unwrap());
+    assert!(!perfopt::scope::inference_mode_enabled().unwrap());
     let outer = InferenceScope::enter(optimizer.clone()).unwrap();
-    assert!(perfopt::shim::inference_mode_enabled().unwrap());
+    assert!(perfopt::scope::inference_mode_enabled().unwrap());
     let inner = InferenceScope::enter(optimizer.clone()).unwrap();
     assert_eq!(inner.depth(), outer.depth() + 1);
 
@@ -234,9 +234,9 @@ fn scopes_enable_inference_mode_and_exit_last_in_first_out() {
     assert_eq!(err.kind(), ErrorKind::ScopeOrder);
 
     inner.exit().map_err(|(_, e)| e).unwrap();
-    assert!(perfopt::shim::inference_mode_enabled().unwrap());
+    assert!(perfopt::scope::inference_mode_enabled().unwrap());
     outer.exit().map_err(|(_, e)| e).unwrap();
-    assert!(!perfopt::shim::inference_mode_enabled().unwrap());
+    assert!(!perfopt::scope::inference_mode_enabled().unwrap());
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn a_scope_cannot_exit_on_another_thread() {
     })
     .join()
     .unwrap();
-    assert!(perfopt::shim::inference_mode_enabled().unwrap());
+    assert!(perfopt::scope::inference_mode_enabled().unwrap());
     scope.exit().map_err(|(_, e)| e).unwrap();
-    assert!(!perfopt::shim::inference_mode_enabled().unwrap());
+    assert!(!perfopt::scope::inference_mode_enabled().unwrap());
 }

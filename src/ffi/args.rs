@@ -11,7 +11,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// # Safety
 /// `ptr` is NULL or points to a NUL-terminated string valid for `'a`.
 pub unsafe fn required_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
-    optional_str(ptr, name)?.ok_or_else(|| Error::null_argument(name))
+    // SAFETY: the caller's contract.
+    unsafe { optional_str(ptr, name) }?.ok_or_else(|| Error::null_argument(name))
 }
 
 /// An optional C string: NULL is `None`.
@@ -22,12 +23,16 @@ pub unsafe fn optional_str<'a>(ptr: *const c_char, name: &str) -> Result<Option<
     if ptr.is_null() {
         return Ok(None);
     }
-    CStr::from_ptr(ptr).to_str().map(Some).map_err(|err| {
-        Error::new(
-            ErrorKind::InvalidUtf8,
-            format!("argument `{name}` is not valid UTF-8 ({err})"),
-        )
-    })
+    // SAFETY: non-NULL and NUL-terminated (the caller's contract).
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map(Some)
+        .map_err(|err| {
+            Error::new(
+                ErrorKind::InvalidUtf8,
+                format!("argument `{name}` is not valid UTF-8 ({err})"),
+            )
+        })
 }
 
 /// Writes `value` through an output pointer (only called on success).
@@ -38,7 +43,8 @@ pub unsafe fn write_out<T>(ptr: *mut T, name: &str, value: T) -> Result<()> {
     if ptr.is_null() {
         return Err(Error::null_argument(name));
     }
-    ptr.write(value);
+    // SAFETY: non-NULL and valid for a write (the caller's contract).
+    unsafe { ptr.write(value) };
     Ok(())
 }
 
@@ -66,7 +72,8 @@ pub unsafe fn write_text(
 ) -> Result<()> {
     let size = text.len() + 1;
     if !needed.is_null() {
-        needed.write(size);
+        // SAFETY: non-NULL and valid for a write (the caller's contract).
+        unsafe { needed.write(size) };
     }
     if buf.is_null() && len > 0 {
         return Err(Error::null_argument("buf"));
@@ -77,9 +84,68 @@ pub unsafe fn write_text(
             format!("the buffer holds {len} bytes and {size} are needed"),
         ));
     }
-    std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
-    buf.add(text.len()).write(0);
+    // SAFETY: `buf` holds `len >= size` bytes (the caller's contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        buf.add(text.len()).write(0);
+    }
     Ok(())
+}
+
+/// The struct_size a caller's options struct declares, checked against the
+/// sizes this library knows (its own and earlier ABIs'): a larger one comes
+/// from a newer header and is refused, a smaller one gets defaults for the
+/// fields it lacks.
+///
+/// # Safety
+/// `ptr` is non-NULL and points to at least 4 readable bytes.
+pub unsafe fn struct_size<T>(ptr: *const T, known: &[usize], name: &str) -> Result<usize> {
+    // SAFETY: the caller's contract; struct_size is the first field (u32).
+    let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+    if known.contains(&size) {
+        return Ok(size);
+    }
+    let current = std::mem::size_of::<T>();
+    Err(Error::new(
+        ErrorKind::StructSize,
+        if size > current {
+            format!(
+                "{name}.struct_size is {size}, larger than this library's {current}: the program \
+                 was built against a newer perfopt.h than the library it loaded"
+            )
+        } else {
+            format!(
+                "{name}.struct_size is {size}; this library accepts {known:?}: fill the struct \
+                 with the matching _init function (or set struct_size = sizeof)"
+            )
+        },
+    ))
+}
+
+/// `defaults` with the caller's first `size` bytes over them.
+///
+/// # Safety
+/// `ptr` points to at least `size` readable bytes, `size <= size_of::<T>()`,
+/// and `T` is a plain C struct whose every field accepts any bit pattern the
+/// caller's layout gives it (checked by the caller's conversion).
+pub unsafe fn read_prefix<T: Copy>(ptr: *const T, size: usize, defaults: T) -> T {
+    let mut value = defaults;
+    // SAFETY: the caller's contract; both regions hold at least `size` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), size)
+    };
+    value
+}
+
+/// Writes the first `size` bytes of `value` (an older caller's layout).
+///
+/// # Safety
+/// `ptr` is valid for `size` bytes and `size <= size_of::<T>()`.
+pub unsafe fn write_prefix<T: Copy>(ptr: *mut T, size: usize, value: T) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), ptr.cast::<u8>(), size)
+    };
 }
 
 /// A C tri-state (PERFOPT_AUTO, 0, 1) as an `Option<bool>`.
@@ -98,6 +164,8 @@ pub fn tri_state(value: i32, name: &str) -> Result<Option<bool>> {
 mod tests {
     use super::*;
 
+    // SAFETY (every unsafe block below): buffers and their lengths match,
+    // strings are NUL-terminated literals or NULL.
     #[test]
     fn write_text_reports_the_size_needed() {
         let mut needed = 0usize;
@@ -109,13 +177,16 @@ mod tests {
         let err = unsafe { write_text("hello", std::ptr::null_mut(), 0, &mut needed) }.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BufferTooSmall);
         let mut exact = [1 as c_char; 6];
+        // SAFETY: the buffer and its length match; write_text NUL-terminates.
         unsafe { write_text("hello", exact.as_mut_ptr(), exact.len(), &mut needed) }.unwrap();
         assert_eq!(
+            // SAFETY: NUL-terminated by write_text.
             unsafe { CStr::from_ptr(exact.as_ptr()) }.to_str().unwrap(),
             "hello"
         );
     }
 
+    // SAFETY (every unsafe block below): NUL-terminated literals or NULL.
     #[test]
     fn strings_are_checked() {
         let bad = b"\xff\xfe\0";

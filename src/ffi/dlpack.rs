@@ -8,7 +8,7 @@
 use std::ffi::c_void;
 
 use crate::error::{Error, Result};
-use crate::shim;
+use crate::torch::{settings, tensor};
 
 pub const kDLCPU: i32 = 1;
 pub const kDLCUDA: i32 = 2;
@@ -99,10 +99,22 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
             tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes
         ));
     }
+    let mut described = *tensor;
     match tensor.device.device_type {
-        kDLCPU | kDLCUDAHost => {}
+        kDLCPU => {}
+        // Pinned host memory is host memory: libtorch has no DLPack device
+        // for it, so it is described as the CPU memory it is.
+        kDLCUDAHost => {
+            described.device = DLDevice {
+                device_type: kDLCPU,
+                device_id: 0,
+            };
+        }
         kDLCUDA | kDLCUDAManaged => {
-            let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+            // Managed memory is addressable as device memory, which is how
+            // libtorch can use it (it has no DLPack device for it either).
+            described.device.device_type = kDLCUDA;
+            let count = settings::cuda_device_count();
             if tensor.device.device_id < 0 || tensor.device.device_id as usize >= count {
                 return bad(format!(
                     "device is CUDA {} but this process has {count} CUDA device(s)",
@@ -112,7 +124,8 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
         }
         other => {
             return bad(format!(
-                "device type {other} is not supported: host memory (kDLCPU) or CUDA (kDLCUDA)"
+                "device type {other} is not supported: host memory (kDLCPU, kDLCUDAHost) or CUDA \
+                 (kDLCUDA, kDLCUDAManaged)"
             ))
         }
     }
@@ -123,13 +136,15 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
     let shape: &[i64] = if ndim == 0 {
         &[]
     } else {
-        std::slice::from_raw_parts(tensor.shape, ndim)
+        // SAFETY: non-NULL, holds ndim values (the caller's contract).
+        unsafe { std::slice::from_raw_parts(tensor.shape, ndim) }
     };
     if let Some(d) = shape.iter().position(|&d| d < 0) {
         return bad(format!("dimension {d} is {}; sizes must be >= 0", shape[d]));
     }
     let strides: Option<&[i64]> = (!tensor.strides.is_null() && ndim > 0)
-        .then(|| std::slice::from_raw_parts(tensor.strides, ndim));
+        // SAFETY: non-NULL, holds ndim values (the caller's contract).
+        .then(|| unsafe { std::slice::from_raw_parts(tensor.strides, ndim) });
     let numel: u128 = shape.iter().map(|&d| d as u128).product();
     let item = (tensor.dtype.bits as u128).div_ceil(8);
     // The furthest element a strided view reaches, in elements.
@@ -159,18 +174,18 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
     if tensor.data.is_null() && numel > 0 {
         return bad("data is NULL".to_string());
     }
-    let mut described = *tensor;
     if numel == 0 {
         // Nothing is read: strides and data do not matter.
         described.strides = std::ptr::null_mut();
     }
-    shim::tensor_from_dlpack((&described as *const DLTensor).cast())
+    // SAFETY: every field was checked above; the caller keeps the memory alive.
+    unsafe { tensor::from_dlpack((&described as *const DLTensor).cast()) }
         .map_err(|err| err.context(format!("{name}: cannot use this DLTensor")))
 }
 
 /// A tensor handed to the caller as a DLManagedTensor it owns.
 pub fn tensor_to_managed(tensor: &tch::Tensor) -> Result<*mut DLManagedTensor> {
-    Ok(shim::tensor_to_dlpack(tensor)?.cast())
+    Ok(tensor::to_dlpack(tensor)?.cast())
 }
 
 /// Gives back tensors made for a call that then failed.
@@ -179,8 +194,12 @@ pub fn tensor_to_managed(tensor: &tch::Tensor) -> Result<*mut DLManagedTensor> {
 /// Each pointer came from [`tensor_to_managed`] and is released once.
 pub unsafe fn release_all(tensors: &[*mut DLManagedTensor]) {
     for &managed in tensors {
-        if let Some(deleter) = (*managed).deleter {
-            deleter(managed);
+        // SAFETY: a live DLManagedTensor perfopt made (the caller's contract);
+        // its deleter frees it once.
+        unsafe {
+            if let Some(deleter) = (*managed).deleter {
+                deleter(managed);
+            }
         }
     }
 }

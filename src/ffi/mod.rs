@@ -1,6 +1,10 @@
 //! The C ABI: a thin skin over the safe core. Each exported function checks
 //! and converts its arguments, calls safe Rust, and converts the result, all
 //! inside [`boundary`], which catches panics and records the error message.
+//!
+//! Handles: a `const` handle may be shared across threads (run, call,
+//! reports, warm-up, batching); a call always finishes on its own reference
+//! to the object, so a free racing it cannot pull the object away.
 
 // Exported functions take raw pointers because C hands them over; they are
 // `extern "C" fn`, not `unsafe fn`, since the contract lives in the header and
@@ -12,38 +16,23 @@ pub mod dlpack;
 pub mod handles;
 pub mod library;
 pub mod model;
+pub mod model_report;
+pub mod model_run;
 pub mod optimizer;
 pub mod scope;
+pub mod status;
 pub mod types;
+pub mod value;
 
 use std::any::Any;
-use std::cell::RefCell;
-use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::{Error, ErrorKind, Result};
-use types::perfopt_status;
-
-thread_local! {
-    /// The message of the last failed call on this thread, NULL after a success.
-    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
-}
+use crate::last_error;
+use status::perfopt_status;
 
 pub(crate) fn last_error_ptr() -> *const std::ffi::c_char {
-    LAST_ERROR.with(|slot| {
-        slot.borrow()
-            .as_ref()
-            .map_or(std::ptr::null(), |message| message.as_ptr())
-    })
-}
-
-fn set_last_error(message: String) {
-    let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(message));
-}
-
-fn clear_last_error() {
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = None);
+    last_error::pointer()
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -56,38 +45,60 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The one boundary every exported function goes through: clears the last
-/// error, runs `body`, and turns an error or a panic into a status code and
-/// a message. A Rust panic never unwinds into C.
-pub(crate) fn boundary(body: impl FnOnce() -> Result<()>) -> perfopt_status {
-    clear_last_error();
+fn run_boundary(check_fork: bool, body: impl FnOnce() -> Result<()>) -> perfopt_status {
+    last_error::clear();
     crate::logging::install();
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => perfopt_status::PERFOPT_OK,
-        Ok(Err(err)) => {
-            log::debug!("call failed: {err}");
-            set_last_error(err.to_string());
-            err.kind().into()
+    let guarded = || {
+        if check_fork {
+            crate::fork::check()?;
         }
-        Err(payload) => {
-            let err = Error::new(
+        body()
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(guarded));
+    let (status, message) = match outcome {
+        Ok(Ok(())) => return perfopt_status::PERFOPT_OK,
+        Ok(Err(err)) => (err.kind().into(), err.to_string()),
+        Err(payload) => (
+            perfopt_status::PERFOPT_ERR_PANIC,
+            Error::new(
                 ErrorKind::Panic,
                 format!(
                     "internal error (a bug in perfopt, please report it): {}",
                     panic_message(payload.as_ref())
                 ),
-            );
-            log::error!("{err}");
-            set_last_error(err.to_string());
-            perfopt_status::PERFOPT_ERR_PANIC
-        }
+            )
+            .to_string(),
+        ),
+    };
+    // Logged before the message is set: a log callback's own calls would
+    // otherwise clear it (the bridge keeps it across the callback too).
+    if status == perfopt_status::PERFOPT_ERR_PANIC {
+        log::error!("{message}");
+    } else {
+        log::debug!("call failed: {message}");
     }
+    last_error::set(message);
+    status
+}
+
+/// The one boundary every exported function that touches libtorch goes
+/// through: clears the last error, refuses a forked child (see fork.rs), runs
+/// `body`, and turns an error or a panic into a status code and a message. A
+/// Rust panic never unwinds into C.
+pub(crate) fn boundary(body: impl FnOnce() -> Result<()>) -> perfopt_status {
+    run_boundary(true, body)
+}
+
+/// As [`boundary`], for calls that never touch libtorch (filling option
+/// structs, logging): they work in a forked child too.
+pub(crate) fn boundary_plain(body: impl FnOnce() -> Result<()>) -> perfopt_status {
+    run_boundary(false, body)
 }
 
 /// For functions that cannot report a status (`*_free`): a panic is logged
-/// and swallowed.
+/// and swallowed. Frees work in a forked child (they run no model).
 pub(crate) fn boundary_void(body: impl FnOnce()) {
-    let _ = boundary(|| {
+    let _ = run_boundary(false, || {
         body();
         Ok(())
     });
@@ -102,6 +113,7 @@ mod tests {
     fn boundary_turns_panics_and_errors_into_statuses() {
         let status = boundary(|| panic!("boom"));
         assert_eq!(status, perfopt_status::PERFOPT_ERR_PANIC);
+        // SAFETY: set by the failed call above, valid until the next call.
         let message = unsafe { CStr::from_ptr(last_error_ptr()) }
             .to_str()
             .unwrap();

@@ -1,35 +1,44 @@
-//! perfopt_model_*: loading, compiling, warming up, running and reporting.
+//! perfopt_model_*: the model handle, its options, loading, compiling and
+//! batch dimensions (running: model_run.rs; reports: model_report.rs).
 #![allow(non_camel_case_types)]
 
 use std::ffi::c_char;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
-use super::args::{optional_str, require_out, required_str, write_out, write_text};
-use super::dlpack::{release_all, tensor_from_dl, tensor_to_managed, DLManagedTensor, DLTensor};
+use super::args::{
+    optional_str, read_prefix, require_out, required_str, struct_size, write_out, write_prefix,
+};
+use super::dlpack::DLTensor;
 use super::handles::{self, Handle};
+use super::model_run::{tensor_values, MAX_INPUTS};
 use super::optimizer::perfopt_optimizer;
-use super::types::perfopt_status;
-use super::{boundary, boundary_void};
+use super::status::perfopt_status;
+use super::types::PERFOPT_NOT_BATCHED;
+use super::value::{perfopt_value, values_from};
+use super::{boundary, boundary_plain, boundary_void};
 use crate::config::CompileMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Model, ModelOptions};
+use crate::model::{BatchDims, Model, ModelOptions};
+use crate::value::Value;
 
-/// A loaded model. One model may be run from several threads at once.
+/// A loaded model (a TorchScript file or an AOTInductor package).
 pub struct perfopt_model {
-    pub(crate) inner: Arc<Model>,
+    _private: [u8; 0],
 }
 
 impl Handle for perfopt_model {
+    type Object = Model;
     const KIND: &'static str = "perfopt_model";
 }
 
-/// Per-model options. Fill with perfopt_model_options_default(), change
-/// fields, apply with perfopt_model_set_options(). Fields are only appended.
+/// Per-model options. Fill with perfopt_model_options_init(&o, sizeof o),
+/// change fields, apply with perfopt_model_set_options(). Fields are only
+/// appended; an older (smaller) layout gets defaults for the fields it lacks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct perfopt_model_options {
-    /// sizeof(perfopt_model_options); perfopt_model_options_default() sets it.
+    /// sizeof(perfopt_model_options); the _init and _default functions set it.
     pub struct_size: u32,
     /// 0: outputs are copied to host memory (default); 1: they stay on the model's device.
     pub outputs_on_device: i32,
@@ -44,71 +53,96 @@ pub struct perfopt_model_options {
     /// Share of free memory perfopt_model_recommend_batch leaves unused
     /// (0 to below 1). Default 0.1.
     pub memory_margin: f64,
+    /// Everything max-autotune's compile does, in milliseconds (0 to
+    /// 600000); 0 = the device's default: 2000 on the CPU, 1000 on CUDA. (ABI 3)
+    pub tuning_budget_ms: u32,
+    /// A folder where max-autotune remembers its choice per model file,
+    /// device, input shapes and perfopt version, so that the next start
+    /// measures nothing; NULL (default): nothing is remembered. Copied by
+    /// perfopt_model_set_options. (ABI 3)
+    pub tuning_cache_dir: *const c_char,
 }
 
-impl From<&ModelOptions> for perfopt_model_options {
-    fn from(options: &ModelOptions) -> Self {
-        perfopt_model_options {
-            struct_size: size_of::<perfopt_model_options>() as u32,
-            outputs_on_device: options.outputs_on_device as i32,
-            error_tolerance: options.error_tolerance,
-            graph_cache_size: options.graph_cache_size as u32,
-            graph_warmup_runs: options.graph_warmup_runs,
-            memory_margin: options.memory_margin,
-        }
+/// Every struct_size of perfopt_model_options this library accepts: ABI 2
+/// (before the tuning fields) and the current layout.
+fn options_sizes() -> [usize; 2] {
+    [
+        offset_of!(perfopt_model_options, tuning_budget_ms),
+        size_of::<perfopt_model_options>(),
+    ]
+}
+
+fn c_options(options: &ModelOptions) -> perfopt_model_options {
+    perfopt_model_options {
+        struct_size: size_of::<perfopt_model_options>() as u32,
+        outputs_on_device: options.outputs_on_device as i32,
+        error_tolerance: options.error_tolerance,
+        graph_cache_size: options.graph_cache_size as u32,
+        graph_warmup_runs: options.graph_warmup_runs,
+        memory_margin: options.memory_margin,
+        tuning_budget_ms: options.tuning_budget_ms,
+        // The default has no folder; a string perfopt owns is never handed out.
+        tuning_cache_dir: std::ptr::null(),
     }
 }
 
-/// Most inputs one call accepts; far above any model's.
-const MAX_INPUTS: usize = 1024;
-
-/// Converts the caller's DLTensors (views, no copies).
-///
-/// # Safety
-/// `inputs` is NULL or points to `n` DLTensors valid for the call.
-unsafe fn tensors_from(inputs: *const DLTensor, n: usize, what: &str) -> Result<Vec<tch::Tensor>> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if inputs.is_null() {
-        return Err(Error::null_argument(what));
-    }
-    if n > MAX_INPUTS {
-        return Err(Error::invalid_argument(format!(
-            "n_inputs is {n}; perfopt accepts at most {MAX_INPUTS}"
-        )));
-    }
-    std::slice::from_raw_parts(inputs, n)
-        .iter()
-        .enumerate()
-        .map(|(i, t)| tensor_from_dl(t, &format!("{what}[{i}]")))
-        .collect()
-}
-
-/// Fills `options` with the defaults.
+/// Fills `options` with the defaults, as this header's struct (programs that
+/// may load a newer library use perfopt_model_options_init).
 #[no_mangle]
 pub extern "C" fn perfopt_model_options_default(
     options: *mut perfopt_model_options,
 ) -> perfopt_status {
     // SAFETY: write_out checks for NULL.
-    boundary(|| unsafe { write_out(options, "options", (&ModelOptions::default()).into()) })
+    boundary_plain(|| unsafe { write_out(options, "options", c_options(&ModelOptions::default())) })
 }
 
-/// Loads a TorchScript file onto the optimizer's device, in eval mode.
-/// `name` (may be NULL: the file's stem) labels logs and reports. A missing
-/// file is PERFOPT_ERR_FILE_NOT_FOUND, a file that is not TorchScript
-/// PERFOPT_ERR_LOAD_FAILED, a truncated archive PERFOPT_ERR_MODEL_CORRUPT.
+/// Fills the first `struct_size` bytes of `options` with the defaults: pass
+/// sizeof(perfopt_model_options) of the header the program was built with
+/// (this library's size or an earlier ABI's; a larger one is refused).
+#[no_mangle]
+pub extern "C" fn perfopt_model_options_init(
+    options: *mut perfopt_model_options,
+    struct_size: usize,
+) -> perfopt_status {
+    boundary_plain(|| {
+        require_out(options, "options")?;
+        if !options_sizes().contains(&struct_size) {
+            return Err(Error::new(
+                ErrorKind::StructSize,
+                format!(
+                    "struct_size is {struct_size}; this library's perfopt_model_options layouts \
+                     are {:?} bytes",
+                    options_sizes()
+                ),
+            ));
+        }
+        let mut defaults = c_options(&ModelOptions::default());
+        defaults.struct_size = struct_size as u32;
+        // SAFETY: the caller's struct has struct_size bytes, a known layout.
+        unsafe { write_prefix(options, struct_size, defaults) };
+        Ok(())
+    })
+}
+
+/// Loads a model file onto the optimizer's device: a TorchScript file
+/// (torch.jit.save) or an AOTInductor package (.pt2), told apart by their
+/// contents. `name` (may be NULL: the file's stem) labels logs and reports.
+/// A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a directory or named pipe
+/// PERFOPT_ERR_NOT_A_FILE, a file that is not a model PERFOPT_ERR_LOAD_FAILED,
+/// a truncated archive PERFOPT_ERR_MODEL_CORRUPT, a package made for another
+/// device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
+/// is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.
 #[no_mangle]
 pub extern "C" fn perfopt_model_load(
-    optimizer: *mut perfopt_optimizer,
+    optimizer: *const perfopt_optimizer,
     path: *const c_char,
     name: *const c_char,
     out: *mut *mut perfopt_model,
 ) -> perfopt_status {
     boundary(|| {
         require_out(out, "out")?;
-        // SAFETY: borrow() checks the handle; strings are checked for UTF-8.
-        let optimizer = unsafe { handles::borrow(optimizer.cast_const(), "optimizer") }?;
+        let optimizer = handles::get(optimizer, "optimizer")?;
+        // SAFETY: strings are checked for NULL and UTF-8.
         let path = unsafe { required_str(path, "path") }?;
         let name = unsafe { optional_str(name, "name") }?;
         if path.is_empty() {
@@ -117,58 +151,46 @@ pub extern "C" fn perfopt_model_load(
                 "path is an empty string",
             ));
         }
-        let model = Model::load(optimizer.inner.clone(), path, name)?;
-        let handle = handles::register(perfopt_model {
-            inner: Arc::new(model),
-        });
+        let model = Model::load(optimizer, path, name)?;
+        let handle = handles::register::<perfopt_model>(Arc::new(model));
         // SAFETY: checked non-NULL above.
         unsafe { out.write(handle) };
         Ok(())
     })
 }
 
-/// Frees a model; NULL is a no-op. Do not free a model another thread is running.
+/// Frees a model; NULL is a no-op. Calls running on other threads finish
+/// first on their own reference; later calls get PERFOPT_ERR_INVALID_HANDLE.
 #[no_mangle]
 pub extern "C" fn perfopt_model_free(model: *mut perfopt_model) {
     if model.is_null() {
         return;
     }
-    boundary_void(|| {
-        // SAFETY: take() only returns live model handles.
-        match unsafe { handles::take(model, "model") } {
-            Ok(boxed) => drop(boxed),
-            Err(err) => log::error!("perfopt_model_free: {err}"),
-        }
+    boundary_void(|| match handles::release(model, "model") {
+        Ok(model) => drop(model),
+        Err(err) => log::error!("perfopt_model_free: {err}"),
     });
 }
 
-/// Applies options (see perfopt_model_options). Takes effect for the next
-/// compile (graph settings) or run (outputs_on_device).
+/// Applies options (see perfopt_model_options): graph settings and the
+/// tuning budget take effect at the next compile, outputs_on_device at the
+/// next run.
 #[no_mangle]
 pub extern "C" fn perfopt_model_set_options(
     model: *mut perfopt_model,
     options: *const perfopt_model_options,
 ) -> perfopt_status {
     boundary(|| {
-        // SAFETY: borrow() checks the handle.
-        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
+        let model = handles::get(model.cast_const(), "model")?;
         if options.is_null() {
             return Err(Error::null_argument("options"));
         }
-        // SAFETY: non-NULL; the size is read first so nothing past the caller's struct is read.
-        let struct_size = unsafe { std::ptr::addr_of!((*options).struct_size).read_unaligned() };
-        let expected = size_of::<perfopt_model_options>();
-        if struct_size as usize != expected {
-            return Err(Error::new(
-                ErrorKind::StructSize,
-                format!(
-                    "perfopt_model_options.struct_size is {struct_size}, this library expects \
-                     {expected}: fill it with perfopt_model_options_default()"
-                ),
-            ));
-        }
-        // SAFETY: the size matches.
-        let c = unsafe { &*options };
+        // SAFETY: non-NULL; the size is read first and checked against the
+        // layouts this library knows, so nothing past the caller's struct is read.
+        let c = unsafe {
+            let size = struct_size(options, &options_sizes(), "perfopt_model_options")?;
+            read_prefix(options, size, c_options(&ModelOptions::default()))
+        };
         let outputs_on_device = match c.outputs_on_device {
             0 => false,
             1 => true,
@@ -178,13 +200,32 @@ pub extern "C" fn perfopt_model_set_options(
                 )))
             }
         };
-        model.inner.set_options(ModelOptions {
+        // SAFETY: NULL or a NUL-terminated string, checked for UTF-8.
+        let cache = unsafe { optional_str(c.tuning_cache_dir, "tuning_cache_dir") }?;
+        model.set_options(ModelOptions {
             outputs_on_device,
             error_tolerance: c.error_tolerance,
             graph_cache_size: c.graph_cache_size as usize,
             graph_warmup_runs: c.graph_warmup_runs,
             memory_margin: c.memory_margin,
+            tuning_budget_ms: c.tuning_budget_ms,
+            tuning_cache_dir: cache.map(str::to_string),
         })
+    })
+}
+
+fn compile_with(
+    model: *mut perfopt_model,
+    mode: *const c_char,
+    args: impl FnOnce() -> Result<Option<Vec<Value>>>,
+) -> perfopt_status {
+    boundary(|| {
+        let model = handles::get(model.cast_const(), "model")?;
+        // SAFETY: the mode string is checked for UTF-8.
+        let mode = unsafe { optional_str(mode, "mode") }?
+            .map(str::parse::<CompileMode>)
+            .transpose()?;
+        model.compile(mode, args()?)
     })
 }
 
@@ -192,8 +233,10 @@ pub extern "C" fn perfopt_model_set_options(
 /// "max-autotune", or NULL for the optimizer's configured mode
 /// (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `warmup_inputs` may be
 /// NULL: shape-dependent work (CUDA-graph capture, autotuning) then happens on
-/// the first run. On MPS it returns PERFOPT_COMPILE_SKIPPED and the model
-/// stays usable as loaded. Waits for runs in progress.
+/// the first run. Warm-up runs leave a stateful model's state as they found
+/// it. On MPS it returns PERFOPT_COMPILE_SKIPPED, which is not a failure: the
+/// model stays usable as loaded and perfopt_last_error() says why. Runs in
+/// progress finish on the form they started with.
 #[no_mangle]
 pub extern "C" fn perfopt_model_compile(
     model: *mut perfopt_model,
@@ -201,223 +244,87 @@ pub extern "C" fn perfopt_model_compile(
     warmup_inputs: *const DLTensor,
     n_inputs: usize,
 ) -> perfopt_status {
-    boundary(|| {
-        // SAFETY: borrow() checks the handle; the mode string is checked for UTF-8.
-        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
-        let mode = unsafe { optional_str(mode, "mode") }?
-            .map(str::parse::<CompileMode>)
-            .transpose()?;
-        let inputs = if warmup_inputs.is_null() && n_inputs == 0 {
-            None
+    compile_with(model, mode, || {
+        if warmup_inputs.is_null() && n_inputs == 0 {
+            Ok(None)
         } else {
             // SAFETY: the caller passes n_inputs DLTensors.
-            Some(unsafe { tensors_from(warmup_inputs, n_inputs, "warmup_inputs") }?)
+            unsafe { tensor_values(warmup_inputs, n_inputs, "warmup_inputs") }.map(Some)
+        }
+    })
+}
+
+/// perfopt_model_compile with warm-up arguments of any kind (see
+/// perfopt_value), for models that take more than tensors.
+#[no_mangle]
+pub extern "C" fn perfopt_model_compile_args(
+    model: *mut perfopt_model,
+    mode: *const c_char,
+    warmup_args: *const perfopt_value,
+    n_args: usize,
+) -> perfopt_status {
+    compile_with(model, mode, || {
+        if warmup_args.is_null() && n_args == 0 {
+            Ok(None)
+        } else {
+            // SAFETY: the caller passes n_args values.
+            unsafe { values_from(warmup_args, n_args, "warmup_args") }.map(Some)
+        }
+    })
+}
+
+/// Where inputs and outputs carry their batch, for run_batched and
+/// recommend_batch: `input_dims[i]` is input i's batch dimension or
+/// PERFOPT_NOT_BATCHED (passed whole to every chunk, like non-tensor
+/// arguments); `output_dims[k]` is output k's. Inputs and outputs past the
+/// lists use dimension 0 (the default). NULL lists with count 0 reset.
+#[no_mangle]
+pub extern "C" fn perfopt_model_set_batch_dims(
+    model: *mut perfopt_model,
+    input_dims: *const i32,
+    n_input_dims: usize,
+    output_dims: *const i32,
+    n_output_dims: usize,
+) -> perfopt_status {
+    boundary(|| {
+        let model = handles::get(model.cast_const(), "model")?;
+        let read = |ptr: *const i32, n: usize, name: &str| -> Result<Vec<i32>> {
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            if ptr.is_null() {
+                return Err(Error::null_argument(name));
+            }
+            if n > MAX_INPUTS {
+                return Err(Error::invalid_argument(format!(
+                    "{n} {name}; at most {MAX_INPUTS}"
+                )));
+            }
+            // SAFETY: the caller passes n values.
+            Ok(unsafe { std::slice::from_raw_parts(ptr, n) }.to_vec())
         };
-        model.inner.compile(mode, inputs)
+        let inputs = read(input_dims, n_input_dims, "input_dims")?
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                PERFOPT_NOT_BATCHED => Ok(None),
+                d if d >= 0 => Ok(Some(d as usize)),
+                d => Err(Error::invalid_argument(format!(
+                    "input_dims[{i}] is {d}; a dimension >= 0 or PERFOPT_NOT_BATCHED (-1)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = read(output_dims, n_output_dims, "output_dims")?
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| {
+                usize::try_from(d).map_err(|_| {
+                    Error::invalid_argument(format!(
+                        "output_dims[{k}] is {d}; outputs are batched along a dimension >= 0"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        model.set_batch_dims(BatchDims { inputs, outputs })
     })
-}
-
-/// Runs `iterations` passes under inference mode and writes a JSON report:
-/// first-call latency and the steady state (median, p90, p99). `report` may
-/// be NULL (with report_len 0) to skip the report.
-#[no_mangle]
-pub extern "C" fn perfopt_model_warmup(
-    model: *mut perfopt_model,
-    inputs: *const DLTensor,
-    n_inputs: usize,
-    iterations: u32,
-    report: *mut c_char,
-    report_len: usize,
-    needed: *mut usize,
-) -> perfopt_status {
-    boundary(|| {
-        // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
-        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
-        let tensors = unsafe { tensors_from(inputs, n_inputs, "inputs") }?;
-        let json = model.inner.warmup(tensors, iterations)?.to_string();
-        if report.is_null() && report_len == 0 {
-            if !needed.is_null() {
-                // SAFETY: non-NULL out pointer.
-                unsafe { needed.write(json.len() + 1) };
-            }
-            return Ok(());
-        }
-        // SAFETY: the caller's buffer of report_len bytes.
-        unsafe { write_text(&json, report, report_len, needed) }
-    })
-}
-
-/// Runs the model. Inputs: host memory, or device memory on the model's
-/// device (no copy then). Outputs: `outputs_capacity` slots; each output is a
-/// DLManagedTensor the caller owns and releases through its deleter. Too few
-/// slots: PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count.
-/// Several threads may run one model at once.
-#[no_mangle]
-pub extern "C" fn perfopt_model_run(
-    model: *mut perfopt_model,
-    inputs: *const DLTensor,
-    n_inputs: usize,
-    outputs: *mut *mut DLManagedTensor,
-    outputs_capacity: usize,
-    n_outputs: *mut usize,
-) -> perfopt_status {
-    run_into(
-        model,
-        inputs,
-        n_inputs,
-        outputs,
-        outputs_capacity,
-        n_outputs,
-        |model, tensors| model.run(tensors),
-    )
-}
-
-/// The shared body of perfopt_model_run and perfopt_model_run_batched:
-/// checks the arguments, runs, and hands the outputs out.
-fn run_into(
-    model: *mut perfopt_model,
-    inputs: *const DLTensor,
-    n_inputs: usize,
-    outputs: *mut *mut DLManagedTensor,
-    outputs_capacity: usize,
-    n_outputs: *mut usize,
-    run: impl FnOnce(&Model, Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>>,
-) -> perfopt_status {
-    boundary(|| {
-        require_out(n_outputs, "n_outputs")?;
-        if outputs.is_null() && outputs_capacity > 0 {
-            return Err(Error::null_argument("outputs"));
-        }
-        // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
-        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
-        let tensors = unsafe { tensors_from(inputs, n_inputs, "inputs") }?;
-        let results = run(&model.inner, tensors)?;
-        // SAFETY: outputs has outputs_capacity slots; n_outputs is non-NULL.
-        unsafe { hand_out(&results, outputs, outputs_capacity, n_outputs) }
-    })
-}
-
-/// Writes output tensors into the caller's slots as DLManagedTensors; too few
-/// slots is PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count.
-///
-/// # Safety
-/// `outputs` has `capacity` writable slots (or is NULL with capacity 0);
-/// `n_outputs` is valid for a write.
-unsafe fn hand_out(
-    results: &[tch::Tensor],
-    outputs: *mut *mut DLManagedTensor,
-    capacity: usize,
-    n_outputs: *mut usize,
-) -> Result<()> {
-    if results.len() > capacity {
-        n_outputs.write(results.len());
-        return Err(Error::new(
-            ErrorKind::BufferTooSmall,
-            format!(
-                "the model returned {} outputs and outputs_capacity is {capacity}",
-                results.len()
-            ),
-        ));
-    }
-    let mut managed = Vec::with_capacity(results.len());
-    for tensor in results {
-        match tensor_to_managed(tensor) {
-            Ok(m) => managed.push(m),
-            Err(err) => {
-                release_all(&managed);
-                return Err(err);
-            }
-        }
-    }
-    if !managed.is_empty() {
-        std::ptr::copy_nonoverlapping(managed.as_ptr(), outputs, managed.len());
-    }
-    n_outputs.write(managed.len());
-    Ok(())
-}
-
-/// JSON: calls, latency percentiles, peak memory, the compile mode, what it
-/// chose and why (max-autotune's candidates with their times and errors,
-/// CUDA-graph captures, replays and fall-backs).
-#[no_mangle]
-pub extern "C" fn perfopt_model_report(
-    model: *const perfopt_model,
-    buf: *mut c_char,
-    len: usize,
-    needed: *mut usize,
-) -> perfopt_status {
-    boundary(|| {
-        // SAFETY: borrow() checks the handle; the caller's buffer of len bytes.
-        let model = unsafe { handles::borrow(model, "model") }?;
-        let json = model.inner.report().to_string();
-        unsafe { write_text(&json, buf, len, needed) }
-    })
-}
-
-/// Measures the model on one sample (every input with dimension 0 of size 1):
-/// peak memory at a few batch sizes, fitted to fixed + per-sample bytes,
-/// gives the largest batch that fits in free memory under the safety margin;
-/// throughput at doubling batches gives the knee where larger batches stop
-/// paying (less than 5% more samples per second). `*batch` is the smaller of
-/// the two (at least 1); the JSON report has both and every measured point.
-/// run_batched remembers it.
-#[no_mangle]
-pub extern "C" fn perfopt_model_recommend_batch(
-    model: *mut perfopt_model,
-    sample_inputs: *const DLTensor,
-    n_inputs: usize,
-    batch: *mut i32,
-    report: *mut c_char,
-    report_len: usize,
-    needed: *mut usize,
-) -> perfopt_status {
-    boundary(|| {
-        require_out(batch, "batch")?;
-        // SAFETY: borrow() checks the handle; the caller passes n_inputs DLTensors.
-        let model = unsafe { handles::borrow(model.cast_const(), "model") }?;
-        let tensors = unsafe { tensors_from(sample_inputs, n_inputs, "sample_inputs") }?;
-        let recommendation = model.inner.recommend_batch(tensors)?;
-        let value = i32::try_from(recommendation.batch).unwrap_or(i32::MAX);
-        if !(report.is_null() && report_len == 0) {
-            // SAFETY: the caller's buffer of report_len bytes.
-            unsafe {
-                write_text(
-                    &recommendation.to_json().to_string(),
-                    report,
-                    report_len,
-                    needed,
-                )
-            }?;
-        }
-        // SAFETY: checked non-NULL.
-        unsafe { batch.write(value) };
-        Ok(())
-    })
-}
-
-/// Runs inputs of any size along dimension 0 (all inputs the same size
-/// there) in chunks of at most `max_batch` (0: the size recommend_batch
-/// found, else the service's rule), halving the chunk and retrying on
-/// out-of-memory (remembered for later calls); only a batch of one that does
-/// not fit returns PERFOPT_ERR_OUT_OF_MEMORY. Outputs are concatenated along
-/// dimension 0, as perfopt_model_run returns them.
-#[no_mangle]
-pub extern "C" fn perfopt_model_run_batched(
-    model: *mut perfopt_model,
-    inputs: *const DLTensor,
-    n_inputs: usize,
-    max_batch: i32,
-    outputs: *mut *mut DLManagedTensor,
-    outputs_capacity: usize,
-    n_outputs: *mut usize,
-) -> perfopt_status {
-    run_into(
-        model,
-        inputs,
-        n_inputs,
-        outputs,
-        outputs_capacity,
-        n_outputs,
-        |model, tensors| model.run_batched(tensors, i64::from(max_batch)),
-    )
 }

@@ -2,25 +2,29 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::c_char;
-use std::mem::size_of;
 use std::sync::Arc;
 
-use super::args::{optional_str, require_out, tri_state, write_out, write_text};
+use super::args::{
+    optional_str, read_prefix, require_out, struct_size, tri_state, write_out, write_prefix,
+    write_text,
+};
 use super::handles::{self, Handle};
-use super::types::{perfopt_config, perfopt_status};
-use super::{boundary, boundary_void};
+use super::status::perfopt_status;
+use super::types::{config_sizes, perfopt_config};
+use super::{boundary, boundary_plain, boundary_void};
 use crate::config::{CompileMode, Config};
 use crate::device::DeviceRequest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::optimizer::Optimizer;
 
-/// An optimizer: the device and the settings applied to it. Reference-counted
-/// so that scopes (and, later, models) keep it alive.
+/// An optimizer: the device and the settings applied to it. Models and
+/// scopes keep it alive.
 pub struct perfopt_optimizer {
-    pub(crate) inner: Arc<Optimizer>,
+    _private: [u8; 0],
 }
 
 impl Handle for perfopt_optimizer {
+    type Object = Optimizer;
     const KIND: &'static str = "perfopt_optimizer";
 }
 
@@ -35,7 +39,7 @@ fn threads(value: i32, name: &str) -> Result<Option<u32>> {
 }
 
 /// Reads a C config, checking its size first so that nothing past the
-/// caller's struct is read.
+/// caller's struct is read; an older layout gets defaults for what it lacks.
 ///
 /// # Safety
 /// `config` is NULL or points to at least `struct_size` readable bytes.
@@ -43,18 +47,13 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
     if config.is_null() {
         return Ok(Config::default());
     }
-    let struct_size = std::ptr::addr_of!((*config).struct_size).read_unaligned();
-    let expected = size_of::<perfopt_config>();
-    if struct_size as usize != expected {
-        return Err(Error::new(
-            ErrorKind::StructSize,
-            format!(
-                "perfopt_config.struct_size is {struct_size}, this library expects {expected}: \
-                 fill the struct with perfopt_config_default() from the matching header"
-            ),
-        ));
-    }
-    let c = &*config;
+    // SAFETY: non-NULL; the size is checked against the known layouts before
+    // more than its first field is read.
+    let c = unsafe {
+        let size = struct_size(config, &config_sizes(), "perfopt_config")?;
+        read_prefix(config, size, perfopt_config::default())
+    };
+    let c = &c;
     let read_environment = match c.read_environment {
         0 => false,
         1 => true,
@@ -65,14 +64,16 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
         }
     };
     Ok(Config {
-        device: optional_str(c.device, "config.device")?
+        // SAFETY: NULL or NUL-terminated strings (the caller's contract).
+        device: unsafe { optional_str(c.device, "config.device") }?
             .map(str::parse::<DeviceRequest>)
             .transpose()?,
         cudnn_benchmark: tri_state(c.cudnn_benchmark, "config.cudnn_benchmark")?,
         tf32: tri_state(c.tf32, "config.tf32")?,
         cpu_optimization: tri_state(c.cpu_optimization, "config.cpu_optimization")?,
         torch_compile: tri_state(c.torch_compile, "config.torch_compile")?,
-        compile_mode: optional_str(c.compile_mode, "config.compile_mode")?
+        // SAFETY: as above.
+        compile_mode: unsafe { optional_str(c.compile_mode, "config.compile_mode") }?
             .map(str::parse::<CompileMode>)
             .transpose()?,
         intra_op_threads: threads(c.intra_op_threads, "config.intra_op_threads")?,
@@ -83,12 +84,42 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
 }
 
 /// Fills `config` with the defaults: every setting PERFOPT_AUTO, the device
-/// "auto", the environment read, struct_size set.
+/// "auto", the environment read, struct_size set. Writes this header's
+/// struct; a program that may load a newer library uses perfopt_config_init.
 #[no_mangle]
 pub extern "C" fn perfopt_config_default(config: *mut perfopt_config) -> perfopt_status {
     // SAFETY: write_out checks for NULL; otherwise the caller provides a
     // writable perfopt_config.
-    boundary(|| unsafe { write_out(config, "config", perfopt_config::default()) })
+    boundary_plain(|| unsafe { write_out(config, "config", perfopt_config::default()) })
+}
+
+/// Fills the first `struct_size` bytes of `config` with the defaults: pass
+/// sizeof(perfopt_config) of the header the program was built with (this
+/// library's size or an earlier ABI's; a larger one is refused).
+#[no_mangle]
+pub extern "C" fn perfopt_config_init(
+    config: *mut perfopt_config,
+    struct_size: usize,
+) -> perfopt_status {
+    boundary_plain(|| {
+        require_out(config, "config")?;
+        if !config_sizes().contains(&struct_size) {
+            return Err(Error::new(
+                ErrorKind::StructSize,
+                format!(
+                    "struct_size is {struct_size}; this library's perfopt_config layouts are {:?} bytes",
+                    config_sizes()
+                ),
+            ));
+        }
+        let defaults = perfopt_config {
+            struct_size: struct_size as u32,
+            ..perfopt_config::default()
+        };
+        // SAFETY: the caller's struct has struct_size bytes, a known layout.
+        unsafe { write_prefix(config, struct_size, defaults) };
+        Ok(())
+    })
 }
 
 /// Detects the device and applies its settings. `config` NULL means the
@@ -103,28 +134,23 @@ pub extern "C" fn perfopt_optimizer_new(
         // SAFETY: the caller passes NULL or a config of at least struct_size bytes.
         let config = unsafe { config_from_c(config) }?;
         let optimizer = Optimizer::new(&config)?;
-        let handle = handles::register(perfopt_optimizer {
-            inner: Arc::new(optimizer),
-        });
+        let handle = handles::register::<perfopt_optimizer>(Arc::new(optimizer));
         // SAFETY: checked non-NULL above.
         unsafe { out.write(handle) };
         Ok(())
     })
 }
 
-/// Frees an optimizer; NULL is a no-op. Scopes still open keep what they
-/// need alive until they exit. Settings applied to libtorch stay applied.
+/// Frees an optimizer; NULL is a no-op. Models and scopes still open keep
+/// what they need alive. Settings applied to libtorch stay applied.
 #[no_mangle]
 pub extern "C" fn perfopt_optimizer_free(optimizer: *mut perfopt_optimizer) {
     if optimizer.is_null() {
         return;
     }
-    boundary_void(|| {
-        // SAFETY: take() only returns handles that are live optimizers.
-        match unsafe { handles::take(optimizer, "optimizer") } {
-            Ok(boxed) => drop(boxed),
-            Err(err) => log::error!("perfopt_optimizer_free: {err}"),
-        }
+    boundary_void(|| match handles::release(optimizer, "optimizer") {
+        Ok(optimizer) => drop(optimizer),
+        Err(err) => log::error!("perfopt_optimizer_free: {err}"),
     });
 }
 
@@ -139,9 +165,8 @@ pub extern "C" fn perfopt_optimizer_report(
     needed: *mut usize,
 ) -> perfopt_status {
     boundary(|| {
-        // SAFETY: borrow() checks the handle is live.
-        let optimizer = unsafe { handles::borrow(optimizer, "optimizer") }?;
-        let report = optimizer.inner.report().to_string();
+        let optimizer = handles::get(optimizer, "optimizer")?;
+        let report = optimizer.report().to_string();
         // SAFETY: the caller passes a buffer of `len` bytes (or NULL) and a
         // `needed` pointer (or NULL).
         unsafe { write_text(&report, buf, len, needed) }
@@ -157,9 +182,8 @@ pub extern "C" fn perfopt_optimal_batch_size(
 ) -> perfopt_status {
     boundary(|| {
         require_out(out, "out")?;
-        // SAFETY: borrow() checks the handle is live.
-        let optimizer = unsafe { handles::borrow(optimizer, "optimizer") }?;
+        let optimizer = handles::get(optimizer, "optimizer")?;
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, "out", optimizer.inner.optimal_batch_size()) }
+        unsafe { write_out(out, "out", optimizer.optimal_batch_size()) }
     })
 }

@@ -1,19 +1,27 @@
-//! perfopt_inference_enter / perfopt_inference_exit.
+//! perfopt_inference_enter / perfopt_inference_exit / perfopt_scope_free.
 #![allow(non_camel_case_types)]
 
+use parking_lot::Mutex;
+
+use super::args::require_out;
 use super::handles::{self, Handle};
 use super::optimizer::perfopt_optimizer;
-use super::types::perfopt_status;
-use super::{args::require_out, boundary};
+use super::status::perfopt_status;
+use super::{boundary, boundary_void};
+use crate::error::{Error, ErrorKind};
 use crate::scope::InferenceScope;
 
 /// An open inference scope (`c10::InferenceMode`), bound to the thread that
 /// entered it.
 pub struct perfopt_scope {
-    inner: InferenceScope,
+    _private: [u8; 0],
 }
 
+/// The scope behind a handle; `None` once it has exited.
+pub struct ScopeSlot(Mutex<Option<InferenceScope>>);
+
 impl Handle for perfopt_scope {
+    type Object = ScopeSlot;
     const KIND: &'static str = "perfopt_scope";
 }
 
@@ -21,15 +29,16 @@ impl Handle for perfopt_scope {
 /// Scopes nest; they must exit on the same thread, innermost first.
 #[no_mangle]
 pub extern "C" fn perfopt_inference_enter(
-    optimizer: *mut perfopt_optimizer,
+    optimizer: *const perfopt_optimizer,
     out: *mut *mut perfopt_scope,
 ) -> perfopt_status {
     boundary(|| {
         require_out(out, "out")?;
-        // SAFETY: borrow() checks the handle is live.
-        let optimizer = unsafe { handles::borrow(optimizer.cast_const(), "optimizer") }?;
-        let scope = InferenceScope::enter(optimizer.inner.clone())?;
-        let handle = handles::register(perfopt_scope { inner: scope });
+        let optimizer = handles::get(optimizer, "optimizer")?;
+        let scope = InferenceScope::enter(optimizer)?;
+        let handle = handles::register::<perfopt_scope>(std::sync::Arc::new(ScopeSlot(
+            Mutex::new(Some(scope)),
+        )));
         // SAFETY: checked non-NULL above.
         unsafe { out.write(handle) };
         Ok(())
@@ -39,17 +48,48 @@ pub extern "C" fn perfopt_inference_enter(
 /// Exits and frees the scope. On another thread (PERFOPT_ERR_WRONG_THREAD)
 /// or out of order (PERFOPT_ERR_SCOPE_ORDER) it returns an error and the scope
 /// stays open and valid; a scope already exited is PERFOPT_ERR_INVALID_HANDLE.
+/// A scope whose thread has ended exits from any thread (nothing is left to
+/// restore).
 #[no_mangle]
 pub extern "C" fn perfopt_inference_exit(scope: *mut perfopt_scope) -> perfopt_status {
     boundary(|| {
-        // Check first, through a borrow, so that a refused exit leaves the
-        // handle exactly as it was.
-        // SAFETY: borrow() checks the handle is live.
-        unsafe { handles::borrow(scope.cast_const(), "scope") }?
-            .inner
-            .check_exit()?;
-        // SAFETY: live and checked; take() unregisters it.
-        let boxed = unsafe { handles::take(scope, "scope") }?;
-        boxed.inner.exit().map_err(|(_, err)| err)
+        let slot = handles::get(scope, "scope")?;
+        let mut open = slot.0.lock();
+        let current = open.take().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidHandle,
+                "argument `scope` has exited already",
+            )
+        })?;
+        match current.exit() {
+            Ok(()) => {
+                drop(open);
+                let _ = handles::release(scope, "scope");
+                Ok(())
+            }
+            Err((current, err)) => {
+                *open = Some(current);
+                Err(err)
+            }
+        }
     })
+}
+
+/// Releases a scope without the thread rule, from any thread; NULL is a
+/// no-op. On its own thread as the innermost open scope it exits as
+/// perfopt_inference_exit does; otherwise (a scope whose thread is gone, or
+/// that will never be exited properly) it is released without restoring
+/// anything, and its thread, if it still runs, stays in inference mode.
+#[no_mangle]
+pub extern "C" fn perfopt_scope_free(scope: *mut perfopt_scope) {
+    if scope.is_null() {
+        return;
+    }
+    boundary_void(|| {
+        if let Ok(slot) = handles::release(scope, "scope") {
+            if let Some(open) = slot.0.lock().take() {
+                open.abandon();
+            }
+        }
+    });
 }

@@ -1,19 +1,23 @@
-//! The C types of the ABI: status codes, the config struct, constants.
-//! cbindgen turns this file's public items into include/perfopt.h.
+//! The C types of the ABI: the config struct and constants (the status
+//! codes are in status.rs, values in value.rs). cbindgen turns this file's
+//! public items into include/perfopt.h.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_void, CStr};
-
-use crate::error::ErrorKind;
+use std::ffi::{c_char, c_void};
+use std::mem::offset_of;
 
 /// perfopt's version, as macros. perfopt_version() says the same at run time.
 pub const PERFOPT_VERSION_MAJOR: u32 = 0;
 pub const PERFOPT_VERSION_MINOR: u32 = 1;
 pub const PERFOPT_VERSION_PATCH: u32 = 0;
 
-/// The ABI this header describes. A program compares it with
-/// perfopt_abi_version() at start-up; the bindings refuse a mismatch.
-pub const PERFOPT_ABI_VERSION: u32 = 2;
+/// The ABI this header describes. perfopt_abi_version() at least this means
+/// every function and struct of this header is in the loaded library (option
+/// structs of earlier ABIs are accepted by their struct_size); the bindings,
+/// shipped with their library, require it equal. ABI 3 made concurrent calls
+/// take const handles and added values, methods, batch dimensions,
+/// AOTInductor packages, kept reports and the options' tuning fields.
+pub const PERFOPT_ABI_VERSION: u32 = 3;
 
 /// A host's log function: level (PERFOPT_LOG_ERROR .. PERFOPT_LOG_TRACE), a
 /// NUL-terminated message valid only during the call, and the pointer the host
@@ -32,141 +36,18 @@ pub const PERFOPT_LOG_INFO: i32 = 3;
 pub const PERFOPT_LOG_DEBUG: i32 = 4;
 pub const PERFOPT_LOG_TRACE: i32 = 5;
 
-/// Every call that can fail returns one of these; 0 is success. Values are
-/// part of the ABI: new codes are appended, never renumbered.
-#[repr(i32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum perfopt_status {
-    PERFOPT_OK = 0,
-    /// A required pointer argument was NULL.
-    PERFOPT_ERR_NULL_ARGUMENT = 1,
-    /// An argument is out of range or names something unknown.
-    PERFOPT_ERR_INVALID_ARGUMENT = 2,
-    /// A string argument is not valid UTF-8.
-    PERFOPT_ERR_INVALID_UTF8 = 3,
-    /// An options struct's struct_size does not match this library.
-    PERFOPT_ERR_STRUCT_SIZE = 4,
-    /// A handle that is not live: freed, exited already, or never made by perfopt.
-    PERFOPT_ERR_INVALID_HANDLE = 5,
-    /// A TRANSLATOR_* environment variable does not parse.
-    PERFOPT_ERR_ENVIRONMENT = 6,
-    PERFOPT_ERR_FILE_NOT_FOUND = 7,
-    PERFOPT_ERR_LOAD_FAILED = 8,
-    /// The requested device (or feature) is not available in this process.
-    PERFOPT_ERR_UNSUPPORTED_DEVICE = 9,
-    /// A device index that does not exist.
-    PERFOPT_ERR_DEVICE_NOT_FOUND = 10,
-    /// The device failed (a CUDA error).
-    PERFOPT_ERR_DEVICE = 11,
-    PERFOPT_ERR_OUT_OF_MEMORY = 12,
-    /// A thread-bound object was used on another thread.
-    PERFOPT_ERR_WRONG_THREAD = 13,
-    /// Inference scopes exited out of last-in-first-out order.
-    PERFOPT_ERR_SCOPE_ORDER = 14,
-    /// The output buffer is too small; *needed says how large it must be.
-    PERFOPT_ERR_BUFFER_TOO_SMALL = 15,
-    /// libtorch raised an error.
-    PERFOPT_ERR_TORCH = 16,
-    /// A bug in perfopt was caught at the boundary (a Rust panic).
-    PERFOPT_ERR_PANIC = 17,
-    PERFOPT_ERR_INTERNAL = 18,
-    /// The model file is a damaged or truncated archive.
-    PERFOPT_ERR_MODEL_CORRUPT = 19,
-    /// Not a failure: compilation was skipped on this device (MPS, as the
-    /// service does) and the model stays usable as loaded. The message says why.
-    PERFOPT_COMPILE_SKIPPED = 20,
-}
+/// A batch dimension meaning "not batched" (perfopt_model_set_batch_dims):
+/// the input is passed whole to every chunk.
+pub const PERFOPT_NOT_BATCHED: i32 = -1;
 
-static ALL_STATUSES: [perfopt_status; 21] = [
-    perfopt_status::PERFOPT_OK,
-    perfopt_status::PERFOPT_ERR_NULL_ARGUMENT,
-    perfopt_status::PERFOPT_ERR_INVALID_ARGUMENT,
-    perfopt_status::PERFOPT_ERR_INVALID_UTF8,
-    perfopt_status::PERFOPT_ERR_STRUCT_SIZE,
-    perfopt_status::PERFOPT_ERR_INVALID_HANDLE,
-    perfopt_status::PERFOPT_ERR_ENVIRONMENT,
-    perfopt_status::PERFOPT_ERR_FILE_NOT_FOUND,
-    perfopt_status::PERFOPT_ERR_LOAD_FAILED,
-    perfopt_status::PERFOPT_ERR_UNSUPPORTED_DEVICE,
-    perfopt_status::PERFOPT_ERR_DEVICE_NOT_FOUND,
-    perfopt_status::PERFOPT_ERR_DEVICE,
-    perfopt_status::PERFOPT_ERR_OUT_OF_MEMORY,
-    perfopt_status::PERFOPT_ERR_WRONG_THREAD,
-    perfopt_status::PERFOPT_ERR_SCOPE_ORDER,
-    perfopt_status::PERFOPT_ERR_BUFFER_TOO_SMALL,
-    perfopt_status::PERFOPT_ERR_TORCH,
-    perfopt_status::PERFOPT_ERR_PANIC,
-    perfopt_status::PERFOPT_ERR_INTERNAL,
-    perfopt_status::PERFOPT_ERR_MODEL_CORRUPT,
-    perfopt_status::PERFOPT_COMPILE_SKIPPED,
-];
+/// Which kept report perfopt_model_last_report reads.
+pub const PERFOPT_REPORT_WARMUP: i32 = 1;
+pub const PERFOPT_REPORT_RECOMMEND_BATCH: i32 = 2;
 
-impl perfopt_status {
-    /// Every code, in value order.
-    pub fn all() -> &'static [perfopt_status] {
-        &ALL_STATUSES
-    }
-
-    /// The code's C name, NUL-terminated for perfopt_status_name().
-    pub fn name(self) -> &'static CStr {
-        use perfopt_status::*;
-        match self {
-            PERFOPT_OK => c"PERFOPT_OK",
-            PERFOPT_ERR_NULL_ARGUMENT => c"PERFOPT_ERR_NULL_ARGUMENT",
-            PERFOPT_ERR_INVALID_ARGUMENT => c"PERFOPT_ERR_INVALID_ARGUMENT",
-            PERFOPT_ERR_INVALID_UTF8 => c"PERFOPT_ERR_INVALID_UTF8",
-            PERFOPT_ERR_STRUCT_SIZE => c"PERFOPT_ERR_STRUCT_SIZE",
-            PERFOPT_ERR_INVALID_HANDLE => c"PERFOPT_ERR_INVALID_HANDLE",
-            PERFOPT_ERR_ENVIRONMENT => c"PERFOPT_ERR_ENVIRONMENT",
-            PERFOPT_ERR_FILE_NOT_FOUND => c"PERFOPT_ERR_FILE_NOT_FOUND",
-            PERFOPT_ERR_LOAD_FAILED => c"PERFOPT_ERR_LOAD_FAILED",
-            PERFOPT_ERR_UNSUPPORTED_DEVICE => c"PERFOPT_ERR_UNSUPPORTED_DEVICE",
-            PERFOPT_ERR_DEVICE_NOT_FOUND => c"PERFOPT_ERR_DEVICE_NOT_FOUND",
-            PERFOPT_ERR_DEVICE => c"PERFOPT_ERR_DEVICE",
-            PERFOPT_ERR_OUT_OF_MEMORY => c"PERFOPT_ERR_OUT_OF_MEMORY",
-            PERFOPT_ERR_WRONG_THREAD => c"PERFOPT_ERR_WRONG_THREAD",
-            PERFOPT_ERR_SCOPE_ORDER => c"PERFOPT_ERR_SCOPE_ORDER",
-            PERFOPT_ERR_BUFFER_TOO_SMALL => c"PERFOPT_ERR_BUFFER_TOO_SMALL",
-            PERFOPT_ERR_TORCH => c"PERFOPT_ERR_TORCH",
-            PERFOPT_ERR_PANIC => c"PERFOPT_ERR_PANIC",
-            PERFOPT_ERR_INTERNAL => c"PERFOPT_ERR_INTERNAL",
-            PERFOPT_ERR_MODEL_CORRUPT => c"PERFOPT_ERR_MODEL_CORRUPT",
-            PERFOPT_COMPILE_SKIPPED => c"PERFOPT_COMPILE_SKIPPED",
-        }
-    }
-}
-
-impl From<ErrorKind> for perfopt_status {
-    fn from(kind: ErrorKind) -> Self {
-        use perfopt_status::*;
-        match kind {
-            ErrorKind::NullArgument => PERFOPT_ERR_NULL_ARGUMENT,
-            ErrorKind::InvalidArgument => PERFOPT_ERR_INVALID_ARGUMENT,
-            ErrorKind::InvalidUtf8 => PERFOPT_ERR_INVALID_UTF8,
-            ErrorKind::StructSize => PERFOPT_ERR_STRUCT_SIZE,
-            ErrorKind::InvalidHandle => PERFOPT_ERR_INVALID_HANDLE,
-            ErrorKind::Environment => PERFOPT_ERR_ENVIRONMENT,
-            ErrorKind::FileNotFound => PERFOPT_ERR_FILE_NOT_FOUND,
-            ErrorKind::LoadFailed => PERFOPT_ERR_LOAD_FAILED,
-            ErrorKind::UnsupportedDevice => PERFOPT_ERR_UNSUPPORTED_DEVICE,
-            ErrorKind::DeviceNotFound => PERFOPT_ERR_DEVICE_NOT_FOUND,
-            ErrorKind::Device => PERFOPT_ERR_DEVICE,
-            ErrorKind::OutOfMemory => PERFOPT_ERR_OUT_OF_MEMORY,
-            ErrorKind::WrongThread => PERFOPT_ERR_WRONG_THREAD,
-            ErrorKind::ScopeOrder => PERFOPT_ERR_SCOPE_ORDER,
-            ErrorKind::BufferTooSmall => PERFOPT_ERR_BUFFER_TOO_SMALL,
-            ErrorKind::Torch => PERFOPT_ERR_TORCH,
-            ErrorKind::Panic => PERFOPT_ERR_PANIC,
-            ErrorKind::Internal => PERFOPT_ERR_INTERNAL,
-            ErrorKind::ModelCorrupt => PERFOPT_ERR_MODEL_CORRUPT,
-            ErrorKind::CompileSkipped => PERFOPT_COMPILE_SKIPPED,
-        }
-    }
-}
-
-/// Options for perfopt_optimizer_new. Fill with perfopt_config_default(),
-/// then change fields. Fields are only ever appended; struct_size tells the
-/// library which layout the caller was compiled against.
+/// Options for perfopt_optimizer_new. Fill with perfopt_config_init(&c,
+/// sizeof c), then change fields. Fields are only ever appended; struct_size
+/// tells the library which layout the caller was compiled against, and an
+/// older (smaller) layout gets the defaults for the fields it lacks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct perfopt_config {
@@ -217,6 +98,15 @@ impl Default for perfopt_config {
     }
 }
 
+/// Every struct_size of perfopt_config this library accepts: ABI 1 (before
+/// malloc_tuning) and the current layout.
+pub(crate) fn config_sizes() -> [usize; 2] {
+    [
+        offset_of!(perfopt_config, malloc_tuning),
+        std::mem::size_of::<perfopt_config>(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,13 +118,6 @@ mod tests {
         let expected =
             format!("{PERFOPT_VERSION_MAJOR}.{PERFOPT_VERSION_MINOR}.{PERFOPT_VERSION_PATCH}");
         assert_eq!(expected, version::PERFOPT_VERSION);
-    }
-
-    #[test]
-    fn status_values_are_dense_and_named() {
-        for (i, status) in perfopt_status::all().iter().enumerate() {
-            assert_eq!(*status as i32, i as i32);
-            assert!(status.name().to_str().unwrap().starts_with("PERFOPT_"));
-        }
+        assert_eq!(config_sizes(), [48, 56], "64-bit layouts of ABI 1 and 2");
     }
 }

@@ -483,7 +483,7 @@ TEST_CASE(model_load_errors) {
                PERFOPT_ERR_FILE_NOT_FOUND, "nope.pt");
   CHECK_STATUS(perfopt_model_load(optimizer, (dir + "/manifest.json").c_str(), nullptr, &model),
                PERFOPT_ERR_LOAD_FAILED, "manifest.json");
-  CHECK_STATUS(perfopt_model_load(optimizer, dir.c_str(), nullptr, &model), PERFOPT_ERR_LOAD_FAILED, "directory");
+  CHECK_STATUS(perfopt_model_load(optimizer, dir.c_str(), nullptr, &model), PERFOPT_ERR_NOT_A_FILE, "directory");
   const char bad_utf8[] = {'m', static_cast<char>(0xc3), 0};
   CHECK_STATUS(perfopt_model_load(optimizer, bad_utf8, nullptr, &model), PERFOPT_ERR_INVALID_UTF8, "path");
   // A truncated copy of a real model.

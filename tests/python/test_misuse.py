@@ -131,7 +131,7 @@ def cases(opt, model, x, y):
         ("load missing", lambda: high(lambda: opt.load(str(tmp / "nope.pt"))), Status.FILE_NOT_FOUND, "nope.pt"),
         ("load text", lambda: high(lambda: opt.load(str(tmp / "text.pt"))), Status.LOAD_FAILED, "text.pt"),
         ("load truncated", lambda: high(lambda: opt.load(str(tmp / "cut.pt"))), Status.MODEL_CORRUPT, "cut.pt"),
-        ("load directory", lambda: high(lambda: opt.load(str(tmp))), Status.LOAD_FAILED, "directory"),
+        ("load directory", lambda: high(lambda: opt.load(str(tmp))), Status.NOT_A_FILE, "directory"),
         ("load empty path", lambda: high(lambda: opt.load("")), Status.FILE_NOT_FOUND, "empty"),
         ("load NULL path", lambda: LIB.perfopt_model_load(opt._ptr, None, None, ctypes.byref(ctypes.c_void_p())),
          Status.NULL_ARGUMENT, "path"),

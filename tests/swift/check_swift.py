@@ -8,6 +8,11 @@
 3. The C module (Sources/CPerfOpt/module.modulemap over the header) builds as a
    clang module: an Objective-C file `@import CPerfOpt;` that calls every
    function compiles without a diagnostic (libclang, -fmodules).
+4. The Swift `Status` enum (Sources/PerfOpt) has exactly the header's
+   perfopt_status codes, with the same raw values: PERFOPT_ERR_NOT_A_FILE is
+   `notAFile = 21`, PERFOPT_OK `ok = 0`, PERFOPT_COMPILE_SKIPPED
+   `compileSkipped = 20`; acronyms stay upper case (`invalidUTF8`), and a
+   Swift keyword is written with backticks (`` `internal` ``).
 
 Prints a table and exits non-zero on any failure. What is not checked: Swift
 type checking and the XCTest run; tests/cpp/swift_mirror.c replays each
@@ -27,6 +32,19 @@ ROOT = Path(__file__).resolve().parents[2]
 SWIFT_DIRS = [ROOT / "bindings" / "swift", ROOT / "examples" / "swift"]
 HEADER = ROOT / "include" / "perfopt.h"
 MODULE_MAP = ROOT / "bindings" / "swift" / "Sources" / "CPerfOpt" / "module.modulemap"
+SWIFT_SOURCES = ROOT / "bindings" / "swift" / "Sources" / "PerfOpt"
+STATUS_ENUM = "perfopt_status"
+SWIFT_STATUS = "Status"
+# Words of a status name kept upper case in its Swift case (PERFOPT_ERR_INVALID_UTF8 -> invalidUTF8).
+ACRONYMS = {"UTF8", "ABI", "API", "CPU", "GPU", "CUDA", "MPS", "JSON", "UTF"}
+# Swift keywords a case name must write with backticks.
+SWIFT_KEYWORDS = {
+    "associatedtype", "class", "deinit", "enum", "extension", "fileprivate", "func", "import", "init",
+    "inout", "internal", "let", "open", "operator", "private", "protocol", "public", "rethrows", "static",
+    "struct", "subscript", "typealias", "var", "break", "case", "continue", "default", "defer", "do",
+    "else", "fallthrough", "for", "guard", "if", "in", "repeat", "return", "switch", "where", "while",
+    "as", "catch", "false", "is", "nil", "super", "self", "throw", "throws", "true", "try", "any", "some",
+}
 
 
 def gcc_include_dir() -> str:
@@ -50,6 +68,85 @@ def header_functions() -> dict:
     # Struct types Swift builds with `perfopt_config()`: initialisers, not calls.
     types = {c.spelling for c in ours if c.kind == ci.CursorKind.TYPEDEF_DECL}
     return functions, types
+
+
+def header_statuses() -> dict:
+    """perfopt_status's constants and values, as the header declares them."""
+    index = ci.Index.create()
+    tu = index.parse(str(HEADER), args=["-x", "c", "-std=c11", "-isystem", gcc_include_dir()])
+    for c in tu.cursor.get_children():
+        if c.kind == ci.CursorKind.ENUM_DECL and c.spelling == STATUS_ENUM:
+            return {k.spelling: k.enum_value for k in c.get_children() if k.kind == ci.CursorKind.ENUM_CONSTANT_DECL}
+    raise SystemExit(f"include/perfopt.h declares no enum {STATUS_ENUM}")
+
+
+def swift_case_name(c_name: str) -> str:
+    """PERFOPT_ERR_NOT_A_FILE -> notAFile, PERFOPT_OK -> ok, PERFOPT_ERR_INTERNAL -> `internal`."""
+    for prefix in ("PERFOPT_ERR_", "PERFOPT_"):
+        if c_name.startswith(prefix):
+            c_name = c_name[len(prefix):]
+            break
+    words = c_name.split("_")
+    name = words[0].lower() + "".join(w if w in ACRONYMS else w.capitalize() for w in words[1:])
+    return f"`{name}`" if name in SWIFT_KEYWORDS else name
+
+
+def swift_enum_cases(node, source, enum_name: str):
+    """{case: raw value text} of each `enum enum_name` in the tree (a list: one per declaration)."""
+    found = []
+    if node.type == "class_declaration" and any(c.type == "enum" for c in node.children):
+        names = [c for c in node.children if c.type == "type_identifier"]
+        if names and source[names[0].start_byte : names[0].end_byte].decode() == enum_name:
+            cases = {}
+            body = next((c for c in node.children if c.type == "enum_class_body"), None)
+            for entry in body.children if body else []:
+                if entry.type != "enum_entry":
+                    continue
+                name = None
+                for part in entry.children:
+                    text = source[part.start_byte : part.end_byte].decode()
+                    if part.type == "simple_identifier":
+                        name = text
+                        cases[name] = None
+                    elif name is not None and part.type not in ("=", ",", "case", "comment"):
+                        cases[name] = text
+                        name = None
+            found.append(cases)
+    for child in node.children:
+        found += swift_enum_cases(child, source, enum_name)
+    return found
+
+
+def status_differences(statuses: dict, parser) -> list:
+    """How the Swift Status enum differs from the header's perfopt_status (empty: it does not)."""
+    declarations = []
+    for path in sorted(SWIFT_SOURCES.rglob("*.swift")):
+        source = path.read_bytes()
+        for cases in swift_enum_cases(parser.parse(source).root_node, source, SWIFT_STATUS):
+            declarations.append((path.relative_to(ROOT), cases))
+    if len(declarations) != 1:
+        where = ", ".join(str(p) for p, _ in declarations) or "nowhere"
+        return [f"enum {SWIFT_STATUS} must be declared once in {SWIFT_SOURCES.relative_to(ROOT)}; found {where}"]
+    rel, cases = declarations[0]
+    problems = []
+    expected = {swift_case_name(name): (name, value) for name, value in statuses.items()}
+    for case, (c_name, value) in sorted(expected.items(), key=lambda kv: kv[1][1]):
+        if case not in cases:
+            problems.append(f"{rel}: {SWIFT_STATUS} lacks case {case} = {value} (the header's {c_name})")
+            continue
+        raw = cases[case]
+        try:
+            raw_value = int(raw, 0) if raw is not None else None
+        except ValueError:
+            raw_value = None
+        if raw_value != value:
+            problems.append(
+                f"{rel}: {SWIFT_STATUS}.{case} = {raw if raw is not None else '(no raw value)'}, "
+                f"but the header's {c_name} is {value}"
+            )
+    for case in sorted(set(cases) - set(expected)):
+        problems.append(f"{rel}: {SWIFT_STATUS}.{case} = {cases[case]} is not in the header's {STATUS_ENUM}")
+    return problems
 
 
 def swift_files():
@@ -135,6 +232,11 @@ def main() -> int:
     diagnostics = check_module(functions)
     print(f"clang module CPerfOpt: {'builds' if not diagnostics else 'FAILS'}")
     failures += [f"module: {d}" for d in diagnostics]
+    statuses = header_statuses()
+    differences = status_differences(statuses, parser)
+    print(f"Swift {SWIFT_STATUS} against {STATUS_ENUM} ({len(statuses)} codes): "
+          f"{'matches' if not differences else 'DIFFERS'}")
+    failures += differences
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures))
         return 1

@@ -4,7 +4,8 @@ tensors (sharing perfopt's buffer, no copies)."""
 from __future__ import annotations
 
 import ctypes
-from typing import Any, List, Sequence, Tuple
+import struct
+from typing import Any, List, Optional, Sequence, Tuple
 
 from . import _native
 
@@ -60,11 +61,13 @@ class DLPackOutput:
     NumPy (`np.from_dlpack`, or `.numpy()`) and torch (`torch.from_dlpack`, or
     `.torch()`) take it without copying; dropped untaken, it is freed."""
 
-    __slots__ = ("_managed", "_address")
+    __slots__ = ("_address",)
 
-    def __init__(self, managed: "ctypes._Pointer[_native.DLManagedTensor]"):
-        self._managed = managed
-        self._address: Any = ctypes.cast(managed, ctypes.c_void_p).value
+    def __init__(self, address: int):
+        # The DLManagedTensor's address, as a plain int: pointer objects read
+        # out of a ctypes array share its memory, and the binding reuses its
+        # output slots call after call.
+        self._address: Optional[int] = address
 
     def _take(self) -> int:
         if self._address is None:
@@ -72,11 +75,14 @@ class DLPackOutput:
         address, self._address = self._address, None
         return address
 
-    @property
-    def shape(self) -> Tuple[int, ...]:
+    def _tensor(self) -> Any:
         if self._address is None:
             raise BufferError("this output was already consumed")
-        t = self._managed.contents.dl_tensor
+        return _native.DLManagedTensor.from_address(self._address).dl_tensor
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        t = self._tensor()
         return tuple(t.shape[i] for i in range(t.ndim))
 
     def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
@@ -84,13 +90,17 @@ class DLPackOutput:
         return _api.PyCapsule_New(self._take(), _DLTENSOR, _DESTRUCTOR)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
-        device = self._managed.contents.dl_tensor.device
-        return (device.device_type, device.device_id)
+        if self._address is None:
+            raise BufferError("this output was already consumed")
+        # dl_tensor.device: two int32 after the data pointer (DLPack's layout).
+        device_type, device_id = _DEVICE.unpack(ctypes.string_at(self._address + _DEVICE_OFFSET, 8))
+        return (device_type, device_id)
 
     def convert(self, consumer: Any) -> Any:
         """`consumer` (np.from_dlpack or torch.from_dlpack) of this output; if
         it fails before taking the tensor, the tensor is freed here."""
-        handover = _Handover(self._take(), self.__dlpack_device__())
+        device = self.__dlpack_device__()
+        handover = _Handover(self._take(), device)
         try:
             return consumer(handover)
         except BaseException:
@@ -120,6 +130,10 @@ class DLPackOutput:
             self.close()
         except Exception:  # interpreter shutdown: ctypes may be gone already
             pass
+
+
+_DEVICE = struct.Struct("=ii")
+_DEVICE_OFFSET = _native.DLTensor.device.offset
 
 
 _NUMPY_DTYPES = {

@@ -1,6 +1,11 @@
 import CPerfOpt
 
 /// perfopt_status codes (include/perfopt.h), as a Swift enum.
+///
+/// Raw values must be literals, so they are written out here (and the header's
+/// `enum perfopt_status` shares its name with the `int32_t` typedef functions
+/// return before C23, so Swift has no clean way to name the C constants).
+/// tests/swift/check_swift.py fails when these cases and the header differ.
 public enum Status: Int32, Sendable {
     case ok = 0
     case nullArgument = 1
@@ -22,8 +27,20 @@ public enum Status: Int32, Sendable {
     case panic = 17
     case `internal` = 18
     case modelCorrupt = 19
+    /// Not a failure: `Model.compile` returns its note instead of throwing.
     case compileSkipped = 20
+    /// The model path is a directory, a named pipe, a socket or a device.
+    case notAFile = 21
+    /// A valid model file perfopt cannot run as it is (a cpp-only AOTInductor package).
+    case unsupportedModel = 22
+    /// This process was forked after perfopt ran a model: make perfopt objects
+    /// after the fork, or spawn workers instead.
+    case forkedChild = 23
 }
+
+/// What perfopt's functions return: the `int32_t` perfopt_status typedef
+/// (spelled here as Int32, which it is in every C mode Swift imports with).
+typealias StatusCode = Int32
 
 /// A failed perfopt call: the status and perfopt's message with its causes.
 public struct PerfOptError: Error, CustomStringConvertible, Sendable {
@@ -32,35 +49,59 @@ public struct PerfOptError: Error, CustomStringConvertible, Sendable {
 
     public var status: Status? { Status(rawValue: code) }
 
-    public var description: String {
-        let name = String(cString: perfopt_status_name(code))
-        return "\(name): \(message)"
+    /// The status's name, e.g. "PERFOPT_ERR_INVALID_ARGUMENT" (perfopt_status_name).
+    public var name: String { String(cString: perfopt_status_name(code)) }
+
+    /// What the status means, in a sentence (perfopt_status_message).
+    public var summary: String { String(cString: perfopt_status_message(code)) }
+
+    public var description: String { "\(name): \(message)" }
+}
+
+/// Throws the last error of this thread when `status` is not success. When
+/// perfopt left no message (it always does after a failure), the status's
+/// own sentence stands in.
+@inline(__always)
+func check(_ status: StatusCode) throws {
+    if status != Status.ok.rawValue {
+        throw lastError(status)
     }
 }
 
-/// Throws the last error of this thread when `status` is not success.
-@inline(__always)
-func check(_ status: perfopt_status) throws {
-    if status != 0 {
-        let message = perfopt_last_error().map { String(cString: $0) } ?? "no message"
-        throw PerfOptError(code: status, message: message)
-    }
+/// The error for `status`, with this thread's last message (read it before
+/// any other perfopt call on the thread).
+func lastError(_ status: StatusCode) -> PerfOptError {
+    let message = perfopt_last_error().map { String(cString: $0) }
+        ?? String(cString: perfopt_status_message(status))
+    return PerfOptError(code: status, message: message)
 }
 
 /// The library's version, e.g. "perfopt 0.1.0 (libtorch 2.11.0, cuda 13.0)".
 public var version: String { String(cString: perfopt_version()) }
 
+/// The ABI these bindings speak (PERFOPT_ABI_VERSION of the header they were written for).
+public let abiVersion: UInt32 = 3
+
 /// Fails when the loaded library speaks another ABI than these bindings.
 public func checkABI() throws {
     let loaded = perfopt_abi_version()
-    if loaded != 2 {
+    if loaded != abiVersion {
         throw PerfOptError(code: Status.internal.rawValue,
-                           message: "libperfopt has ABI \(loaded), these bindings need 2")
+                           message: "libperfopt has ABI \(loaded), these bindings need \(abiVersion)")
     }
 }
 
-/// Reads a (buf, len, needed) report, retrying with room when it grew.
-func readReport(_ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>) -> perfopt_status) throws -> String {
+/// C's `sizeof(T)` for a struct of the header: Swift's stride (the size
+/// rounded up to the alignment), which counts the tail padding C counts.
+/// `MemoryLayout<T>.size` may leave that padding out (perfopt_config: 52 bytes
+/// against C's 56), and perfopt refuses a struct_size it does not know.
+@inline(__always)
+func cSize<T>(of type: T.Type) -> Int { MemoryLayout<T>.stride }
+
+/// Reads a (buf, len, needed) report, retrying with room when it grew. Only
+/// for calls that do no work beyond writing the text (a report, a kept one):
+/// the call may be made twice.
+func readReport(_ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>) -> StatusCode) throws -> String {
     var size = 4096
     while true {
         var buffer = [CChar](repeating: 0, count: size)
@@ -71,6 +112,11 @@ func readReport(_ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer
             continue
         }
         try check(status)
-        return String(cString: buffer)
+        return text(of: buffer)
     }
+}
+
+/// The text before the first NUL of a buffer perfopt wrote.
+func text(of buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

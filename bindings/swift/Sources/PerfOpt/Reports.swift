@@ -74,6 +74,28 @@ public struct BatchRecommendation: Codable, Sendable {
     public let throughputKneeBatch: Int?
 }
 
+/// One method of a model (perfopt_model_methods): its TorchScript schema,
+/// arguments (without `self`) and return types.
+public struct MethodInfo: Codable, Sendable {
+    public struct Argument: Codable, Sendable {
+        public let name: String
+        /// The TorchScript type, e.g. "Tensor", "int", "Optional[Tensor]".
+        public let typeName: String
+        /// The default's TorchScript spelling; nil when the argument is required.
+        public let defaultValue: String?
+
+        enum CodingKeys: String, CodingKey {
+            case name
+            case typeName = "type"
+            case defaultValue = "default"
+        }
+    }
+    public let name: String
+    public let schema: String
+    public let arguments: [Argument]
+    public let returns: [String]
+}
+
 func decode<T: Decodable>(_ type: T.Type, from json: String) throws -> T {
     let decoder = JSONDecoder()
     decoder.keyDecodingStrategy = .convertFromSnakeCase

@@ -36,25 +36,47 @@ public struct Tensor: Sendable {
 /// Describes `tensors` as DLTensors for one call. Shapes and bytes are copied
 /// into buffers that stay put for the call (Swift arrays may move), then freed.
 func withDLTensors<R>(_ tensors: [Tensor], _ body: (UnsafePointer<DLTensor>?, Int) throws -> R) rethrows -> R {
-    var allocations: [UnsafeMutableRawPointer] = []
-    defer { allocations.forEach { $0.deallocate() } }
-    var described: [DLTensor] = []
-    described.reserveCapacity(tensors.count)
-    for tensor in tensors {
-        let shape = UnsafeMutablePointer<Int64>.allocate(capacity: max(tensor.shape.count, 1))
-        shape.initialize(from: tensor.shape, count: tensor.shape.count)
-        allocations.append(UnsafeMutableRawPointer(shape))
-        let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(tensor.data.count, 1), alignment: 64)
-        tensor.data.copyBytes(to: bytes.assumingMemoryBound(to: UInt8.self), count: tensor.data.count)
-        allocations.append(bytes)
-        described.append(DLTensor(data: bytes, device: DLDevice(device_type: kDLCPU, device_id: 0),
-                                  ndim: Int32(tensor.shape.count), dtype: tensor.dtype.dl,
-                                  shape: shape, strides: nil, byte_offset: 0))
-    }
+    let arena = CallArena()
+    defer { arena.release() }
+    let described = tensors.map { arena.describe($0) }
     return try described.withUnsafeBufferPointer { try body($0.baseAddress, $0.count) }
 }
 
-/// An output tensor perfopt returned; freed through its DLPack deleter.
+/// Memory that must stay put for one C call (tensor bytes and shapes, strings,
+/// item arrays), freed together by `release()` once the call returned. Call
+/// `release()` from a `defer` in the function that made the call: that also
+/// keeps the arena alive until then.
+final class CallArena {
+    private var frees: [() -> Void] = []
+
+    /// Room for `count` values of `T` (at least one), uninitialized.
+    func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        let pointer = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1))
+        frees.append { pointer.deallocate() }
+        return pointer
+    }
+
+    /// A DLTensor over copies of the tensor's shape and bytes (host memory).
+    func describe(_ tensor: Tensor) -> DLTensor {
+        let shape = allocate(Int64.self, count: tensor.shape.count)
+        shape.initialize(from: tensor.shape, count: tensor.shape.count)
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(tensor.data.count, 1), alignment: 64)
+        frees.append { bytes.deallocate() }
+        tensor.data.copyBytes(to: bytes.assumingMemoryBound(to: UInt8.self), count: tensor.data.count)
+        return DLTensor(data: bytes, device: DLDevice(device_type: kDLCPU, device_id: 0),
+                        ndim: Int32(tensor.shape.count), dtype: tensor.dtype.dl,
+                        shape: shape, strides: nil, byte_offset: 0)
+    }
+
+    func release() {
+        frees.forEach { $0() }
+        frees.removeAll()
+    }
+}
+
+/// An output tensor perfopt returned (a run's output, or a tensor taken out of
+/// a call's result); it owns the DLManagedTensor and frees it through its
+/// DLPack deleter.
 public final class Output {
     private let managed: UnsafeMutablePointer<DLManagedTensor>
 

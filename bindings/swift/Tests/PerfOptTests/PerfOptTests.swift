@@ -9,8 +9,17 @@ final class PerfOptTests: XCTestCase {
         URL(fileURLWithPath: ProcessInfo.processInfo.environment["PERFOPT_FIXTURES"] ?? "build/fixtures")
     }
 
+    private func fixture(_ name: String) -> String {
+        fixtures.appendingPathComponent(name).path
+    }
+
+    private func loadNpy(_ name: String) throws -> Npy {
+        try Npy(contentsOf: fixtures.appendingPathComponent(name))
+    }
+
     func testVersionAndABI() throws {
         try checkABI()
+        XCTAssertEqual(abiVersion, 3)
         XCTAssertTrue(version.hasPrefix("perfopt 0.1.0"))
     }
 
@@ -28,7 +37,27 @@ final class PerfOptTests: XCTestCase {
             let error = error as? PerfOptError
             XCTAssertEqual(error?.status, .invalidArgument)
             XCTAssertTrue(error?.message.contains("tpu") ?? false)
+            XCTAssertEqual(error?.name, "PERFOPT_ERR_INVALID_ARGUMENT")
+            XCTAssertEqual(error?.summary, "An argument is out of range or names something unknown.")
         }
+    }
+
+    func testDefaultsAreTheLibrarys() throws {
+        let config = try Defaults.config()
+        XCTAssertTrue(config.readEnvironment)
+        XCTAssertNil(config.device)  // NULL: "auto"
+        XCTAssertNil(config.cudnnBenchmark)
+        XCTAssertNil(config.torchCompile)
+        XCTAssertNil(config.compileMode)
+        XCTAssertEqual(config.intraOpThreads, 0)
+        let options = try Defaults.modelOptions()
+        XCTAssertFalse(options.outputsOnDevice)
+        XCTAssertEqual(options.errorTolerance, 1e-3)
+        XCTAssertEqual(options.graphCacheSize, 8)
+        XCTAssertEqual(options.graphWarmupRuns, 3)
+        XCTAssertEqual(options.memoryMargin, 0.1)
+        XCTAssertEqual(options.tuningBudgetMs, 0)
+        XCTAssertNil(options.tuningCacheDir)
     }
 
     func testInferenceScopeNests() throws {
@@ -39,11 +68,42 @@ final class PerfOptTests: XCTestCase {
         XCTAssertEqual(value, 42)
     }
 
+    func testInferenceScopeObjectsExitInOrderAndFreeFromAnyThread() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let outer = try optimizer.enterInferenceScope()
+        let inner = try optimizer.enterInferenceScope()
+        XCTAssertThrowsError(try outer.exit()) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .scopeOrder)
+        }
+        XCTAssertTrue(outer.isOpen)
+        try inner.exit()
+        try outer.exit()
+        XCTAssertFalse(outer.isOpen)
+        try outer.exit()  // exited already: nothing to do, no C call
+        // A scope never exited is released by perfopt_scope_free when it goes:
+        // here on its own thread as the innermost scope, so it exits.
+        var dropped: InferenceScope? = try optimizer.enterInferenceScope()
+        XCTAssertTrue(dropped?.isOpen ?? false)
+        dropped = nil
+        // Entered on another thread, released from this one (without
+        // restoring anything on that thread).
+        let elsewhere = ScopeBox(optimizer)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            elsewhere.scope = try? elsewhere.optimizer.enterInferenceScope()
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        XCTAssertTrue(elsewhere.scope?.isOpen ?? false)
+        elsewhere.scope = nil
+    }
+
     func testVocoderRunsAndReports() throws {
         let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
         let model = try optimizer.load(path: fixtures.appendingPathComponent("vocoder.pt").path, name: "vocoder")
         let mel = Tensor(floats: [Float](repeating: 0.1, count: 2 * 80 * 32), shape: [2, 80, 32])
-        try model.compile(mode: "default", warmup: [mel])
+        XCTAssertNil(try model.compile(mode: "default", warmup: [mel]))
         let warm = try model.warmup([mel], iterations: 3)
         XCTAssertTrue(warm.success)
         let outputs = try optimizer.withInferenceScope { try model.run([mel]) }
@@ -72,5 +132,318 @@ final class PerfOptTests: XCTestCase {
         XCTAssertThrowsError(try optimizer.load(path: "/nonexistent/model.pt")) { error in
             XCTAssertEqual((error as? PerfOptError)?.status, .fileNotFound)
         }
+    }
+
+    func testADirectoryIsNotAModelFile() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        XCTAssertThrowsError(try optimizer.load(path: fixtures.path)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .notAFile)
+        }
+    }
+
+    /// stateful.pt: forward(x, sr: int) keeps a state; reset_states() clears
+    /// it; encode(x) returns (Tensor, int). Compiled with warm-up arguments
+    /// (which must not advance the state), it streams as PyTorch did.
+    func testStatefulModelStreamsWithValuesAndMethods() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("stateful.pt"))
+        let methods = try model.methods()
+        for name in ["forward", "reset_states", "encode"] {
+            XCTAssertTrue(methods.contains { $0.name == name }, name)
+        }
+        let forward = try XCTUnwrap(methods.first { $0.name == "forward" })
+        XCTAssertEqual(forward.arguments.map { $0.name }, ["x", "sr"])
+        XCTAssertEqual(forward.arguments[1].typeName, "int")
+        let chunks = try (0..<20).map { try loadNpy("stateful.chunk\($0).npy") }
+        let expected = try (0..<20).map { try loadNpy("stateful.expected\($0).npy") }
+        XCTAssertNil(try model.compile(mode: "default", args: [.tensor(chunks[0].tensor), .int(16000)]))
+        for round in 0..<2 {
+            for i in 0..<20 {
+                let output = try XCTUnwrap(model.call([.tensor(chunks[i].tensor), .int(16000)]).tensorValue)
+                XCTAssertEqual(output.shape, expected[i].shape)
+                XCTAssertLessThanOrEqual(relativeError(output.floats, expected[i].floats), 1e-5,
+                                         "round \(round), chunk \(i)")
+            }
+            XCTAssertTrue(try model.call("reset_states").isNone)
+        }
+        // encode() returns a tuple of a tensor and the calls since the reset.
+        let encoded = try XCTUnwrap(model.call("encode", [.tensor(chunks[0].tensor)]).items)
+        XCTAssertEqual(encoded.count, 2)
+        XCTAssertEqual(encoded[0].tensorValue?.shape, [1, 64])
+        XCTAssertEqual(encoded[1].intValue, 0)
+        // An unknown method is refused with the ones there are; a wrong
+        // argument with its name and the type the schema wants.
+        XCTAssertThrowsError(try model.call("nope")) { error in
+            let error = error as? PerfOptError
+            XCTAssertEqual(error?.status, .invalidArgument)
+            XCTAssertTrue(error?.message.contains("reset_states") ?? false)
+        }
+        XCTAssertThrowsError(try model.call([.tensor(chunks[0].tensor), .string("16k")])) { error in
+            let message = (error as? PerfOptError)?.message ?? ""
+            XCTAssertTrue(message.contains("`sr`") && message.contains("int"), message)
+        }
+    }
+
+    /// kinds.pt takes every argument kind and returns (Tensor, int, bool, str, List[int]).
+    func testEveryArgumentKindGoesInAndComesBack() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("kinds.pt"))
+        let x = try loadNpy("kinds.x.npy")
+        let ones = Tensor(floats: [Float](repeating: 1, count: 6), shape: [2, 3])
+        let twos = Tensor(floats: [Float](repeating: 2, count: 6), shape: [2, 3])
+        let args: [Value] = [
+            .tensor(x.tensor), .int(3), .double(0.5), .bool(true), .string("vad"), .tensor(twos),
+            .list([.tensor(ones), .tensor(ones)]), .list([.int(1), .int(2)]),
+            .list([.int(2), .double(0.25)]),  // a list where the schema wants a tuple
+        ]
+        let result = try model.call("forward", args)
+        guard case .tuple(let items) = result else {
+            return XCTFail("forward returns a tuple")
+        }
+        XCTAssertEqual(items.count, 5)
+        let y = try loadNpy("kinds.y.npy")
+        let output = try XCTUnwrap(items[0].tensorValue)
+        XCTAssertEqual(output.shape, y.shape)
+        XCTAssertLessThanOrEqual(relativeError(output.floats, y.floats), 1e-6)
+        XCTAssertEqual(items[1].intValue, 5)
+        XCTAssertEqual(items[2].boolValue, false)
+        XCTAssertEqual(items[3].stringValue, "vad!")
+        guard case .list(let dims) = items[4] else {
+            return XCTFail("dims come back as a list")
+        }
+        XCTAssertEqual(dims.compactMap { $0.intValue }, [2, 4])
+        // An int where a float is wanted, None for the Optional, empty string
+        // and lists, a tuple.
+        let plain = try XCTUnwrap(model.call([
+            .tensor(x.tensor), .int(3), .int(1), .bool(false), .string(""), .none,
+            .list([]), .list([]), .tuple([.int(0), .double(0)]),
+        ]).items)
+        XCTAssertEqual(plain[0].tensorValue?.floats, [Float](repeating: 4, count: 6))
+        XCTAssertEqual(plain[1].intValue, 3)
+        XCTAssertEqual(plain[2].boolValue, true)
+        XCTAssertEqual(plain[3].stringValue, "!")
+        XCTAssertEqual(plain[4].items?.count, 0)
+    }
+
+    /// lstm_state.pt: x carries the batch in dimension 0, the LSTM state (h, c)
+    /// in dimension 1, the mask is not batched; outputs likewise.
+    func testBatchDimensionsOtherThanZero() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("lstm_state.pt"))
+        let inputs = try (0..<4).map { try loadNpy("lstm_state.input\($0).npy") }
+        let expected = try (0..<3).map { try loadNpy("lstm_state.output\($0).npy") }
+        let args = inputs.map { Value.tensor($0.tensor) }
+        // Dimension 0 everywhere cannot work: h and c have 2 there, x has 5.
+        XCTAssertThrowsError(try model.runBatched(args: args, maxBatch: 2)) { error in
+            XCTAssertTrue(((error as? PerfOptError)?.message ?? "").contains("same batch size"))
+        }
+        try model.setBatchDims(inputs: [0, 1, 1, nil], outputs: [0, 1, 1])
+        for chunk: Int32 in [1, 2, 5, 0] {
+            let outputs = try model.runBatched(args: args, maxBatch: chunk)
+            XCTAssertEqual(outputs.count, 3)
+            for k in 0..<min(outputs.count, 3) {
+                XCTAssertEqual(outputs[k].shape, expected[k].shape)
+                XCTAssertLessThanOrEqual(relativeError(outputs[k].floats, expected[k].floats), 1e-5,
+                                         "chunks of \(chunk), output \(k)")
+            }
+        }
+        // Too few slots: the outputs wait and are taken, the model does not run again.
+        model.initialOutputSlots = 1
+        let taken = try model.runBatched(args: args, maxBatch: 2)
+        model.initialOutputSlots = 8
+        XCTAssertEqual(taken.count, 3)
+        for k in 0..<min(taken.count, 3) {
+            XCTAssertLessThanOrEqual(relativeError(taken[k].floats, expected[k].floats), 1e-5, "taken output \(k)")
+        }
+        // One sample: size 1 along each batched input's dimension, the mask whole.
+        let sample: [Value] = [
+            .tensor(inputs[0].first(along: 0)), .tensor(inputs[1].first(along: 1)),
+            .tensor(inputs[2].first(along: 1)), .tensor(inputs[3].tensor),
+        ]
+        let recommendation = try model.recommendBatch(args: sample)
+        XCTAssertGreaterThanOrEqual(recommendation.recommendedBatch, 1)
+        let kept = try XCTUnwrap(model.lastReport(kind: .recommendBatch))
+        XCTAssertEqual(try decode(BatchRecommendation.self, from: kept).recommendedBatch,
+                       recommendation.recommendedBatch)
+        // Outputs whose batch is not where the dimensions say are refused.
+        try model.setBatchDims(inputs: [0, 1, 1, nil], outputs: [0, 0, 0])
+        XCTAssertThrowsError(try model.runBatched(args: args, maxBatch: 2)) { error in
+            XCTAssertTrue(((error as? PerfOptError)?.message ?? "").contains("output 1"))
+        }
+        // Empty lists reset to dimension 0 everywhere.
+        try model.setBatchDims(inputs: [], outputs: [])
+        XCTAssertThrowsError(try model.runBatched(args: args, maxBatch: 2))
+    }
+
+    /// PERFOPT_COMPILE_SKIPPED comes only on MPS: compile returns its note and
+    /// the model runs as loaded. Skipped where there is no MPS device.
+    func testCompileSkippedIsANoteNotAFailure() throws {
+        let optimizer: Optimizer
+        do {
+            optimizer = try Optimizer(device: "mps", readEnvironment: false)
+        } catch let error as PerfOptError where error.status == .unsupportedDevice {
+            throw XCTSkip("compilation is skipped only on MPS, and there is none here: \(error.message)")
+        }
+        let model = try optimizer.load(path: fixture("vocoder.pt"), name: "vocoder")
+        let mel = Tensor(floats: [Float](repeating: 0.1, count: 2 * 80 * 32), shape: [2, 80, 32])
+        let note = try model.compile(mode: "default", warmup: [mel])
+        XCTAssertNotNil(note)
+        XCTAssertEqual(try model.run([mel]).first?.shape, [2, 1, 512])
+    }
+
+    func testOutputCountWithoutRunning() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        XCTAssertEqual(try optimizer.load(path: fixture("vocoder.pt")).outputCount(), 1)
+        XCTAssertEqual(try optimizer.load(path: fixture("two_inputs.pt")).outputCount(), 2)
+        XCTAssertEqual(try optimizer.load(path: fixture("lstm_state.pt")).outputCount(), 3)
+        // A tuple mixing kinds, before any run: nothing tells.
+        XCTAssertNil(try optimizer.load(path: fixture("kinds.pt")).outputCount())
+    }
+
+    func testWarmupReportIsKeptAndReadBack() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("speaker.pt"))
+        let input = try loadNpy("speaker.input0.npy")
+        XCTAssertNil(try model.lastReport(kind: .warmup))
+        let warm = try model.warmup([input.tensor], iterations: 3)
+        XCTAssertEqual(warm.iterations, 3)
+        let kept = try XCTUnwrap(model.lastReport(kind: .warmup))
+        XCTAssertEqual(try decode(WarmupReport.self, from: kept).iterations, 3)
+        // A report that does not fit is read back, not measured again.
+        model.initialReportBytes = 16
+        let again = try model.warmup(args: [.tensor(input.tensor)], iterations: 2)
+        XCTAssertEqual(again.iterations, 2)
+        XCTAssertTrue(again.success)
+        XCTAssertNil(try model.lastReport(kind: .recommendBatch))
+        XCTAssertThrowsError(try model.warmup([input.tensor], iterations: .max)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .invalidArgument)
+        }
+    }
+
+    func testOptionsWithTheTuningFields() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("two_inputs.pt"))
+        try model.setOptions(tuningBudgetMs: 500, tuningCacheDir: "/tmp/perfopt-swift-tuning")
+        XCTAssertThrowsError(try model.setOptions(tuningBudgetMs: 600_001)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .invalidArgument)
+        }
+        var options = try Defaults.modelOptions()
+        options.errorTolerance = 1e-2
+        options.tuningBudgetMs = 250
+        try model.setOptions(options)
+    }
+
+    func testLogHandlersAreReplacedAndReset() throws {
+        let first = Records(), second = Records()
+        defer { try? Log.reset() }
+        try Log.setHandler(maxLevel: 5) { level, _ in first.add(level) }
+        var optimizer: Optimizer? = try Optimizer(device: "cpu", readEnvironment: false)
+        XCTAssertGreaterThan(first.count, 0)
+        try Log.setHandler(maxLevel: 5) { level, _ in second.add(level) }
+        let before = first.count
+        optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        XCTAssertNotNil(optimizer)
+        XCTAssertEqual(first.count, before, "the replaced handler is never called again")
+        XCTAssertGreaterThan(second.count, 0)
+        XCTAssertThrowsError(try Log.setHandler(maxLevel: 9) { _, _ in }) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .invalidArgument)
+        }
+        try Log.reset()
+    }
+}
+
+/// A scope handed from the thread that entered it to the test's thread.
+private final class ScopeBox: @unchecked Sendable {
+    let optimizer: Optimizer
+    var scope: InferenceScope?
+
+    init(_ optimizer: Optimizer) { self.optimizer = optimizer }
+}
+
+/// Log levels a handler saw, from any thread.
+private final class Records: @unchecked Sendable {
+    private let lock = NSLock()
+    private var levels: [Int32] = []
+
+    func add(_ level: Int32) {
+        lock.lock()
+        levels.append(level)
+        lock.unlock()
+    }
+
+    var count: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return levels.count
+    }
+}
+
+/// max |a - b| / max |b|, as perfopt's relative_error (infinite on a size mismatch).
+private func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+    guard a.count == b.count else { return .infinity }
+    var diff = 0.0
+    var scale = 0.0
+    for (x, y) in zip(a, b) {
+        diff = max(diff, abs(Double(x) - Double(y)))
+        scale = max(scale, abs(Double(y)))
+    }
+    let error = diff / max(scale, Double.leastNormalMagnitude)
+    return error.isNaN ? .infinity : error
+}
+
+/// A float32, C-order .npy array (numpy formats 1.0 to 3.0), as the fixtures hold.
+private struct Npy {
+    struct Unreadable: Error {
+        let path: String
+    }
+
+    let shape: [Int64]
+    let floats: [Float]
+
+    var tensor: Tensor { Tensor(floats: floats, shape: shape) }
+
+    init(contentsOf url: URL) throws {
+        let bytes = try [UInt8](Data(contentsOf: url))
+        let unreadable = Unreadable(path: url.path)
+        guard bytes.count >= 12, bytes[0] == 0x93, String(decoding: bytes[1..<6], as: UTF8.self) == "NUMPY" else {
+            throw unreadable
+        }
+        let start = bytes[6] == 1 ? 10 : 12
+        var headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+        if bytes[6] != 1 {
+            headerLength |= Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+        }
+        guard bytes.count >= start + headerLength else { throw unreadable }
+        let header = String(decoding: bytes[start..<(start + headerLength)], as: UTF8.self)
+        guard header.contains("'descr': '<f4'"), header.contains("'fortran_order': False"),
+              let open = header.range(of: "'shape': ("),
+              let close = header[open.upperBound...].firstIndex(of: ")") else {
+            throw unreadable
+        }
+        shape = header[open.upperBound..<close].split(separator: ",").compactMap {
+            Int64($0.trimmingCharacters(in: .whitespaces))
+        }
+        let count = shape.reduce(1) { $0 * Int($1) }
+        let body = start + headerLength
+        guard bytes.count >= body + 4 * count else { throw unreadable }
+        floats = (0..<count).map { i in
+            let o = body + 4 * i
+            return Float(bitPattern: UInt32(bytes[o]) | UInt32(bytes[o + 1]) << 8
+                | UInt32(bytes[o + 2]) << 16 | UInt32(bytes[o + 3]) << 24)
+        }
+    }
+
+    /// Index 0 along `dim`, kept as a dimension of size 1.
+    func first(along dim: Int) -> Tensor {
+        let outer = shape[..<dim].reduce(1) { $0 * Int($1) }
+        let inner = shape[(dim + 1)...].reduce(1) { $0 * Int($1) }
+        let span = Int(shape[dim]) * inner
+        var values: [Float] = []
+        for o in 0..<outer {
+            values += floats[(o * span)..<(o * span + inner)]
+        }
+        var sliced = shape
+        sliced[dim] = 1
+        return Tensor(floats: values, shape: sliced)
     }
 }

@@ -1,15 +1,17 @@
-// The CPU-side half of the shim: nothing here needs CUDA headers, so it builds
-// on every machine libtorch runs on.
-#include "shim.h"
-
+// Versions, devices and process-wide settings: nothing here needs CUDA
+// headers, so it builds on every machine libtorch runs on. Rust twin:
+// src/torch/settings.rs.
 #include <ATen/Context.h>
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <ATen/detail/MPSHooksInterface.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/headeronly/version.h>
 
-#include "shim_common.h"
+#include <cstdio>
+
+#include "common.h"
 
 namespace perfopt_shim {
 
@@ -19,6 +21,28 @@ thread_local std::string last_error;
 
 void set_last_error(std::string message) { last_error = std::move(message); }
 void clear_last_error() { last_error.clear(); }
+
+std::string json_string(const std::string &text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+          out += escaped;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
 
 }  // namespace perfopt_shim
 
@@ -49,6 +73,17 @@ int pshim_cudnn_version(int64_t *out) {
     TORCH_CHECK(at::detail::getCUDAHooks().compiledWithCuDNN(), "libtorch was built without cuDNN");
     *out = at::detail::getCUDAHooks().versionCuDNN();
   });
+}
+
+int pshim_cuda_device_count(int64_t *out) {
+  return guarded([&] {
+    *out = at::detail::getCUDAHooks().hasCUDA() ? static_cast<int64_t>(at::detail::getCUDAHooks().deviceCount())
+                                                : 0;
+  });
+}
+
+int pshim_mps_available(int *out) {
+  return guarded([&] { *out = at::detail::getMPSHooks().hasMPS() ? 1 : 0; });
 }
 
 int pshim_set_cudnn_benchmark(int enabled) {
@@ -97,6 +132,13 @@ int pshim_inference_mode_exit(void *guard) {
   return guarded([&] { delete static_cast<c10::InferenceMode *>(guard); });
 }
 
+void pshim_inference_mode_abandon(void *guard) {
+  // The guard's members are plain data (the previous modes): ending its
+  // lifetime without the destructor releases the memory and touches no
+  // thread's state.
+  ::operator delete(guard);
+}
+
 int pshim_inference_mode_is_enabled(int *out) {
   return guarded([&] { *out = c10::InferenceMode::is_enabled() ? 1 : 0; });
 }
@@ -108,12 +150,5 @@ int pshim_accelerator_memory_info(int32_t device_index, uint64_t *free_bytes, ui
     *total_bytes = info.second;
   });
 }
-
-#ifndef PERFOPT_WITH_CUDA
-int pshim_cuda_device_properties(int32_t, char *, size_t, int32_t *, int32_t *, uint64_t *, int32_t *) {
-  perfopt_shim::set_last_error("perfopt was built without CUDA headers");
-  return PSHIM_UNSUPPORTED;
-}
-#endif
 
 }  // extern "C"

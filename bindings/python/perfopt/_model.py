@@ -1,0 +1,321 @@
+"""Models: perfopt_model_* through ctypes."""
+from __future__ import annotations
+
+import ctypes
+import json
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+
+from . import _native
+from ._owner import Owner
+from ._status import PerfoptError, Status, check, last_error
+from ._tensors import DLPackOutput, InputBatch
+from ._values import ValueBatch, is_tensor, read_result
+
+if TYPE_CHECKING:
+    from . import Optimizer
+
+_OUTPUTS8 = ctypes.c_void_p * 8
+_CONSUMERS = ("numpy", "torch", "dlpack")
+_converters: Dict[str, Callable[[DLPackOutput], Any]] = {}
+
+
+class _Slots(threading.local):
+    """Output slots and a count per thread, made once: a run fills them and
+    hands them on before returning (calls on other threads have their own)."""
+
+    def __init__(self) -> None:
+        self.outputs: Any = _OUTPUTS8()
+        self.count = ctypes.c_size_t(0)
+        self.count_ref = ctypes.byref(self.count)
+
+
+_slots = _Slots()
+
+
+def _encode(value: Optional[str]) -> Optional[bytes]:
+    return None if value is None else value.encode("utf-8")
+
+
+def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
+    """The converter for `output`, made once (imports stay off the hot path)."""
+    converter = _converters.get(output)
+    if converter is not None:
+        return converter
+    if output not in _CONSUMERS:
+        raise ValueError("output must be 'numpy', 'torch' or 'dlpack'")
+    if output == "dlpack":
+        converter = _as_dlpack
+    elif output == "numpy":
+        import numpy as np
+
+        from_dlpack = np.from_dlpack
+        converter = lambda wrapped: wrapped.convert(from_dlpack)  # noqa: E731
+    else:
+        import torch
+
+        torch_from_dlpack = torch.from_dlpack
+        converter = lambda wrapped: wrapped.convert(torch_from_dlpack)  # noqa: E731
+    _converters[output] = converter
+    return converter
+
+
+def _as_dlpack(wrapped: DLPackOutput) -> Any:
+    return wrapped
+
+
+def _all_tensors(values: Sequence[Any]) -> bool:
+    return all(is_tensor(v) for v in values)
+
+
+class Model(Owner):
+    """A model (perfopt_model_*): a TorchScript file or an AOTInductor package.
+    Tensor inputs are NumPy arrays or torch tensors (passed as DLPack views, no
+    copies); other arguments are Python ints, floats, bools, strings, None,
+    lists and tuples, converted to the types the method's schema wants.
+    Outputs are NumPy arrays by default, torch tensors with `output="torch"`,
+    or DLPackOutput objects; they never share memory with an input or the model."""
+
+    _kind = "model"
+
+    def __init__(self, optimizer: "Optimizer", path: str, name: Optional[str] = None):
+        handle = ctypes.c_void_p()
+        check(_native.lib().perfopt_model_load(optimizer._ptr, _encode(path), _encode(name), ctypes.byref(handle)))
+        self._optimizer = optimizer
+        self._handle: Optional[ctypes.c_void_p] = handle
+
+    @staticmethod
+    def _free(handle: ctypes.c_void_p) -> None:
+        _native.lib().perfopt_model_free(handle)
+
+    def set_options(
+        self,
+        *,
+        outputs_on_device: Optional[bool] = None,
+        error_tolerance: Optional[float] = None,
+        graph_cache_size: Optional[int] = None,
+        graph_warmup_runs: Optional[int] = None,
+        memory_margin: Optional[float] = None,
+        tuning_budget_ms: Optional[int] = None,
+        tuning_cache_dir: Optional[str] = None,
+    ) -> None:
+        """Changes the options given; the others keep their defaults."""
+        options = _native.perfopt_model_options()
+        check(_native.lib().perfopt_model_options_init(ctypes.byref(options), ctypes.sizeof(options)))
+        if outputs_on_device is not None:
+            options.outputs_on_device = int(bool(outputs_on_device))
+        if error_tolerance is not None:
+            options.error_tolerance = error_tolerance
+        if graph_cache_size is not None:
+            options.graph_cache_size = graph_cache_size
+        if graph_warmup_runs is not None:
+            options.graph_warmup_runs = graph_warmup_runs
+        if memory_margin is not None:
+            options.memory_margin = memory_margin
+        if tuning_budget_ms is not None:
+            options.tuning_budget_ms = tuning_budget_ms
+        if tuning_cache_dir is not None:
+            options.tuning_cache_dir = _encode(tuning_cache_dir)
+        check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
+
+    def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> Optional[str]:
+        """mode: none, default, reduce-overhead, max-autotune, or None for the
+        optimizer's. Returns None, or a note when compilation was skipped (on
+        MPS, as the service does: the model runs as loaded; not an error)."""
+        args = list(warmup_inputs or [])
+        lib = _native.lib()
+        if _all_tensors(args):
+            batch = InputBatch(args)
+            status = lib.perfopt_model_compile(self._ptr, _encode(mode), batch.pointer, batch.count)
+        else:
+            values = ValueBatch(args)
+            status = lib.perfopt_model_compile_args(self._ptr, _encode(mode), values.pointer, values.count)
+        if status == Status.COMPILE_SKIPPED:
+            return last_error()
+        check(status)
+        return None
+
+    def _kept_report(self, kind: int, call: Callable[[Any, int, Any], int]) -> Dict[str, Any]:
+        """Runs a call that does work and writes a report; if the report does
+        not fit, reads the kept one (never doing the work twice)."""
+        size = 65536
+        buf = ctypes.create_string_buffer(size)
+        needed = ctypes.c_size_t(0)
+        status = call(buf, size, ctypes.byref(needed))
+        if status == Status.BUFFER_TOO_SMALL:
+            return self.last_report(kind)
+        check(status)
+        return json.loads(buf.value.decode("utf-8"))
+
+    def warmup(self, inputs: Sequence[Any], iterations: int = 3) -> Dict[str, Any]:
+        """Runs `iterations` passes (1 to 100000); returns first-call and
+        steady-state latency. A stateful model's state is left as found."""
+        args = list(inputs)
+        lib = _native.lib()
+        ptr = self._ptr
+        if _all_tensors(args):
+            batch = InputBatch(args)
+            return self._kept_report(
+                _native.PERFOPT_REPORT_WARMUP,
+                lambda b, n, need: lib.perfopt_model_warmup(ptr, batch.pointer, batch.count, iterations, b, n, need),
+            )
+        values = ValueBatch(args)
+        return self._kept_report(
+            _native.PERFOPT_REPORT_WARMUP,
+            lambda b, n, need: lib.perfopt_model_warmup_args(ptr, values.pointer, values.count, iterations, b, n, need),
+        )
+
+    def run(self, *inputs: Any, output: str = "numpy") -> List[Any]:
+        """Runs forward; its tensors, flattened. Non-tensor arguments (an int
+        sample rate, a flag) are passed as the schema wants them."""
+        args = list(inputs)
+        convert = _consumer(output)
+        if not _all_tensors(args):
+            result = self.call("forward", *args, output=output)
+            return _flatten(result)
+        batch = InputBatch(args)
+        ptr = self._ptr
+        return self._outputs(
+            lambda outs, cap, count: _native.lib().perfopt_model_run(ptr, batch.pointer, batch.count, outs, cap, count),
+            convert,
+        )
+
+    def call(self, method: str, *args: Any, output: str = "numpy") -> Any:
+        """Calls any method (`forward`, `reset_states`, `encode`...) and
+        returns its result as it is: tensors as NumPy arrays (or torch tensors,
+        or DLPackOutputs), numbers, strings, None, lists and tuples."""
+        convert = _consumer(output)
+        values = ValueBatch(list(args))
+        result = ctypes.POINTER(_native.perfopt_value)()
+        lib = _native.lib()
+        check(lib.perfopt_model_call(self._ptr, _encode(method), values.pointer, values.count, ctypes.byref(result)))
+        try:
+            return read_result(result.contents, convert)
+        finally:
+            lib.perfopt_value_free(result)
+
+    def run_batched(self, *inputs: Any, max_batch: int = 0, output: str = "numpy") -> List[Any]:
+        """Runs inputs of any batch size (see set_batch_dims) in chunks of at
+        most `max_batch` (0: the recommended size), halving on out-of-memory."""
+        args = list(inputs)
+        convert = _consumer(output)
+        ptr = self._ptr
+        lib = _native.lib()
+        if _all_tensors(args):
+            batch = InputBatch(args)
+            return self._outputs(
+                lambda outs, cap, count: lib.perfopt_model_run_batched(
+                    ptr, batch.pointer, batch.count, max_batch, outs, cap, count
+                ),
+                convert,
+            )
+        values = ValueBatch(args)
+        return self._outputs(
+            lambda outs, cap, count: lib.perfopt_model_run_batched_args(
+                ptr, values.pointer, values.count, max_batch, outs, cap, count
+            ),
+            convert,
+        )
+
+    def recommend_batch(self, *sample: Any) -> Dict[str, Any]:
+        """From one sample (size 1 along each batched input's batch
+        dimension): the recommended batch, why the trials stopped, the memory
+        limit, the throughput knee and every measured point."""
+        args = list(sample)
+        value = ctypes.c_int32(0)
+        ptr = self._ptr
+        lib = _native.lib()
+        if _all_tensors(args):
+            batch = InputBatch(args)
+            report = self._kept_report(
+                _native.PERFOPT_REPORT_RECOMMEND_BATCH,
+                lambda b, n, need: lib.perfopt_model_recommend_batch(
+                    ptr, batch.pointer, batch.count, ctypes.byref(value), b, n, need
+                ),
+            )
+        else:
+            values = ValueBatch(args)
+            report = self._kept_report(
+                _native.PERFOPT_REPORT_RECOMMEND_BATCH,
+                lambda b, n, need: lib.perfopt_model_recommend_batch_args(
+                    ptr, values.pointer, values.count, ctypes.byref(value), b, n, need
+                ),
+            )
+        if report["recommended_batch"] != value.value:
+            raise PerfoptError(Status.INTERNAL, "the report and the batch disagree")
+        return report
+
+    def set_batch_dims(self, inputs: Sequence[Optional[int]] = (), outputs: Sequence[int] = ()) -> None:
+        """Where each input carries its batch (None: not batched, passed whole
+        to every chunk) and each output; unlisted ones use dimension 0."""
+        ins = (ctypes.c_int32 * max(len(inputs), 1))(
+            *[_native.PERFOPT_NOT_BATCHED if d is None else d for d in inputs]
+        )
+        outs = (ctypes.c_int32 * max(len(outputs), 1))(*outputs)
+        check(_native.lib().perfopt_model_set_batch_dims(self._ptr, ins, len(inputs), outs, len(outputs)))
+
+    def methods(self) -> List[Dict[str, Any]]:
+        """Every method with its schema: name, schema, arguments (name, type, default), returns."""
+        ptr = self._ptr
+        return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_methods(ptr, buf, n, needed))
+
+    def output_count(self) -> Optional[int]:
+        """How many tensors run() returns, without running (None if unknown before a run)."""
+        count = ctypes.c_size_t(0)
+        status = _native.lib().perfopt_model_output_count(self._ptr, ctypes.byref(count))
+        if status == Status.INVALID_ARGUMENT:
+            return None
+        check(status)
+        return count.value
+
+    def last_report(self, kind: int) -> Dict[str, Any]:
+        """The kept report of the last warmup (PERFOPT_REPORT_WARMUP) or
+        recommend_batch (PERFOPT_REPORT_RECOMMEND_BATCH), without redoing it."""
+        ptr = self._ptr
+        return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_last_report(ptr, kind, buf, n, needed))
+
+    def _outputs(self, call: Callable[[Any, int, Any], int], convert: Callable[[DLPackOutput], Any]) -> List[Any]:
+        slots = _slots
+        outputs = slots.outputs
+        count = slots.count
+        status = call(outputs, 8, slots.count_ref)
+        if status == Status.BUFFER_TOO_SMALL and count.value > 8:
+            # More than 8 outputs: they wait in the library; no second run.
+            outputs = (ctypes.c_void_p * count.value)()
+            status = _native.lib().perfopt_model_take_outputs(self._ptr, outputs, count.value, ctypes.byref(count))
+        check(status)
+        wrapped = [DLPackOutput(outputs[i]) for i in range(count.value)]
+        # An output not converted (a consumer failed) is freed with its owner.
+        return [convert(w) for w in wrapped]
+
+    def report(self) -> Dict[str, Any]:
+        """Format, methods, calls, latency percentiles, peak memory, and what compilation chose and why."""
+        ptr = self._ptr
+        return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_report(ptr, buf, n, needed))
+
+
+def _flatten(result: Any) -> List[Any]:
+    """A result's tensors in order (what run() returns)."""
+    if isinstance(result, (list, tuple)):
+        return [t for item in result for t in _flatten(item)]
+    if result is None or isinstance(result, (bool, int, float, str)):
+        raise PerfoptError(
+            Status.INVALID_ARGUMENT,
+            f"the model returned {type(result).__name__} where run() passes tensors only: use call()",
+        )
+    return [result]
+
+
+def _read_json(call: Callable[[Any, int, Any], int], size: int = 4096) -> Any:
+    """Runs a (buf, len, needed) report call. Reports are made fresh on each
+    call (latencies, free memory), so their size can change between calls:
+    retry with room to spare rather than trusting a size from an earlier call."""
+    while True:
+        needed = ctypes.c_size_t(0)
+        buf = ctypes.create_string_buffer(size)
+        status = call(buf, size, ctypes.byref(needed))
+        if status == Status.BUFFER_TOO_SMALL and needed.value > size:
+            size = needed.value * 2
+            continue
+        check(status)
+        return json.loads(buf.value.decode("utf-8"))

@@ -1,0 +1,59 @@
+"""Status codes and the exception that carries perfopt's message."""
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from . import _native
+
+
+class Status(enum.IntEnum):
+    """perfopt_status codes (include/perfopt.h); a test checks them against the header."""
+
+    OK = 0
+    NULL_ARGUMENT = 1
+    INVALID_ARGUMENT = 2
+    INVALID_UTF8 = 3
+    STRUCT_SIZE = 4
+    INVALID_HANDLE = 5
+    ENVIRONMENT = 6
+    FILE_NOT_FOUND = 7
+    LOAD_FAILED = 8
+    UNSUPPORTED_DEVICE = 9
+    DEVICE_NOT_FOUND = 10
+    DEVICE = 11
+    OUT_OF_MEMORY = 12
+    WRONG_THREAD = 13
+    SCOPE_ORDER = 14
+    BUFFER_TOO_SMALL = 15
+    TORCH = 16
+    PANIC = 17
+    INTERNAL = 18
+    MODEL_CORRUPT = 19
+    COMPILE_SKIPPED = 20
+    NOT_A_FILE = 21
+    UNSUPPORTED_MODEL = 22
+    FORKED_CHILD = 23
+
+
+class PerfoptError(RuntimeError):
+    """A failed perfopt call: `status` is the code, the text perfopt's message."""
+
+    def __init__(self, status: int, message: str):
+        try:
+            self.status: Any = Status(status)
+        except ValueError:
+            self.status = status
+        self.message = message
+        name = self.status.name if isinstance(self.status, Status) else str(status)
+        super().__init__(f"[{name}] {message}")
+
+
+def last_error() -> str:
+    raw = _native.lib().perfopt_last_error()
+    return raw.decode("utf-8", "replace") if raw else "no message"
+
+
+def check(status: int) -> None:
+    if status != Status.OK:
+        raise PerfoptError(status, last_error())

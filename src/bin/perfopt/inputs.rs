@@ -1,0 +1,229 @@
+//! The arguments a model command runs the model on: shapes to fill with
+//! realistic data (by dtype and by the argument's name in the model's
+//! schema), saved .npy files, and scalar arguments (`--arg sr=16000:int`).
+
+use std::str::FromStr;
+
+use perfopt::{Error, MethodSchema, Result, Value};
+
+/// One argument as given on the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgSpec {
+    /// "4x80x100" (float32) or "4x12:int64": data made to fit the name.
+    Shape { shape: Vec<i64>, kind: tch::Kind },
+    /// A saved array (.npy).
+    File(String),
+    /// "sr=16000:int", "scale=0.5:float", "flag=true:bool", "lang=en:str".
+    Scalar { name: String, value: ScalarValue },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScalarValue {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+fn bad(s: &str, why: &str) -> Error {
+    Error::invalid_argument(format!("{s:?}: {why}"))
+}
+
+pub fn parse_shape(s: &str) -> Result<ArgSpec> {
+    let (dims, dtype) = s.split_once(':').unwrap_or((s, "float32"));
+    let kind = match dtype {
+        "float32" | "f32" | "float" => tch::Kind::Float,
+        "float16" | "f16" | "half" => tch::Kind::Half,
+        "float64" | "f64" | "double" => tch::Kind::Double,
+        "int64" | "i64" | "long" => tch::Kind::Int64,
+        "int32" | "i32" | "int" => tch::Kind::Int,
+        "bool" => tch::Kind::Bool,
+        other => {
+            return Err(bad(
+                s,
+                &format!(
+                "unknown dtype {other:?}; accepted: float32, float16, float64, int64, int32, bool"
+            ),
+            ))
+        }
+    };
+    let shape = dims
+        .split('x')
+        .map(|d| d.trim().parse::<i64>().ok().filter(|&n| n >= 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            bad(
+                s,
+                "expected sizes like 4x80x100 (each >= 0), optionally :int64",
+            )
+        })?;
+    Ok(ArgSpec::Shape { shape, kind })
+}
+
+impl FromStr for ScalarValue {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (value, kind) = s
+            .rsplit_once(':')
+            .ok_or_else(|| bad(s, "expected VALUE:int, :float, :bool or :str"))?;
+        let invalid = |what: &str| bad(s, &format!("not a {what}"));
+        Ok(match kind {
+            "int" => ScalarValue::Int(value.parse().map_err(|_| invalid("int"))?),
+            "float" => ScalarValue::Float(value.parse().map_err(|_| invalid("float"))?),
+            "bool" => ScalarValue::Bool(value.parse().map_err(|_| invalid("bool (true/false)"))?),
+            "str" => ScalarValue::Str(value.to_string()),
+            other => {
+                return Err(bad(
+                    s,
+                    &format!("unknown kind {other:?}: int, float, bool or str"),
+                ))
+            }
+        })
+    }
+}
+
+pub fn parse_scalar(s: &str) -> Result<ArgSpec> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| bad(s, "expected NAME=VALUE:KIND, e.g. sr=16000:int"))?;
+    Ok(ArgSpec::Scalar {
+        name: name.to_string(),
+        value: value.parse()?,
+    })
+}
+
+/// How inputs are filled.
+#[derive(Clone, Copy, Debug)]
+pub struct Fill {
+    /// Integer inputs (token ids) are drawn from [0, int_max).
+    pub int_max: i64,
+}
+
+/// Data shaped like what a speech or text model gets, by the argument's
+/// name: masks are ones, lengths are full, token ids are bounded, audio is a
+/// quiet tone with a little noise, mel spectrograms are log-mel-like; other
+/// floats are unit normal.
+fn make(name: &str, shape: &[i64], kind: tch::Kind, fill: Fill) -> tch::Tensor {
+    let name = name.to_ascii_lowercase();
+    let cpu = tch::Device::Cpu;
+    let is = |words: &[&str]| words.iter().any(|w| name.contains(w));
+    if is(&["mask"]) {
+        return tch::Tensor::ones(shape, (kind, cpu));
+    }
+    match kind {
+        tch::Kind::Int64 | tch::Kind::Int | tch::Kind::Bool if is(&["len", "length"]) => {
+            let full = shape.last().copied().unwrap_or(1).max(1);
+            tch::Tensor::full(shape, full, (kind, cpu))
+        }
+        tch::Kind::Bool => tch::Tensor::ones(shape, (kind, cpu)),
+        tch::Kind::Int64 | tch::Kind::Int => {
+            tch::Tensor::randint(fill.int_max.max(1), shape, (kind, cpu))
+        }
+        _ => {
+            let float = (tch::Kind::Float, cpu);
+            let data = if is(&["mel", "spec", "fbank", "feat"]) {
+                // Log-mel energies: mostly between -10 and 2.
+                tch::Tensor::randn(shape, float) * 1.5 - 4.0
+            } else if is(&["audio", "wav", "signal", "waveform", "speech", "samples"]) {
+                let n = shape.last().copied().unwrap_or(1);
+                let t =
+                    tch::Tensor::arange(n, float) * (2.0 * std::f64::consts::PI * 220.0 / 16000.0);
+                t.sin().expand(shape, false) * 0.1 + tch::Tensor::randn(shape, float) * 0.01
+            } else {
+                tch::Tensor::randn(shape, float)
+            };
+            data.to_kind(kind)
+        }
+    }
+}
+
+/// The command line's arguments as values, in order; tensors are named by
+/// the schema's argument at their position, scalars must name theirs.
+pub fn values(specs: &[ArgSpec], forward: Option<&MethodSchema>, fill: Fill) -> Result<Vec<Value>> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let argument = forward.and_then(|f| f.arguments.get(i));
+            let name = argument.map_or("", |a| a.name.as_str());
+            Ok(match spec {
+                ArgSpec::Shape { shape, kind } => Value::Tensor(make(name, shape, *kind, fill)),
+                ArgSpec::File(path) => Value::Tensor(
+                    tch::Tensor::read_npy(path)
+                        .map_err(|e| Error::invalid_argument(format!("reading {path}: {e}")))?,
+                ),
+                ArgSpec::Scalar { name: given, value } => {
+                    if !name.is_empty() && given != name {
+                        return Err(Error::invalid_argument(format!(
+                            "argument {i} is `{name}` in the model's forward(), not `{given}`"
+                        )));
+                    }
+                    match value {
+                        ScalarValue::Int(v) => Value::Int(*v),
+                        ScalarValue::Float(v) => Value::Double(*v),
+                        ScalarValue::Bool(v) => Value::Bool(*v),
+                        ScalarValue::Str(v) => Value::Str(v.clone()),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// "4x80x100:float", "sr=16000", "x.npy": for tables.
+pub fn label(spec: &ArgSpec) -> String {
+    match spec {
+        ArgSpec::Shape { shape, kind } => {
+            let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
+            format!("{}:{kind:?}", dims.join("x")).to_lowercase()
+        }
+        ArgSpec::File(path) => path.clone(),
+        ArgSpec::Scalar { name, value } => match value {
+            ScalarValue::Int(v) => format!("{name}={v}"),
+            ScalarValue::Float(v) => format!("{name}={v}"),
+            ScalarValue::Bool(v) => format!("{name}={v}"),
+            ScalarValue::Str(v) => format!("{name}={v:?}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shapes_and_scalars() {
+        assert_eq!(
+            parse_shape("4x80x100").unwrap(),
+            ArgSpec::Shape {
+                shape: vec![4, 80, 100],
+                kind: tch::Kind::Float
+            }
+        );
+        for bad in ["", "4x", "ax3", "4x3:complex", "-1x3"] {
+            assert!(parse_shape(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_scalar("sr=16000:int").unwrap(),
+            ArgSpec::Scalar {
+                name: "sr".into(),
+                value: ScalarValue::Int(16000)
+            }
+        );
+        assert!(parse_scalar("sr=16k:int").is_err());
+        assert!(parse_scalar("16000:int").is_err());
+        assert_eq!(label(&parse_shape("2x3").unwrap()), "2x3:float");
+    }
+
+    #[test]
+    fn fills_by_name() {
+        let fill = Fill { int_max: 7 };
+        let mask = make("attention_mask", &[2, 5], tch::Kind::Int64, fill);
+        assert_eq!(mask.sum(tch::Kind::Int64).int64_value(&[]), 10);
+        let ids = make("input_ids", &[4, 50], tch::Kind::Int64, fill);
+        assert!(ids.max().int64_value(&[]) < 7);
+        let audio = make("audio", &[1, 16000], tch::Kind::Float, fill);
+        assert!(audio.abs().max().double_value(&[]) < 0.2);
+    }
+}

@@ -1,0 +1,261 @@
+// TorchScript modules: load, freeze, list and call methods with arguments of
+// any TorchScript kind, and save/restore the state that methods mutate.
+// Rust twin: src/torch/script.rs.
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/script.h>
+
+#include <sstream>
+
+#include "common.h"
+#include "values.h"
+
+struct pshim_script {
+  torch::jit::Module module;
+  c10::Device device;
+};
+
+// Every attribute of the module and its submodules that is not a parameter
+// and not a submodule: the state a method may change between calls.
+struct pshim_state {
+  struct Slot {
+    c10::intrusive_ptr<c10::ivalue::Object> object;
+    size_t index;
+    std::string name;
+    c10::IValue saved;
+  };
+  std::vector<Slot> slots;
+};
+
+using perfopt_shim::guarded;
+
+namespace {
+
+c10::Device device_of(int device_type, int device_index) {
+  switch (device_type) {
+    case 1:
+      return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device_index));
+    case 2:
+      return c10::Device(c10::DeviceType::MPS);
+    default:
+      return c10::Device(c10::DeviceType::CPU);
+  }
+}
+
+// The methods a compiled copy must keep beside forward: all the others.
+std::vector<std::string> other_methods(const torch::jit::Module &module) {
+  std::vector<std::string> names;
+  for (const auto &method : module.get_methods()) {
+    if (method.name() != "forward") names.push_back(method.name());
+  }
+  return names;
+}
+
+void collect_state(const c10::intrusive_ptr<c10::ivalue::Object> &object, const std::string &prefix,
+                   std::vector<pshim_state::Slot> &slots) {
+  const auto &type = object->type();
+  for (size_t i = 0; i < type->numAttributes(); ++i) {
+    const std::string name = prefix + type->getAttributeName(i);
+    const c10::IValue &value = object->getSlot(i);
+    if (type->is_module() && type->is_parameter(i)) continue;
+    if (value.isObject()) {
+      auto child = value.toObject();
+      if (child->type()->is_module()) {
+        collect_state(child, name + ".", slots);
+        continue;
+      }
+    }
+    slots.push_back({object, i, name, value.deepcopy()});
+  }
+}
+
+bool same_value(const c10::IValue &a, const c10::IValue &b) {
+  if (a.isTensor() && b.isTensor()) {
+    const at::Tensor &x = a.toTensor();
+    const at::Tensor &y = b.toTensor();
+    if (!x.defined() || !y.defined()) return x.defined() == y.defined();
+    return x.sizes() == y.sizes() && x.scalar_type() == y.scalar_type() && x.device() == y.device() &&
+           at::equal(x, y);
+  }
+  if (a.isTuple() && b.isTuple()) {
+    const auto &xs = a.toTupleRef().elements();
+    const auto &ys = b.toTupleRef().elements();
+    if (xs.size() != ys.size()) return false;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (!same_value(xs[i], ys[i])) return false;
+    }
+    return true;
+  }
+  if (a.isList() && b.isList()) {
+    auto xs = a.toListRef();
+    auto ys = b.toListRef();
+    if (xs.size() != ys.size()) return false;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (!same_value(xs[i], ys[i])) return false;
+    }
+    return true;
+  }
+  if (a.isNone() || b.isNone()) return a.isNone() && b.isNone();
+  if (a.isInt() && b.isInt()) return a.toInt() == b.toInt();
+  if (a.isDouble() && b.isDouble()) return a.toDouble() == b.toDouble();
+  if (a.isBool() && b.isBool()) return a.toBool() == b.toBool();
+  if (a.isString() && b.isString()) return a.toStringRef() == b.toStringRef();
+  return a.isSameIdentity(b);
+}
+
+std::string schema_json(const torch::jit::Method &method) {
+  using perfopt_shim::json_string;
+  const c10::FunctionSchema &schema = method.function().getSchema();
+  std::ostringstream out;
+  std::ostringstream text;
+  text << schema;
+  out << "{\"name\":" << json_string(method.name()) << ",\"schema\":" << json_string(text.str())
+      << ",\"arguments\":[";
+  const auto &args = schema.arguments();
+  bool first = true;
+  for (size_t i = 1; i < args.size(); ++i) {  // arguments[0] is self
+    if (!first) out << ",";
+    first = false;
+    out << "{\"name\":" << json_string(args[i].name()) << ",\"type\":" << json_string(args[i].type()->annotation_str())
+        << ",\"default\":";
+    if (args[i].default_value().has_value()) {
+      std::ostringstream value;
+      value << *args[i].default_value();
+      out << json_string(value.str());
+    } else {
+      out << "null";
+    }
+    out << "}";
+  }
+  out << "],\"returns\":[";
+  first = true;
+  for (const auto &ret : schema.returns()) {
+    if (!first) out << ",";
+    first = false;
+    out << json_string(ret.type()->annotation_str());
+  }
+  out << "],\"vararg\":" << (schema.is_vararg() ? "true" : "false") << "}";
+  return out.str();
+}
+
+}  // namespace
+
+extern "C" {
+
+int pshim_script_load(const char *path, int device_type, int device_index, pshim_script **out) {
+  return guarded([&] {
+    c10::Device device = device_of(device_type, device_index);
+    torch::jit::Module module = torch::jit::load(path, device);
+    module.eval();
+    *out = new pshim_script{std::move(module), device};
+  });
+}
+
+void pshim_script_free(pshim_script *module) { delete module; }
+
+int pshim_script_freeze(const pshim_script *module, int optimize, pshim_script **out) {
+  return guarded([&] {
+    torch::jit::Module copy = module->module.clone();
+    copy.eval();
+    std::vector<std::string> others = other_methods(copy);
+    torch::jit::Module frozen =
+        torch::jit::freeze(copy, others.empty() ? std::nullopt : std::make_optional(others));
+    if (optimize) frozen = torch::jit::optimize_for_inference(frozen, others);
+    *out = new pshim_script{std::move(frozen), module->device};
+  });
+}
+
+int pshim_script_methods(const pshim_script *module, char *buf, size_t len, size_t *needed) {
+  return guarded([&] {
+    std::string json = "[";
+    bool first = true;
+    for (const auto &method : module->module.get_methods()) {
+      if (!first) json += ",";
+      first = false;
+      json += schema_json(method);
+    }
+    json += "]";
+    perfopt_shim::write_text(json, buf, len, needed);
+  });
+}
+
+int pshim_script_call(const pshim_script *module, const char *method, const pshim_node *nodes, size_t n_nodes,
+                      size_t n_args, pshim_node_sink sink, void *ctx) {
+  return guarded([&] {
+    auto found = module->module.find_method(method);
+    if (!found) {
+      std::string names;
+      for (const auto &m : module->module.get_methods()) names += (names.empty() ? "" : ", ") + m.name();
+      throw perfopt_shim::ArgumentError(std::string("the model has no method `") + method + "` (it has: " + names +
+                                        ")");
+    }
+    const c10::FunctionSchema &schema = found->function().getSchema();
+    const auto &args = schema.arguments();
+    const size_t declared = args.empty() ? 0 : args.size() - 1;  // without self
+    size_t required = 0;
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (!args[i].default_value().has_value()) ++required;
+    }
+    if (n_args < required || (n_args > declared && !schema.is_vararg())) {
+      std::ostringstream text;
+      text << schema;
+      throw perfopt_shim::ArgumentError(std::string(method) + "() takes " +
+                                        (required == declared ? std::to_string(declared)
+                                                              : std::to_string(required) + " to " +
+                                                                    std::to_string(declared)) +
+                                        " argument(s), got " + std::to_string(n_args) + " (" + text.str() + ")");
+    }
+    std::vector<c10::IValue> stack;
+    stack.reserve(n_args);
+    size_t cursor = 0;
+    for (size_t i = 0; i < n_args; ++i) {
+      if (i < declared) {
+        const c10::Argument &arg = args[i + 1];
+        perfopt_shim::Where where{nullptr, i, method, &arg.name()};
+        stack.push_back(perfopt_shim::to_ivalue(nodes, n_nodes, &cursor, arg.type(), where));
+      } else {
+        stack.push_back(perfopt_shim::to_ivalue_untyped(nodes, n_nodes, &cursor));
+      }
+    }
+    // Running a method does not change the module object itself (a method may
+    // change attributes, which is the model's state): TorchScript modules may
+    // be run from several threads at once.
+    c10::IValue result = (*found)(std::move(stack));
+    perfopt_shim::send_value(result, sink, ctx);
+  });
+}
+
+int pshim_script_state_save(const pshim_script *module, pshim_state **out, size_t *attributes) {
+  return guarded([&] {
+    auto state = std::make_unique<pshim_state>();
+    collect_state(module->module._ivalue(), "", state->slots);
+    *attributes = state->slots.size();
+    *out = state.release();
+  });
+}
+
+int pshim_script_state_restore(const pshim_script *, const pshim_state *state) {
+  return guarded([&] {
+    for (const auto &slot : state->slots) slot.object->setSlot(slot.index, slot.saved.deepcopy());
+  });
+}
+
+int pshim_script_state_equal(const pshim_script *, const pshim_state *state, int *equal) {
+  return guarded([&] {
+    *equal = 1;
+    for (const auto &slot : state->slots) {
+      if (!same_value(slot.object->getSlot(slot.index), slot.saved)) {
+        *equal = 0;
+        return;
+      }
+    }
+  });
+}
+
+void pshim_state_free(pshim_state *state) { delete state; }
+
+int pshim_script_save(const pshim_script *module, const char *path) {
+  return guarded([&] { module->module.save(path); });
+}
+
+}  // extern "C"

@@ -1,0 +1,48 @@
+// DLPack in and out, and storage identity (so that perfopt can tell an
+// output that shares memory with an input or a parameter). Rust twin:
+// src/torch/tensor.rs.
+#include <ATen/DLConvertor.h>
+#include <ATen/Functions.h>
+
+#include "common.h"
+
+using perfopt_shim::guarded;
+
+extern "C" {
+
+int pshim_tensor_from_dlpack(const void *dl_tensor, void **out) {
+  return guarded([&] {
+    const DLTensor &dl = *static_cast<const DLTensor *>(dl_tensor);
+    auto options = at::TensorOptions()
+                       .dtype(at::toScalarType(dl.dtype))
+                       .device(at::dlDeviceToTorchDevice(dl.device.device_type,
+                                                         static_cast<c10::DeviceIndex>(dl.device.device_id)));
+    at::IntArrayRef sizes(dl.shape, dl.ndim);
+    void *data = static_cast<char *>(dl.data) + dl.byte_offset;
+    at::Tensor view = dl.strides ? at::from_blob(data, sizes, at::IntArrayRef(dl.strides, dl.ndim), options)
+                                 : at::from_blob(data, sizes, options);
+    *out = new at::Tensor(std::move(view));
+  });
+}
+
+int pshim_tensor_to_dlpack(const void *tensor, void **out_managed) {
+  return guarded([&] { *out_managed = at::toDLPack(*static_cast<const at::Tensor *>(tensor)); });
+}
+
+int pshim_tensor_holders(const void *tensor, const void **storage, size_t *storage_holders, const void **impl,
+                         size_t *impl_holders) {
+  return guarded([&] {
+    const at::Tensor &t = *static_cast<const at::Tensor *>(tensor);
+    *storage = nullptr;
+    *storage_holders = 0;
+    *impl = t.defined() ? t.unsafeGetTensorImpl() : nullptr;
+    *impl_holders = t.defined() ? t.use_count() : 0;
+    if (t.defined() && t.has_storage()) {
+      const c10::Storage &s = t.storage();
+      *storage = s.unsafeGetStorageImpl();
+      *storage_holders = s.use_count();
+    }
+  });
+}
+
+}  // extern "C"

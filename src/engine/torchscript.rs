@@ -1,0 +1,118 @@
+//! TorchScript files as an engine: methods called through the shim, frozen
+//! and optimised forms, and state saved and restored for stateful models.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Engine, Format, MethodSchema, State, Variant};
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::Json;
+use crate::torch::script::{ScriptModule, ScriptState};
+use crate::value::Value;
+
+pub struct TorchScript {
+    module: ScriptModule,
+    methods: Vec<MethodSchema>,
+    /// What made this form ("as loaded", "frozen", ...).
+    form: &'static str,
+}
+
+impl TorchScript {
+    pub fn load(path: &str, device: tch::Device) -> Result<TorchScript> {
+        let module = ScriptModule::load(path, device).map_err(|err| {
+            let kind = match err.kind() {
+                ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
+                _ => ErrorKind::LoadFailed,
+            };
+            Error::new(kind, format!("cannot load TorchScript model {path}")).with_cause(err)
+        })?;
+        Self::wrap(module, "as loaded")
+    }
+
+    /// A saved form of a model (the tuning cache's frozen module), labelled
+    /// with what made it.
+    pub fn load_form(path: &str, device: tch::Device, form: &str) -> Result<TorchScript> {
+        let module = ScriptModule::load(path, device)?;
+        let form = match form {
+            "frozen" => "frozen",
+            "frozen + optimize_for_inference" => "frozen + optimize_for_inference",
+            _ => "saved",
+        };
+        Self::wrap(module, form)
+    }
+
+    fn wrap(module: ScriptModule, form: &'static str) -> Result<TorchScript> {
+        let methods = MethodSchema::parse_list(&module.methods_json()?)?;
+        if !methods.iter().any(|m| m.name == "forward") {
+            return Err(Error::new(
+                ErrorKind::LoadFailed,
+                "the TorchScript module has no forward() method",
+            ));
+        }
+        Ok(TorchScript {
+            module,
+            methods,
+            form,
+        })
+    }
+}
+
+fn script_state(state: &State) -> Result<&ScriptState> {
+    state
+        .0
+        .downcast_ref::<ScriptState>()
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "a state saved by another engine"))
+}
+
+impl Engine for TorchScript {
+    fn format(&self) -> Format {
+        Format::TorchScript
+    }
+
+    fn methods(&self) -> &[MethodSchema] {
+        &self.methods
+    }
+
+    fn call(&self, method: &str, args: &[Value]) -> Result<Value> {
+        crate::fork::mark_used();
+        self.module.call(method, args)
+    }
+
+    fn variants(&self) -> &'static [Variant] {
+        &[Variant::FrozenForInference, Variant::Frozen]
+    }
+
+    fn build_variant(&self, variant: Variant) -> Result<Arc<dyn Engine>> {
+        let module = self.module.freeze(variant == Variant::FrozenForInference)?;
+        Ok(Arc::new(Self::wrap(module, variant.label())?))
+    }
+
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(self
+            .module
+            .save_state()?
+            .map(|state| State(Box::new(state))))
+    }
+
+    fn restore_state(&self, state: &State) -> Result<()> {
+        self.module.restore_state(script_state(state)?)
+    }
+
+    fn state_equals(&self, state: &State) -> Result<bool> {
+        self.module.state_equals(script_state(state)?)
+    }
+
+    fn save(&self, path: &Path) -> Result<bool> {
+        let text = path.to_str().ok_or_else(|| {
+            Error::invalid_argument(format!("path {} is not UTF-8", path.display()))
+        })?;
+        self.module.save(text)?;
+        Ok(true)
+    }
+
+    fn describe(&self) -> Json {
+        Json::object()
+            .with("format", Format::TorchScript.as_str())
+            .with("form", self.form)
+    }
+}

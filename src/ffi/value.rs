@@ -1,0 +1,350 @@
+//! perfopt_value: arguments and results of any TorchScript kind, as a small
+//! tagged struct (one struct for every kind, struct_size-versioned), and the
+//! owned result trees perfopt_model_call hands out.
+#![allow(non_camel_case_types)]
+
+use parking_lot::Mutex;
+use std::ffi::c_char;
+use std::mem::size_of;
+
+use super::boundary_void;
+use super::dlpack::{release_all, tensor_from_dl, tensor_to_managed, DLManagedTensor, DLTensor};
+use crate::error::{Error, Result};
+use crate::value::Value;
+
+pub const PERFOPT_VALUE_NONE: i32 = 0;
+pub const PERFOPT_VALUE_TENSOR: i32 = 1;
+pub const PERFOPT_VALUE_INT: i32 = 2;
+pub const PERFOPT_VALUE_DOUBLE: i32 = 3;
+pub const PERFOPT_VALUE_BOOL: i32 = 4;
+pub const PERFOPT_VALUE_STRING: i32 = 5;
+pub const PERFOPT_VALUE_LIST: i32 = 6;
+pub const PERFOPT_VALUE_TUPLE: i32 = 7;
+
+/// One argument or result. Set struct_size = sizeof(perfopt_value) and kind,
+/// then the field the kind uses:
+/// - PERFOPT_VALUE_NONE: nothing;
+/// - PERFOPT_VALUE_TENSOR: `tensor` (borrowed for the call, as in perfopt_model_run);
+/// - PERFOPT_VALUE_INT: `int_value`; PERFOPT_VALUE_BOOL: `int_value` 0 or 1;
+/// - PERFOPT_VALUE_DOUBLE: `double_value`;
+/// - PERFOPT_VALUE_STRING: `string` (UTF-8) and `length` in bytes (no NUL needed);
+/// - PERFOPT_VALUE_LIST, PERFOPT_VALUE_TUPLE: `items`, `length` values.
+///
+/// In a result from perfopt_model_call, a tensor's `managed` is the output
+/// (owned by the result until taken: copy the pointer and set the field to
+/// NULL, then release it with its deleter), and `tensor` points at its
+/// dl_tensor. Each argument is converted to the type the method's schema
+/// wants (an int where a float is wanted, a list where a tuple is).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct perfopt_value {
+    /// sizeof(perfopt_value).
+    pub struct_size: u32,
+    /// PERFOPT_VALUE_*.
+    pub kind: i32,
+    pub int_value: i64,
+    pub double_value: f64,
+    pub string: *const c_char,
+    pub length: usize,
+    pub items: *mut perfopt_value,
+    pub tensor: *const DLTensor,
+    pub managed: *mut DLManagedTensor,
+}
+
+/// Roots of the results perfopt_model_call handed out and not yet freed, so
+/// that a double or foreign free is refused (while the address is not reused).
+static LIVE_RESULTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Deepest nesting and most values perfopt reads from one call.
+const MAX_DEPTH: usize = 32;
+const MAX_VALUES: usize = 1 << 20;
+const MAX_STRING: usize = 1 << 30;
+
+struct Reader {
+    seen: usize,
+}
+
+impl Reader {
+    /// # Safety
+    /// `value` points to a perfopt_value whose pointers are valid as its kind says.
+    unsafe fn read(
+        &mut self,
+        value: *const perfopt_value,
+        name: &str,
+        depth: usize,
+    ) -> Result<Value> {
+        self.seen += 1;
+        if depth > MAX_DEPTH {
+            return Err(Error::invalid_argument(format!(
+                "{name}: values nest deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        if self.seen > MAX_VALUES {
+            return Err(Error::invalid_argument(format!(
+                "{name}: more than {MAX_VALUES} values in one call"
+            )));
+        }
+        // SAFETY: the caller's contract; struct_size is read first, alone.
+        let size = unsafe { value.cast::<u32>().read_unaligned() } as usize;
+        if size != size_of::<perfopt_value>() {
+            return Err(Error::new(
+                crate::error::ErrorKind::StructSize,
+                format!(
+                    "{name}.struct_size is {size}; this library's perfopt_value is {} bytes",
+                    size_of::<perfopt_value>()
+                ),
+            ));
+        }
+        // SAFETY: the size matches this library's struct.
+        let v = unsafe { &*value };
+        Ok(match v.kind {
+            PERFOPT_VALUE_NONE => Value::None,
+            PERFOPT_VALUE_INT => Value::Int(v.int_value),
+            PERFOPT_VALUE_DOUBLE => Value::Double(v.double_value),
+            PERFOPT_VALUE_BOOL => match v.int_value {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                other => {
+                    return Err(Error::invalid_argument(format!(
+                        "{name}: a bool's int_value is {other}; it must be 0 or 1"
+                    )))
+                }
+            },
+            PERFOPT_VALUE_STRING => {
+                if v.length > MAX_STRING {
+                    return Err(Error::invalid_argument(format!(
+                        "{name}: a string of {} bytes; at most {MAX_STRING}",
+                        v.length
+                    )));
+                }
+                if v.string.is_null() && v.length > 0 {
+                    return Err(Error::null_argument(&format!("{name}.string")));
+                }
+                let bytes = if v.length == 0 {
+                    &[][..]
+                } else {
+                    // SAFETY: the caller passes `length` readable bytes.
+                    unsafe { std::slice::from_raw_parts(v.string.cast::<u8>(), v.length) }
+                };
+                Value::Str(String::from_utf8(bytes.to_vec()).map_err(|err| {
+                    Error::new(
+                        crate::error::ErrorKind::InvalidUtf8,
+                        format!("{name}: the string is not valid UTF-8 ({err})"),
+                    )
+                })?)
+            }
+            PERFOPT_VALUE_TENSOR => {
+                if v.tensor.is_null() {
+                    return Err(Error::null_argument(&format!("{name}.tensor")));
+                }
+                // SAFETY: a DLTensor valid for the call (the caller's contract).
+                Value::Tensor(unsafe { tensor_from_dl(&*v.tensor, name) }?)
+            }
+            PERFOPT_VALUE_LIST | PERFOPT_VALUE_TUPLE => {
+                if v.length > MAX_VALUES {
+                    return Err(Error::invalid_argument(format!(
+                        "{name}: {} items; at most {MAX_VALUES}",
+                        v.length
+                    )));
+                }
+                if v.items.is_null() && v.length > 0 {
+                    return Err(Error::null_argument(&format!("{name}.items")));
+                }
+                let mut items = Vec::with_capacity(v.length.min(1024));
+                for i in 0..v.length {
+                    // SAFETY: `items` holds `length` values of this size.
+                    let item = unsafe { v.items.add(i) };
+                    items.push(unsafe { self.read(item, &format!("{name}[{i}]"), depth + 1) }?);
+                }
+                if v.kind == PERFOPT_VALUE_LIST {
+                    Value::List(items)
+                } else {
+                    Value::Tuple(items)
+                }
+            }
+            other => {
+                return Err(Error::invalid_argument(format!(
+                    "{name}: kind {other} is not a PERFOPT_VALUE_* kind"
+                )))
+            }
+        })
+    }
+}
+
+/// The caller's arguments (views of its tensors, no copies).
+///
+/// # Safety
+/// `args` is NULL or points to `n` perfopt_values valid for the call.
+pub unsafe fn values_from(args: *const perfopt_value, n: usize, what: &str) -> Result<Vec<Value>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if args.is_null() {
+        return Err(Error::null_argument(what));
+    }
+    if n > super::model_run::MAX_INPUTS {
+        return Err(Error::invalid_argument(format!(
+            "{n} arguments; perfopt accepts at most {}",
+            super::model_run::MAX_INPUTS
+        )));
+    }
+    let mut reader = Reader { seen: 0 };
+    (0..n)
+        .map(|i| {
+            // SAFETY: `args` holds `n` values.
+            unsafe { reader.read(args.add(i), &format!("{what}[{i}]"), 0) }
+        })
+        .collect()
+}
+
+fn empty() -> perfopt_value {
+    perfopt_value {
+        struct_size: size_of::<perfopt_value>() as u32,
+        kind: PERFOPT_VALUE_NONE,
+        int_value: 0,
+        double_value: 0.0,
+        string: std::ptr::null(),
+        length: 0,
+        items: std::ptr::null_mut(),
+        tensor: std::ptr::null(),
+        managed: std::ptr::null_mut(),
+    }
+}
+
+/// Fills `slot` with `value`, allocating strings and item arrays; tensors
+/// become DLManagedTensors owned by the tree. On failure, what was made so far
+/// is in `made` for release.
+fn fill(
+    slot: &mut perfopt_value,
+    value: &Value,
+    made: &mut Vec<*mut DLManagedTensor>,
+) -> Result<()> {
+    *slot = empty();
+    match value {
+        Value::None => {}
+        Value::Int(i) => {
+            slot.kind = PERFOPT_VALUE_INT;
+            slot.int_value = *i;
+        }
+        Value::Bool(b) => {
+            slot.kind = PERFOPT_VALUE_BOOL;
+            slot.int_value = i64::from(*b);
+        }
+        Value::Double(d) => {
+            slot.kind = PERFOPT_VALUE_DOUBLE;
+            slot.double_value = *d;
+        }
+        Value::Str(s) => {
+            slot.kind = PERFOPT_VALUE_STRING;
+            // NUL-terminated too, for C callers that want a C string.
+            let mut bytes = s.clone().into_bytes();
+            bytes.push(0);
+            slot.length = s.len();
+            slot.string = Box::into_raw(bytes.into_boxed_slice()).cast::<c_char>();
+        }
+        Value::Tensor(t) => {
+            slot.kind = PERFOPT_VALUE_TENSOR;
+            let managed = tensor_to_managed(t)?;
+            made.push(managed);
+            slot.managed = managed;
+            // SAFETY: a live DLManagedTensor just made.
+            slot.tensor = unsafe { std::ptr::addr_of!((*managed).dl_tensor) };
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            slot.kind = if matches!(value, Value::List(_)) {
+                PERFOPT_VALUE_LIST
+            } else {
+                PERFOPT_VALUE_TUPLE
+            };
+            let mut children: Box<[perfopt_value]> = vec![empty(); items.len()].into_boxed_slice();
+            let mut result = Ok(());
+            for (child, item) in children.iter_mut().zip(items) {
+                result = fill(child, item, made);
+                if result.is_err() {
+                    break;
+                }
+            }
+            slot.length = items.len();
+            slot.items = Box::into_raw(children).cast::<perfopt_value>();
+            result?;
+        }
+    }
+    Ok(())
+}
+
+/// Frees what `fill` allocated under `slot` (tensors not taken included).
+///
+/// # Safety
+/// `slot` was filled by [`fill`] and is freed once.
+unsafe fn free_tree(slot: &mut perfopt_value) {
+    match slot.kind {
+        PERFOPT_VALUE_STRING if !slot.string.is_null() => {
+            let bytes = std::ptr::slice_from_raw_parts_mut(slot.string as *mut u8, slot.length + 1);
+            // SAFETY: allocated by fill as a boxed slice of length + 1 bytes.
+            drop(unsafe { Box::from_raw(bytes) });
+        }
+        PERFOPT_VALUE_TENSOR if !slot.managed.is_null() => {
+            // SAFETY: a DLManagedTensor perfopt made that nobody took.
+            unsafe { release_all(&[slot.managed]) };
+        }
+        PERFOPT_VALUE_LIST | PERFOPT_VALUE_TUPLE if !slot.items.is_null() => {
+            let items = std::ptr::slice_from_raw_parts_mut(slot.items, slot.length);
+            // SAFETY: allocated by fill as a boxed slice of `length` values.
+            let mut items = unsafe { Box::from_raw(items) };
+            for item in items.iter_mut() {
+                // SAFETY: filled by fill, freed once.
+                unsafe { free_tree(item) };
+            }
+        }
+        _ => {}
+    }
+    slot.string = std::ptr::null();
+    slot.items = std::ptr::null_mut();
+    slot.managed = std::ptr::null_mut();
+}
+
+/// A result tree for the caller, freed by perfopt_value_free.
+pub fn result_tree(value: &Value) -> Result<*mut perfopt_value> {
+    let mut root = Box::new(empty());
+    let mut made = Vec::new();
+    if let Err(err) = fill(&mut root, value, &mut made) {
+        // SAFETY: filled (partly) by fill; freed once here.
+        unsafe { free_tree(&mut root) };
+        return Err(err);
+    }
+    let root = Box::into_raw(root);
+    LIVE_RESULTS.lock().push(root as usize);
+    Ok(root)
+}
+
+/// Frees a result of perfopt_model_call: its strings, lists and every
+/// tensor not taken (taken ones have `managed` set to NULL by the caller).
+/// NULL is a no-op; a pointer that is not a live result is refused (logged).
+#[no_mangle]
+pub extern "C" fn perfopt_value_free(result: *mut perfopt_value) {
+    if result.is_null() {
+        return;
+    }
+    boundary_void(|| {
+        let live = {
+            let mut results = LIVE_RESULTS.lock();
+            match results.iter().position(|&root| root == result as usize) {
+                Some(i) => {
+                    results.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !live {
+            log::error!("perfopt_value_free: not a live result of perfopt_model_call");
+            return;
+        }
+        // SAFETY: a root result_tree made, taken out of the live list above,
+        // so freed once.
+        unsafe {
+            free_tree(&mut *result);
+            drop(Box::from_raw(result));
+        }
+    });
+}

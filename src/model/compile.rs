@@ -1,0 +1,452 @@
+//! Compile modes, as the service names them:
+//! - `none`: the model as loaded.
+//! - `default`: the engine's best optimised form (TorchScript: freeze +
+//!   optimize_for_inference, falling back to freeze alone, then to the module
+//!   as loaded, with the reason kept; a package runs as compiled).
+//! - `reduce-overhead`: `default` plus CUDA graphs, one per input shape. On
+//!   the CPU it is `default`.
+//! - `max-autotune`: measures the candidates within a budget and keeps the
+//!   fastest within the error tolerance (src/autotune.rs), remembered on disk
+//!   when a tuning cache folder is set.
+//!
+//! Warm-up, tuning and capture runs leave a model's state as they found it.
+//! On MPS compilation is skipped (PERFOPT_COMPILE_SKIPPED), as the service does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::tuning_cache::{self, CacheEntry};
+use super::{Compiled, Model};
+use crate::autotune::{self, Settings, Trial};
+use crate::config::CompileMode;
+use crate::device::DeviceKind;
+use crate::engine::{Engine, Variant};
+use crate::error::{Error, ErrorKind, Result};
+use crate::executor::Executor;
+use crate::graphs::GraphCache;
+use crate::json::Json;
+use crate::numerics::{self, NumericFlags};
+use crate::stats::millis;
+use crate::torch::settings::InferenceModeGuard;
+use crate::value::{self, Value};
+
+/// Runs that let TorchScript's profiling executor specialise for the
+/// warm-up shapes at compile time rather than on the first request.
+const COMPILE_WARM_RUNS: usize = 3;
+
+impl Model {
+    /// Compiles in `mode` (`None`: the optimizer's configured mode).
+    pub fn compile(&self, mode: Option<CompileMode>, warmup: Option<Vec<Value>>) -> Result<()> {
+        let (mode, source) = match mode {
+            Some(mode) => (mode, "call"),
+            None => (self.optimizer.compile_mode(), "optimizer configuration"),
+        };
+        if self.device.kind == DeviceKind::Mps && mode != CompileMode::None {
+            let compiled = Compiled {
+                requested: mode,
+                requested_source: source,
+                why: "compilation is skipped on MPS, as the service does".to_string(),
+                ..Compiled::as_loaded(self.original.clone())
+            };
+            *self.compiled.write() = Arc::new(compiled);
+            return Err(Error::new(
+                ErrorKind::CompileSkipped,
+                format!(
+                    "compile mode {mode} skipped on MPS (freezing and CUDA graphs do not apply \
+                     there); model {} runs as loaded",
+                    self.name
+                ),
+            ));
+        }
+        let warmup = match warmup {
+            Some(args) => {
+                self.check_args("forward", &args)?;
+                Some(self.to_device(args)?)
+            }
+            None => None,
+        };
+        let started = Instant::now();
+        let mut warning = None;
+        let mut compiled = match mode {
+            CompileMode::None => Compiled {
+                why: "compile mode none".to_string(),
+                ..Compiled::as_loaded(self.original.clone())
+            },
+            CompileMode::Default => self.compile_default(warmup.as_deref())?,
+            CompileMode::ReduceOverhead => self.compile_reduce_overhead(warmup.as_deref())?,
+            CompileMode::MaxAutotune => match &warmup {
+                Some(args) => {
+                    let (compiled, warn) = self.autotune(args, started)?;
+                    warning = warn;
+                    compiled
+                }
+                None => Compiled {
+                    executor: Executor::PendingAutotune,
+                    why: "no warm-up inputs: max-autotune measures on the first run's inputs"
+                        .to_string(),
+                    ..Compiled::as_loaded(self.original.clone())
+                },
+            },
+        };
+        compiled.requested = mode;
+        compiled.requested_source = source;
+        compiled.compile_time = started.elapsed();
+        compiled.notes.extend(self.other_methods_note(&compiled));
+        let summary = format!(
+            "compiled {} in {:.1} ms: {} ({})",
+            self.name,
+            millis(compiled.compile_time),
+            compiled.chosen,
+            compiled.why
+        );
+        *self.compiled.write() = Arc::new(compiled);
+        // Logged once no lock is held: a host callback may call back in.
+        log::info!("{summary}");
+        if let Some(warning) = warning {
+            log::warn!("model {}: {warning}", self.name);
+        }
+        Ok(())
+    }
+
+    /// What compilation does to the methods other than forward().
+    fn other_methods_note(&self, compiled: &Compiled) -> Option<String> {
+        let others: Vec<&str> = self
+            .original
+            .methods()
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|n| *n != "forward")
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "other methods ({}) run on the same form as forward ({}), kept by freezing with the \
+             attributes they use; CUDA graphs apply to forward only",
+            others.join(", "),
+            compiled.module_label
+        ))
+    }
+
+    /// Runs `work` and puts the engine's state back as it was.
+    fn keeping_state<T>(
+        &self,
+        engine: &Arc<dyn Engine>,
+        work: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let saved = engine.save_state()?;
+        let result = work();
+        if let Some(state) = &saved {
+            engine.restore_state(state)?;
+        }
+        result
+    }
+
+    /// A few forward passes at compile time, leaving the state as found.
+    fn warm(&self, engine: &Arc<dyn Engine>, args: &[Value]) -> Result<()> {
+        self.keeping_state(engine, || {
+            let _inference = InferenceModeGuard::enter()?;
+            for _ in 0..COMPILE_WARM_RUNS {
+                engine.call("forward", args)?;
+            }
+            self.synchronize()
+        })
+    }
+
+    /// The engine's best optimised form; each failure falls back to the next,
+    /// with the reason in the notes.
+    pub(crate) fn optimised(&self) -> (Arc<dyn Engine>, String, Vec<String>) {
+        let mut notes = Vec::new();
+        for &variant in self.original.variants() {
+            match self.original.build_variant(variant) {
+                Ok(engine) => return (engine, variant.label().to_string(), notes),
+                Err(err) => notes.push(format!("{} failed: {err}", variant.label())),
+            }
+        }
+        let label = match self.original.variants() {
+            [] => "as compiled",
+            _ => "as loaded",
+        };
+        (self.original.clone(), label.to_string(), notes)
+    }
+
+    fn compile_default(&self, warmup: Option<&[Value]>) -> Result<Compiled> {
+        let (engine, label, notes) = self.optimised();
+        if let Some(args) = warmup {
+            self.warm(&engine, args)?;
+        }
+        let why = match self.original.variants() {
+            [] => format!(
+                "default: the {} model is compiled already; it runs as it is",
+                self.format().as_str()
+            ),
+            _ => "default: freeze + optimize_for_inference".to_string(),
+        };
+        Ok(Compiled {
+            executor: Executor::Plain(engine),
+            chosen: label.clone(),
+            why,
+            module_label: label,
+            notes,
+            ..Compiled::as_loaded(self.original.clone())
+        })
+    }
+
+    fn graphs_over(&self, engine: Arc<dyn Engine>, flags: Option<NumericFlags>) -> GraphCache {
+        let options = self.options();
+        GraphCache::new(
+            engine,
+            self.device.index.unwrap_or(0) as i32,
+            flags,
+            options.graph_warmup_runs,
+            options.graph_cache_size,
+        )
+    }
+
+    fn compile_reduce_overhead(&self, warmup: Option<&[Value]>) -> Result<Compiled> {
+        let mut compiled = self.compile_default(warmup)?;
+        if self.device.kind != DeviceKind::Cuda {
+            compiled.why = format!(
+                "reduce-overhead uses CUDA graphs, which need CUDA; on {} it is default",
+                self.device.kind.as_str()
+            );
+            return Ok(compiled);
+        }
+        let Executor::Plain(engine) = &compiled.executor else {
+            unreachable!("compile_default returns a plain executor")
+        };
+        let graphs = Arc::new(self.graphs_over(engine.clone(), None));
+        if let Some(args) = warmup {
+            let _inference = InferenceModeGuard::enter()?;
+            if let Some(reason) = graphs.prepare(args)? {
+                compiled
+                    .notes
+                    .push(format!("the warm-up shapes run without a graph: {reason}"));
+            }
+        }
+        compiled.chosen = format!("{} + CUDA graphs", compiled.module_label);
+        compiled.why =
+            "reduce-overhead: CUDA graphs over the default form, one per input shape".to_string();
+        compiled.executor = Executor::Graphs(graphs);
+        Ok(compiled)
+    }
+
+    fn tuning_budget(&self) -> Duration {
+        let ms = match self.options().tuning_budget_ms {
+            0 if self.device.kind == DeviceKind::Cuda => super::DEFAULT_TUNING_BUDGET_CUDA_MS,
+            0 => super::DEFAULT_TUNING_BUDGET_CPU_MS,
+            ms => ms,
+        };
+        Duration::from_millis(u64::from(ms))
+    }
+
+    /// max-autotune on these arguments: from the tuning cache when it knows
+    /// them, else measured within the budget (and remembered).
+    fn autotune(&self, args: &[Value], started: Instant) -> Result<(Compiled, Option<String>)> {
+        let options = self.options();
+        let key = options
+            .tuning_cache_dir
+            .as_deref()
+            .map(|dir| tuning_cache::key(dir, self, args, options.error_tolerance))
+            .transpose()?;
+        let mut unreadable = None;
+        if let Some(key) = &key {
+            match tuning_cache::load(key, self) {
+                Ok(Some(compiled)) => return Ok((compiled, None)),
+                Ok(None) => {}
+                Err(err) => unreadable = Some(format!("the remembered choice was not used: {err}")),
+            }
+        }
+        let (mut compiled, warning) = self.measure_candidates(args, started)?;
+        let budget = self.tuning_budget();
+        let mut tuning = Json::object()
+            .with("budget_ms", budget.as_millis() as u64)
+            .with("spent_ms", millis(started.elapsed()));
+        if let Some(key) = &key {
+            let stored = tuning_cache::store(
+                key,
+                &CacheEntry::of(&compiled),
+                compiled.executor.engine().map(|e| e.as_ref()),
+            );
+            let result = match &stored {
+                Ok(()) => "measured and remembered".to_string(),
+                Err(err) => format!("measured; not remembered: {err}"),
+            };
+            tuning = tuning
+                .with("cache", key.describe())
+                .with("cache_result", result)
+                .with("cache_unreadable", unreadable);
+        }
+        compiled.tuning = Some(tuning);
+        Ok((compiled, warning))
+    }
+
+    /// The reference result: the model as loaded, in full fp32 precision
+    /// (TF32 off on CUDA), leaving its state as found. Errors in reports are
+    /// measured against it.
+    pub fn reference(&self, args: Vec<Value>) -> Result<Value> {
+        self.check_args("forward", &args)?;
+        let args = self.to_device(args)?;
+        let original = self.original.clone();
+        let _inference = InferenceModeGuard::enter()?;
+        let value = self.keeping_state(&original, || {
+            let run = || {
+                let value = original.call("forward", &args)?;
+                self.synchronize()?;
+                Ok(value)
+            };
+            if self.device.kind == DeviceKind::Cuda {
+                numerics::with_flags(NumericFlags::IEEE, run)
+            } else {
+                run()
+            }
+        })?;
+        super::outputs::finish(value, &[], false)
+    }
+
+    fn measure_candidates(
+        &self,
+        args: &[Value],
+        started: Instant,
+    ) -> Result<(Compiled, Option<String>)> {
+        let options = self.options();
+        let cuda = self.device.kind == DeviceKind::Cuda;
+        let original = self.original.clone();
+        let _inference = InferenceModeGuard::enter()?;
+
+        // The reference: the model as loaded, in full fp32 precision. Its
+        // time tells the tuner what one run costs.
+        let reference_started = Instant::now();
+        let reference = self.keeping_state(&original, || {
+            let run = || {
+                let value = original.call("forward", args)?;
+                self.synchronize()?;
+                Ok(value)
+            };
+            if cuda {
+                numerics::with_flags(NumericFlags::IEEE, run)
+            } else {
+                run()
+            }
+        })?;
+        let reference_time = reference_started.elapsed();
+
+        let as_loaded = super::report::as_loaded_label(original.as_ref());
+        let mut trials: Vec<Trial<'_>> = vec![Trial {
+            name: as_loaded.into(),
+            label: as_loaded.into(),
+            build: Box::new(|| Ok(Executor::Plain(original.clone()))),
+        }];
+        for &variant in original.variants() {
+            let source = original.clone();
+            trials.push(Trial {
+                name: variant.label().into(),
+                label: variant.label().into(),
+                build: Box::new(move || Ok(Executor::Plain(source.build_variant(variant)?))),
+            });
+        }
+        if cuda {
+            // Graphs over the best optimised form, with TF32 and cuDNN
+            // benchmark on and off (baked into each graph).
+            let best = original.variants().first().copied();
+            for tf32 in [false, true] {
+                for cudnn_benchmark in [false, true] {
+                    let flags = NumericFlags {
+                        tf32,
+                        cudnn_benchmark,
+                    };
+                    let label = best.map_or("as compiled", Variant::label);
+                    let source = original.clone();
+                    trials.push(Trial {
+                        name: format!("{label} + CUDA graph ({})", flags.label()),
+                        label: label.to_string(),
+                        build: Box::new(move || {
+                            let engine = match best {
+                                Some(variant) => source.build_variant(variant)?,
+                                None => source,
+                            };
+                            let graphs = Arc::new(self.graphs_over(engine, Some(flags)));
+                            match graphs.prepare(args)? {
+                                None => Ok(Executor::Graphs(graphs)),
+                                // A shape that runs without a graph is the
+                                // plain candidate again: no graph candidate.
+                                Some(reason) => Err(Error::new(
+                                    ErrorKind::Device,
+                                    format!("CUDA graph capture failed: {reason}"),
+                                )),
+                            }
+                        }),
+                    });
+                }
+            }
+        }
+        let run = |executor: &Executor| -> Result<Value> {
+            let value = executor.forward(args)?;
+            self.synchronize()?;
+            Ok(value)
+        };
+        let outcome = autotune::tune(
+            trials,
+            &Settings {
+                budget: self.tuning_budget(),
+                started,
+                tolerance: options.error_tolerance,
+                reference: &reference,
+                reference_time,
+                as_loaded,
+                run: &run,
+            },
+        );
+        let executor = outcome
+            .executor
+            .unwrap_or_else(|| Executor::Plain(self.original.clone()));
+        Ok((
+            Compiled {
+                executor,
+                module_label: outcome.label,
+                chosen: outcome.chosen,
+                why: outcome.why,
+                candidates: outcome.candidates,
+                ..Compiled::as_loaded(self.original.clone())
+            },
+            outcome.warning,
+        ))
+    }
+
+    /// Tunes a pending max-autotune on the first run's arguments. `None`:
+    /// another thread is tuning it now (the caller runs the model as loaded
+    /// rather than wait).
+    pub(super) fn tune_pending(&self, args: &[Value]) -> Result<Option<Arc<Compiled>>> {
+        let Some(tuning) = self.tuning.try_lock() else {
+            return Ok(None);
+        };
+        let current = self.current();
+        if !matches!(current.executor, Executor::PendingAutotune) {
+            return Ok(Some(current)); // tuned meanwhile
+        }
+        let started = Instant::now();
+        let args = value::shallow_clone_all(args);
+        let (mut tuned, warning) = self.autotune(&args, started)?;
+        tuned.requested = current.requested;
+        tuned.requested_source = current.requested_source;
+        tuned.compile_time = current.compile_time + started.elapsed();
+        tuned
+            .notes
+            .push("tuned on the first run's inputs".to_string());
+        tuned.notes.extend(self.other_methods_note(&tuned));
+        let tuned = Arc::new(tuned);
+        *self.compiled.write() = tuned.clone();
+        drop(tuning);
+        log::info!(
+            "tuned {} on its first run in {:.1} ms: {} ({})",
+            self.name,
+            millis(started.elapsed()),
+            tuned.chosen,
+            tuned.why
+        );
+        if let Some(warning) = warning {
+            log::warn!("model {}: {warning}", self.name);
+        }
+        Ok(Some(tuned))
+    }
+}

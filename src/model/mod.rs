@@ -1,0 +1,371 @@
+//! Models: a model file (TorchScript or an AOTInductor package) loaded onto
+//! the optimizer's device, compiled in one of the service's modes, run from
+//! any number of threads, and measured. The format is behind the engine seam
+//! (src/engine); this module is what every format shares.
+//!
+//! One file per concern: `options` (the caller's knobs and their bounds),
+//! `compile` (the modes, and max-autotune's cache), `batched` (run_batched,
+//! recommend_batch and batch dimensions), `memory` (memory figures),
+//! `outputs` (outputs that own their memory), `report` (what compile chose,
+//! reports kept for a second read).
+
+mod batched;
+mod compile;
+mod memory;
+mod options;
+mod outputs;
+mod report;
+mod tuning_cache;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::device::{Device, DeviceKind};
+use crate::engine::{self, Engine, Format, MethodSchema};
+use crate::error::{Error, ErrorKind, Result};
+use crate::executor::Executor;
+use crate::graphs;
+use crate::optimizer::Optimizer;
+use crate::stats::{millis, LatencyWindow};
+use crate::torch::settings::InferenceModeGuard;
+use crate::value::{self, Value};
+
+pub use batched::BatchDims;
+pub use options::{
+    ModelOptions, DEFAULT_TUNING_BUDGET_CPU_MS, DEFAULT_TUNING_BUDGET_CUDA_MS,
+    MAX_TUNING_BUDGET_MS, MAX_WARMUP_ITERATIONS,
+};
+pub(crate) use report::Compiled;
+pub use report::ReportKind;
+
+/// Recent calls kept for percentiles.
+const LATENCY_WINDOW: usize = 4096;
+
+pub struct Model {
+    name: String,
+    path: String,
+    optimizer: Arc<Optimizer>,
+    device: Device,
+    original: Arc<dyn Engine>,
+    file_size: u64,
+    load_time: Duration,
+    options: RwLock<ModelOptions>,
+    /// Swapped whole by compile; a run works on the clone it took.
+    compiled: RwLock<Arc<Compiled>>,
+    /// Held by the one thread tuning a pending max-autotune (others run the
+    /// model as loaded meanwhile rather than wait).
+    tuning: Mutex<()>,
+    stats: Mutex<LatencyWindow>,
+    batching: Mutex<batched::BatchState>,
+    last_reports: Mutex<report::LastReports>,
+}
+
+impl Model {
+    /// Loads a model file onto the optimizer's device: a TorchScript file or
+    /// an AOTInductor package, told apart by their contents.
+    pub fn load(optimizer: Arc<Optimizer>, path: &str, name: Option<&str>) -> Result<Model> {
+        let started = Instant::now();
+        let device = optimizer.device();
+        // A package runs concurrent calls on separate model containers.
+        let runners = crate::device::host::cores().clamp(1, 8);
+        let loaded = engine::load(path, device.to_tch(), runners)?;
+        let name = name.map(str::to_string).unwrap_or_else(|| {
+            Path::new(path)
+                .file_stem()
+                .map_or_else(|| path.to_string(), |s| s.to_string_lossy().into_owned())
+        });
+        let load_time = started.elapsed();
+        log::info!(
+            "loaded {name} ({}) from {path} onto {device} in {:.1} ms",
+            loaded.engine.format().as_str(),
+            millis(load_time)
+        );
+        Ok(Model {
+            name,
+            path: path.to_string(),
+            optimizer,
+            device,
+            original: loaded.engine.clone(),
+            file_size: loaded.file_size,
+            load_time,
+            options: RwLock::new(ModelOptions::default()),
+            compiled: RwLock::new(Arc::new(Compiled::as_loaded(loaded.engine))),
+            tuning: Mutex::new(()),
+            stats: Mutex::new(LatencyWindow::new(LATENCY_WINDOW)),
+            batching: Mutex::new(batched::BatchState::default()),
+            last_reports: Mutex::new(report::LastReports::default()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn format(&self) -> Format {
+        self.original.format()
+    }
+
+    pub fn options(&self) -> ModelOptions {
+        self.options.read().clone()
+    }
+
+    pub fn set_options(&self, options: ModelOptions) -> Result<()> {
+        options.validate()?;
+        *self.options.write() = options;
+        Ok(())
+    }
+
+    /// Every method and its schema.
+    pub fn methods(&self) -> Vec<MethodSchema> {
+        self.original.methods().to_vec()
+    }
+
+    fn schema(&self, method: &str) -> Result<MethodSchema> {
+        self.original
+            .methods()
+            .iter()
+            .find(|m| m.name == method)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .original
+                    .methods()
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect();
+                Error::invalid_argument(format!(
+                    "model {} has no method `{method}` (it has: {})",
+                    self.name,
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// How many tensors perfopt_model_run hands out, without running: from
+    /// the schema (a Tensor, a Tuple of Tensors), else from the last run.
+    pub fn output_count(&self) -> Option<usize> {
+        self.schema("forward")
+            .ok()
+            .and_then(|s| s.tensor_outputs())
+            .or_else(|| self.batching.lock().last_output_count)
+    }
+
+    fn check_args(&self, method: &str, args: &[Value]) -> Result<()> {
+        let (required, total) = match self.original.methods().iter().find(|m| m.name == method) {
+            Some(schema) => schema.arity(),
+            None => return self.schema(method).map(|_| ()),
+        };
+        let ok = args.len() >= required && total.is_none_or(|t| args.len() <= t);
+        if !ok {
+            let expected = match total {
+                Some(t) if t == required => format!("{t}"),
+                Some(t) => format!("{required} to {t}"),
+                None => format!("at least {required}"),
+            };
+            let what = match method {
+                "forward" => format!("model {}", self.name),
+                _ => format!("{method}() of model {}", self.name),
+            };
+            return Err(Error::invalid_argument(format!(
+                "{what} takes {expected} input(s), got {}",
+                args.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Moves the tensors in `args` to the model's device; no copy for those
+    /// already there.
+    fn to_device(&self, args: Vec<Value>) -> Result<Vec<Value>> {
+        let device = self.device.to_tch();
+        args.into_iter()
+            .map(|arg| {
+                arg.map_tensors(&mut |t| {
+                    if t.device() == device {
+                        Ok(t)
+                    } else {
+                        Ok(t.f_to_device(device)?)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for this thread's work on the model's device (measurements only:
+    /// a run's own host copy waits for what it needs).
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        if let (DeviceKind::Cuda, Some(index)) = (self.device.kind, self.device.index) {
+            crate::torch::cuda::synchronize_stream(index as i32)?;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Compiled> {
+        self.compiled.read().clone()
+    }
+
+    /// The executor a forward pass uses now, tuning a pending max-autotune
+    /// first (or, while another thread tunes it, the model as loaded).
+    fn executor_for(&self, args: &[Value]) -> Result<Arc<Compiled>> {
+        let compiled = self.current();
+        if !matches!(compiled.executor, Executor::PendingAutotune) {
+            return Ok(compiled);
+        }
+        match self.tune_pending(args)? {
+            Some(tuned) => Ok(tuned),
+            None => Ok(Arc::new(Compiled::as_loaded(self.original.clone()))),
+        }
+    }
+
+    /// One forward pass through whatever compilation chose, under inference
+    /// mode, with other perfopt work kept off a CUDA device while a graph is
+    /// captured.
+    fn forward_once(&self, compiled: &Compiled, args: &[Value]) -> Result<Value> {
+        let _inference = InferenceModeGuard::enter()?;
+        let _gate = (self.device.kind == DeviceKind::Cuda
+            && matches!(compiled.executor, Executor::Plain(_)))
+        .then(graphs::device_run_gate);
+        compiled.executor.forward(args)
+    }
+
+    /// check, move, run, hand out: the path of every forward call.
+    fn forward_call(&self, args: Vec<Value>) -> Result<Value> {
+        let started = Instant::now();
+        let result = self
+            .check_args("forward", &args)
+            .and_then(|()| self.to_device(args))
+            .and_then(|args| {
+                let inputs = outputs::storages(&args)?;
+                let compiled = self.executor_for(&args)?;
+                let value = self.forward_once(&compiled, &args)?;
+                outputs::finish(value, &inputs, self.options.read().outputs_on_device)
+            });
+        match result {
+            Ok(value) => {
+                self.stats.lock().record(started.elapsed());
+                Ok(value)
+            }
+            Err(err) => {
+                self.stats.lock().record_failure();
+                Err(match err.kind() {
+                    ErrorKind::InvalidArgument
+                    | ErrorKind::OutOfMemory
+                    | ErrorKind::UnsupportedModel => err,
+                    _ => err.context(format!("running model {}", self.name)),
+                })
+            }
+        }
+    }
+
+    /// Runs forward() on tensors; its result's tensors, flattened. Inputs may
+    /// be on the host or on the model's device; outputs land on the host
+    /// unless `outputs_on_device` is set, and never share memory with an
+    /// input or a parameter.
+    pub fn run(&self, inputs: Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>> {
+        self.run_args(value::tensor_args(inputs))
+    }
+
+    /// As [`Model::run`], with arguments of any kind.
+    pub fn run_args(&self, args: Vec<Value>) -> Result<Vec<tch::Tensor>> {
+        let outputs = self.forward_call(args)?.into_tensors()?;
+        self.batching.lock().last_output_count = Some(outputs.len());
+        Ok(outputs)
+    }
+
+    /// Calls any method with arguments of any kind and returns its result as
+    /// it is. forward() goes through what compilation chose; the other
+    /// methods run on the same compiled module (so they see the state that
+    /// forward() changes).
+    pub fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
+        if method == "forward" {
+            return self.forward_call(args);
+        }
+        self.check_args(method, &args)?;
+        let args = self.to_device(args)?;
+        let inputs = outputs::storages(&args)?;
+        let compiled = self.current();
+        let engine = compiled
+            .executor
+            .engine()
+            .cloned()
+            .unwrap_or_else(|| self.original.clone());
+        let value = {
+            let _inference = InferenceModeGuard::enter()?;
+            let _gate = (self.device.kind == DeviceKind::Cuda).then(graphs::device_run_gate);
+            engine.call(method, &args)
+        }
+        .map_err(|err| match err.kind() {
+            ErrorKind::InvalidArgument | ErrorKind::OutOfMemory => err,
+            _ => err.context(format!("calling {method}() of model {}", self.name)),
+        })?;
+        outputs::finish(value, &inputs, self.options.read().outputs_on_device)
+    }
+
+    /// Runs `iterations` passes (not counted in the model's statistics) and
+    /// reports the first call and the steady state. A model's state is left
+    /// as it was found. The report is kept for [`Model::last_report`].
+    pub fn warmup(&self, args: Vec<Value>, iterations: u32) -> Result<String> {
+        if iterations == 0 || iterations > MAX_WARMUP_ITERATIONS {
+            return Err(Error::invalid_argument(format!(
+                "iterations is {iterations}; it must be 1 to {MAX_WARMUP_ITERATIONS}"
+            )));
+        }
+        self.check_args("forward", &args)?;
+        let args = self.to_device(args)?;
+        let compiled = self.executor_for(&args)?;
+        let engine = compiled.executor.engine().cloned();
+        let saved = engine
+            .as_ref()
+            .map(|e| e.save_state())
+            .transpose()?
+            .flatten();
+        let mut latencies = Vec::new();
+        latencies
+            .try_reserve_exact(iterations as usize)
+            .map_err(|_| Error::new(ErrorKind::OutOfMemory, "no memory for the latencies"))?;
+        let result = (|| {
+            for _ in 0..iterations {
+                let started = Instant::now();
+                self.forward_once(&compiled, &args)?;
+                self.synchronize()?;
+                latencies.push(started.elapsed());
+            }
+            Ok(())
+        })();
+        if let (Some(engine), Some(state)) = (&engine, &saved) {
+            engine.restore_state(state)?;
+        }
+        result.map_err(|e: Error| e.context(format!("warming up model {}", self.name)))?;
+        let json = report::warmup_json(&self.name, &latencies, compiled.executor.label());
+        let text = json.to_string();
+        self.last_reports.lock().warmup = Some(text.clone());
+        Ok(text)
+    }
+
+    /// The last report of a call that does work to make it (warm-up,
+    /// recommend_batch), so that a caller whose buffer was too small reads it
+    /// without running the work again.
+    pub fn last_report(&self, kind: ReportKind) -> Option<String> {
+        let reports = self.last_reports.lock();
+        match kind {
+            ReportKind::Warmup => reports.warmup.clone(),
+            ReportKind::RecommendBatch => reports.recommend_batch.clone(),
+        }
+    }
+
+    /// The process's peak memory, as reports give it.
+    pub fn peak_memory(&self) -> (Option<u64>, &'static str) {
+        memory::process_peak(self.device)
+    }
+}

@@ -1,0 +1,182 @@
+//! A minimal zip reader for model files: the central directory (ZIP64
+//! included) and stored entries, bounded against damaged or hostile archives.
+//! Enough to tell formats apart and read a package's metadata; libtorch reads
+//! the rest.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use crate::error::{Error, ErrorKind, Result};
+
+pub(crate) const ZIP_LOCAL_HEADER: [u8; 4] = *b"PK\x03\x04";
+pub(crate) const ZIP_END_OF_DIRECTORY: [u8; 4] = *b"PK\x05\x06";
+pub(crate) const ZIP64_LOCATOR: [u8; 4] = *b"PK\x06\x07";
+pub(crate) const ZIP64_END: [u8; 4] = *b"PK\x06\x06";
+pub(crate) const ZIP_CENTRAL_ENTRY: [u8; 4] = *b"PK\x01\x02";
+/// The end-of-central-directory record is 22 bytes plus a comment of at most 64 KiB.
+pub(crate) const END_RECORD_SEARCH: u64 = 22 + 65_535;
+/// Far above any model's file count; bounds what a damaged directory can make us read.
+pub(crate) const MAX_ENTRIES: u64 = 1 << 20;
+pub(crate) const MAX_DIRECTORY_BYTES: u64 = 256 << 20;
+/// Metadata files perfopt reads from a package are small.
+pub(crate) const MAX_METADATA_BYTES: u64 = 1 << 20;
+
+/// One file in the archive.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: String,
+    /// 0 stored, 8 deflated.
+    pub method: u16,
+    pub compressed: u64,
+    pub local_header: u64,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+pub(crate) struct Zip<'a> {
+    pub file: &'a mut File,
+    pub size: u64,
+    pub shown: String,
+}
+
+impl Zip<'_> {
+    pub fn corrupt(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "{} is a truncated or damaged archive ({what}, {} bytes): copy it again",
+                self.shown, self.size
+            ),
+        )
+    }
+
+    fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(self.corrupt("a record points past the end of the file"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.read_exact(&mut buf))
+            .map_err(|err| {
+                Error::new(
+                    ErrorKind::LoadFailed,
+                    format!("cannot read model file {}: {err}", self.shown),
+                )
+            })?;
+        Ok(buf)
+    }
+
+    /// The central directory's (offset, size, entries).
+    fn directory(&mut self) -> Result<(u64, u64, u64)> {
+        let tail_len = self.size.min(END_RECORD_SEARCH);
+        let tail = self.read_at(self.size - tail_len, tail_len)?;
+        let end = tail
+            .windows(4)
+            .rposition(|w| w == ZIP_END_OF_DIRECTORY)
+            .filter(|&at| at + 22 <= tail.len())
+            .ok_or_else(|| self.corrupt("no end-of-directory record"))?;
+        let record = &tail[end..];
+        let (mut entries, mut size, mut offset) = (
+            u64::from(u16_at(record, 10)),
+            u64::from(u32_at(record, 12)),
+            u64::from(u32_at(record, 16)),
+        );
+        if entries == 0xFFFF || size == 0xFFFF_FFFF || offset == 0xFFFF_FFFF {
+            // ZIP64: the locator sits just before the end record.
+            let end_offset = self.size - tail_len + end as u64;
+            let locator_at = end_offset
+                .checked_sub(20)
+                .ok_or_else(|| self.corrupt("no ZIP64 locator"))?;
+            let locator = self.read_at(locator_at, 20)?;
+            if locator[..4] != ZIP64_LOCATOR {
+                return Err(self.corrupt("no ZIP64 locator"));
+            }
+            let record = self.read_at(u64_at(&locator, 8), 56)?;
+            if record[..4] != ZIP64_END {
+                return Err(self.corrupt("a damaged ZIP64 end record"));
+            }
+            entries = u64_at(&record, 32);
+            size = u64_at(&record, 40);
+            offset = u64_at(&record, 48);
+        }
+        if entries > MAX_ENTRIES || size > MAX_DIRECTORY_BYTES {
+            return Err(self.corrupt("an implausible directory"));
+        }
+        Ok((offset, size, entries))
+    }
+
+    pub fn entries(&mut self) -> Result<Vec<Entry>> {
+        let (offset, size, count) = self.directory()?;
+        let directory = self.read_at(offset, size)?;
+        let mut entries = Vec::with_capacity(count as usize);
+        let mut at = 0usize;
+        for _ in 0..count {
+            if at + 46 > directory.len() || directory[at..at + 4] != ZIP_CENTRAL_ENTRY {
+                return Err(self.corrupt("a damaged directory entry"));
+            }
+            let e = &directory[at..];
+            let method = u16_at(e, 10);
+            let mut compressed = u64::from(u32_at(e, 20));
+            let uncompressed32 = u32_at(e, 24);
+            let name_len = usize::from(u16_at(e, 28));
+            let extra_len = usize::from(u16_at(e, 30));
+            let comment_len = usize::from(u16_at(e, 32));
+            let mut local_header = u64::from(u32_at(e, 42));
+            if 46 + name_len + extra_len + comment_len > e.len() {
+                return Err(self.corrupt("a damaged directory entry"));
+            }
+            let name = String::from_utf8_lossy(&e[46..46 + name_len]).into_owned();
+            // ZIP64 sizes and offsets live in extra field 0x0001, in this order,
+            // present only for the fields that overflowed.
+            let mut extra = &e[46 + name_len..46 + name_len + extra_len];
+            while extra.len() >= 4 {
+                let (id, len) = (u16_at(extra, 0), usize::from(u16_at(extra, 2)));
+                let body = &extra[4..(4 + len).min(extra.len())];
+                if id == 1 {
+                    let mut fields = body.chunks_exact(8).map(|c| u64_at(c, 0));
+                    if uncompressed32 == 0xFFFF_FFFF {
+                        fields.next();
+                    }
+                    if compressed == 0xFFFF_FFFF {
+                        compressed = fields.next().unwrap_or(compressed);
+                    }
+                    if local_header == 0xFFFF_FFFF {
+                        local_header = fields.next().unwrap_or(local_header);
+                    }
+                }
+                extra = &extra[(4 + len).min(extra.len())..];
+            }
+            entries.push(Entry {
+                name,
+                method,
+                compressed,
+                local_header,
+            });
+            at += 46 + name_len + extra_len + comment_len;
+        }
+        Ok(entries)
+    }
+
+    /// A stored (uncompressed) entry's bytes; `None` for a compressed one.
+    pub fn stored(&mut self, entry: &Entry) -> Result<Option<Vec<u8>>> {
+        if entry.method != 0 || entry.compressed > MAX_METADATA_BYTES {
+            return Ok(None);
+        }
+        let header = self.read_at(entry.local_header, 30)?;
+        if header[..4] != ZIP_LOCAL_HEADER {
+            return Err(self.corrupt("a damaged file header"));
+        }
+        let skip = 30 + u64::from(u16_at(&header, 26)) + u64::from(u16_at(&header, 28));
+        self.read_at(entry.local_header + skip, entry.compressed)
+            .map(Some)
+    }
+}

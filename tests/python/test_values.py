@@ -1,0 +1,146 @@
+"""Real models as they are, through Python: arguments of every kind mapped
+by the schema, non-tensor results, named methods, a stateful streaming model
+in every compile mode, batch dimensions other than 0, outputs that own their
+memory, kept reports, and the binding checked against the header."""
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfopt
+from perfopt import PerfoptError, Status
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(os.environ.get("PERFOPT_FIXTURES", ROOT / "build" / "fixtures"))
+SCRIPTED = json.loads((FIXTURES / "manifest.json").read_text())["scripted"]
+
+
+@pytest.fixture(scope="module")
+def opt():
+    with perfopt.Optimizer("cpu", read_environment=False) as optimizer:
+        yield optimizer
+
+
+def chunk(i):
+    return np.load(FIXTURES / f"stateful.chunk{i}.npy")
+
+
+def expected(i):
+    return np.load(FIXTURES / f"stateful.expected{i}.npy")
+
+
+@pytest.mark.parametrize("mode", ["none", "default", "reduce-overhead", "max-autotune"])
+def test_stateful_stream_matches_pytorch(opt, mode):
+    with opt.load(str(FIXTURES / "stateful.pt")) as model:
+        assert model.compile(mode, [chunk(0), 16000]) is None
+        for _ in range(2):
+            for i in range(SCRIPTED["stateful"]["chunks"]):
+                (out,) = model.run(chunk(i), 16000)
+                np.testing.assert_allclose(out, expected(i), rtol=1e-5, atol=1e-6)
+            assert model.call("reset_states") is None
+
+
+def test_methods_and_mixed_results(opt):
+    with opt.load(str(FIXTURES / "stateful.pt")) as model:
+        names = {m["name"]: m for m in model.methods()}
+        assert {"forward", "reset_states", "encode"} <= set(names)
+        assert [a["type"] for a in names["forward"]["arguments"]] == ["Tensor", "int"]
+        model.run(chunk(0), 16000)
+        projected, calls = model.call("encode", chunk(0))
+        assert isinstance(projected, np.ndarray) and calls == 1
+        with pytest.raises(PerfoptError) as err:
+            model.run(chunk(0), "sixteen thousand")
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert "`sr`" in err.value.message and "int" in err.value.message
+        with pytest.raises(PerfoptError, match="reset_states"):
+            model.call("no_such_method")
+
+
+def test_every_argument_kind(opt):
+    with opt.load(str(FIXTURES / "kinds.pt")) as model:
+        x = np.load(FIXTURES / "kinds.x.npy")
+        ones = np.ones((2, 3), np.float32)
+        # 3 (an int) where the schema wants a float, a list where it wants a tuple.
+        y, n, flag, name, dims = model.call(
+            "forward", x, 3, 0.5, True, "vad", np.full((2, 3), 2.0, np.float32), [ones, ones], [1, 2], [2, 0.25]
+        )
+        np.testing.assert_allclose(y, np.load(FIXTURES / "kinds.y.npy"), rtol=1e-6)
+        assert (n, flag, name, dims) == (5, False, "vad!", [2, 4])
+        out = model.call("forward", x, 3, 1, False, "", None, [], [], (0, 0.0), output="torch")
+        assert out[0].shape == (2, 3)
+
+
+def test_a_dict_result_is_named(opt):
+    with opt.load(str(FIXTURES / "returns_dict.pt")) as model:
+        with pytest.raises(PerfoptError, match=r"Dict\[str, Tensor\]"):
+            model.run(np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_outputs_own_their_memory(opt, which):
+    with opt.load(str(FIXTURES / "aliasing.pt")) as model:
+        x = np.ones((2, 3), np.float32)
+        # torch tensors from DLPack are writable (NumPy marks its views read-only).
+        (out,) = model.run(x, which, output="torch")
+        kept = out.clone()
+        x[...] = 7.0  # the caller reuses its input
+        out.fill_(-1.0)  # and writes into its output: the model is untouched
+        (again,) = model.run(np.ones((2, 3), np.float32), which, output="torch")
+        assert bool((again == kept).all()) and bool((out == -1.0).all())
+
+
+def test_batch_dims(opt):
+    case = SCRIPTED["lstm_state"]
+    inputs = [np.load(FIXTURES / f"lstm_state.input{i}.npy") for i in range(4)]
+    reference = [np.load(FIXTURES / f"lstm_state.output{i}.npy") for i in range(3)]
+    with opt.load(str(FIXTURES / "lstm_state.pt")) as model:
+        dims = [None if d < 0 else d for d in case["input_batch_dims"]]
+        model.set_batch_dims(dims, case["output_batch_dims"])
+        for max_batch in (1, 2, 0):
+            outputs = model.run_batched(*inputs, max_batch=max_batch)
+            for got, want in zip(outputs, reference):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        sample = [inputs[0][:1], inputs[1][:, :1], inputs[2][:, :1], inputs[3]]
+        report = model.recommend_batch(*sample)
+        assert report["recommended_batch"] >= 1 and report["trials_stopped"]
+        assert model.last_report(perfopt.REPORT_RECOMMEND_BATCH) == report
+
+
+def test_warmup_report_is_kept_and_iterations_bounded(opt):
+    with opt.load(str(FIXTURES / "speaker.pt")) as model:
+        x = np.load(FIXTURES / "speaker.input0.npy")
+        report = model.warmup([x], 3)
+        assert model.last_report(perfopt.REPORT_WARMUP) == report
+        with pytest.raises(PerfoptError) as err:
+            model.warmup([x], 2**32 - 1)
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert model.output_count() == 1
+
+
+def test_status_enum_matches_the_header():
+    header = (ROOT / "include" / "perfopt.h").read_text()
+    body = header.split("enum perfopt_status", 1)[1].split("};", 1)[0]
+    codes = {name: int(value) for name, value in re.findall(r"(PERFOPT_\w+) = (\d+)", body)}
+    ours = {("PERFOPT_" if s.name in ("OK", "COMPILE_SKIPPED") else "PERFOPT_ERR_") + s.name: int(s) for s in Status}
+    assert ours == codes
+    for status in Status:
+        assert perfopt.status_message(status)
+
+
+def test_binding_declares_every_exported_function():
+    header = (ROOT / "include" / "perfopt.h").read_text()
+    exported = set(re.findall(r"\b(perfopt_\w+)\(", header)) - {"perfopt_log_callback"}
+    assert set(perfopt._native.DECLARED) == exported
+
+
+def test_type_hints_resolve():
+    import typing
+
+    for owner in (perfopt.Model, perfopt.Optimizer):
+        for name in dir(owner):
+            member = getattr(owner, name)
+            if callable(member) and not name.startswith("__"):
+                typing.get_type_hints(member)
