@@ -68,7 +68,7 @@ install: build
 
 # The service's three integration examples, in C++ (against an installed copy,
 # through find_package) and in Python, on the fixture models.
-examples: fixtures
+examples: fixtures packages
 	$(MAKE) install PREFIX=$(BUILD)/install
 	cmake -S examples/cpp -B $(BUILD)/examples -DCMAKE_PREFIX_PATH=$(BUILD)/install >/dev/null
 	cmake --build $(BUILD)/examples -j 2
@@ -77,6 +77,10 @@ examples: fixtures
 		echo "== Python $$example"; PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
 			$(VENV)/bin/python examples/python/$$example.py $(BUILD)/fixtures; \
 	done
+	@# The same examples on an AOTInductor package: the shapes come from the model.
+	echo "== C++ tts_backend on vocoder.pt2"; $(BUILD)/examples/tts_backend "$$(cat $(BUILD)/packages.txt)" vocoder.pt2
+	echo "== Python tts_backend on vocoder.pt2"; PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
+		$(VENV)/bin/python examples/python/tts_backend.py "$$(cat $(BUILD)/packages.txt)" vocoder.pt2
 
 # The installed copy as a user sees it: pkg-config flags build an example,
 # and the Python package installs with pip and finds the library.
@@ -85,10 +89,19 @@ test-install: examples
 	$(CXX) -std=c++17 -Wall -Wextra -Werror examples/cpp/tts_backend.cpp -o $(BUILD)/tts_backend_pkgconfig \
 		$$(PKG_CONFIG_PATH=$(BUILD)/install/lib/pkgconfig pkg-config --cflags --libs perfopt)
 	$(BUILD)/tts_backend_pkgconfig $(BUILD)/fixtures
-	rm -rf $(BUILD)/pip-target
+	rm -rf $(BUILD)/pip-target bindings/python/build
 	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation --target $(BUILD)/pip-target ./bindings/python
-	cd $(BUILD) && PERFOPT_LIBRARY=$(BUILD)/install/lib/libperfopt.so PYTHONPATH=$(BUILD)/pip-target \
-		$(VENV)/bin/python -c "import perfopt; print('pip-installed', perfopt.__file__, perfopt.version())"
+	@# The installed package finds the library it carries, with no PERFOPT_LIBRARY.
+	cd /tmp && env -u PERFOPT_LIBRARY PYTHONPATH=$(BUILD)/pip-target $(VENV)/bin/python -c \
+		"import perfopt, perfopt._native as n; lib = n.lib()._name; print('pip-installed', perfopt.version(), 'from', lib); \
+		assert lib.startswith('$(BUILD)/pip-target/perfopt/'), lib"
+
+# A wheel that carries the library (build/wheel/perfopt-*.whl): `pip install`
+# it beside torch 2.11.0 and `import perfopt` finds everything.
+wheel: build
+	rm -rf $(BUILD)/wheel bindings/python/build
+	$(VENV)/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(BUILD)/wheel ./bindings/python
+	@ls $(BUILD)/wheel
 
 # The Swift package, checked without a Swift toolchain (tests/swift/check_swift.py);
 # its XCTests' C calls run as tests/cpp/swift_mirror.c in test-cpp.
@@ -151,7 +164,7 @@ test-rust: setup packages
 # The C/C++ harness: the header alone as C11 and C++17 with -Werror, then the
 # library driven through every function (CMake + ctest).
 fixtures: setup
-	test -f $(BUILD)/fixtures/.version-3 || $(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/fixtures
+	test -f $(BUILD)/fixtures/.version-4 || $(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/fixtures
 
 # The AOTInductor package fixtures, compiled once and kept by content hash
 # (tests/fixtures/make_packages.py); their folder is in build/packages.txt.
@@ -174,12 +187,21 @@ test: build lint test-rust test-cpp test-python test-install test-swift
 	@echo "make test: every suite passed"
 
 # The main job: what the optimizer detects and applies, then two small models
-# exported with the venv's PyTorch (no download) measured in every compile mode.
+# exported with the venv's PyTorch (no download), each compile mode side by
+# side; the vocoder also as an AOTInductor package (the same weights), and the
+# encoder's max-autotune twice with a tuning cache (the second start measures
+# nothing).
 demo: build
 	$(BUILD)/bin/perfopt info
-	$(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/demo --batch 4 --only vocoder,encoder
-	$(BUILD)/bin/perfopt bench $(BUILD)/demo/vocoder.pt --input 4x80x32 --json $(BUILD)/demo/vocoder.bench.json
-	$(BUILD)/bin/perfopt bench $(BUILD)/demo/encoder.pt --input 4x16x64 --json $(BUILD)/demo/encoder.bench.json
+	$(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/demo --batch 4 --only vocoder,encoder --packages
+	$(BUILD)/bin/perfopt bench $(BUILD)/demo/vocoder.pt $(BUILD)/demo/vocoder.pt2 --input 4x80x32 \
+		--json $(BUILD)/demo/vocoder.bench.json
+	rm -rf $(BUILD)/demo/tuning
+	$(BUILD)/bin/perfopt bench $(BUILD)/demo/encoder.pt --input 4x16x64 --tuning-cache $(BUILD)/demo/tuning \
+		--json $(BUILD)/demo/encoder.bench.json
+	@echo "== the encoder again: max-autotune reads its choice from the tuning cache"
+	$(BUILD)/bin/perfopt bench $(BUILD)/demo/encoder.pt --input 4x16x64 --tuning-cache $(BUILD)/demo/tuning \
+		--mode none --mode max-autotune
 
 clean:
 	rm -rf $(BUILD)

@@ -23,6 +23,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "bindings" / "python"))
 import models  # noqa: E402
 
 PERFOPT_MODES = ["none", "default", "reduce-overhead", "max-autotune"]
@@ -44,6 +45,14 @@ def export(workdir: Path, names, batches, device):
                     torch.backends.cudnn.rnn.fp32_precision = "ieee"
                 outputs = module(*[x.to(device) for x in inputs])
             outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+            if name != "tiny" and not (workdir / f"{name}-b{batch}.pt2").exists():
+                from perfopt.export import ExportError, export as to_package
+
+                try:  # the same weights as an AOTInductor package (tens of seconds per model)
+                    to_package(module.cpu(), inputs, str(workdir / f"{name}-b{batch}.pt2"), dynamic_batch=False,
+                               device=device)
+                except ExportError as err:
+                    print(f"{name} b{batch}: no package: {err.reason}", flush=True)
             for i, x in enumerate(inputs):
                 np.save(workdir / f"{name}-b{batch}.input{i}.npy", x.numpy())
             for i, y in enumerate(outputs):
@@ -61,8 +70,12 @@ def run_perfopt_c(binary, mode, name, batch, workdir, iterations, timeout):
     stem = workdir / f"{name}-b{batch}"
     n_in = len(list(workdir.glob(f"{name}-b{batch}.input*.npy")))
     n_out = len(list(workdir.glob(f"{name}-b{batch}.output*.npy")))
+    # "package": the AOTInductor package of the same weights, run as compiled.
+    model, mode = (f"{stem}.pt2", "default") if mode == "package" else (f"{stem}.pt", mode)
+    if not Path(model).exists():
+        return {"error": f"{model}: not exported (see the export step's output)"}
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [binary, "bench", f"{stem}.pt", "--mode", mode, "--iterations", str(iterations), "--json", out.name, "--no-env"]
+        cmd = [binary, "bench", model, "--mode", mode, "--iterations", str(iterations), "--json", out.name, "--no-env"]
         for i in range(n_in):
             cmd += ["--input-file", f"{stem}.input{i}.npy"]
         for i in range(n_out):
@@ -96,7 +109,8 @@ def configs(device):
     torch_configs = ["torch-eager", "torch-flags", "torchscript-frozen", "torch-compile-default"]
     if device == "cuda":
         torch_configs.append("torch-compile-reduce-overhead")
-    return torch_configs + [f"perfopt-c-{m}" for m in PERFOPT_MODES] + [f"perfopt-py-{m}" for m in PERFOPT_MODES]
+    return (torch_configs + [f"perfopt-c-{m}" for m in PERFOPT_MODES] + ["perfopt-c-package"]
+            + [f"perfopt-py-{m}" for m in PERFOPT_MODES])
 
 
 def fmt(v, digits=2):

@@ -81,6 +81,38 @@ class SpeakerEncoder(nn.Module):
         return e / (e.norm(dim=1, keepdim=True) + 1e-6)
 
 
+class TextEncoder(nn.Module):
+    """A MiniLM-shaped sentence encoder: token ids and an attention mask in
+    (int64), 6 layers of d=384, a mean-pooled embedding out. The token model."""
+
+    def __init__(self, vocab=30522, d=384, layers=6, heads=12, positions=512):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, d)
+        self.positions = nn.Embedding(positions, d)
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, input_ids, attention_mask):
+        steps = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        x = self.tokens(input_ids) + self.positions(steps)
+        x = self.encoder(x, src_key_padding_mask=attention_mask == 0)
+        mask = attention_mask.unsqueeze(-1).to(x.dtype)
+        return (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class SmallEncoder(nn.Module):
+    """A 2-layer d=128 transformer encoder over 16 steps: a sub-millisecond
+    model, where perfopt's own per-call cost shows."""
+
+    def __init__(self, d=128, layers=2, heads=4):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, x):
+        return self.encoder(x)
+
+
 def build(name, batch):
     """(module, example inputs) for a reference model, weights seeded."""
     torch.manual_seed(0)
@@ -93,6 +125,12 @@ def build(name, batch):
         return DecoderStep().eval(), [torch.randn(batch, 1, 512, generator=g), torch.randn(batch, 64, 512, generator=g)]
     if name == "speaker":
         return SpeakerEncoder().eval(), [torch.randn(batch, 160, 40, generator=g)]
+    if name == "text_encoder":
+        ids = torch.randint(0, 30522, (batch, 32), generator=g)
+        mask = torch.ones(batch, 32, dtype=torch.int64)
+        return TextEncoder().eval(), [ids, mask]
+    if name == "small_encoder":
+        return SmallEncoder().eval(), [torch.randn(batch, 16, 128, generator=g)]
     if name == "tiny":
         return nn.Linear(4, 4).eval(), [torch.randn(batch, 4, generator=g)]
     raise ValueError(name)

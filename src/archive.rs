@@ -40,6 +40,9 @@ pub struct PackageModel {
     pub has_library: bool,
     /// The `*_metadata.json` the compiler wrote, when perfopt could read it.
     pub metadata: Option<Json>,
+    /// Per input, per dimension, the (lowest, highest) sizes the compiled
+    /// code accepts, read from its input checks; empty when unknown.
+    pub size_bounds: Vec<Vec<(Option<i64>, Option<i64>)>>,
 }
 
 /// The result of [`inspect`].
@@ -197,6 +200,11 @@ fn package_models(zip: &mut Zip<'_>, entries: &[Entry]) -> Result<Vec<PackageMod
         let m = &mut models[index];
         m.files.push(file.to_string());
         m.has_library |= file.ends_with(".so");
+        if file.ends_with(".wrapper.cpp") && m.size_bounds.is_empty() {
+            if let Some(bytes) = zip.stored(entry)? {
+                m.size_bounds = size_bounds(&String::from_utf8_lossy(&bytes));
+            }
+        }
         if file.ends_with("_metadata.json") && m.metadata.is_none() && !file.contains("kernel") {
             if let Some(bytes) = zip.stored(entry)? {
                 m.metadata = std::str::from_utf8(&bytes)
@@ -206,6 +214,62 @@ fn package_models(zip: &mut Zip<'_>, entries: &[Entry]) -> Result<Vec<PackageMod
         }
     }
     Ok(models)
+}
+
+/// The size bounds Inductor compiled into a package's input checks
+/// (`static void check_input_K(...)` with `if (argN_size[D] > MAX)` and
+/// `if (argN_size[D] < MIN)`): Inductor may bound a dynamic dimension more
+/// tightly than the export asked (a vocoder's batch at 15), and a run outside
+/// them fails with a generic message. Text it does not recognise gives none.
+pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
+    let mut bounds: Vec<Vec<(Option<i64>, Option<i64>)>> = Vec::new();
+    for block in wrapper.split("static void check_input_").skip(1) {
+        let Some(index) = block
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let body = block.split("\n}\n").next().unwrap_or("");
+        if bounds.len() <= index {
+            bounds.resize(index + 1, Vec::new());
+        }
+        for line in body.lines() {
+            let Some(rest) = line.trim().strip_prefix("if (") else {
+                continue;
+            };
+            let Some((condition, _)) = rest.split_once(") {") else {
+                continue;
+            };
+            let (sizes, op, limit) = match condition.split_once(" > ") {
+                Some((a, b)) => (a, '>', b),
+                None => match condition.split_once(" < ") {
+                    Some((a, b)) => (a, '<', b),
+                    None => continue,
+                },
+            };
+            let Some(dim) = sizes
+                .split_once("_size[")
+                .and_then(|(_, d)| d.strip_suffix(']'))
+                .and_then(|d| d.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let Ok(limit) = limit.trim().parse::<i64>() else {
+                continue;
+            };
+            let dims = &mut bounds[index];
+            if dims.len() <= dim {
+                dims.resize(dim + 1, (None, None));
+            }
+            match op {
+                '>' => dims[dim].1 = Some(limit),
+                _ => dims[dim].0 = Some(limit),
+            }
+        }
+    }
+    bounds
 }
 
 #[cfg(test)]
@@ -336,6 +400,14 @@ mod tests {
         for path in [script, package, exported, one, climbing] {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    #[test]
+    fn reads_the_size_bounds_compiled_into_a_package() {
+        let wrapper = "AOTI_NOINLINE static void check_input_0(\n    AtenTensorHandle* input_handles\n) {\n    auto arg16_1_size = arg16_1.sizes();\n\n    if (arg16_1_size[0] > 15) {\n        throw;\n    }\n\n    if (arg16_1_size[0] < 2) {\n        throw;\n    }\n    if (80 != arg16_1_size[1]) {\n    }\n}\nstatic void check_input_1(\n) {\n}\n";
+        let bounds = size_bounds(wrapper);
+        assert_eq!(bounds[0], vec![(Some(2), Some(15))]);
+        assert!(size_bounds("nothing to see").is_empty());
     }
 
     #[test]

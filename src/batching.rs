@@ -107,6 +107,8 @@ pub enum Stop {
     MemoryLimit,
     /// The next batch ran out of memory.
     OutOfMemory,
+    /// The next batch is larger than the model accepts (a package's bound).
+    ModelLimit,
     /// The largest batch perfopt tries.
     #[default]
     LargestTrial,
@@ -161,6 +163,10 @@ impl Recommendation {
                     "batch {} ran out of memory; throughput was still growing at {largest}",
                     largest * 2
                 ),
+                Stop::ModelLimit => format!(
+                    "{largest} is the largest batch measured within the model's own limit, and \
+                     throughput was still growing there"
+                ),
                 Stop::Knee | Stop::LargestTrial => {
                     format!("throughput still grew at {largest}, the largest batch perfopt tries")
                 }
@@ -179,6 +185,7 @@ impl Recommendation {
                     Stop::Budget => "measuring budget",
                     Stop::MemoryLimit => "memory limit",
                     Stop::OutOfMemory => "out of memory",
+                    Stop::ModelLimit => "the model's batch limit",
                     Stop::LargestTrial => "largest batch tried",
                 },
             )

@@ -18,8 +18,8 @@ pub(crate) const END_RECORD_SEARCH: u64 = 22 + 65_535;
 /// Far above any model's file count; bounds what a damaged directory can make us read.
 pub(crate) const MAX_ENTRIES: u64 = 1 << 20;
 pub(crate) const MAX_DIRECTORY_BYTES: u64 = 256 << 20;
-/// Metadata files perfopt reads from a package are small.
-pub(crate) const MAX_METADATA_BYTES: u64 = 1 << 20;
+/// The most perfopt reads of one entry (a package's metadata, its wrapper source).
+pub(crate) const MAX_ENTRY_BYTES: u64 = 64 << 20;
 
 /// One file in the archive.
 #[derive(Clone, Debug)]
@@ -168,7 +168,7 @@ impl Zip<'_> {
 
     /// A stored (uncompressed) entry's bytes; `None` for a compressed one.
     pub fn stored(&mut self, entry: &Entry) -> Result<Option<Vec<u8>>> {
-        if entry.method != 0 || entry.compressed > MAX_METADATA_BYTES {
+        if entry.method != 0 || entry.compressed > MAX_ENTRY_BYTES {
             return Ok(None);
         }
         let header = self.read_at(entry.local_header, 30)?;

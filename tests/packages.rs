@@ -109,6 +109,24 @@ fn wrong_inputs_are_refused_before_the_kernels() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     let err = model.call("reset_states", vec![]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    // Inductor may bound a dynamic batch more tightly than the export asked
+    // (the vocoder's at 15 here): perfopt reads the bound and says so.
+    let vocoder = package("vocoder");
+    let model = Model::load(cpu_optimizer(), &vocoder.path, None).unwrap();
+    if let Json::Int(limit) = field(&model.report(), &["engine", "batch_limit"]) {
+        let too_many = vocoder.inputs[0].narrow(0, 0, 1).repeat([limit + 1, 1, 1]);
+        let err = model.run(vec![too_many]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("accepts"), "{err}");
+        let many = vocoder.inputs[0].narrow(0, 0, 1).repeat([limit + 3, 1, 1]);
+        let outputs = model.run_batched(args(&[many]), 0).unwrap();
+        assert_eq!(
+            outputs[0].size()[0],
+            limit + 3,
+            "run_batched stays within the bound"
+        );
+    }
+    let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
     // Still usable.
     assert!(
         relative_error(&model.run(clone_all(&fx.inputs)).unwrap(), &fx.outputs).unwrap() <= 1e-4

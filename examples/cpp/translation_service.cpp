@@ -1,11 +1,13 @@
 // The service's translation service on perfopt: a list of inputs batched
-// with the measured batch size.
+// with the measured batch size. The request's shape comes from
+// NAME.inputs.json beside the model.
 //
-//   translation_service MODELS_DIR     (MODELS_DIR holds encoder.pt: make fixtures)
+//   translation_service MODELS_DIR [ENCODER]     (MODELS_DIR holds encoder.pt: make fixtures)
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "input_specs.hpp"
 #include "perfopt.hpp"
 
 int main(int argc, char **argv) {
@@ -15,27 +17,29 @@ int main(int argc, char **argv) {
   }
   try {
     perfopt::Optimizer optimizer;
-    perfopt::Model encoder = optimizer.load(std::string(argv[1]) + "/encoder.pt", "encoder");
+    const std::string path = std::string(argv[1]) + "/" + (argc > 2 ? argv[2] : "encoder.pt");
+    const examples::InputSpec spec = examples::read_input_specs(path).at(0);
+    if (spec.dtype != "float32") throw std::runtime_error(path + ": this example feeds float32 requests");
+    perfopt::Model encoder = optimizer.load(path, "encoder");
     encoder.compile("default");
 
-    const int64_t tokens = 16, width = 64;
-    std::vector<float> one(static_cast<size_t>(tokens * width), 0.5f);
-    std::vector<int64_t> sample_shape{1, tokens, width};
+    std::vector<int64_t> sample_shape = examples::with_batch(spec, 1);
+    std::vector<float> one(examples::elements(sample_shape), 0.5f);
     int32_t batch = encoder.recommend_batch({perfopt::host_tensor(one.data(), sample_shape)});
     std::printf("recommended batch %d (the service's rule says %d)\n", batch, optimizer.optimal_batch_size());
 
     // Twenty requests, embedded in chunks of the recommended size.
     const int64_t requests = 20;
-    std::vector<float> queue(static_cast<size_t>(requests * tokens * width));
+    std::vector<int64_t> shape = examples::with_batch(spec, requests);
+    std::vector<float> queue(examples::elements(shape));
     for (size_t i = 0; i < queue.size(); ++i) queue[i] = static_cast<float>(i % 7) / 7.0f;
-    std::vector<int64_t> shape{requests, tokens, width};
     perfopt::InferenceScope scope(optimizer);
     std::vector<perfopt::Tensor> encoded = encoder.run_batched({perfopt::host_tensor(queue.data(), shape)});
     std::vector<int64_t> dims = encoded.at(0).shape();
-    std::printf("encoded %lld requests into [%lld, %lld, %lld]\n", static_cast<long long>(requests),
-                static_cast<long long>(dims[0]), static_cast<long long>(dims[1]), static_cast<long long>(dims[2]));
+    std::printf("encoded %lld requests into a result of %zu dimensions, %lld first\n",
+                static_cast<long long>(requests), dims.size(), static_cast<long long>(dims.at(0)));
     return 0;
-  } catch (const perfopt::Error &e) {
+  } catch (const std::exception &e) {
     std::fprintf(stderr, "translation_service: %s\n", e.what());
     return 1;
   }

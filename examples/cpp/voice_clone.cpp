@@ -1,11 +1,14 @@
 // The service's voice-clone service on perfopt: speaker embeddings for many
 // clips inside one inference scope.
 //
-//   voice_clone MODELS_DIR     (MODELS_DIR holds speaker.pt: make fixtures)
+// The clip's shape comes from NAME.inputs.json beside the model.
+//
+//   voice_clone MODELS_DIR [SPEAKER]     (MODELS_DIR holds speaker.pt: make fixtures)
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
+#include "input_specs.hpp"
 #include "perfopt.hpp"
 
 int main(int argc, char **argv) {
@@ -15,13 +18,13 @@ int main(int argc, char **argv) {
   }
   try {
     perfopt::Optimizer optimizer;
-    perfopt::Model encoder = optimizer.load(std::string(argv[1]) + "/speaker.pt", "speaker");
+    const std::string path = std::string(argv[1]) + "/" + (argc > 2 ? argv[2] : "speaker.pt");
+    std::vector<int64_t> shape = examples::with_batch(examples::read_input_specs(path).at(0), 6);
+    perfopt::Model encoder = optimizer.load(path, "speaker");
     encoder.compile("default");
 
-    const int clips = 6, frames = 50, features = 40;
-    std::vector<float> audio(static_cast<size_t>(clips * frames * features));
+    std::vector<float> audio(examples::elements(shape));
     for (size_t i = 0; i < audio.size(); ++i) audio[i] = std::sin(0.01f * static_cast<float>(i));
-    std::vector<int64_t> shape{clips, frames, features};
 
     perfopt::InferenceScope scope(optimizer);  // the service's torch.inference_mode() block
     std::vector<perfopt::Tensor> embeddings = encoder.run_batched({perfopt::host_tensor(audio.data(), shape)});
@@ -34,7 +37,7 @@ int main(int argc, char **argv) {
                   static_cast<long long>(dims[1]), std::sqrt(norm));
     }
     return 0;
-  } catch (const perfopt::Error &e) {
+  } catch (const std::exception &e) {
     std::fprintf(stderr, "voice_clone: %s\n", e.what());
     return 1;
   }

@@ -36,6 +36,8 @@ pub struct Aoti {
     inputs: usize,
     outputs: Option<usize>,
     specs: Option<Vec<InputSpec>>,
+    /// Per input and dimension, the sizes the compiled checks accept.
+    bounds: Vec<Vec<(Option<i64>, Option<i64>)>>,
     methods: Vec<MethodSchema>,
     description: Json,
 }
@@ -227,6 +229,7 @@ impl Aoti {
             .with("device_key", device_key.clone())
             .with("runners", runners)
             .with("input_specs_from_export", specs.is_some())
+            .with("batch_limit", batch_limit(&model.size_bounds))
             .with("metadata", metadata);
         Ok(Aoti {
             package,
@@ -235,6 +238,7 @@ impl Aoti {
             inputs,
             outputs,
             specs,
+            bounds: model.size_bounds.clone(),
             methods,
             description,
         })
@@ -310,6 +314,22 @@ impl Aoti {
                         )));
                     }
                 }
+                if let Some(dims) = self.bounds.get(i) {
+                    for (d, (low, high)) in dims.iter().enumerate() {
+                        let n = t.size().get(d).copied().unwrap_or(0);
+                        if low.is_some_and(|l| n < l) || high.is_some_and(|h| n > h) {
+                            let range = |b: Option<i64>, other: &str| {
+                                b.map_or(other.to_string(), |b| b.to_string())
+                            };
+                            return Err(Error::invalid_argument(format!(
+                                "input {i}: dimension {d} is {n}; the package's compiled code accepts \
+                                 {} to {} there",
+                                range(*low, "0"),
+                                range(*high, "any size")
+                            )));
+                        }
+                    }
+                }
                 let on_device = matches!(
                     (wanted, t.device()),
                     (None, tch::Device::Cpu)
@@ -328,6 +348,14 @@ impl Aoti {
             })
             .collect()
     }
+}
+
+/// The largest dimension 0 every input accepts, from the compiled bounds.
+fn batch_limit(bounds: &[Vec<(Option<i64>, Option<i64>)>]) -> Option<i64> {
+    bounds
+        .iter()
+        .filter_map(|dims| dims.first().and_then(|(_, high)| *high))
+        .min()
 }
 
 fn shape_label(shape: &[i64]) -> String {
@@ -376,7 +404,16 @@ impl Engine for Aoti {
         crate::fork::mark_used();
         let tensors = self.check_inputs(args)?;
         let refs: Vec<&tch::Tensor> = tensors.iter().collect();
-        let outputs = self.package.run(&refs)?;
+        let outputs = self.package.run(&refs).map_err(|err| {
+            if err.to_string().contains("API call failed") {
+                err.context(
+                    "the package's compiled code refused the call (its own checks print the reason \
+                     on standard error)",
+                )
+            } else {
+                err
+            }
+        })?;
         if let Some(n) = self.outputs {
             if n != outputs.len() {
                 log::debug!(
@@ -391,6 +428,10 @@ impl Engine for Aoti {
         } else {
             Value::Tuple(values)
         })
+    }
+
+    fn batch_limit(&self) -> Option<i64> {
+        batch_limit(&self.bounds)
     }
 
     fn describe(&self) -> Json {

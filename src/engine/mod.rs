@@ -216,6 +216,12 @@ pub trait Engine: Send + Sync {
         Ok(false)
     }
 
+    /// The largest batch (dimension 0) the model accepts, when it has one
+    /// (a package compiled with bounds); batching stays within it.
+    fn batch_limit(&self) -> Option<i64> {
+        None
+    }
+
     /// Format-specific facts for the model report.
     fn describe(&self) -> Json {
         Json::object().with("format", self.format().as_str())

@@ -204,6 +204,11 @@ impl Model {
                 .or(state.recommended)
                 .unwrap_or_else(|| self.optimizer.optimal_batch_size() as i64)
         };
+        // A package accepts batches up to the bound it was compiled with.
+        let chunk = match self.original.batch_limit() {
+            Some(limit) => chunk.min(limit.max(1)),
+            None => chunk,
+        };
         let cuda = self.device.kind == crate::device::DeviceKind::Cuda;
         let (chunks, retries, final_chunk) = batching::run_in_chunks(
             total,
@@ -315,7 +320,8 @@ impl Model {
                 memory_source: memory::measurement_source(self.device).to_string(),
                 ..Default::default()
             };
-            for b in [1i64, 2, 4, 8] {
+            let limit = engine.batch_limit().unwrap_or(i64::MAX);
+            for b in [1i64, 2, 4, 8].into_iter().filter(|&b| b <= limit) {
                 let inputs = batch_of(b)?;
                 match memory::peak_during(self.device, || run(&inputs)) {
                     Ok(bytes) => rec.memory_points.push((b, bytes)),
@@ -331,7 +337,7 @@ impl Model {
                         batching::max_batch_for_memory(free, margin, per_sample, fixed);
                 }
             }
-            self.throughput_trials(&mut rec, &batch_of, &run)?;
+            self.throughput_trials(&mut rec, &batch_of, &run, engine.batch_limit())?;
             Ok(rec)
         })();
         if let Some(state) = &saved {
@@ -363,6 +369,7 @@ impl Model {
         rec: &mut Recommendation,
         batch_of: &dyn Fn(i64) -> Result<Vec<Value>>,
         run: &dyn Fn(&[Value]) -> Result<()>,
+        model_limit: Option<i64>,
     ) -> Result<()> {
         let started = Instant::now();
         let mut b = 1i64;
@@ -370,6 +377,10 @@ impl Model {
         loop {
             if b > MAX_TRIAL_BATCH {
                 rec.stopped = Stop::LargestTrial;
+                break;
+            }
+            if model_limit.is_some_and(|limit| b > limit) {
+                rec.stopped = Stop::ModelLimit;
                 break;
             }
             if rec.memory_limit.is_some_and(|limit| b > limit.max(1)) {

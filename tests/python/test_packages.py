@@ -99,3 +99,15 @@ def test_export_report_of_the_fixture():
     for name in ("two_inputs", "vocoder"):
         assert report[name]["relative_error"] <= 1e-4
         assert report[name]["dynamic_batch"] is True
+
+
+def test_input_specs_come_from_the_model():
+    specs = perfopt.input_specs(str(PACKAGES / "two_inputs.pt2"))
+    assert [s["name"] for s in specs] == ["x", "y"] and specs[0]["shape"] == [-1, 16]
+    (PACKAGES / "two_inputs.inputs.json").rename(PACKAGES / "two_inputs.inputs.json.away")
+    try:
+        assert perfopt.input_specs(str(PACKAGES / "two_inputs.pt2")) == specs  # from the package itself
+    finally:
+        (PACKAGES / "two_inputs.inputs.json.away").rename(PACKAGES / "two_inputs.inputs.json")
+    arrays = perfopt.example_inputs(specs, batch=3)
+    assert [a.shape for a in arrays] == [(3, 16), (3, 4)]

@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional
 from . import _native
 from ._model import Model
 from ._owner import Owner
+from ._specs import example_inputs, input_specs
 from ._status import PerfoptError, Status, check
 from ._tensors import DLPackOutput
 
@@ -41,6 +42,8 @@ __all__ = [
     "set_log_level",
     "REPORT_WARMUP",
     "REPORT_RECOMMEND_BATCH",
+    "input_specs",
+    "example_inputs",
 ]
 
 __version__ = "0.1.0"

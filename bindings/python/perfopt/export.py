@@ -171,6 +171,8 @@ def export(
         raise ExportError(f"AOTInductor could not compile the exported program: {err}", repr(err)) from err
     compile_s = time.perf_counter() - started
 
+    # The same specs beside the package, for tools that read files only.
+    Path(str(path)).with_suffix(".inputs.json").write_text(json.dumps(specs))
     loaded = torch._inductor.aoti_load_package(package)
     with torch.no_grad():
         got = _flat(loaded(*[x for x in inputs if isinstance(x, torch.Tensor)]))
