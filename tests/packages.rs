@@ -92,6 +92,30 @@ fn a_package_runs_from_several_threads() {
 }
 
 #[test]
+fn a_static_package_batches_in_its_own_size() {
+    let dynamic = package("two_inputs");
+    let path = packages_dir().join("static_two.pt2");
+    let model = Model::load(cpu_optimizer(), &path.to_string_lossy(), None).unwrap();
+    let five: Vec<tch::Tensor> = dynamic
+        .inputs
+        .iter()
+        .map(|t| t.repeat([3, 1]).narrow(0, 0, 5))
+        .collect();
+    // Chunks of 2, the last padded to 2 and cut back: as the dynamic package's one run.
+    let batched = model.run_batched(args(&five), 0).unwrap();
+    let reference = Model::load(cpu_optimizer(), &dynamic.path, None)
+        .unwrap()
+        .run(clone_all(&five))
+        .unwrap();
+    assert_eq!(batched[0].size()[0], 5);
+    assert!(relative_error(&batched, &reference).unwrap() <= 1e-5);
+    // A plain run of another batch is refused, saying what the package takes.
+    let err = model.run(clone_all(&five)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("shape [2, 16]"), "{err}");
+}
+
+#[test]
 fn wrong_inputs_are_refused_before_the_kernels() {
     let fx = package("two_inputs");
     let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();

@@ -431,7 +431,14 @@ impl Engine for Aoti {
     }
 
     fn batch_limit(&self) -> Option<i64> {
-        batch_limit(&self.bounds)
+        batch_limit(&self.bounds).or_else(|| self.fixed_batch())
+    }
+
+    fn fixed_batch(&self) -> Option<i64> {
+        // Every input exported with the same static dimension 0.
+        let specs = self.specs.as_ref()?;
+        let first = specs.first()?.shape.first().copied()?;
+        (first >= 0 && specs.iter().all(|s| s.shape.first() == Some(&first))).then_some(first)
     }
 
     fn describe(&self) -> Json {

@@ -222,6 +222,12 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// The one batch size the model runs (a package exported with a static
+    /// batch); run_batched pads its last chunk to it.
+    fn fixed_batch(&self) -> Option<i64> {
+        None
+    }
+
     /// Format-specific facts for the model report.
     fn describe(&self) -> Json {
         Json::object().with("format", self.format().as_str())

@@ -168,6 +168,25 @@ fn narrowed(
         .collect()
 }
 
+/// `args` with `extra` zero samples appended along each batched input's
+/// batch dimension (a static package's last chunk; their outputs are dropped).
+fn padded(args: Vec<Value>, batched: &[(usize, usize)], extra: i64) -> Result<Vec<Value>> {
+    args.into_iter()
+        .enumerate()
+        .map(
+            |(i, arg)| match (arg, batched.iter().find(|(j, _)| *j == i)) {
+                (Value::Tensor(t), Some(&(_, d))) => {
+                    let mut shape = t.size();
+                    shape[d] = extra;
+                    let zeros = tch::Tensor::f_zeros(&shape, (t.kind(), t.device()))?;
+                    Ok(Value::Tensor(tch::Tensor::f_cat(&[&t, &zeros], d as i64)?))
+                }
+                (arg, _) => Ok(arg),
+            },
+        )
+        .collect()
+}
+
 impl Model {
     pub fn set_batch_dims(&self, dims: BatchDims) -> Result<()> {
         dims.validate()?;
@@ -204,17 +223,31 @@ impl Model {
                 .or(state.recommended)
                 .unwrap_or_else(|| self.optimizer.optimal_batch_size() as i64)
         };
-        // A package accepts batches up to the bound it was compiled with.
-        let chunk = match self.original.batch_limit() {
-            Some(limit) => chunk.min(limit.max(1)),
-            None => chunk,
+        // A package accepts batches up to the bound it was compiled with; one
+        // exported with a static batch runs exactly that (the last chunk padded).
+        let fixed = self.original.fixed_batch();
+        let chunk = match (fixed, self.original.batch_limit()) {
+            (Some(n), _) => n.max(1),
+            (None, Some(limit)) => chunk.min(limit.max(1)),
+            (None, None) => chunk,
         };
         let cuda = self.device.kind == crate::device::DeviceKind::Cuda;
         let (chunks, retries, final_chunk) = batching::run_in_chunks(
             total,
             chunk,
             |start, len| {
-                let outputs = self.run_args(narrowed(&args, &batched, start, len)?)?;
+                let part = narrowed(&args, &batched, start, len)?;
+                let outputs = match fixed {
+                    Some(n) if len < n => {
+                        let padded = padded(part, &batched, n - len)?;
+                        self.run_args(padded)?
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, t)| Ok(t.f_narrow(dims.output(k) as i64, 0, len)?))
+                            .collect::<Result<Vec<_>>>()?
+                    }
+                    _ => self.run_args(part)?,
+                };
                 for (k, output) in outputs.iter().enumerate() {
                     let d = dims.output(k);
                     let size = output.size();

@@ -738,3 +738,107 @@ int main(int argc, char **argv) {
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }
+
+// The streaming model (forward(x, sr: int), a recurrent state, reset_states)
+// gives PyTorch's sequence of outputs in every compile mode, compiled with
+// warm-up arguments and without a reset in between, and again after
+// reset_states: from C, through perfopt_value.
+TEST_CASE(stateful_stream_every_mode) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  std::vector<HostTensor> chunks, expected;
+  for (int i = 0; i < 20; ++i) {
+    chunks.push_back(read_npy(fixtures() + "/stateful.chunk" + std::to_string(i) + ".npy"));
+    expected.push_back(read_npy(fixtures() + "/stateful.expected" + std::to_string(i) + ".npy"));
+  }
+  for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+    perfopt_model *model = load(optimizer, fixtures() + "/stateful.pt");
+    auto call_args = [](DLTensor *chunk) {
+      std::vector<perfopt_value> args(2);
+      for (auto &a : args) {
+        std::memset(&a, 0, sizeof a);
+        a.struct_size = sizeof(perfopt_value);
+      }
+      args[0].kind = PERFOPT_VALUE_TENSOR;
+      args[0].tensor = chunk;
+      args[1].kind = PERFOPT_VALUE_INT;
+      args[1].int_value = 16000;
+      return args;
+    };
+    DLTensor warm = chunks[0].dl();
+    auto warm_args = call_args(&warm);
+    CHECK_STATUS(perfopt_model_compile_args(model, mode, warm_args.data(), 2), PERFOPT_OK, "");
+    for (int round = 0; round < 2; ++round) {
+      for (int i = 0; i < 20; ++i) {
+        DLTensor chunk = chunks[i].dl();
+        auto args = call_args(&chunk);
+        perfopt_value *result = nullptr;
+        CHECK_STATUS(perfopt_model_call(model, "forward", args.data(), 2, &result), PERFOPT_OK, "");
+        CHECK(result->kind == PERFOPT_VALUE_TENSOR);
+        double error = relative_error(result->managed, expected[i]);
+        perfopt_value_free(result);
+        if (error > 1e-5) {
+          throw Failure{std::string(mode) + ", round " + std::to_string(round) + ", chunk " + std::to_string(i) +
+                        ": error " + std::to_string(error)};
+        }
+      }
+      perfopt_value *none = nullptr;
+      CHECK_STATUS(perfopt_model_call(model, "reset_states", nullptr, 0, &none), PERFOPT_OK, "");
+      CHECK(none->kind == PERFOPT_VALUE_NONE);
+      perfopt_value_free(none);
+    }
+    perfopt_model_free(model);
+  }
+  perfopt_optimizer_free(optimizer);
+}
+
+std::string packages() {
+  const char *dir = std::getenv("PERFOPT_PACKAGES");
+  return dir ? dir : "";
+}
+
+// AOTInductor packages from C: every call on a good one within 1e-4 of
+// eager, and each broken one with its own status and a message naming it.
+TEST_CASE(packages_from_c) {
+  if (packages().empty()) throw Failure{"PERFOPT_PACKAGES is not set (make test-cpp sets it)"};
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx;
+  fx.path = packages() + "/two_inputs.pt2";
+  for (int i = 0; i < 2; ++i) {
+    fx.inputs.push_back(read_npy(packages() + "/two_inputs.input" + std::to_string(i) + ".npy"));
+    fx.outputs.push_back(read_npy(packages() + "/two_inputs.output" + std::to_string(i) + ".npy"));
+  }
+  auto inputs = fx.dl_inputs();
+  for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+    perfopt_model *model = load(optimizer, fx.path);
+    CHECK_STATUS(perfopt_model_compile(model, mode, inputs.data(), inputs.size()), PERFOPT_OK, "");
+    DLManagedTensor *outputs[4] = {};
+    size_t n = 0;
+    CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
+    CHECK(n == 2);
+    for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+    release(outputs, n);
+    CHECK_STATUS(perfopt_model_run_batched(model, inputs.data(), inputs.size(), 1, outputs, 4, &n), PERFOPT_OK, "");
+    for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+    release(outputs, n);
+    size_t needed = 0;
+    CHECK_STATUS(perfopt_model_warmup(model, inputs.data(), inputs.size(), 3, nullptr, 0, &needed), PERFOPT_OK, "");
+    perfopt_model_free(model);
+  }
+  struct Broken {
+    const char *file;
+    perfopt_status status;
+    const char *words;
+  };
+  for (const Broken &b : {Broken{"truncated.pt2", PERFOPT_ERR_MODEL_CORRUPT, "truncated"},
+                          Broken{"wrong_device.pt2", PERFOPT_ERR_UNSUPPORTED_DEVICE, "compiled for cuda"},
+                          Broken{"cpp_only.pt2", PERFOPT_ERR_UNSUPPORTED_MODEL, "no compiled library"},
+                          Broken{"bad_library.pt2", PERFOPT_ERR_LOAD_FAILED, "dlopen"},
+                          Broken{"missing.pt2", PERFOPT_ERR_FILE_NOT_FOUND, "missing.pt2"}}) {
+    perfopt_model *model = nullptr;
+    std::string path = packages() + "/" + b.file;
+    CHECK_STATUS(perfopt_model_load(optimizer, path.c_str(), nullptr, &model), b.status, b.words);
+    CHECK(model == nullptr);
+    CHECK(std::string(perfopt_last_error()).find(b.file) != std::string::npos);
+  }
+  perfopt_optimizer_free(optimizer);
+}

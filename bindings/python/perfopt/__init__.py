@@ -17,7 +17,6 @@ PerfoptError(FORKED_CHILD): use multiprocessing's "spawn" start method.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import threading
 from typing import Any, Dict, Optional
@@ -27,6 +26,7 @@ from ._model import Model
 from ._owner import Owner
 from ._specs import example_inputs, input_specs
 from ._status import PerfoptError, Status, check
+from ._status import read_json as _read_json
 from ._tensors import DLPackOutput
 
 __all__ = [
@@ -66,21 +66,6 @@ def abi_version() -> int:
 def status_message(status: int) -> str:
     """What a status code means, in a sentence."""
     return str(_native.lib().perfopt_status_message(int(status)).decode())
-
-
-def _read_json(call: Any, size: int = 4096) -> Dict[str, Any]:
-    """Runs a (buf, len, needed) report call, retrying with room when the
-    report grew since the size query (reports are made fresh on each call)."""
-    while True:
-        needed = ctypes.c_size_t(0)
-        buf = ctypes.create_string_buffer(size)
-        status = call(buf, size, ctypes.byref(needed))
-        if status == Status.BUFFER_TOO_SMALL and needed.value > size:
-            size = needed.value * 2
-            continue
-        check(status)
-        result: Dict[str, Any] = json.loads(buf.value.decode("utf-8"))
-        return result
 
 
 def _tri_state(value: Optional[bool]) -> int:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 from . import _native
 from ._owner import Owner
 from ._status import PerfoptError, Status, check, last_error
+from ._status import read_json as _read_json
 from ._tensors import DLPackOutput, InputBatch
 from ._values import ValueBatch, is_tensor, read_result
 
@@ -304,18 +305,3 @@ def _flatten(result: Any) -> List[Any]:
             f"the model returned {type(result).__name__} where run() passes tensors only: use call()",
         )
     return [result]
-
-
-def _read_json(call: Callable[[Any, int, Any], int], size: int = 4096) -> Any:
-    """Runs a (buf, len, needed) report call. Reports are made fresh on each
-    call (latencies, free memory), so their size can change between calls:
-    retry with room to spare rather than trusting a size from an earlier call."""
-    while True:
-        needed = ctypes.c_size_t(0)
-        buf = ctypes.create_string_buffer(size)
-        status = call(buf, size, ctypes.byref(needed))
-        if status == Status.BUFFER_TOO_SMALL and needed.value > size:
-            size = needed.value * 2
-            continue
-        check(status)
-        return json.loads(buf.value.decode("utf-8"))

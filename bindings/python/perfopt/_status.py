@@ -1,8 +1,10 @@
 """Status codes and the exception that carries perfopt's message."""
 from __future__ import annotations
 
+import ctypes
 import enum
-from typing import Any
+import json
+from typing import Any, Callable
 
 from . import _native
 
@@ -57,3 +59,18 @@ def last_error() -> str:
 def check(status: int) -> None:
     if status != Status.OK:
         raise PerfoptError(status, last_error())
+
+
+def read_json(call: Callable[[Any, int, Any], int], size: int = 4096) -> Any:
+    """Runs a (buf, len, needed) report call. Reports are made fresh on each
+    call (latencies, free memory), so their size can change between calls:
+    retry with room to spare rather than trusting a size from an earlier call."""
+    while True:
+        needed = ctypes.c_size_t(0)
+        buf = ctypes.create_string_buffer(size)
+        status = call(buf, size, ctypes.byref(needed))
+        if status == Status.BUFFER_TOO_SMALL and needed.value > size:
+            size = needed.value * 2
+            continue
+        check(status)
+        return json.loads(buf.value.decode("utf-8"))

@@ -47,6 +47,8 @@ pub struct Contender {
     pub cold_start_ms: f64,
     pub relative_error: f64,
     pub chosen: String,
+    /// Why compilation chose it (max-autotune's verdict, a warning included).
+    pub why: String,
     pub candidates: Vec<Candidate>,
     pub first_result_unix_s: f64,
     pub peak_memory: Option<u64>,
@@ -160,6 +162,7 @@ fn cold_start(
         cold_start_ms: 0.0,
         relative_error: f64::NAN,
         chosen: String::new(),
+        why: String::new(),
         candidates: Vec::new(),
         first_result_unix_s: 0.0,
         peak_memory: None,
@@ -184,10 +187,13 @@ fn cold_start(
         c.first_result_unix_s = now_unix_s();
         c.cold_start_ms = millis(started.elapsed());
         c.relative_error = relative_error(&first, reference)?;
-        c.chosen = match model.compile_report().get("chosen") {
+        let compile = model.compile_report();
+        let text = |key: &str| match compile.get(key) {
             Some(Json::Str(s)) => s.clone(),
             _ => String::new(),
         };
+        c.chosen = text("chosen");
+        c.why = text("why");
         c.candidates = model.autotune_candidates();
         c.model = Some(model);
         Ok(())
@@ -374,6 +380,12 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
                 cand.name, p50, cand.runs, error, kept
             );
         }
+        let warning = if c.why.contains("no candidate stayed within") {
+            "WARNING: "
+        } else {
+            ""
+        };
+        out += &format!("  {warning}{}\n", c.why);
     }
     out += "\ncold start = load + compile + first result (rows measured one after another in this \
             process; the first also pays libtorch's lazy start-up); noise = half the interquartile \
@@ -415,6 +427,7 @@ pub fn to_json(options: &BenchOptions, device: &str, contenders: &[Contender]) -
                 .with("speedup_q75", speedup.map(|s| round3(s.q75)))
                 .with("verdict", speedup.map(|s| s.verdict()))
                 .with("chosen", c.chosen.as_str())
+                .with("why", c.why.as_str())
                 .with(
                     "candidates",
                     Json::Array(c.candidates.iter().map(Candidate::to_json).collect()),
