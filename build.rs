@@ -16,6 +16,7 @@ const SHIM_CPU: &[&str] = &[
     "src/cxx/tensor.cpp",
     "src/cxx/values.cpp",
     "src/cxx/script.cpp",
+    "src/cxx/script_state.cpp",
     "src/cxx/aoti.cpp",
     "src/cxx/memory.cpp",
 ];

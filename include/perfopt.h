@@ -536,12 +536,13 @@ perfopt_status perfopt_model_set_options(struct perfopt_model *model, const stru
 /*
  Compiles the model. `mode`: "none", "default", "reduce-overhead",
  "max-autotune", or NULL for the optimizer's configured mode
- (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `warmup_inputs` may be
- NULL: shape-dependent work (CUDA-graph capture, autotuning) then happens on
+ (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `n_inputs` may be 0
+ (`warmup_inputs` is then not read): shape-dependent work (CUDA-graph capture, autotuning) then happens on
  the first run. Warm-up runs leave a stateful model's state as they found
  it. On MPS it returns PERFOPT_COMPILE_SKIPPED, which is not a failure: the
  model stays usable as loaded and perfopt_last_error() says why. Runs in
- progress finish on the form they started with.
+ progress finish on the form they started with; on a model that keeps state
+ compile waits for them, and the new form carries the state on.
  */
 perfopt_status perfopt_model_compile(struct perfopt_model *model, const char *mode, const DLTensor *warmup_inputs, size_t n_inputs);
 
@@ -623,14 +624,18 @@ perfopt_status perfopt_model_recommend_batch_args(const struct perfopt_model *mo
  its memory (never the caller's input or a model parameter). Too few slots:
  PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count, and the
  outputs wait for perfopt_model_take_outputs (perfopt_model_output_count
- tells the count before a run). Several threads may run one model at once.
+ tells the count before a run). Several threads may run one model at once;
+ a model whose methods write its attributes (the report's `keeps_state`)
+ runs one call at a time, and a warm-up, recommend_batch or compile on it
+ waits for the call in progress.
  */
 perfopt_status perfopt_model_run(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  The outputs of this thread's last run or run_batched on `model` that had
  too few slots, without running again. PERFOPT_ERR_INVALID_ARGUMENT when
- none are waiting; too few slots again keeps them waiting.
+ none are waiting; too few slots again keeps them waiting. Outputs wait per
+ model, for up to 16 models per thread (beyond, the oldest are dropped).
  */
 perfopt_status perfopt_model_take_outputs(const struct perfopt_model *model, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
@@ -648,6 +653,8 @@ perfopt_status perfopt_model_output_count(const struct perfopt_model *model, siz
  after taking the tensors it keeps. forward() goes through what compile
  chose; other methods run on the same compiled form and see the state
  forward() changes. Errors name the argument and the type the schema wants.
+ perfopt_model_run refuses, before running, a forward() whose schema
+ returns more than tensors: call it here.
  */
 perfopt_status perfopt_model_call(const struct perfopt_model *model, const char *method, const struct perfopt_value *args, size_t n_args, struct perfopt_value **result);
 

@@ -57,12 +57,16 @@ pub fn throughput_knee(points: &[(i64, f64)]) -> Option<i64> {
 /// Splits `total` samples into chunks of at most `chunk`, running each with
 /// `run(start, len)`. On out-of-memory the chunk halves and the same range is
 /// retried (`on_oom` runs first, to free the cache); only a chunk of one
-/// that does not fit is an error. Returns the chunks' outputs, the retries
-/// and the chunk size that worked.
+/// that does not fit is an error. When `ambiguous(result, len)` says a
+/// chunk's result cannot show which dimension carries the batch (another
+/// dimension has the chunk's size too), the last chunk is split so that not
+/// every chunk has the same size, and a wrong guess shows. Returns the
+/// chunks' outputs, the retries and the chunk size that worked.
 pub fn run_in_chunks<T>(
     total: i64,
     chunk: i64,
     mut run: impl FnMut(i64, i64) -> Result<T>,
+    ambiguous: impl Fn(&T, i64) -> bool,
     mut on_oom: impl FnMut(),
 ) -> Result<(Vec<T>, u32, i64)> {
     if chunk < 1 {
@@ -74,10 +78,16 @@ pub fn run_in_chunks<T>(
     let mut retries = 0u32;
     let mut results = Vec::new();
     let mut start = 0;
+    let mut sizes_must_differ = false;
     while start < total {
-        let len = chunk.min(total - start);
+        let mut len = chunk.min(total - start);
+        let last = start + len == total;
+        if last && sizes_must_differ && len > 1 && start > 0 {
+            len -= 1;
+        }
         match run(start, len) {
             Ok(result) => {
+                sizes_must_differ |= len > 1 && ambiguous(&result, len);
                 results.push(result);
                 start += len;
             }
@@ -295,6 +305,7 @@ mod tests {
                     Ok((start, len))
                 }
             },
+            |_, _| false,
             || ooms += 1,
         )
         .unwrap();
@@ -308,6 +319,7 @@ mod tests {
             4,
             4,
             |_, _| -> Result<()> { Err(Error::new(ErrorKind::OutOfMemory, "out of memory")) },
+            |_, _| false,
             || {},
         )
         .unwrap_err();
@@ -318,13 +330,29 @@ mod tests {
             4,
             2,
             |_, _| -> Result<()> { Err(Error::invalid_argument("bad")) },
+            |_, _| false,
             || {},
         )
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert_eq!(
-            run_in_chunks(0, 2, |_, _| Ok(()), || {}).unwrap().0.len(),
+            run_in_chunks(0, 2, |_, _| Ok(()), |_, _| false, || {})
+                .unwrap()
+                .0
+                .len(),
             0
         );
+    }
+
+    #[test]
+    fn ambiguous_chunks_end_with_a_different_size() {
+        let run = |start, len| Ok((start, len));
+        let (chunks, _, _) = run_in_chunks(6, 2, run, |_, _| true, || {}).unwrap();
+        assert_eq!(chunks, vec![(0, 2), (2, 2), (4, 1), (5, 1)]);
+        let (chunks, _, _) = run_in_chunks(6, 2, run, |_, _| false, || {}).unwrap();
+        assert_eq!(chunks, vec![(0, 2), (2, 2), (4, 2)]);
+        // One chunk is never joined: nothing to tell apart.
+        let (chunks, _, _) = run_in_chunks(2, 2, run, |_, _| true, || {}).unwrap();
+        assert_eq!(chunks, vec![(0, 2)]);
     }
 }

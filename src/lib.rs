@@ -26,6 +26,7 @@ pub(crate) mod archive;
 pub(crate) mod autotune;
 pub(crate) mod batch;
 pub(crate) mod batching;
+pub(crate) mod elf;
 pub(crate) mod engine;
 pub(crate) mod environment;
 pub(crate) mod executor;
@@ -33,7 +34,9 @@ pub(crate) mod fork;
 pub(crate) mod graphs;
 pub(crate) mod last_error;
 pub(crate) mod logging;
+pub(crate) mod model_file;
 pub(crate) mod numerics;
+pub(crate) mod package;
 pub(crate) mod torch;
 pub(crate) mod zip;
 

@@ -5,18 +5,25 @@
 //! calls, so perfopt checks what RAII would have guaranteed: the exit happens
 //! on the entering thread, and only the innermost open scope may exit. A
 //! refused exit leaves the scope open and valid. A scope whose thread has
-//! ended may exit from any thread: nothing is left to restore.
+//! ended may exit from any thread: nothing is left to restore. A scope
+//! released from another thread (perfopt_scope_free) no longer counts on its
+//! thread: the scopes around it exit as if it had.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, ThreadId};
 
+use parking_lot::Mutex;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::optimizer::Optimizer;
 use crate::torch::settings::InferenceModeGuard;
 
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
+/// Scopes released from another thread while their thread runs: their
+/// thread skips them when it next looks for its innermost scope.
+static RELEASED_ELSEWHERE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 thread_local! {
     /// Ids of the scopes open on this thread, innermost last.
@@ -30,7 +37,30 @@ struct ThreadAlive(Arc<AtomicBool>);
 impl Drop for ThreadAlive {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
+        // This thread's released scopes will never be looked for again.
+        let _ = OPEN_SCOPES.try_with(|open| {
+            let open = open.borrow();
+            RELEASED_ELSEWHERE.lock().retain(|id| !open.contains(id));
+        });
     }
+}
+
+/// This thread's innermost open scope, past those released elsewhere.
+fn innermost_open() -> Option<u64> {
+    OPEN_SCOPES.with(|open| {
+        let mut open = open.borrow_mut();
+        let mut released = RELEASED_ELSEWHERE.lock();
+        while let Some(&top) = open.last() {
+            match released.iter().position(|&id| id == top) {
+                Some(at) => {
+                    released.swap_remove(at);
+                    open.pop();
+                }
+                None => break,
+            }
+        }
+        open.last().copied()
+    })
 }
 
 /// Whether libtorch's inference mode is on for the calling thread.
@@ -102,8 +132,7 @@ impl InferenceScope {
                 ),
             ));
         }
-        let innermost = OPEN_SCOPES.with(|open| open.borrow().last().copied());
-        if innermost != Some(self.id) {
+        if innermost_open() != Some(self.id) {
             return Err(Error::new(
                 ErrorKind::ScopeOrder,
                 format!(
@@ -143,6 +172,9 @@ impl InferenceScope {
         }
         if let Some(guard) = self.guard.take() {
             guard.abandon();
+            if !self.thread_ended() {
+                RELEASED_ELSEWHERE.lock().push(self.id);
+            }
         }
     }
 }

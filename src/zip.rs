@@ -1,7 +1,8 @@
 //! A minimal zip reader for model files: the central directory (ZIP64
-//! included) and stored entries, bounded against damaged or hostile archives.
-//! Enough to tell formats apart and read a package's metadata; libtorch reads
-//! the rest.
+//! included) and stored entries, bounded against damaged or hostile archives,
+//! with their CRC checked. Enough to tell formats apart, read a package's
+//! metadata and check its library before libtorch loads it (libtorch's
+//! package loader ignores a failed CRC and unpacks whatever it read).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -28,16 +29,53 @@ pub struct Entry {
     /// 0 stored, 8 deflated.
     pub method: u16,
     pub compressed: u64,
+    pub uncompressed: u64,
+    pub crc: u32,
     pub local_header: u64,
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
+/// CRC-32 (IEEE, reflected), as zip records it.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// The CRC-32 of `bytes`.
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    crc_update(0, bytes)
+}
+
+fn crc_update(crc: u32, bytes: &[u8]) -> u32 {
+    !bytes.iter().fold(!crc, |c, &b| {
+        CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
+    })
+}
+
+/// Bytes read at a time while checking an entry.
+const CHECK_CHUNK: u64 = 1 << 20;
+
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -125,8 +163,10 @@ impl Zip<'_> {
             }
             let e = &directory[at..];
             let method = u16_at(e, 10);
+            let crc = u32_at(e, 16);
             let mut compressed = u64::from(u32_at(e, 20));
             let uncompressed32 = u32_at(e, 24);
+            let mut uncompressed = u64::from(uncompressed32);
             let name_len = usize::from(u16_at(e, 28));
             let extra_len = usize::from(u16_at(e, 30));
             let comment_len = usize::from(u16_at(e, 32));
@@ -144,7 +184,7 @@ impl Zip<'_> {
                 if id == 1 {
                     let mut fields = body.chunks_exact(8).map(|c| u64_at(c, 0));
                     if uncompressed32 == 0xFFFF_FFFF {
-                        fields.next();
+                        uncompressed = fields.next().unwrap_or(uncompressed);
                     }
                     if compressed == 0xFFFF_FFFF {
                         compressed = fields.next().unwrap_or(compressed);
@@ -159,6 +199,8 @@ impl Zip<'_> {
                 name,
                 method,
                 compressed,
+                uncompressed,
+                crc,
                 local_header,
             });
             at += 46 + name_len + extra_len + comment_len;
@@ -166,17 +208,90 @@ impl Zip<'_> {
         Ok(entries)
     }
 
-    /// A stored (uncompressed) entry's bytes; `None` for a compressed one.
-    pub fn stored(&mut self, entry: &Entry) -> Result<Option<Vec<u8>>> {
-        if entry.method != 0 || entry.compressed > MAX_ENTRY_BYTES {
-            return Ok(None);
-        }
+    /// Where a stored entry's bytes start, checked to lie within the file.
+    pub fn data_offset(&mut self, entry: &Entry) -> Result<u64> {
         let header = self.read_at(entry.local_header, 30)?;
         if header[..4] != ZIP_LOCAL_HEADER {
             return Err(self.corrupt("a damaged file header"));
         }
-        let skip = 30 + u64::from(u16_at(&header, 26)) + u64::from(u16_at(&header, 28));
-        self.read_at(entry.local_header + skip, entry.compressed)
-            .map(Some)
+        let start = entry.local_header
+            + 30
+            + u64::from(u16_at(&header, 26))
+            + u64::from(u16_at(&header, 28));
+        if start
+            .checked_add(entry.compressed)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(self.corrupt("a file that runs past the end of the archive"));
+        }
+        Ok(start)
+    }
+
+    /// A stored (uncompressed) entry's bytes, CRC checked; `None` for a
+    /// compressed one.
+    pub fn stored(&mut self, entry: &Entry) -> Result<Option<Vec<u8>>> {
+        if entry.method != 0 || entry.compressed > MAX_ENTRY_BYTES {
+            return Ok(None);
+        }
+        let start = self.data_offset(entry)?;
+        let bytes = self.read_at(start, entry.compressed)?;
+        if crc32(&bytes) != entry.crc {
+            return Err(self.damaged(entry));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Reads a stored entry through and compares its CRC with the directory's.
+    pub fn check_stored(&mut self, entry: &Entry) -> Result<()> {
+        let start = self.data_offset(entry)?;
+        if entry.compressed != entry.uncompressed {
+            return Err(self.corrupt(&format!("{}: sizes disagree", entry.name)));
+        }
+        let mut crc = 0;
+        let mut done = 0;
+        while done < entry.compressed {
+            let len = (entry.compressed - done).min(CHECK_CHUNK);
+            crc = crc_update(crc, &self.read_at(start + done, len)?);
+            done += len;
+        }
+        if crc != entry.crc {
+            return Err(self.damaged(entry));
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` within a stored entry.
+    pub fn read_within(&mut self, entry: &Entry, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > entry.compressed)
+        {
+            return Err(self.corrupt(&format!("{}: a read past its end", entry.name)));
+        }
+        let start = self.data_offset(entry)?;
+        self.read_at(start + offset, len)
+    }
+
+    fn damaged(&self, entry: &Entry) -> Error {
+        Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "{} is damaged: the bytes of {} do not match the checksum the archive recorded \
+                 for them (copy it again)",
+                self.shown, entry.name
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crc_update;
+
+    #[test]
+    fn crc_matches_the_standard_check_value() {
+        assert_eq!(crc_update(0, b"123456789"), 0xCBF4_3926);
+        let (a, b) = b"123456789".split_at(4);
+        assert_eq!(crc_update(crc_update(0, a), b), 0xCBF4_3926);
     }
 }

@@ -184,7 +184,12 @@ fn broken_packages_have_their_own_status() {
             "compiled for cuda",
         ),
         ("truncated.pt2", ErrorKind::ModelCorrupt, "truncated"),
-        ("bad_library.pt2", ErrorKind::LoadFailed, "dlopen"),
+        (
+            "bad_library.pt2",
+            ErrorKind::ModelCorrupt,
+            "damaged or cut short",
+        ),
+        ("foreign_library.pt2", ErrorKind::LoadFailed, "dlopen"),
         ("missing.pt2", ErrorKind::FileNotFound, "missing.pt2"),
     ];
     for (name, kind, words) in cases {
@@ -197,12 +202,35 @@ fn broken_packages_have_their_own_status() {
         );
     }
     assert!(
-        loader_folders("bad_library").is_empty(),
+        loader_folders("foreign_library").is_empty(),
         "a failed load leaves no unpacked folder behind"
     );
-    // A loaded package's folder goes when the model is freed.
+    // On the CPU nothing reads the unpacked folder after the load: it goes
+    // at once (a host that exits without freeing leaves nothing), and the
+    // model still runs.
     let model = load("renamed.pt2").unwrap();
-    assert_eq!(loader_folders("renamed").len(), 1);
-    drop(model);
     assert!(loader_folders("renamed").is_empty());
+    let fx = package("two_inputs");
+    assert!(
+        relative_error(&model.run(clone_all(&fx.inputs)).unwrap(), &fx.outputs).unwrap() <= 1e-4
+    );
+}
+
+#[test]
+fn inputs_that_share_the_batch_must_agree_on_it() {
+    // The kernels read the batch from x and index y by it: a shorter y would
+    // be read past its end.
+    let fx = package("two_inputs");
+    let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
+    let x = tch::Tensor::zeros([3, 16], (tch::Kind::Float, tch::Device::Cpu));
+    let y = tch::Tensor::zeros([2, 4], (tch::Kind::Float, tch::Device::Cpu));
+    let err = model.run(vec![x, y]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("one size there"), "{err}");
+    let wrong_dtype = vec![
+        tch::Tensor::zeros([2, 16], (tch::Kind::Double, tch::Device::Cpu)),
+        tch::Tensor::zeros([2, 4], (tch::Kind::Float, tch::Device::Cpu)),
+    ];
+    let err = model.run(wrong_dtype).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }

@@ -252,6 +252,19 @@ fn batches_along_other_dimensions_and_unbatched_inputs() {
         .unwrap();
     let err = model.run_batched(args(&inputs), 2).unwrap_err();
     assert!(err.to_string().contains("output 1"), "{err}");
+    // Even chunks whose size coincides with another dimension (h's 2 layers,
+    // chunks of 2) still show it: the last chunk is split.
+    let four: Vec<tch::Tensor> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match i {
+            0 => t.narrow(0, 0, 4),
+            1 | 2 => t.narrow(1, 0, 4),
+            _ => t.shallow_clone(),
+        })
+        .collect();
+    let err = model.run_batched(args(&four), 2).unwrap_err();
+    assert!(err.to_string().contains("output 1"), "{err}");
     // An empty batch runs once, as run() would.
     let empty = BatchDims::default();
     let two = fixture("two_inputs");

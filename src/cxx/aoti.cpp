@@ -13,11 +13,25 @@
 struct pshim_aoti {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
   std::string description;
+  // The folder the loader unpacked into, now perfopt's to remove.
+  std::string folder;
 };
 
 using perfopt_shim::guarded;
 
 namespace {
+
+// The loader's private temp_dir_, reached the one way C++ allows (an explicit
+// instantiation may name a private member): perfopt takes the folder over so
+// that a forked child's free does not remove its parent's folder, and so
+// that it is removed as soon as nothing needs it.
+using TempDirMember = std::string torch::inductor::AOTIModelPackageLoader::*;
+TempDirMember temp_dir_member();
+template <TempDirMember Member>
+struct TempDirAccess {
+  friend TempDirMember temp_dir_member() { return Member; }
+};
+template struct TempDirAccess<&torch::inductor::AOTIModelPackageLoader::temp_dir_>;
 
 // Loaders are built one at a time: construction unpacks the package and
 // dlopens its library, and Triton's PyTorch backend found concurrent
@@ -58,6 +72,7 @@ int pshim_aoti_load(const char *path, const char *model_name, int device_type, i
         path, model_name, /*run_single_threaded=*/false, runners,
         static_cast<c10::DeviceIndex>(device_type == 1 ? device_index : -1));
     package->description = describe(*package->loader);
+    package->folder.swap((*package->loader).*temp_dir_member());
     *out = package.release();
   });
 }
@@ -71,6 +86,10 @@ void pshim_aoti_free(pshim_aoti *package) {
 
 int pshim_aoti_describe(const pshim_aoti *package, char *buf, size_t len, size_t *needed) {
   return guarded([&] { perfopt_shim::write_text(package->description, buf, len, needed); });
+}
+
+int pshim_aoti_folder(const pshim_aoti *package, char *buf, size_t len, size_t *needed) {
+  return guarded([&] { perfopt_shim::write_text(package->folder, buf, len, needed); });
 }
 
 int pshim_aoti_run(const pshim_aoti *package, void *const *inputs, size_t n_inputs, pshim_node_sink sink,

@@ -1,5 +1,5 @@
 // TorchScript modules: load, freeze, list and call methods with arguments of
-// any TorchScript kind, and save/restore the state that methods mutate.
+// any TorchScript kind. Their state: script_state.cpp.
 // Rust twin: src/torch/script.rs.
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -8,24 +8,8 @@
 #include <sstream>
 
 #include "common.h"
+#include "script.h"
 #include "values.h"
-
-struct pshim_script {
-  torch::jit::Module module;
-  c10::Device device;
-};
-
-// Every attribute of the module and its submodules that is not a parameter
-// and not a submodule: the state a method may change between calls.
-struct pshim_state {
-  struct Slot {
-    c10::intrusive_ptr<c10::ivalue::Object> object;
-    size_t index;
-    std::string name;
-    c10::IValue saved;
-  };
-  std::vector<Slot> slots;
-};
 
 using perfopt_shim::guarded;
 
@@ -49,58 +33,6 @@ std::vector<std::string> other_methods(const torch::jit::Module &module) {
     if (method.name() != "forward") names.push_back(method.name());
   }
   return names;
-}
-
-void collect_state(const c10::intrusive_ptr<c10::ivalue::Object> &object, const std::string &prefix,
-                   std::vector<pshim_state::Slot> &slots) {
-  const auto &type = object->type();
-  for (size_t i = 0; i < type->numAttributes(); ++i) {
-    const std::string name = prefix + type->getAttributeName(i);
-    const c10::IValue &value = object->getSlot(i);
-    if (type->is_module() && type->is_parameter(i)) continue;
-    if (value.isObject()) {
-      auto child = value.toObject();
-      if (child->type()->is_module()) {
-        collect_state(child, name + ".", slots);
-        continue;
-      }
-    }
-    slots.push_back({object, i, name, value.deepcopy()});
-  }
-}
-
-bool same_value(const c10::IValue &a, const c10::IValue &b) {
-  if (a.isTensor() && b.isTensor()) {
-    const at::Tensor &x = a.toTensor();
-    const at::Tensor &y = b.toTensor();
-    if (!x.defined() || !y.defined()) return x.defined() == y.defined();
-    return x.sizes() == y.sizes() && x.scalar_type() == y.scalar_type() && x.device() == y.device() &&
-           at::equal(x, y);
-  }
-  if (a.isTuple() && b.isTuple()) {
-    const auto &xs = a.toTupleRef().elements();
-    const auto &ys = b.toTupleRef().elements();
-    if (xs.size() != ys.size()) return false;
-    for (size_t i = 0; i < xs.size(); ++i) {
-      if (!same_value(xs[i], ys[i])) return false;
-    }
-    return true;
-  }
-  if (a.isList() && b.isList()) {
-    auto xs = a.toListRef();
-    auto ys = b.toListRef();
-    if (xs.size() != ys.size()) return false;
-    for (size_t i = 0; i < xs.size(); ++i) {
-      if (!same_value(xs[i], ys[i])) return false;
-    }
-    return true;
-  }
-  if (a.isNone() || b.isNone()) return a.isNone() && b.isNone();
-  if (a.isInt() && b.isInt()) return a.toInt() == b.toInt();
-  if (a.isDouble() && b.isDouble()) return a.toDouble() == b.toDouble();
-  if (a.isBool() && b.isBool()) return a.toBool() == b.toBool();
-  if (a.isString() && b.isString()) return a.toStringRef() == b.toStringRef();
-  return a.isSameIdentity(b);
 }
 
 std::string schema_json(const torch::jit::Method &method) {
@@ -217,42 +149,14 @@ int pshim_script_call(const pshim_script *module, const char *method, const pshi
         stack.push_back(perfopt_shim::to_ivalue_untyped(nodes, n_nodes, &cursor));
       }
     }
-    // Running a method does not change the module object itself (a method may
-    // change attributes, which is the model's state): TorchScript modules may
-    // be run from several threads at once.
+    // Running a method does not change the module object itself: modules run
+    // from several threads at once, except those whose methods change
+    // attributes (script_state.cpp finds them; src/model/exclusive.rs runs
+    // them one call at a time).
     c10::IValue result = (*found)(std::move(stack));
     perfopt_shim::send_value(result, sink, ctx);
   });
 }
-
-int pshim_script_state_save(const pshim_script *module, pshim_state **out, size_t *attributes) {
-  return guarded([&] {
-    auto state = std::make_unique<pshim_state>();
-    collect_state(module->module._ivalue(), "", state->slots);
-    *attributes = state->slots.size();
-    *out = state.release();
-  });
-}
-
-int pshim_script_state_restore(const pshim_script *, const pshim_state *state) {
-  return guarded([&] {
-    for (const auto &slot : state->slots) slot.object->setSlot(slot.index, slot.saved.deepcopy());
-  });
-}
-
-int pshim_script_state_equal(const pshim_script *, const pshim_state *state, int *equal) {
-  return guarded([&] {
-    *equal = 1;
-    for (const auto &slot : state->slots) {
-      if (!same_value(slot.object->getSlot(slot.index), slot.saved)) {
-        *equal = 0;
-        return;
-      }
-    }
-  });
-}
-
-void pshim_state_free(pshim_state *state) { delete state; }
 
 int pshim_script_save(const pshim_script *module, const char *path) {
   return guarded([&] { module->module.save(path); });

@@ -125,6 +125,15 @@ int pshim_script_state_save(const pshim_script *module, pshim_state **out, size_
 int pshim_script_state_restore(const pshim_script *module, const pshim_state *state);
 int pshim_script_state_equal(const pshim_script *module, const pshim_state *state, int *equal);
 void pshim_state_free(pshim_state *state);
+/* Writes a state saved from another form of the same model (the module as
+ * loaded, a frozen copy) into this one, attribute by attribute path;
+ * attributes this form lacks (folded by freezing, so never written) are
+ * skipped. `applied`: attributes written. */
+int pshim_script_state_apply(const pshim_script *module, const pshim_state *state, size_t *applied);
+/* Whether a method of the module or of a submodule writes an attribute: sets
+ * one, or changes one in place (alias analysis), outside the branches taken
+ * only in training mode. Such a module runs one call at a time. */
+int pshim_script_writes_state(const pshim_script *module, int *writes);
 /* Saves the module (torch::jit::save) for the tuning cache. */
 int pshim_script_save(const pshim_script *module, const char *path);
 
@@ -137,6 +146,9 @@ int pshim_aoti_load(const char *path, const char *model_name, int device_type, i
 void pshim_aoti_free(pshim_aoti *package);
 /* The package's metadata and call spec as JSON. */
 int pshim_aoti_describe(const pshim_aoti *package, char *buf, size_t len, size_t *needed);
+/* The folder the package was unpacked into. The loader no longer removes it
+ * when freed: its owner does (src/engine/aoti.rs). */
+int pshim_aoti_folder(const pshim_aoti *package, char *buf, size_t len, size_t *needed);
 /* Runs the package: tensors in, tensors out (to `sink` as PSHIM_TENSOR nodes). */
 int pshim_aoti_run(const pshim_aoti *package, void *const *inputs, size_t n_inputs, pshim_node_sink sink, void *ctx);
 

@@ -4,40 +4,26 @@
 //! rest), and its inputs are checked here, since the package's own checks
 //! either are off or print to stderr and fail with a generic message.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Once;
 
+use super::aoti_inputs::{self, InputChecks};
+use super::unpacked::{self, Unpacked};
 use super::{Argument, Engine, Format, MethodSchema};
-use crate::archive::{Inspected, PackageModel};
+use crate::archive::Inspected;
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
+use crate::package::{self, PackageModel};
 use crate::torch::aoti::AotiPackage;
 use crate::value::Value;
 
-/// The metadata key perfopt.export writes: the example inputs' specs.
-const INPUTS_KEY: &str = "perfopt_inputs";
-/// The folder libtorch's loader unpacks into (mkdtemp("/tmp/XXXXXX"), TMPDIR ignored).
-const LOADER_TEMP: &str = "/tmp";
-
-/// What one input must be, from perfopt.export's metadata.
-#[derive(Clone, Debug)]
-struct InputSpec {
-    name: String,
-    dtype: String,
-    /// -1 for a dynamic dimension.
-    shape: Vec<i64>,
-}
-
 pub struct Aoti {
+    /// Dropped before `_folder`: the library is unloaded before its folder goes.
     package: AotiPackage,
+    _folder: Option<Unpacked>,
     model: String,
-    device_key: String,
-    inputs: usize,
     outputs: Option<usize>,
-    specs: Option<Vec<InputSpec>>,
-    /// Per input and dimension, the sizes the compiled checks accept.
-    bounds: Vec<Vec<(Option<i64>, Option<i64>)>>,
+    checks: InputChecks,
     methods: Vec<MethodSchema>,
     description: Json,
 }
@@ -60,35 +46,6 @@ fn leaves(spec: &Json) -> usize {
         Json::Array(items) => items.iter().map(leaves).sum(),
         _ => 0,
     }
-}
-
-fn dtype_name(kind: tch::Kind) -> &'static str {
-    match kind {
-        tch::Kind::Float => "float32",
-        tch::Kind::Double => "float64",
-        tch::Kind::Half => "float16",
-        tch::Kind::BFloat16 => "bfloat16",
-        tch::Kind::Int64 => "int64",
-        tch::Kind::Int => "int32",
-        tch::Kind::Int16 => "int16",
-        tch::Kind::Int8 => "int8",
-        tch::Kind::Uint8 => "uint8",
-        tch::Kind::Bool => "bool",
-        _ => "other",
-    }
-}
-
-/// The temporary folders libtorch's loader may have left (it removes its
-/// folder in its destructor, which a failed constructor never reaches).
-fn loader_folders() -> HashSet<PathBuf> {
-    std::fs::read_dir(LOADER_TEMP)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().len() == 6 && e.path().is_dir())
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl Aoti {
@@ -143,8 +100,9 @@ impl Aoti {
                 ));
             }
         }
-        enable_input_checks();
+        package::check_model_files(Path::new(path), model)?;
         let package = Self::load_cleanly(path, model, device, runners)?;
+        let folder = Unpacked::take(&package.folder()?, matches!(device, tch::Device::Cuda(_)));
         let description = Json::parse(&package.describe()?)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("package description: {e}")))?;
         let metadata = description.get("metadata").cloned().unwrap_or(Json::Null);
@@ -156,48 +114,29 @@ impl Aoti {
                 .and_then(Json::as_str)
                 .and_then(|text| Json::parse(text).ok())
         };
-        let specs = metadata
-            .get(INPUTS_KEY)
-            .and_then(Json::as_str)
-            .and_then(|text| Json::parse(text).ok())
-            .map(|list| {
-                list.as_array()
-                    .iter()
-                    .map(|s| InputSpec {
-                        name: s
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        dtype: s
-                            .get("dtype")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        shape: s
-                            .get("shape")
-                            .map(Json::as_array)
-                            .unwrap_or(&[])
-                            .iter()
-                            .map(|d| d.as_f64().unwrap_or(-1.0) as i64)
-                            .collect(),
-                    })
-                    .collect::<Vec<_>>()
-            });
+        let specs = aoti_inputs::export_specs(&metadata);
         let inputs = match (&specs, spec(0)) {
             (Some(specs), _) => specs.len(),
             (None, Some(in_spec)) => leaves(&in_spec),
             (None, None) => 0,
         };
         let outputs = spec(1).map(|out_spec| leaves(&out_spec));
+        // perfopt checks dtypes, shapes, devices and shared sizes itself from
+        // the export's specs or the compiled checks it read; only for a
+        // package whose checks it cannot read are the package's own turned on.
+        let from_export = specs.is_some();
+        let checks = InputChecks::new(
+            specs,
+            model,
+            device_key.clone().unwrap_or_else(|| wanted.to_string()),
+            inputs,
+        );
+        if !checks.understood() {
+            enable_input_checks();
+        }
         let arguments = (0..inputs)
             .map(|i| Argument {
-                name: specs
-                    .as_ref()
-                    .and_then(|s| s.get(i))
-                    .map(|s| s.name.clone())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| format!("input{i}")),
+                name: checks.name(i),
                 type_name: "Tensor".to_string(),
                 default: None,
             })
@@ -228,37 +167,30 @@ impl Aoti {
             .with("package_model", model.name.as_str())
             .with("device_key", device_key.clone())
             .with("runners", runners)
-            .with("input_specs_from_export", specs.is_some())
-            .with("batch_limit", batch_limit(&model.size_bounds))
+            .with("input_specs_from_export", from_export)
+            .with("batch_limit", checks.batch_limit())
             .with("metadata", metadata);
         Ok(Aoti {
             package,
+            _folder: folder,
             model: model.name.clone(),
-            device_key: device_key.unwrap_or_else(|| wanted.to_string()),
-            inputs,
             outputs,
-            specs,
-            bounds: model.size_bounds.clone(),
+            checks,
             methods,
             description,
         })
     }
 
     /// Loads the package; on failure, removes the folder libtorch unpacked
-    /// it into (recognised by the package's own folder inside it).
+    /// it into when its message names it.
     fn load_cleanly(
         path: &str,
         model: &PackageModel,
         device: tch::Device,
         runners: usize,
     ) -> Result<AotiPackage> {
-        let before = loader_folders();
         AotiPackage::load(path, &model.name, device, runners).map_err(|err| {
-            for folder in loader_folders().difference(&before) {
-                if folder.join(&model.folder).is_dir() {
-                    let _ = std::fs::remove_dir_all(folder);
-                }
-            }
+            unpacked::remove_failed(&err.to_string(), &model.folder);
             let kind = match err.kind() {
                 ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
                 _ => ErrorKind::LoadFailed,
@@ -276,105 +208,13 @@ impl Aoti {
             .with_cause(err)
         })
     }
-
-    fn check_inputs(&self, args: &[Value]) -> Result<Vec<tch::Tensor>> {
-        if self.inputs > 0 && args.len() != self.inputs {
-            return Err(Error::invalid_argument(format!(
-                "the package takes {} tensor input(s), got {}",
-                self.inputs,
-                args.len()
-            )));
-        }
-        let wanted = match device_key(tch::Device::Cpu) == self.device_key {
-            true => None,
-            false => Some(self.device_key.as_str()),
-        };
-        args.iter()
-            .enumerate()
-            .map(|(i, value)| {
-                let Value::Tensor(t) = value else {
-                    return Err(Error::invalid_argument(format!(
-                        "input {i}: an AOTInductor package takes tensors only, got {} (export \
-                         fixed other arguments into the package)",
-                        value.describe()
-                    )));
-                };
-                if let Some(spec) = self.specs.as_ref().and_then(|s| s.get(i)) {
-                    let size = t.size();
-                    let dims_fit = size.len() == spec.shape.len()
-                        && size.iter().zip(&spec.shape).all(|(&n, &s)| s < 0 || n == s);
-                    let dtype = dtype_name(t.kind());
-                    if !dims_fit || dtype != spec.dtype {
-                        return Err(Error::invalid_argument(format!(
-                            "input {i} `{}`: the package was exported for {} of shape {} and got \
-                             {dtype} of shape {size:?}",
-                            spec.name,
-                            spec.dtype,
-                            shape_label(&spec.shape)
-                        )));
-                    }
-                }
-                if let Some(dims) = self.bounds.get(i) {
-                    for (d, (low, high)) in dims.iter().enumerate() {
-                        let n = t.size().get(d).copied().unwrap_or(0);
-                        if low.is_some_and(|l| n < l) || high.is_some_and(|h| n > h) {
-                            let range = |b: Option<i64>, other: &str| {
-                                b.map_or(other.to_string(), |b| b.to_string())
-                            };
-                            return Err(Error::invalid_argument(format!(
-                                "input {i}: dimension {d} is {n}; the package's compiled code accepts \
-                                 {} to {} there",
-                                range(*low, "0"),
-                                range(*high, "any size")
-                            )));
-                        }
-                    }
-                }
-                let on_device = matches!(
-                    (wanted, t.device()),
-                    (None, tch::Device::Cpu)
-                        | (Some("cuda"), tch::Device::Cuda(_))
-                        | (Some("mps"), tch::Device::Mps)
-                );
-                if !on_device {
-                    return Err(Error::invalid_argument(format!(
-                        "input {i} is on {:?}; the package runs on {}",
-                        t.device(),
-                        self.device_key
-                    )));
-                }
-                // Inductor's kernels index by the strides they were compiled for.
-                Ok(t.f_contiguous()?)
-            })
-            .collect()
-    }
-}
-
-/// The largest dimension 0 every input accepts, from the compiled bounds.
-fn batch_limit(bounds: &[Vec<(Option<i64>, Option<i64>)>]) -> Option<i64> {
-    bounds
-        .iter()
-        .filter_map(|dims| dims.first().and_then(|(_, high)| *high))
-        .min()
-}
-
-fn shape_label(shape: &[i64]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .map(|&d| {
-            if d < 0 {
-                "*".to_string()
-            } else {
-                d.to_string()
-            }
-        })
-        .collect();
-    format!("[{}]", dims.join(", "))
 }
 
 /// Turns on the input checks that Inductor compiles into every package
 /// (read once per package library at its first run), unless the user chose:
-/// without them a wrong shape reads out of bounds.
+/// without them a wrong shape reads out of bounds. Only for packages whose
+/// checks perfopt cannot read: setenv changes the whole process, and races
+/// other threads' getenv.
 fn enable_input_checks() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -402,7 +242,7 @@ impl Engine for Aoti {
             )));
         }
         crate::fork::mark_used();
-        let tensors = self.check_inputs(args)?;
+        let tensors = self.checks.check(args)?;
         let refs: Vec<&tch::Tensor> = tensors.iter().collect();
         let outputs = self.package.run(&refs).map_err(|err| {
             if err.to_string().contains("API call failed") {
@@ -431,14 +271,11 @@ impl Engine for Aoti {
     }
 
     fn batch_limit(&self) -> Option<i64> {
-        batch_limit(&self.bounds).or_else(|| self.fixed_batch())
+        self.checks.batch_limit().or_else(|| self.fixed_batch())
     }
 
     fn fixed_batch(&self) -> Option<i64> {
-        // Every input exported with the same static dimension 0.
-        let specs = self.specs.as_ref()?;
-        let first = specs.first()?.shape.first().copied()?;
-        (first >= 0 && specs.iter().all(|s| s.shape.first() == Some(&first))).then_some(first)
+        self.checks.fixed_batch()
     }
 
     fn describe(&self) -> Json {
@@ -461,6 +298,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(leaves(&spec), 2);
-        assert_eq!(shape_label(&[-1, 80]), "[*, 80]");
     }
 }

@@ -5,7 +5,9 @@
 //! measurement and tuning sit on top of either.
 
 pub(crate) mod aoti;
+mod aoti_inputs;
 pub(crate) mod torchscript;
+mod unpacked;
 
 use std::any::Any;
 use std::path::Path;
@@ -56,6 +58,30 @@ impl MethodSchema {
             [single] => tensor_count(single),
             _ => None,
         }
+    }
+
+    /// Whether the schema says the method returns something besides tensors
+    /// (an int, a string, a dict...), so that a tensor-only run can refuse
+    /// before it runs (and changes a model's state). Optional, Any and
+    /// classes may hold tensors: only a run shows.
+    pub fn returns_non_tensors(&self) -> bool {
+        const NON_TENSORS: [&str; 11] = [
+            "int",
+            "float",
+            "bool",
+            "str",
+            "complex",
+            "NoneType",
+            "Dict",
+            "Device",
+            "ScalarType",
+            "Layout",
+            "MemoryFormat",
+        ];
+        self.returns.iter().any(|r| {
+            r.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|token| NON_TENSORS.contains(&token))
+        })
     }
 
     pub fn to_json(&self) -> Json {
@@ -205,6 +231,18 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// Whether calls change the engine's state (a TorchScript method that
+    /// writes an attribute): such an engine runs one call at a time.
+    fn writes_state(&self) -> bool {
+        false
+    }
+
+    /// Takes over `from`'s current state (another form of the same model),
+    /// so that a recompiled model carries on where the last form stopped.
+    fn adopt_state(&self, _from: &dyn Engine) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether the engine's state still equals `state`.
     fn state_equals(&self, _state: &State) -> Result<bool> {
         Ok(true)
@@ -263,5 +301,21 @@ mod tests {
         assert_eq!(tensor_count("Tuple[Tensor, Tensor]"), Some(2));
         assert_eq!(tensor_count("Tuple[Tensor, int]"), None);
         assert_eq!(tensor_count("List[Tensor]"), None);
+    }
+
+    #[test]
+    fn tells_non_tensor_returns_from_the_schema() {
+        let schema = |returns: &str| MethodSchema {
+            name: "forward".into(),
+            schema: String::new(),
+            arguments: Vec::new(),
+            returns: vec![returns.into()],
+            vararg: false,
+        };
+        assert!(schema("Tuple[Tensor, int]").returns_non_tensors());
+        assert!(schema("Dict[str, Tensor]").returns_non_tensors());
+        assert!(!schema("Tuple[Tensor, Tensor]").returns_non_tensors());
+        assert!(!schema("Optional[Tensor]").returns_non_tensors());
+        assert!(!schema("List[Tensor]").returns_non_tensors());
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::{Engine, Format, MethodSchema, State, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
-use crate::torch::script::{ScriptModule, ScriptState};
+use crate::torch::script::ScriptModule;
+use crate::torch::script_state::ScriptState;
 use crate::value::Value;
 
 pub struct TorchScript {
@@ -15,6 +16,7 @@ pub struct TorchScript {
     methods: Vec<MethodSchema>,
     /// What made this form ("as loaded", "frozen", ...).
     form: &'static str,
+    writes_state: bool,
 }
 
 impl TorchScript {
@@ -49,10 +51,14 @@ impl TorchScript {
                 "the TorchScript module has no forward() method",
             ));
         }
+        // An analysis that fails counts as writing: one call at a time is
+        // slower, never wrong.
+        let writes_state = module.writes_state().unwrap_or(true);
         Ok(TorchScript {
             module,
             methods,
             form,
+            writes_state,
         })
     }
 }
@@ -96,6 +102,17 @@ impl Engine for TorchScript {
 
     fn restore_state(&self, state: &State) -> Result<()> {
         self.module.restore_state(script_state(state)?)
+    }
+
+    fn writes_state(&self) -> bool {
+        self.writes_state
+    }
+
+    fn adopt_state(&self, from: &dyn Engine) -> Result<()> {
+        if let Some(state) = from.save_state()? {
+            self.module.apply_state(script_state(&state)?)?;
+        }
+        Ok(())
     }
 
     fn state_equals(&self, state: &State) -> Result<bool> {

@@ -145,7 +145,15 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
     let strides: Option<&[i64]> = (!tensor.strides.is_null() && ndim > 0)
         // SAFETY: non-NULL, holds ndim values (the caller's contract).
         .then(|| unsafe { std::slice::from_raw_parts(tensor.strides, ndim) });
-    let numel: u128 = shape.iter().map(|&d| d as u128).product();
+    // Saturating: a product of huge sizes must not wrap past the bound.
+    let numel: u128 = if shape.contains(&0) {
+        0
+    } else {
+        shape
+            .iter()
+            .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128))
+            .unwrap_or(u128::MAX)
+    };
     let item = (tensor.dtype.bits as u128).div_ceil(8);
     // The furthest element a strided view reaches, in elements.
     let span: u128 = match strides {
@@ -157,15 +165,25 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
                     strides[d]
                 ));
             }
-            1 + shape
+            shape
                 .iter()
                 .zip(strides)
-                .map(|(&n, &s)| (n as u128 - 1) * s as u128)
-                .sum::<u128>()
+                .map(|(&n, &s)| (n as u128 - 1).saturating_mul(s as u128))
+                .fold(1u128, u128::saturating_add)
         }
         None => numel,
     };
-    if numel > MAX_BYTES || span.saturating_mul(item) > MAX_BYTES {
+    if numel > MAX_BYTES {
+        return bad(format!(
+            "has {} elements; perfopt accepts at most 2^48",
+            if numel == u128::MAX {
+                "more than 2^128".to_string()
+            } else {
+                numel.to_string()
+            }
+        ));
+    }
+    if span.saturating_mul(item) > MAX_BYTES {
         return bad(format!(
             "describes {} bytes; perfopt accepts at most 2^48",
             span.saturating_mul(item)

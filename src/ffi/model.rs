@@ -231,12 +231,13 @@ fn compile_with(
 
 /// Compiles the model. `mode`: "none", "default", "reduce-overhead",
 /// "max-autotune", or NULL for the optimizer's configured mode
-/// (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `warmup_inputs` may be
-/// NULL: shape-dependent work (CUDA-graph capture, autotuning) then happens on
+/// (TRANSLATOR_TORCH_COMPILE / TRANSLATOR_COMPILE_MODE). `n_inputs` may be 0
+/// (`warmup_inputs` is then not read): shape-dependent work (CUDA-graph capture, autotuning) then happens on
 /// the first run. Warm-up runs leave a stateful model's state as they found
 /// it. On MPS it returns PERFOPT_COMPILE_SKIPPED, which is not a failure: the
 /// model stays usable as loaded and perfopt_last_error() says why. Runs in
-/// progress finish on the form they started with.
+/// progress finish on the form they started with; on a model that keeps state
+/// compile waits for them, and the new form carries the state on.
 #[no_mangle]
 pub extern "C" fn perfopt_model_compile(
     model: *mut perfopt_model,
@@ -245,7 +246,7 @@ pub extern "C" fn perfopt_model_compile(
     n_inputs: usize,
 ) -> perfopt_status {
     compile_with(model, mode, || {
-        if warmup_inputs.is_null() && n_inputs == 0 {
+        if n_inputs == 0 {
             Ok(None)
         } else {
             // SAFETY: the caller passes n_inputs DLTensors.
@@ -264,7 +265,7 @@ pub extern "C" fn perfopt_model_compile_args(
     n_args: usize,
 ) -> perfopt_status {
     compile_with(model, mode, || {
-        if warmup_args.is_null() && n_args == 0 {
+        if n_args == 0 {
             Ok(None)
         } else {
             // SAFETY: the caller passes n_args values.

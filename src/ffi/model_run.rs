@@ -62,10 +62,35 @@ pub(crate) unsafe fn tensor_values(
     }?))
 }
 
+/// Models whose outputs may wait on one thread at once; beyond, the oldest
+/// waiting outputs are dropped (a caller that never takes them).
+const MAX_WAITING_MODELS: usize = 16;
+
 thread_local! {
-    /// Outputs of this thread's last call that had too few slots: (model
-    /// token, outputs), for perfopt_model_take_outputs.
-    static WAITING: RefCell<Option<(usize, Vec<tch::Tensor>)>> = const { RefCell::new(None) };
+    /// Per model (its token), the outputs of this thread's last call on it
+    /// that had too few slots, for perfopt_model_take_outputs.
+    static WAITING: RefCell<Vec<(usize, Vec<tch::Tensor>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes the outputs waiting for `model` on this thread.
+fn take_waiting(model: usize) -> Option<Vec<tch::Tensor>> {
+    WAITING.with(|waiting| {
+        let mut waiting = waiting.borrow_mut();
+        let at = waiting.iter().position(|(owner, _)| *owner == model)?;
+        Some(waiting.remove(at).1)
+    })
+}
+
+/// Keeps outputs waiting for `model` on this thread, in place of older ones.
+fn keep_waiting(model: usize, results: Vec<tch::Tensor>) {
+    WAITING.with(|waiting| {
+        let mut waiting = waiting.borrow_mut();
+        waiting.retain(|(owner, _)| *owner != model);
+        if waiting.len() >= MAX_WAITING_MODELS {
+            waiting.remove(0);
+        }
+        waiting.push((model, results));
+    })
 }
 
 /// Runs, then hands the outputs out; with too few slots they wait for
@@ -86,15 +111,7 @@ fn run_into(
         let model = handles::get(model, "model")?;
         let results = run(&model)?;
         // A later call supersedes outputs still waiting for this model here.
-        WAITING.with(|waiting| {
-            let mut waiting = waiting.borrow_mut();
-            if waiting
-                .as_ref()
-                .is_some_and(|(owner, _)| *owner == handle as usize)
-            {
-                *waiting = None;
-            }
-        });
+        drop(take_waiting(handle as usize));
         // SAFETY: outputs has outputs_capacity slots; n_outputs is non-NULL.
         unsafe {
             hand_out(
@@ -126,7 +143,7 @@ unsafe fn hand_out(
         let count = results.len();
         // SAFETY: the caller's contract.
         unsafe { n_outputs.write(count) };
-        WAITING.with(|waiting| *waiting.borrow_mut() = Some((model, results)));
+        keep_waiting(model, results);
         return Err(Error::new(
             ErrorKind::BufferTooSmall,
             format!(
@@ -161,7 +178,10 @@ unsafe fn hand_out(
 /// its memory (never the caller's input or a model parameter). Too few slots:
 /// PERFOPT_ERR_BUFFER_TOO_SMALL with *n_outputs set to the count, and the
 /// outputs wait for perfopt_model_take_outputs (perfopt_model_output_count
-/// tells the count before a run). Several threads may run one model at once.
+/// tells the count before a run). Several threads may run one model at once;
+/// a model whose methods write its attributes (the report's `keeps_state`)
+/// runs one call at a time, and a warm-up, recommend_batch or compile on it
+/// waits for the call in progress.
 #[no_mangle]
 pub extern "C" fn perfopt_model_run(
     model: *const perfopt_model,
@@ -179,7 +199,8 @@ pub extern "C" fn perfopt_model_run(
 
 /// The outputs of this thread's last run or run_batched on `model` that had
 /// too few slots, without running again. PERFOPT_ERR_INVALID_ARGUMENT when
-/// none are waiting; too few slots again keeps them waiting.
+/// none are waiting; too few slots again keeps them waiting. Outputs wait per
+/// model, for up to 16 models per thread (beyond, the oldest are dropped).
 #[no_mangle]
 pub extern "C" fn perfopt_model_take_outputs(
     model: *const perfopt_model,
@@ -188,20 +209,12 @@ pub extern "C" fn perfopt_model_take_outputs(
     n_outputs: *mut usize,
 ) -> perfopt_status {
     run_into(model, outputs, outputs_capacity, n_outputs, |_| {
-        let token = model as usize;
-        WAITING.with(|waiting| {
-            let mut waiting = waiting.borrow_mut();
-            match waiting.take() {
-                Some((owner, results)) if owner == token => Ok(results),
-                other => {
-                    *waiting = other;
-                    Err(Error::invalid_argument(
-                        "no outputs are waiting for this model on this thread: \
-                         perfopt_model_take_outputs returns the outputs of this thread's last \
-                         call on the model that had too few slots",
-                    ))
-                }
-            }
+        take_waiting(model as usize).ok_or_else(|| {
+            Error::invalid_argument(
+                "no outputs are waiting for this model on this thread: \
+                 perfopt_model_take_outputs returns the outputs of this thread's last \
+                 call on the model that had too few slots",
+            )
         })
     })
 }
@@ -234,6 +247,8 @@ pub extern "C" fn perfopt_model_output_count(
 /// after taking the tensors it keeps. forward() goes through what compile
 /// chose; other methods run on the same compiled form and see the state
 /// forward() changes. Errors name the argument and the type the schema wants.
+/// perfopt_model_run refuses, before running, a forward() whose schema
+/// returns more than tensors: call it here.
 #[no_mangle]
 pub extern "C" fn perfopt_model_call(
     model: *const perfopt_model,

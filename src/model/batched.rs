@@ -1,23 +1,15 @@
 //! Batches: run_batched (inputs of any size in chunks that fit, halving on
-//! out-of-memory) and recommend_batch (a batch size from measured memory and
-//! throughput), over batch dimensions per input and output: an LSTM's
+//! out-of-memory; recommend_batch is in src/model/recommend.rs), over batch
+//! dimensions per input and output: an LSTM's
 //! (h, c) carries its batch in dimension 1, a padding mask or a shared
 //! context in none.
 
-use std::time::{Duration, Instant};
-
-use super::{memory, Model};
-use crate::batching::{self, Recommendation, Stop};
-use crate::error::{Error, ErrorKind, Result};
+use super::Model;
+use crate::batching::{self, Recommendation};
+use crate::error::{Error, Result};
 use crate::json::Json;
-use crate::torch::settings::InferenceModeGuard;
 use crate::value::Value;
 
-/// recommend_batch's throughput trials stop at this batch or this time.
-const MAX_TRIAL_BATCH: i64 = 512;
-const TRIAL_BUDGET: Duration = Duration::from_secs(5);
-const WARMUP_PER_TRIAL: usize = 3;
-const TIMED_PER_TRIAL: usize = 5;
 /// Ranks perfopt accepts (as DLPack inputs).
 const MAX_DIM: usize = 63;
 const MAX_DIMS_LISTED: usize = 1024;
@@ -72,12 +64,12 @@ impl BatchDims {
 pub(crate) struct BatchState {
     dims: BatchDims,
     /// From recommend_batch.
-    recommended: Option<i64>,
+    pub(super) recommended: Option<i64>,
     /// A smaller size that out-of-memory retries forced.
-    remembered: Option<i64>,
+    pub(super) remembered: Option<i64>,
     oom_retries: u64,
     batched_calls: u64,
-    last: Option<Recommendation>,
+    pub(super) last: Option<Recommendation>,
     /// Outputs of the last tensor-only run (for perfopt_model_output_count).
     pub last_output_count: Option<usize>,
 }
@@ -114,7 +106,7 @@ impl BatchState {
 }
 
 /// The batched arguments: (index, dimension) of each, and the batch size.
-fn batch_layout(dims: &BatchDims, args: &[Value]) -> Result<(Vec<(usize, usize)>, i64)> {
+pub(super) fn batch_layout(dims: &BatchDims, args: &[Value]) -> Result<(Vec<(usize, usize)>, i64)> {
     let mut batched = Vec::new();
     let mut total: Option<(usize, usize, i64)> = None;
     for (i, arg) in args.iter().enumerate() {
@@ -210,9 +202,11 @@ impl Model {
         self.check_args("forward", &args)?;
         let dims = self.batch_dims();
         let (batched, total) = batch_layout(&dims, &args)?;
+        // A model that keeps state runs its chunks in order, undisturbed.
+        let _one = self.one_at_a_time()?;
         if total == 0 {
             // An empty batch runs once, as perfopt_model_run would.
-            return self.run_args(args);
+            return self.run_args_held(args);
         }
         let chunk = if max_batch > 0 {
             max_batch
@@ -240,13 +234,13 @@ impl Model {
                 let outputs = match fixed {
                     Some(n) if len < n => {
                         let padded = padded(part, &batched, n - len)?;
-                        self.run_args(padded)?
+                        self.run_args_held(padded)?
                             .into_iter()
                             .enumerate()
                             .map(|(k, t)| Ok(t.f_narrow(dims.output(k) as i64, 0, len)?))
                             .collect::<Result<Vec<_>>>()?
                     }
-                    _ => self.run_args(part)?,
+                    _ => self.run_args_held(part)?,
                 };
                 for (k, output) in outputs.iter().enumerate() {
                     let d = dims.output(k);
@@ -260,6 +254,18 @@ impl Model {
                     }
                 }
                 Ok(outputs)
+            },
+            |outputs, len| {
+                // Another dimension the chunk's size too: only chunks of
+                // different sizes show which one carries the batch.
+                outputs.iter().enumerate().any(|(k, output)| {
+                    let d = dims.output(k);
+                    output
+                        .size()
+                        .iter()
+                        .enumerate()
+                        .any(|(j, &n)| j != d && n == len)
+                })
             },
             || {
                 if cuda {
@@ -295,176 +301,6 @@ impl Model {
                 })
             })
             .collect()
-    }
-
-    /// Measures peak memory at batch 1, 2, 4 and 8 and throughput at doubling
-    /// batches from one sample (size 1 along each batched input's batch
-    /// dimension), and recommends the smaller of the memory limit and the
-    /// throughput knee. Remembered for run_batched; the report is kept.
-    pub fn recommend_batch(&self, sample: Vec<Value>) -> Result<Recommendation> {
-        self.check_args("forward", &sample)?;
-        let dims = self.batch_dims();
-        let sample = self.to_device(sample)?;
-        let (batched, n) = batch_layout(&dims, &sample)?;
-        if n != 1 {
-            return Err(Error::invalid_argument(format!(
-                "the sample has {n} samples: a sample has size 1 along each batched input's \
-                 batch dimension (dimension 0 of size 1 unless set otherwise)"
-            )));
-        }
-        let compiled = self.executor_for(&sample)?;
-        // Plain runs of the compiled form: trial sizes must not fill the
-        // CUDA-graph cache with one graph per size.
-        let engine = compiled
-            .executor
-            .engine()
-            .cloned()
-            .unwrap_or_else(|| self.original.clone());
-        let margin = self.options().memory_margin;
-        let batch_of = |b: i64| -> Result<Vec<Value>> {
-            sample
-                .iter()
-                .enumerate()
-                .map(
-                    |(i, arg)| match (arg, batched.iter().find(|(j, _)| *j == i)) {
-                        (Value::Tensor(t), Some(&(_, d))) => {
-                            let mut repeats = vec![1i64; t.dim()];
-                            repeats[d] = b;
-                            Ok(Value::Tensor(t.f_repeat(&repeats)?))
-                        }
-                        _ => Ok(arg.shallow_clone()),
-                    },
-                )
-                .collect()
-        };
-        let saved = engine.save_state()?;
-        let _inference = InferenceModeGuard::enter()?;
-        let run = |args: &[Value]| -> Result<()> {
-            let _gate = (self.device.kind == crate::device::DeviceKind::Cuda)
-                .then(crate::graphs::device_run_gate);
-            engine.call("forward", args)?;
-            self.synchronize()
-        };
-        let measured = (|| {
-            run(&sample)?; // lazy initialisation must not count as memory per sample
-            let mut rec = Recommendation {
-                margin,
-                free_bytes: memory::free_memory(self.device),
-                memory_source: memory::measurement_source(self.device).to_string(),
-                ..Default::default()
-            };
-            let limit = engine.batch_limit().unwrap_or(i64::MAX);
-            for b in [1i64, 2, 4, 8].into_iter().filter(|&b| b <= limit) {
-                let inputs = batch_of(b)?;
-                match memory::peak_during(self.device, || run(&inputs)) {
-                    Ok(bytes) => rec.memory_points.push((b, bytes)),
-                    Err(err) if err.kind() == ErrorKind::OutOfMemory => break,
-                    Err(err) => return Err(err),
-                }
-            }
-            if let Some((per_sample, fixed)) = batching::fit_memory(&rec.memory_points) {
-                rec.per_sample_bytes = Some(per_sample);
-                rec.fixed_bytes = Some(fixed);
-                if let Some(free) = rec.free_bytes {
-                    rec.memory_limit =
-                        batching::max_batch_for_memory(free, margin, per_sample, fixed);
-                }
-            }
-            self.throughput_trials(&mut rec, &batch_of, &run, engine.batch_limit())?;
-            Ok(rec)
-        })();
-        if let Some(state) = &saved {
-            engine.restore_state(state)?;
-        }
-        let mut rec = measured?;
-        rec.decide();
-        let text = rec.to_json().to_string();
-        {
-            let mut state = self.batching.lock();
-            state.recommended = Some(rec.batch);
-            state.remembered = None;
-            state.last = Some(rec.clone());
-        }
-        self.last_reports.lock().recommend_batch = Some(text);
-        log::info!(
-            "recommended batch for {}: {} ({})",
-            self.name,
-            rec.batch,
-            rec.reason
-        );
-        Ok(rec)
-    }
-
-    /// Throughput at doubling batches within the memory limit and a time
-    /// budget; says why it stopped.
-    fn throughput_trials(
-        &self,
-        rec: &mut Recommendation,
-        batch_of: &dyn Fn(i64) -> Result<Vec<Value>>,
-        run: &dyn Fn(&[Value]) -> Result<()>,
-        model_limit: Option<i64>,
-    ) -> Result<()> {
-        let started = Instant::now();
-        let mut b = 1i64;
-        let mut last_trial = Duration::ZERO;
-        loop {
-            if b > MAX_TRIAL_BATCH {
-                rec.stopped = Stop::LargestTrial;
-                break;
-            }
-            if model_limit.is_some_and(|limit| b > limit) {
-                rec.stopped = Stop::ModelLimit;
-                break;
-            }
-            if rec.memory_limit.is_some_and(|limit| b > limit.max(1)) {
-                rec.stopped = Stop::MemoryLimit;
-                break;
-            }
-            // A doubled batch takes up to twice as long as the last trial.
-            if b > 1 && started.elapsed() + last_trial * 2 > TRIAL_BUDGET {
-                rec.stopped = Stop::Budget;
-                break;
-            }
-            let trial_started = Instant::now();
-            let inputs = batch_of(b)?;
-            let mut times = Vec::new();
-            let mut failed = None;
-            // TorchScript's profiling executor specialises on each new shape
-            // during its first runs: those are warm-up, not throughput.
-            for i in 0..WARMUP_PER_TRIAL + TIMED_PER_TRIAL {
-                let t = Instant::now();
-                if let Err(err) = run(&inputs) {
-                    failed = Some(err);
-                    break;
-                }
-                if i >= WARMUP_PER_TRIAL {
-                    times.push(t.elapsed());
-                }
-            }
-            match failed {
-                Some(err) if err.kind() == ErrorKind::OutOfMemory => {
-                    if self.device.kind == crate::device::DeviceKind::Cuda {
-                        let _ = crate::torch::memory::device_empty_cache();
-                    }
-                    rec.memory_limit = Some(rec.memory_limit.map_or(b / 2, |l| l.min(b / 2)));
-                    rec.stopped = Stop::OutOfMemory;
-                    break;
-                }
-                Some(err) => return Err(err),
-                None => {}
-            }
-            last_trial = trial_started.elapsed();
-            let median = crate::stats::Summary::of(&times).map_or(f64::INFINITY, |s| s.p50_ms);
-            rec.throughput_points
-                .push((b, b as f64 * 1e3 / median.max(1e-6)));
-            rec.throughput_knee = batching::throughput_knee(&rec.throughput_points);
-            if rec.throughput_knee.is_some() {
-                rec.stopped = Stop::Knee;
-                break;
-            }
-            b *= 2;
-        }
-        Ok(())
     }
 }
 

@@ -41,6 +41,7 @@ impl Model {
             Some(mode) => (mode, "call"),
             None => (self.optimizer.compile_mode(), "optimizer configuration"),
         };
+        let _one = self.one_at_a_time()?;
         if self.device.kind == DeviceKind::Mps && mode != CompileMode::None {
             let compiled = Compiled {
                 requested: mode,
@@ -48,7 +49,7 @@ impl Model {
                 why: "compilation is skipped on MPS, as the service does".to_string(),
                 ..Compiled::as_loaded(self.original.clone())
             };
-            *self.compiled.write() = Arc::new(compiled);
+            self.install(Arc::new(compiled))?;
             return Err(Error::new(
                 ErrorKind::CompileSkipped,
                 format!(
@@ -99,8 +100,9 @@ impl Model {
             compiled.chosen,
             compiled.why
         );
-        *self.compiled.write() = Arc::new(compiled);
-        // Logged once no lock is held: a host callback may call back in.
+        self.install(Arc::new(compiled))?;
+        // Logged once no lock is held (a model that keeps state holds its
+        // records back until its lock is free): a host callback may call back in.
         log::info!("{summary}");
         if let Some(warning) = warning {
             log::warn!("model {}: {warning}", self.name);
@@ -287,6 +289,7 @@ impl Model {
     pub fn reference(&self, args: Vec<Value>) -> Result<Value> {
         self.check_args("forward", &args)?;
         let args = self.to_device(args)?;
+        let _one = self.one_at_a_time()?;
         let original = self.original.clone();
         let _inference = InferenceModeGuard::enter()?;
         let value = self.keeping_state(&original, || {
@@ -435,7 +438,7 @@ impl Model {
             .push("tuned on the first run's inputs".to_string());
         tuned.notes.extend(self.other_methods_note(&tuned));
         let tuned = Arc::new(tuned);
-        *self.compiled.write() = tuned.clone();
+        self.install(tuned.clone())?;
         drop(tuning);
         log::info!(
             "tuned {} on its first run in {:.1} ms: {} ({})",

@@ -5,15 +5,18 @@
 //!
 //! One file per concern: `options` (the caller's knobs and their bounds),
 //! `compile` (the modes, and max-autotune's cache), `batched` (run_batched,
-//! recommend_batch and batch dimensions), `memory` (memory figures),
+//! and batch dimensions), `recommend` (recommend_batch), `memory` (memory
+//! figures), `exclusive` (one call at a time for a model that keeps state),
 //! `outputs` (outputs that own their memory), `report` (what compile chose,
 //! reports kept for a second read).
 
 mod batched;
 mod compile;
+mod exclusive;
 mod memory;
 mod options;
 mod outputs;
+mod recommend;
 mod report;
 mod tuning_cache;
 
@@ -61,6 +64,10 @@ pub struct Model {
     stats: Mutex<LatencyWindow>,
     batching: Mutex<batched::BatchState>,
     last_reports: Mutex<report::LastReports>,
+    /// For a model whose methods write its attributes: one call at a time.
+    exclusive: Option<exclusive::Exclusive>,
+    /// forward()'s return type, when it holds more than tensors (run refuses).
+    non_tensor_returns: Option<String>,
 }
 
 impl Model {
@@ -78,11 +85,23 @@ impl Model {
                 .map_or_else(|| path.to_string(), |s| s.to_string_lossy().into_owned())
         });
         let load_time = started.elapsed();
+        let writes_state = loaded.engine.writes_state();
         log::info!(
-            "loaded {name} ({}) from {path} onto {device} in {:.1} ms",
+            "loaded {name} ({}) from {path} onto {device} in {:.1} ms{}",
             loaded.engine.format().as_str(),
-            millis(load_time)
+            millis(load_time),
+            if writes_state {
+                "; it writes its attributes, so it runs one call at a time"
+            } else {
+                ""
+            }
         );
+        let non_tensor_returns = loaded
+            .engine
+            .methods()
+            .iter()
+            .find(|m| m.name == "forward" && m.returns_non_tensors())
+            .map(|m| m.returns.join(", "));
         Ok(Model {
             name,
             path: path.to_string(),
@@ -97,7 +116,48 @@ impl Model {
             stats: Mutex::new(LatencyWindow::new(LATENCY_WINDOW)),
             batching: Mutex::new(batched::BatchState::default()),
             last_reports: Mutex::new(report::LastReports::default()),
+            exclusive: writes_state.then(exclusive::Exclusive::new),
+            non_tensor_returns,
         })
+    }
+
+    /// Whether the model's methods write its attributes (it then runs one
+    /// call at a time).
+    pub fn keeps_state(&self) -> bool {
+        self.exclusive.is_some()
+    }
+
+    /// Held by every call that runs a model which keeps state, for the whole
+    /// call; `None` for the others.
+    fn one_at_a_time(&self) -> Result<Option<exclusive::ExclusiveGuard<'_>>> {
+        self.exclusive
+            .as_ref()
+            .map(|e| e.enter(&self.name))
+            .transpose()
+    }
+
+    /// The engine whose state is the model's now: the one `compiled` runs
+    /// (the model as loaded while max-autotune waits for its first run).
+    fn live_engine(&self, compiled: &Compiled) -> Arc<dyn Engine> {
+        compiled
+            .executor
+            .engine()
+            .cloned()
+            .unwrap_or_else(|| self.original.clone())
+    }
+
+    /// Makes `compiled` the model's form, carrying the state of the form it
+    /// replaces over (a stream continues where it stopped). Callers of a
+    /// model that keeps state hold its one-at-a-time lock.
+    fn install(&self, compiled: Arc<Compiled>) -> Result<()> {
+        let previous = self.live_engine(&self.current());
+        let next = self.live_engine(&compiled);
+        if self.keeps_state() && !Arc::ptr_eq(&previous, &next) {
+            next.adopt_state(previous.as_ref())
+                .map_err(|e| e.context(format!("carrying model {}'s state over", self.name)))?;
+        }
+        *self.compiled.write() = compiled;
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -239,8 +299,9 @@ impl Model {
         compiled.executor.forward(args)
     }
 
-    /// check, move, run, hand out: the path of every forward call.
-    fn forward_call(&self, args: Vec<Value>) -> Result<Value> {
+    /// check, move, run, hand out: the path of every forward call. Callers
+    /// hold the one-at-a-time lock of a model that keeps state.
+    fn forward_call_held(&self, args: Vec<Value>) -> Result<Value> {
         let started = Instant::now();
         let result = self
             .check_args("forward", &args)
@@ -278,7 +339,34 @@ impl Model {
 
     /// As [`Model::run`], with arguments of any kind.
     pub fn run_args(&self, args: Vec<Value>) -> Result<Vec<tch::Tensor>> {
-        let outputs = self.forward_call(args)?.into_tensors()?;
+        let _one = self.one_at_a_time()?;
+        self.run_args_held(args)
+    }
+
+    fn run_args_held(&self, args: Vec<Value>) -> Result<Vec<tch::Tensor>> {
+        if let Some(returns) = &self.non_tensor_returns {
+            // Refused before it runs: a run would change a model's state.
+            // A dict passes through no perfopt call; other results through
+            // perfopt_model_call.
+            return Err(if returns.contains("Dict[") {
+                Error::new(
+                    ErrorKind::UnsupportedModel,
+                    format!(
+                        "forward() of model {} returns {returns}, which perfopt cannot pass on: \
+                         it passes tensors, int, float, bool, str, None, lists and tuples (return \
+                         a tuple)",
+                        self.name
+                    ),
+                )
+            } else {
+                Error::invalid_argument(format!(
+                    "forward() of model {} returns {returns}, and perfopt_model_run passes \
+                     tensors only: call it with perfopt_model_call",
+                    self.name
+                ))
+            });
+        }
+        let outputs = self.forward_call_held(args)?.into_tensors()?;
         self.batching.lock().last_output_count = Some(outputs.len());
         Ok(outputs)
     }
@@ -288,8 +376,9 @@ impl Model {
     /// methods run on the same compiled module (so they see the state that
     /// forward() changes).
     pub fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
+        let _one = self.one_at_a_time()?;
         if method == "forward" {
-            return self.forward_call(args);
+            return self.forward_call_held(args);
         }
         self.check_args(method, &args)?;
         let args = self.to_device(args)?;
@@ -323,6 +412,7 @@ impl Model {
         }
         self.check_args("forward", &args)?;
         let args = self.to_device(args)?;
+        let _one = self.one_at_a_time()?;
         let compiled = self.executor_for(&args)?;
         let engine = compiled.executor.engine().cloned();
         let saved = engine

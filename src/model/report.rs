@@ -151,6 +151,8 @@ impl Model {
                 Json::object().with("required", required).with("max", max),
             )
             .with("outputs", self.output_count())
+            // A model whose methods write its attributes runs one call at a time.
+            .with("keeps_state", self.keeps_state())
             .with(
                 "methods",
                 Json::Array(methods.iter().map(|m| m.to_json()).collect()),

@@ -28,6 +28,12 @@ extern "C" {
         len: usize,
         needed: *mut usize,
     ) -> c_int;
+    fn pshim_aoti_folder(
+        package: *const RawAoti,
+        buf: *mut c_char,
+        len: usize,
+        needed: *mut usize,
+    ) -> c_int;
     fn pshim_aoti_run(
         package: *const RawAoti,
         inputs: *const *mut c_void,
@@ -86,6 +92,14 @@ impl AotiPackage {
         read_text("describing the package", |buf, len, needed| {
             // SAFETY: the buffer, its length and the out pointer come from read_text.
             unsafe { pshim_aoti_describe(self.raw, buf, len, needed) }
+        })
+    }
+
+    /// The folder the package was unpacked into, now the caller's to remove.
+    pub fn folder(&self) -> Result<String> {
+        read_text("reading the package's folder", |buf, len, needed| {
+            // SAFETY: the buffer, its length and the out pointer come from read_text.
+            unsafe { pshim_aoti_folder(self.raw, buf, len, needed) }
         })
     }
 

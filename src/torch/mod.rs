@@ -11,6 +11,7 @@ pub(crate) mod aoti;
 pub(crate) mod cuda;
 pub(crate) mod memory;
 pub(crate) mod script;
+pub(crate) mod script_state;
 pub(crate) mod settings;
 pub(crate) mod tensor;
 pub(crate) mod values;

@@ -1,4 +1,5 @@
-//! TorchScript modules (src/cxx/script.cpp).
+//! TorchScript modules (src/cxx/script.cpp); their state:
+//! src/torch/script_state.rs.
 
 use std::ffi::{c_char, c_int, c_void};
 
@@ -8,11 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::value::Value;
 
 #[repr(C)]
-struct RawScript {
-    _private: [u8; 0],
-}
-#[repr(C)]
-struct RawState {
+pub(super) struct RawScript {
     _private: [u8; 0],
 }
 
@@ -44,24 +41,12 @@ extern "C" {
         sink: NodeSink,
         ctx: *mut c_void,
     ) -> c_int;
-    fn pshim_script_state_save(
-        module: *const RawScript,
-        out: *mut *mut RawState,
-        attributes: *mut usize,
-    ) -> c_int;
-    fn pshim_script_state_restore(module: *const RawScript, state: *const RawState) -> c_int;
-    fn pshim_script_state_equal(
-        module: *const RawScript,
-        state: *const RawState,
-        equal: *mut c_int,
-    ) -> c_int;
-    fn pshim_state_free(state: *mut RawState);
     fn pshim_script_save(module: *const RawScript, path: *const c_char) -> c_int;
 }
 
 /// A `torch::jit::Module` on a device.
 pub struct ScriptModule {
-    raw: *mut RawScript,
+    pub(super) raw: *mut RawScript,
 }
 
 // SAFETY: TorchScript modules may run methods from several threads at once;
@@ -142,39 +127,6 @@ impl ScriptModule {
         }
     }
 
-    /// The state methods may change: every attribute that is not a parameter
-    /// or a submodule, copied. `None` when there is none.
-    pub fn save_state(&self) -> Result<Option<ScriptState>> {
-        let (mut raw, mut attributes) = (std::ptr::null_mut(), 0usize);
-        // SAFETY: live module; valid out pointers.
-        check(
-            unsafe { pshim_script_state_save(self.raw, &mut raw, &mut attributes) },
-            "saving the model's state",
-        )?;
-        let state = ScriptState { raw };
-        Ok((attributes > 0).then_some(state))
-    }
-
-    /// Writes the saved state back (copies, so it can be restored again).
-    pub fn restore_state(&self, state: &ScriptState) -> Result<()> {
-        // SAFETY: live module and state (the state was saved from this module).
-        check(
-            unsafe { pshim_script_state_restore(self.raw, state.raw) },
-            "restoring the model's state",
-        )
-    }
-
-    /// Whether the module's state still equals `state`.
-    pub fn state_equals(&self, state: &ScriptState) -> Result<bool> {
-        let mut equal: c_int = 0;
-        // SAFETY: live module and state; valid out pointer.
-        check(
-            unsafe { pshim_script_state_equal(self.raw, state.raw, &mut equal) },
-            "comparing the model's state",
-        )?;
-        Ok(equal != 0)
-    }
-
     pub fn save(&self, path: &str) -> Result<()> {
         let c_path = c_string(path, "path")?;
         // SAFETY: live module; NUL-terminated path.
@@ -182,22 +134,5 @@ impl ScriptModule {
             unsafe { pshim_script_save(self.raw, c_path.as_ptr()) },
             &format!("saving TorchScript to {path}"),
         )
-    }
-}
-
-/// A copy of a module's state (src/cxx/script.cpp's pshim_state).
-pub struct ScriptState {
-    raw: *mut RawState,
-}
-
-// SAFETY: the state is read (restore, compare) and freed under its owner's
-// rules; it holds its own copies of the values.
-unsafe impl Send for ScriptState {}
-unsafe impl Sync for ScriptState {}
-
-impl Drop for ScriptState {
-    fn drop(&mut self) {
-        // SAFETY: raw came from the shim and is freed once.
-        unsafe { pshim_state_free(self.raw) }
     }
 }

@@ -832,7 +832,8 @@ TEST_CASE(packages_from_c) {
   for (const Broken &b : {Broken{"truncated.pt2", PERFOPT_ERR_MODEL_CORRUPT, "truncated"},
                           Broken{"wrong_device.pt2", PERFOPT_ERR_UNSUPPORTED_DEVICE, "compiled for cuda"},
                           Broken{"cpp_only.pt2", PERFOPT_ERR_UNSUPPORTED_MODEL, "no compiled library"},
-                          Broken{"bad_library.pt2", PERFOPT_ERR_LOAD_FAILED, "dlopen"},
+                          Broken{"bad_library.pt2", PERFOPT_ERR_MODEL_CORRUPT, "damaged or cut short"},
+                          Broken{"foreign_library.pt2", PERFOPT_ERR_LOAD_FAILED, "dlopen"},
                           Broken{"missing.pt2", PERFOPT_ERR_FILE_NOT_FOUND, "missing.pt2"}}) {
     perfopt_model *model = nullptr;
     std::string path = packages() + "/" + b.file;

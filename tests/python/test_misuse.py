@@ -244,3 +244,70 @@ def test_model_usable_after_its_file_changed(env, tmp_path):
         after = model.run(x, y)
         assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert json.loads(json.dumps(opt.report()))["device"]["kind"] == "cpu"
+
+
+def runs(model):
+    """How many times the model ran, failed runs included."""
+    report = model.report()
+    return report["calls"] + report["failed_calls"]
+
+
+def test_strings_with_nul_are_refused(env, tmp_path):
+    """A C string ends at its first NUL: "forward\\0anything" would call
+    forward(), "m.pt\\0.bak" load m.pt. Each is refused, naming the argument."""
+    opt, model, x, y = env
+    path = str(FIXTURES / "two_inputs.pt")
+    refusals = [
+        ("method", lambda: model.call("forward\0anything", x, y)),
+        ("method", lambda: model.call("\0", x, y)),
+        ("path", lambda: opt.load(path + "\0.bak")),
+        ("name", lambda: opt.load(path, "two\0inputs")),
+        ("mode", lambda: model.compile("default\0max-autotune")),
+        ("tuning_cache_dir", lambda: model.set_options(tuning_cache_dir=str(tmp_path) + "\0x")),
+        ("device", lambda: perfopt.Optimizer("cpu\0cuda", read_environment=False)),
+        ("compile_mode", lambda: perfopt.Optimizer("cpu", compile_mode="default\0x", read_environment=False)),
+    ]
+    ran = runs(model)
+    for name, call in refusals:
+        with pytest.raises(ValueError, match=f"^{name} contains a NUL character"):
+            call()
+    assert runs(model) == ran  # nothing ran
+    with pytest.raises(TypeError, match="method must be a str"):
+        model.call(b"forward", x, y)
+    assert len(model.run(x, y)) == 2
+
+
+def test_ints_that_ctypes_would_wrap_are_refused(env):
+    """ctypes wraps an int to its C type's width (iterations 2**32 + 3 would
+    run 3 times, batch dimension 2**32 + 1 would be 1): refused, named."""
+    opt, model, x, y = env
+    refusals = [
+        ("iterations", lambda: model.warmup([x, y], iterations=2**32 + 3)),
+        ("iterations", lambda: model.warmup([x, y], iterations=-1)),
+        ("max_batch", lambda: model.run_batched(x, y, max_batch=2**32 + 1)),
+        (r"inputs\[1\]", lambda: model.set_batch_dims([0, 2**32 + 1])),
+        (r"outputs\[0\]", lambda: model.set_batch_dims([0, 0], [-(2**31) - 1])),
+        ("graph_cache_size", lambda: model.set_options(graph_cache_size=2**32 + 1)),
+        ("graph_warmup_runs", lambda: model.set_options(graph_warmup_runs=-1)),
+        ("tuning_budget_ms", lambda: model.set_options(tuning_budget_ms=2**40)),
+        ("kind", lambda: model.last_report(2**32 + perfopt.REPORT_WARMUP)),
+        ("intra_op_threads", lambda: perfopt.Optimizer("cpu", intra_op_threads=2**32 + 2, read_environment=False)),
+        ("inter_op_threads", lambda: perfopt.Optimizer("cpu", inter_op_threads=2**31, read_environment=False)),
+        ("status", lambda: perfopt.status_message(2**32 + Status.TORCH)),
+        ("level", lambda: perfopt.set_log_level(2**32 + 3)),
+    ]
+    ran = runs(model)
+    for name, call in refusals:
+        with pytest.raises(OverflowError, match=f"^{name} is -?[0-9]+, outside u?int(32|64)"):
+            call()
+    assert runs(model) == ran  # nothing ran
+    with pytest.raises(TypeError, match=r"inputs\[0\] must be an int, not float"):
+        model.set_batch_dims([1.5])
+    # The edges of each range still reach perfopt, which judges them itself.
+    with pytest.raises(PerfoptError) as err:
+        model.warmup([x, y], iterations=2**32 - 1)
+    assert err.value.status == Status.INVALID_ARGUMENT
+    with pytest.raises(PerfoptError) as err:
+        model.run_batched(x, y, max_batch=-(2**31))
+    assert err.value.status == Status.INVALID_ARGUMENT
+    assert len(model.run(x, y)) == 2

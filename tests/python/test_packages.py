@@ -68,7 +68,8 @@ def test_package_inputs_are_checked(opt):
     [
         ("cpp_only.pt2", Status.UNSUPPORTED_MODEL, "no compiled library"),
         ("wrong_device.pt2", Status.UNSUPPORTED_DEVICE, "compiled for cuda"),
-        ("bad_library.pt2", Status.LOAD_FAILED, "dlopen"),
+        ("bad_library.pt2", Status.MODEL_CORRUPT, "damaged or cut short"),
+        ("foreign_library.pt2", Status.LOAD_FAILED, "dlopen"),
         ("truncated.pt2", Status.MODEL_CORRUPT, "truncated"),
         ("missing.pt2", Status.FILE_NOT_FOUND, "missing.pt2"),
     ],

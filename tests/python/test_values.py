@@ -120,6 +120,117 @@ def test_warmup_report_is_kept_and_iterations_bounded(opt):
         assert model.output_count() == 1
 
 
+def runs(model):
+    """How many times the model ran, failed runs included."""
+    report = model.report()
+    return report["calls"] + report["failed_calls"]
+
+
+def kinds_args(x, n=3, dims=(1, 2), pair=(2, 0.25)):
+    """kinds.pt's forward() arguments: x, n, scale, flag, name, maybe, xs, dims, pair."""
+    return [x, n, 0.5, True, "vad", None, [], list(dims), pair]
+
+
+def test_ints_outside_int64_are_refused_not_wrapped(opt):
+    # ctypes would wrap them: 2**64 + 3 arrived as 3, 2**63 as -2**63.
+    with opt.load(str(FIXTURES / "kinds.pt")) as model:
+        x = np.ones((2, 3), np.float32)
+        for n in (2**63, -(2**63) - 1, 2**64 + 3):
+            with pytest.raises(OverflowError, match=rf"argument 1 is {n}, outside int64"):
+                model.call("forward", *kinds_args(x, n=n))
+        with pytest.raises(OverflowError, match="argument 7"):
+            model.call("forward", *kinds_args(x, dims=[1, 2**64]))
+        with pytest.raises(OverflowError, match="argument 8"):
+            model.call("forward", *kinds_args(x, pair=(2**64 + 2, 0.25)))
+        assert runs(model) == 0  # refused before anything reached C
+        for n in (2**63 - 1, -(2**63)):  # the edges of int64 pass unchanged
+            assert model.call("forward", *kinds_args(x, n=n))[1] == n
+
+
+def test_numpy_scalars_are_numbers_not_tensors(opt):
+    with opt.load(str(FIXTURES / "stateful.pt")) as model:
+        (out,) = model.run(chunk(0), np.int64(16000))
+        np.testing.assert_allclose(out, expected(0), rtol=1e-5, atol=1e-6)
+        (out,) = model.run_batched(chunk(1), np.int32(16000))
+        np.testing.assert_allclose(out, expected(1), rtol=1e-5, atol=1e-6)
+    with opt.load(str(FIXTURES / "kinds.pt")) as model:
+        x = np.load(FIXTURES / "kinds.x.npy")
+        plain = model.call("forward", x, 3, 0.5, True, "vad", None, [], [1, 2], (2, 0.25))
+        scalars = model.call(
+            "forward", x, np.int64(3), np.float32(0.5), np.bool_(True), np.str_("vad"), None, [],
+            [np.uint8(1), np.int16(2)], (np.int8(2), np.float16(0.25)),
+        )
+        np.testing.assert_array_equal(scalars[0], plain[0])
+        assert scalars[1:] == plain[1:] and type(scalars[1]) is int
+        with pytest.raises(OverflowError, match="argument 1"):
+            model.call("forward", *kinds_args(x, n=np.uint64(2**64 - 1)))
+        with pytest.raises(TypeError, match="complex64"):
+            model.call("forward", *kinds_args(x, n=np.complex64(1)))
+
+
+def test_reversed_arrays_are_copied_and_sent(opt):
+    """Negative strides, which perfopt refuses, are copied to C order on the
+    way (a reversed view, read-only or not, and a reversed dimension of size
+    1, which NumPy still calls contiguous); the caller's array is untouched."""
+    with opt.load(str(FIXTURES / "stateful.pt")) as model:
+        x = chunk(0)
+        want, _ = model.call("encode", x)
+        twice_reversed = np.ascontiguousarray(x[:, ::-1])[:, ::-1]
+        read_only = twice_reversed.copy()[:, ::-1][:, ::-1]
+        read_only.flags.writeable = False
+        size_one = x[::-1]
+        assert size_one.flags.c_contiguous and size_one.strides[0] < 0
+        for variant in (twice_reversed, read_only, size_one):
+            got, _ = model.call("encode", variant)
+            np.testing.assert_array_equal(got, want)
+        (out,) = model.run(twice_reversed, 16000)
+        np.testing.assert_allclose(out, expected(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(twice_reversed, x)
+
+
+def test_run_refuses_a_non_tensor_forward_before_running_it(opt):
+    # kinds.pt's forward() returns a tuple with an int, a bool, a string and a
+    # list of ints; returns_dict.pt's a dict: neither is run, then refused.
+    with opt.load(str(FIXTURES / "kinds.pt")) as model:
+        args = kinds_args(np.ones((2, 3), np.float32))
+        for attempt in (lambda: model.run(*args), lambda: model.run_batched(*args)):
+            with pytest.raises(PerfoptError, match=r"returns Tuple\[Tensor, int, bool, str, List\[int\]\]") as err:
+                attempt()
+            assert err.value.status == Status.INVALID_ARGUMENT and "call('forward'" in err.value.message
+        assert runs(model) == 0
+        assert model.call("forward", *args)[1] == 3
+    with opt.load(str(FIXTURES / "returns_dict.pt")) as model:
+        with pytest.raises(PerfoptError, match=r"Dict\[str, Tensor\]"):
+            model.run(np.ones((2, 3), np.float32))
+        assert runs(model) == 0
+
+
+@pytest.mark.parametrize(
+    "returns, refused",
+    [
+        ("Tensor", False),
+        ("Tuple[Tensor, List[Tensor]]", False),
+        ("Optional[Tensor]", False),  # a tensor or None: known when it runs
+        ("__torch__.Outputs", False),  # a class or named tuple: known when it runs
+        ("Tuple[Tensor, int]", True),
+        ("List[int]", True),
+        ("Tuple[Tensor, Tuple[Tensor, Dict[str, Tensor]]]", True),
+        ("NoneType", True),
+    ],
+)
+def test_which_forward_returns_run_refuses(returns, refused):
+    methods = [{"name": "encode", "returns": ["int"]}, {"name": "forward", "returns": [returns]}]
+    assert perfopt._model._non_tensor_return(methods) == (returns if refused else "")
+
+
+def test_string_values_keep_their_nul(opt):
+    # A str value goes with its length (not as a C string): a NUL is data.
+    with opt.load(str(FIXTURES / "kinds.pt")) as model:
+        args = kinds_args(np.ones((2, 3), np.float32))
+        args[4] = "a\0b"
+        assert model.call("forward", *args)[3] == "a\0b!"
+
+
 def test_status_enum_matches_the_header():
     header = (ROOT / "include" / "perfopt.h").read_text()
     body = header.split("enum perfopt_status", 1)[1].split("};", 1)[0]

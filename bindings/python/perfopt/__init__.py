@@ -22,6 +22,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from . import _native
+from ._checks import INT32, c_int, c_string
 from ._model import Model
 from ._owner import Owner
 from ._specs import example_inputs, input_specs
@@ -65,15 +66,11 @@ def abi_version() -> int:
 
 def status_message(status: int) -> str:
     """What a status code means, in a sentence."""
-    return str(_native.lib().perfopt_status_message(int(status)).decode())
+    return str(_native.lib().perfopt_status_message(c_int(status, "status", INT32)).decode())
 
 
 def _tri_state(value: Optional[bool]) -> int:
     return _native.PERFOPT_AUTO if value is None else int(bool(value))
-
-
-def _encode(value: Optional[str]) -> Optional[bytes]:
-    return None if value is None else value.encode("utf-8")
 
 
 class Optimizer(Owner):
@@ -103,14 +100,14 @@ class Optimizer(Owner):
         lib = _native.lib()
         config = _native.perfopt_config()
         check(lib.perfopt_config_init(ctypes.byref(config), ctypes.sizeof(config)))
-        config.device = _encode(device)
+        config.device = c_string(device, "device")
         config.cudnn_benchmark = _tri_state(cudnn_benchmark)
         config.tf32 = _tri_state(tf32)
         config.cpu_optimization = _tri_state(cpu_optimization)
         config.torch_compile = _tri_state(torch_compile)
-        config.compile_mode = _encode(compile_mode)
-        config.intra_op_threads = intra_op_threads
-        config.inter_op_threads = inter_op_threads
+        config.compile_mode = c_string(compile_mode, "compile_mode")
+        config.intra_op_threads = c_int(intra_op_threads, "intra_op_threads", INT32)
+        config.inter_op_threads = c_int(inter_op_threads, "inter_op_threads", INT32)
         config.malloc_tuning = _tri_state(malloc_tuning)
         config.read_environment = int(bool(read_environment))
         handle = ctypes.c_void_p()
@@ -199,4 +196,4 @@ def set_log_level(level: Optional[int]) -> None:
         if level is None:
             check(_native.lib().perfopt_set_log_callback(_native.LOG_CALLBACK(), None, 0))
         else:
-            check(_native.lib().perfopt_set_log_callback(_LOG_CALLBACK, None, level))
+            check(_native.lib().perfopt_set_log_callback(_LOG_CALLBACK, None, c_int(level, "level", INT32)))

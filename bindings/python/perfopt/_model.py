@@ -4,9 +4,10 @@ from __future__ import annotations
 import ctypes
 import json
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _native
+from ._checks import INT32, UINT32, c_int, c_string
 from ._owner import Owner
 from ._status import PerfoptError, Status, check, last_error
 from ._status import read_json as _read_json
@@ -32,10 +33,6 @@ class _Slots(threading.local):
 
 
 _slots = _Slots()
-
-
-def _encode(value: Optional[str]) -> Optional[bytes]:
-    return None if value is None else value.encode("utf-8")
 
 
 def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
@@ -69,11 +66,20 @@ def _all_tensors(values: Sequence[Any]) -> bool:
     return all(is_tensor(v) for v in values)
 
 
+def _batch_dim(dim: Optional[int], name: str) -> int:
+    return _native.PERFOPT_NOT_BATCHED if dim is None else c_int(dim, name, INT32)
+
+
+def _int32_array(numbers: List[int]) -> Any:
+    return (ctypes.c_int32 * max(len(numbers), 1))(*numbers)
+
+
 class Model(Owner):
     """A model (perfopt_model_*): a TorchScript file or an AOTInductor package.
     Tensor inputs are NumPy arrays or torch tensors (passed as DLPack views, no
-    copies); other arguments are Python ints, floats, bools, strings, None,
-    lists and tuples, converted to the types the method's schema wants.
+    copies, but of arrays with negative strides); other arguments are Python
+    ints, floats, bools (or NumPy scalars), strings, None, lists and tuples,
+    converted to the types the method's schema wants.
     Outputs are NumPy arrays by default, torch tensors with `output="torch"`,
     or DLPackOutput objects; they never share memory with an input or the model."""
 
@@ -81,9 +87,14 @@ class Model(Owner):
 
     def __init__(self, optimizer: "Optimizer", path: str, name: Optional[str] = None):
         handle = ctypes.c_void_p()
-        check(_native.lib().perfopt_model_load(optimizer._ptr, _encode(path), _encode(name), ctypes.byref(handle)))
+        check(_native.lib().perfopt_model_load(
+            optimizer._ptr, c_string(path, "path"), c_string(name, "name"), ctypes.byref(handle)
+        ))
         self._optimizer = optimizer
         self._handle: Optional[ctypes.c_void_p] = handle
+        # What forward() returns where that cannot be tensors only ("" when it
+        # can, or is not known), read from its schema on the first run().
+        self._forward_refusal: Optional[str] = None
 
     @staticmethod
     def _free(handle: ctypes.c_void_p) -> None:
@@ -108,15 +119,15 @@ class Model(Owner):
         if error_tolerance is not None:
             options.error_tolerance = error_tolerance
         if graph_cache_size is not None:
-            options.graph_cache_size = graph_cache_size
+            options.graph_cache_size = c_int(graph_cache_size, "graph_cache_size", UINT32)
         if graph_warmup_runs is not None:
-            options.graph_warmup_runs = graph_warmup_runs
+            options.graph_warmup_runs = c_int(graph_warmup_runs, "graph_warmup_runs", UINT32)
         if memory_margin is not None:
             options.memory_margin = memory_margin
         if tuning_budget_ms is not None:
-            options.tuning_budget_ms = tuning_budget_ms
+            options.tuning_budget_ms = c_int(tuning_budget_ms, "tuning_budget_ms", UINT32)
         if tuning_cache_dir is not None:
-            options.tuning_cache_dir = _encode(tuning_cache_dir)
+            options.tuning_cache_dir = c_string(tuning_cache_dir, "tuning_cache_dir")
         check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
 
     def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> Optional[str]:
@@ -125,12 +136,13 @@ class Model(Owner):
         MPS, as the service does: the model runs as loaded; not an error)."""
         args = list(warmup_inputs or [])
         lib = _native.lib()
+        encoded_mode = c_string(mode, "mode")
         if _all_tensors(args):
             batch = InputBatch(args)
-            status = lib.perfopt_model_compile(self._ptr, _encode(mode), batch.pointer, batch.count)
+            status = lib.perfopt_model_compile(self._ptr, encoded_mode, batch.pointer, batch.count)
         else:
             values = ValueBatch(args)
-            status = lib.perfopt_model_compile_args(self._ptr, _encode(mode), values.pointer, values.count)
+            status = lib.perfopt_model_compile_args(self._ptr, encoded_mode, values.pointer, values.count)
         if status == Status.COMPILE_SKIPPED:
             return last_error()
         check(status)
@@ -152,6 +164,7 @@ class Model(Owner):
         """Runs `iterations` passes (1 to 100000); returns first-call and
         steady-state latency. A stateful model's state is left as found."""
         args = list(inputs)
+        iterations = c_int(iterations, "iterations", UINT32)
         lib = _native.lib()
         ptr = self._ptr
         if _all_tensors(args):
@@ -168,9 +181,12 @@ class Model(Owner):
 
     def run(self, *inputs: Any, output: str = "numpy") -> List[Any]:
         """Runs forward; its tensors, flattened. Non-tensor arguments (an int
-        sample rate, a flag) are passed as the schema wants them."""
+        sample rate, a flag) are passed as the schema wants them. A forward
+        whose schema returns anything but tensors is refused without running
+        (use call())."""
         args = list(inputs)
         convert = _consumer(output)
+        self._refuse_non_tensor_forward("run")
         if not _all_tensors(args):
             result = self.call("forward", *args, output=output)
             return _flatten(result)
@@ -186,10 +202,11 @@ class Model(Owner):
         returns its result as it is: tensors as NumPy arrays (or torch tensors,
         or DLPackOutputs), numbers, strings, None, lists and tuples."""
         convert = _consumer(output)
+        name = c_string(method, "method")
         values = ValueBatch(list(args))
         result = ctypes.POINTER(_native.perfopt_value)()
         lib = _native.lib()
-        check(lib.perfopt_model_call(self._ptr, _encode(method), values.pointer, values.count, ctypes.byref(result)))
+        check(lib.perfopt_model_call(self._ptr, name, values.pointer, values.count, ctypes.byref(result)))
         try:
             return read_result(result.contents, convert)
         finally:
@@ -200,6 +217,8 @@ class Model(Owner):
         most `max_batch` (0: the recommended size), halving on out-of-memory."""
         args = list(inputs)
         convert = _consumer(output)
+        max_batch = c_int(max_batch, "max_batch", INT32)
+        self._refuse_non_tensor_forward("run_batched")
         ptr = self._ptr
         lib = _native.lib()
         if _all_tensors(args):
@@ -249,10 +268,8 @@ class Model(Owner):
     def set_batch_dims(self, inputs: Sequence[Optional[int]] = (), outputs: Sequence[int] = ()) -> None:
         """Where each input carries its batch (None: not batched, passed whole
         to every chunk) and each output; unlisted ones use dimension 0."""
-        ins = (ctypes.c_int32 * max(len(inputs), 1))(
-            *[_native.PERFOPT_NOT_BATCHED if d is None else d for d in inputs]
-        )
-        outs = (ctypes.c_int32 * max(len(outputs), 1))(*outputs)
+        ins = _int32_array([_batch_dim(d, f"inputs[{i}]") for i, d in enumerate(inputs)])
+        outs = _int32_array([c_int(d, f"outputs[{i}]", INT32) for i, d in enumerate(outputs)])
         check(_native.lib().perfopt_model_set_batch_dims(self._ptr, ins, len(inputs), outs, len(outputs)))
 
     def methods(self) -> List[Dict[str, Any]]:
@@ -273,7 +290,21 @@ class Model(Owner):
         """The kept report of the last warmup (PERFOPT_REPORT_WARMUP) or
         recommend_batch (PERFOPT_REPORT_RECOMMEND_BATCH), without redoing it."""
         ptr = self._ptr
+        kind = c_int(kind, "kind", INT32)
         return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_last_report(ptr, kind, buf, n, needed))
+
+    def _refuse_non_tensor_forward(self, caller: str) -> None:
+        """Refuses before running a forward() whose schema returns something
+        other than tensors: the library would run it (a stateful model's
+        state moving on) and only then refuse its result."""
+        refusal = self._forward_refusal
+        if refusal is None:
+            refusal = self._forward_refusal = _non_tensor_return(self.methods())
+        if refusal:
+            raise PerfoptError(
+                Status.INVALID_ARGUMENT,
+                f"forward() returns {refusal} where {caller}() passes tensors only: use call('forward', ...)",
+            )
 
     def _outputs(self, call: Callable[[Any, int, Any], int], convert: Callable[[DLPackOutput], Any]) -> List[Any]:
         slots = _slots
@@ -293,6 +324,49 @@ class Model(Owner):
         """Format, methods, calls, latency percentiles, peak memory, and what compilation chose and why."""
         ptr = self._ptr
         return _read_json(lambda buf, n, needed: _native.lib().perfopt_model_report(ptr, buf, n, needed))
+
+
+# Types a TorchScript schema names that are never a tensor.
+_NOT_TENSORS = {"int", "float", "bool", "str", "complex", "NoneType", "Dict", "Device", "Layout", "ScalarType"}
+
+
+def _non_tensor_return(methods: List[Dict[str, Any]]) -> str:
+    """forward()'s return type when its schema says it cannot be tensors
+    only; "" when it can, or may (Optional, Any, a class: decided when it
+    runs), or when the model has no forward."""
+    for method in methods:
+        if method["name"] == "forward":
+            returns = method.get("returns") or []
+            return next((r for r in returns if _never_tensors(r)), "")
+    return ""
+
+
+def _never_tensors(type_name: str) -> bool:
+    """Whether a schema type ("Tuple[Tensor, int]") holds something other
+    than tensors whatever the model does: tuples and lists flatten."""
+    head, items = _split_type(type_name)
+    if head in ("Tuple", "List"):
+        return any(_never_tensors(item) for item in items)
+    return head in _NOT_TENSORS
+
+
+def _split_type(type_name: str) -> Tuple[str, List[str]]:
+    """"Tuple[Tensor, List[int]]" -> ("Tuple", ["Tensor", "List[int]"])."""
+    text = type_name.strip()
+    if "[" not in text or not text.endswith("]"):
+        return text, []
+    head, inner = text[:-1].split("[", 1)
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(inner):
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(inner[start:i].strip())
+            start = i + 1
+    items.append(inner[start:].strip())
+    return head.strip(), [item for item in items if item]
 
 
 def _flatten(result: Any) -> List[Any]:

@@ -1,6 +1,7 @@
 """Tensors across the ABI through DLPack: NumPy arrays and torch tensors in
-(views, no copies), DLManagedTensor outputs out as NumPy arrays or torch
-tensors (sharing perfopt's buffer, no copies)."""
+(views; a copy only of an array whose layout perfopt cannot take, see
+_describable), DLManagedTensor outputs out as NumPy arrays or torch tensors
+(sharing perfopt's buffer, no copies)."""
 from __future__ import annotations
 
 import ctypes
@@ -155,6 +156,24 @@ def _dtype_codes() -> dict:
     return _BY_DTYPE
 
 
+def _describable(array: Any) -> Any:
+    """`array`, or a C-ordered copy of it where perfopt cannot take its
+    layout: negative strides (a reversed view such as a[:, ::-1]; torch has
+    none, so perfopt refuses them and torch.from_numpy tells its caller to
+    copy) or strides that are not whole elements (DLPack counts strides in
+    elements). Every other layout, non-contiguous included, goes as a view."""
+    strides = array.strides
+    # The usual array: contiguous, with no reversed size-1 dimension (which
+    # NumPy still calls contiguous, and perfopt would still refuse). This runs
+    # on every call: min() without `default=`, which would cost 3 times as much.
+    if array.flags.c_contiguous and (not strides or min(strides) >= 0):
+        return array
+    itemsize = array.itemsize
+    if any(s < 0 or s % itemsize for s in strides):
+        return array.copy(order="C")
+    return array
+
+
 class InputBatch:
     """DLTensors describing the caller's arrays, kept alive for one call.
 
@@ -188,11 +207,12 @@ class InputBatch:
         codes = _dtype_codes()
         if array.dtype not in codes:
             raise TypeError(f"perfopt takes {', '.join(_NUMPY_DTYPES)} arrays, not {array.dtype}")
+        array = _describable(array)
         if array.flags.writeable:
             try:
                 return self._exported(array.__dlpack__())
             except BufferError:
-                pass  # strides that are not whole elements: described below
+                pass  # anything else NumPy's export refuses: described below
         return self._described(array, codes[array.dtype])
 
     def _exported(self, cap: Any) -> int:
@@ -202,17 +222,13 @@ class InputBatch:
 
     def _described(self, array: Any, code_bits: Tuple[int, int]) -> int:
         """A DLTensor built field by field, for what NumPy's DLPack export
-        refuses: read-only arrays and strides that are not whole elements."""
-        import numpy as np
-
+        refuses (read-only arrays); its strides are whole, non-negative
+        elements (_describable)."""
         ndim = array.ndim
         shape = (ctypes.c_int64 * max(ndim, 1))(*array.shape)
         strides = None
         if not array.flags.c_contiguous:
-            if any(s % array.itemsize for s in array.strides):
-                array = np.ascontiguousarray(array)
-            else:
-                strides = (ctypes.c_int64 * max(ndim, 1))(*(s // array.itemsize for s in array.strides))
+            strides = (ctypes.c_int64 * max(ndim, 1))(*(s // array.itemsize for s in array.strides))
         tensor = _native.DLTensor(
             array.ctypes.data,
             _CPU,

@@ -1,24 +1,65 @@
 """Python values to perfopt_value trees (arguments of any TorchScript kind)
-and result trees back to Python: ints, floats, bools, strings, None, lists,
-tuples, and arrays or tensors (as DLPack views in, NumPy or torch out). The
+and result trees back to Python: ints, floats, bools (NumPy's scalars too),
+strings, None, lists, tuples, and arrays or tensors (as DLPack views in,
+NumPy or torch out). Ints outside int64 are refused, not wrapped. The
 library converts each argument to the type the method's schema wants (an int
 where a float is wanted, a list where a tuple is), so Python passes its values
 as they are."""
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 from . import _native
+from ._checks import INT64, out_of_range
 from ._tensors import DLPackOutput, InputBatch
 
 _VALUE_SIZE = ctypes.sizeof(_native.perfopt_value)
 
 
 def is_tensor(value: Any) -> bool:
-    """Arrays and tensors go in as DLPack views; everything else as a value."""
+    """Arrays and tensors go in as DLPack views; everything else (NumPy's
+    scalars included) as a value."""
     module = type(value).__module__
-    return module.startswith("torch") or module.startswith("numpy")
+    if module.startswith("torch"):
+        return True
+    return module.startswith("numpy") and not is_numpy_scalar(value)
+
+
+_numpy_scalar_types: Dict[type, bool] = {}
+
+
+def is_numpy_scalar(value: Any) -> bool:
+    """np.int64(16000), np.float32(0.5), np.bool_(True)...: numbers, as
+    Python's are, not 0-d tensors. Asked of every array on every call, so
+    the answer is kept per type."""
+    cls = type(value)
+    known = _numpy_scalar_types.get(cls)
+    if known is None:
+        import numpy as np  # already imported: `value` is one of its objects
+
+        known = _numpy_scalar_types[cls] = issubclass(cls, np.generic)
+    return known
+
+
+def numpy_number(value: Any) -> Any:
+    """A NumPy scalar as the Python bool, int or float it holds (item()
+    would keep a longdouble as it is, and turn a datetime into a date)."""
+    kind = value.dtype.kind
+    if kind == "b":
+        return bool(value)
+    if kind in "iu":
+        return int(value)
+    if kind == "f":
+        return float(value)
+    raise _unsupported(value)
+
+
+def _unsupported(value: Any) -> TypeError:
+    return TypeError(
+        f"perfopt passes tensors (NumPy arrays, torch tensors), int, float, bool, str, None, "
+        f"and lists and tuples of them, not {type(value).__name__}"
+    )
 
 
 class ValueBatch:
@@ -28,11 +69,13 @@ class ValueBatch:
         self._keep: List[Any] = []
         self.count = len(values)
         self.array = (_native.perfopt_value * max(self.count, 1))()
-        for slot, value in zip(self.array, values):
-            self._fill(slot, value)
+        for argument, (slot, value) in enumerate(zip(self.array, values)):
+            self._fill(slot, value, argument)
         self.pointer = self.array if self.count else None
 
-    def _fill(self, slot: Any, value: Any) -> None:
+    def _fill(self, slot: Any, value: Any, argument: int) -> None:
+        """`slot` describing `value`, an item of argument number `argument`
+        (counted from 0, as perfopt's messages count them)."""
         slot.struct_size = _VALUE_SIZE
         if value is None:
             slot.kind = _native.VALUE_NONE
@@ -40,6 +83,9 @@ class ValueBatch:
             slot.kind = _native.VALUE_BOOL
             slot.int_value = int(value)
         elif isinstance(value, int):
+            # ctypes would wrap it to 64 bits: the model would get another number.
+            if not INT64.low <= value <= INT64.high:
+                raise out_of_range(f"an int in argument {argument}", value, INT64)
             slot.kind = _native.VALUE_INT
             slot.int_value = value
         elif isinstance(value, float):
@@ -56,7 +102,7 @@ class ValueBatch:
             items = (_native.perfopt_value * max(len(value), 1))()
             self._keep.append(items)
             for item_slot, item in zip(items, value):
-                self._fill(item_slot, item)
+                self._fill(item_slot, item, argument)
             slot.kind = _native.VALUE_TUPLE if isinstance(value, tuple) else _native.VALUE_LIST
             slot.items = ctypes.cast(items, ctypes.POINTER(_native.perfopt_value))
             slot.length = len(value)
@@ -65,11 +111,10 @@ class ValueBatch:
             self._keep.append(batch)
             slot.kind = _native.VALUE_TENSOR
             slot.tensor = ctypes.cast(batch.pointer, ctypes.POINTER(_native.DLTensor))
+        elif type(value).__module__.startswith("numpy") and is_numpy_scalar(value):
+            self._fill(slot, numpy_number(value), argument)
         else:
-            raise TypeError(
-                f"perfopt passes tensors (NumPy arrays, torch tensors), int, float, bool, str, None, "
-                f"and lists and tuples of them, not {type(value).__name__}"
-            )
+            raise _unsupported(value)
 
 
 def read_result(root: Any, convert: Callable[[DLPackOutput], Any]) -> Any:

@@ -10,8 +10,9 @@ against eager on the example, with failures explained in the user's terms.
 
 Running models needs no torch in Python; exporting does (torch 2.11.0, the
 version perfopt runs on). The package records its example inputs' shapes and
-dtypes in its metadata (key "perfopt_inputs"), so perfopt checks every input
-before the compiled kernels see it.
+dtypes in its metadata (key "perfopt_inputs"), and which dimensions share one
+size (a symbol, such as the batch every input carries), so perfopt checks every
+input before the compiled kernels see it: they index by the shared size.
 """
 from __future__ import annotations
 
@@ -95,6 +96,23 @@ def _relative_error(got: Sequence[Any], want: Sequence[Any]) -> float:
     return worst if len(got) == len(want) else float("inf")
 
 
+def _symbols(program: Any) -> List[List[Optional[str]]]:
+    """Per tensor input, per dimension, the symbol its size is ("s17"; None
+    for a static size), from the exported program's placeholders."""
+    _torch()  # explains a missing or wrong torch
+    from torch.export.graph_signature import InputKind, TensorArgument
+
+    values = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
+    symbols: List[List[Optional[str]]] = []
+    for spec in program.graph_signature.input_specs:
+        if spec.kind != InputKind.USER_INPUT or not isinstance(spec.arg, TensorArgument):
+            continue
+        value = values.get(spec.arg.name)
+        shape = getattr(value, "shape", ())
+        symbols.append([None if isinstance(d, int) else str(d) for d in shape])
+    return symbols
+
+
 def _flat(value: Any) -> List[Any]:
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in _flat(v)]
@@ -149,14 +167,19 @@ def export(
             raise _explain(err, dynamic_batch) from err
     exported_s = time.perf_counter() - started
 
+    symbols = _symbols(program)
+    tensor_inputs = [(name, x) for name, x in zip(names, inputs) if isinstance(x, torch.Tensor)]
+    if len(symbols) != len(tensor_inputs):
+        symbols = [[None] * x.dim() for _, x in tensor_inputs]
     specs = [
         {
             "name": name,
             "dtype": _dtype_name(x.dtype),
-            "shape": [-1 if (dynamic_batch and d == 0) else int(n) for d, n in enumerate(x.shape)],
+            "shape": [-1 if symbol else int(n) for n, symbol in zip(x.shape, dims)],
+            # Dimensions with one symbol must have one size at run time.
+            "symbols": dims,
         }
-        for name, x in zip(names, inputs)
-        if isinstance(x, torch.Tensor)
+        for (name, x), dims in zip(tensor_inputs, symbols)
     ]
     configs = {
         "aot_inductor.metadata": {"perfopt_inputs": json.dumps(specs)},

@@ -1,0 +1,321 @@
+//! What an AOTInductor package holds for each model, read from the archive
+//! (its files, metadata, and the input checks Inductor compiled into its
+//! source), and the checks on its files before libtorch's loader unpacks
+//! them: the loader ignores checksums, maps a library without checking that
+//! the file holds it, and fails after unpacking with messages that may not
+//! name the folder it leaves.
+
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::Json;
+use crate::model_file::open_regular;
+use crate::zip::{Entry, Zip};
+
+/// What an AOTInductor package holds for one model.
+#[derive(Clone, Debug, Default)]
+pub struct PackageModel {
+    pub name: String,
+    /// Where the loader unpacks it: `<top>data/aotinductor/<name>/`.
+    pub folder: String,
+    pub files: Vec<String>,
+    pub has_library: bool,
+    /// The `*_metadata.json` the compiler wrote, when perfopt could read it.
+    pub metadata: Option<Json>,
+    /// Per input, per dimension, the (lowest, highest) sizes the compiled
+    /// code accepts, read from its input checks; empty when unknown.
+    pub size_bounds: Vec<Vec<(Option<i64>, Option<i64>)>>,
+    /// Per input, the dtype its compiled checks want ("float32"), when read.
+    pub input_dtypes: Vec<Option<String>>,
+    /// Its files' records, for [`check_model_files`].
+    pub(crate) entries: Vec<Entry>,
+}
+
+pub(crate) fn package_models(zip: &mut Zip<'_>, entries: &[Entry]) -> Result<Vec<PackageModel>> {
+    let shown = zip.shown.clone();
+    // libtorch's loader reads the first two names without checking that
+    // there are two (a one-file archive crashes it), and writes each name
+    // under its temporary folder as it is (".." would climb out).
+    if entries.len() < 2 {
+        return Err(zip.corrupt("an AOTInductor package with fewer than two files"));
+    }
+    if let Some(bad) = entries
+        .iter()
+        .find(|e| e.name.starts_with('/') || e.name.split(['/', '\\']).any(|part| part == ".."))
+    {
+        return Err(Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "{shown} holds a file named {:?}, which would be written outside the folder it is \
+                 unpacked into: refused",
+                bad.name
+            ),
+        ));
+    }
+    let mut models: Vec<PackageModel> = Vec::new();
+    for entry in entries {
+        let Some(at) = entry.name.find("data/aotinductor/") else {
+            continue;
+        };
+        let rest = &entry.name[at + "data/aotinductor/".len()..];
+        let Some((model, file)) = rest.split_once('/') else {
+            continue;
+        };
+        if file.is_empty() {
+            continue;
+        }
+        let folder = format!("{}data/aotinductor/{model}/", &entry.name[..at]);
+        let index = match models.iter().position(|m| m.name == model) {
+            Some(i) => i,
+            None => {
+                models.push(PackageModel {
+                    name: model.to_string(),
+                    folder,
+                    ..Default::default()
+                });
+                models.len() - 1
+            }
+        };
+        let m = &mut models[index];
+        m.files.push(file.to_string());
+        m.entries.push(entry.clone());
+        m.has_library |= file.ends_with(".so");
+        if file.ends_with(".wrapper.cpp") && m.size_bounds.is_empty() {
+            if let Some(bytes) = zip.stored(entry)? {
+                let wrapper = String::from_utf8_lossy(&bytes);
+                m.size_bounds = size_bounds(&wrapper);
+                m.input_dtypes = input_dtypes(&wrapper);
+            }
+        }
+        if file.ends_with("_metadata.json") && m.metadata.is_none() && !file.contains("kernel") {
+            if let Some(bytes) = zip.stored(entry)? {
+                m.metadata = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|text| Json::parse(text).ok());
+            }
+        }
+    }
+    Ok(models)
+}
+
+/// Checks the files libtorch's loader will unpack for `model` (it ignores
+/// their checksums) and its library (which the dynamic loader maps without
+/// checking that the file holds it): every stored file's CRC, and the
+/// library's ELF headers and segments. The library must be stored, as torch
+/// writes it, so that it can be checked.
+pub fn check_model_files(path: &Path, model: &PackageModel) -> Result<()> {
+    // The loader reads the metadata of the sources it unpacks, and fails
+    // with a message that does not name the folder it leaves behind.
+    let sources: Vec<&str> = model
+        .files
+        .iter()
+        .filter_map(|f| f.strip_suffix(".cpp"))
+        .collect();
+    let missing = match sources.as_slice() {
+        [] => Some("its generated sources (*.cpp)".to_string()),
+        _ => sources
+            .iter()
+            .map(|stem| format!("{stem}_metadata.json"))
+            .find(|wanted| !model.files.contains(wanted)),
+    };
+    if let Some(missing) = missing {
+        return Err(Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "the package {} lacks {missing} for model \"{}\": libtorch's loader needs it \
+                 (export it again)",
+                path.display(),
+                model.name
+            ),
+        ));
+    }
+    let (mut file, size) = open_regular(path)?;
+    let mut zip = Zip {
+        file: &mut file,
+        size,
+        shown: path.display().to_string(),
+    };
+    let mut device_keys: Vec<String> = Vec::new();
+    for entry in &model.entries {
+        if entry.name.ends_with("_metadata.json") {
+            device_keys.push(loader_metadata(&mut zip, entry)?);
+        }
+        let library = entry.name.ends_with(".so");
+        if entry.method != 0 {
+            if library {
+                return Err(Error::new(
+                    ErrorKind::UnsupportedModel,
+                    format!(
+                        "the package {} holds its library {} compressed: perfopt checks a \
+                         package's library before loading it and needs it stored, as torch \
+                         writes it (re-zip with `zip -0`, or export it again)",
+                        zip.shown, entry.name
+                    ),
+                ));
+            }
+            continue;
+        }
+        zip.check_stored(entry)?;
+        if library {
+            let name = format!(
+                "{} in {}",
+                entry.name.rsplit('/').next().unwrap_or(&entry.name),
+                zip.shown
+            );
+            crate::elf::check_library(&name, entry.compressed, &mut |offset, len| {
+                zip.read_within(entry, offset, len)
+            })?;
+        }
+    }
+    device_keys.dedup();
+    if device_keys.len() > 1 {
+        return Err(Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "the package {} names several devices ({}) for model \"{}\"",
+                zip.shown,
+                device_keys.join(", "),
+                model.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What libtorch's loader needs of a metadata file (it fails on anything
+/// else, after unpacking, with a message that does not name its folder): a
+/// JSON object of strings naming the device. Returns the device.
+fn loader_metadata(zip: &mut Zip<'_>, entry: &Entry) -> Result<String> {
+    let bad = |zip: &Zip<'_>, what: &str| {
+        Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "the package {} has a broken {}: {what}",
+                zip.shown, entry.name
+            ),
+        )
+    };
+    let Some(bytes) = zip.stored(entry)? else {
+        return Err(bad(zip, "it is compressed or too large to check"));
+    };
+    let json = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| Json::parse(text).ok())
+        .ok_or_else(|| bad(zip, "not JSON"))?;
+    let Json::Object(fields) = &json else {
+        return Err(bad(zip, "not a JSON object"));
+    };
+    if fields.iter().any(|(_, value)| value.as_str().is_none()) {
+        return Err(bad(zip, "a value that is not a string"));
+    }
+    match json.get("AOTI_DEVICE_KEY").and_then(Json::as_str) {
+        Some(key) if !key.is_empty() => Ok(key.to_string()),
+        _ => Err(bad(zip, "no AOTI_DEVICE_KEY")),
+    }
+}
+
+/// The dtype each input's compiled check wants (`int32_t argN_expected_dtype
+/// = aoti_torch_dtype_float32();` in `check_input_K`), by input.
+pub fn input_dtypes(wrapper: &str) -> Vec<Option<String>> {
+    let mut dtypes: Vec<Option<String>> = Vec::new();
+    for block in wrapper.split("static void check_input_").skip(1) {
+        let Some(index) = block
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let body = block.split("\n}\n").next().unwrap_or("");
+        let dtype = body
+            .lines()
+            .find(|line| line.contains("_expected_dtype = aoti_torch_dtype_"))
+            .and_then(|line| line.split("aoti_torch_dtype_").nth(1))
+            .and_then(|rest| rest.split('(').next())
+            .map(str::to_string);
+        if dtypes.len() <= index {
+            dtypes.resize(index + 1, None);
+        }
+        dtypes[index] = dtype;
+    }
+    dtypes
+}
+
+/// The size bounds Inductor compiled into a package's input checks
+/// (`static void check_input_K(...)` with `if (argN_size[D] > MAX)`,
+/// `if (argN_size[D] < MIN)` and, for a static size, `if (N != argN_size[D])`): Inductor may bound a dynamic dimension more
+/// tightly than the export asked (a vocoder's batch at 15), and a run outside
+/// them fails with a generic message. Text it does not recognise gives none.
+pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
+    let mut bounds: Vec<Vec<(Option<i64>, Option<i64>)>> = Vec::new();
+    for block in wrapper.split("static void check_input_").skip(1) {
+        let Some(index) = block
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let body = block.split("\n}\n").next().unwrap_or("");
+        if bounds.len() <= index {
+            bounds.resize(index + 1, Vec::new());
+        }
+        for line in body.lines() {
+            let Some(rest) = line.trim().strip_prefix("if (") else {
+                continue;
+            };
+            let Some((condition, _)) = rest.split_once(") {") else {
+                continue;
+            };
+            // `N != argK_size[D]` fixes a static dimension.
+            let (sizes, op, limit) = match condition.split_once(" > ") {
+                Some((a, b)) => (a, '>', b),
+                None => match condition.split_once(" < ") {
+                    Some((a, b)) => (a, '<', b),
+                    None => match condition.split_once(" != ") {
+                        Some((a, b)) => (b, '=', a),
+                        None => continue,
+                    },
+                },
+            };
+            let Some(dim) = sizes
+                .split_once("_size[")
+                .and_then(|(_, d)| d.strip_suffix(']'))
+                .and_then(|d| d.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let Ok(limit) = limit.trim().parse::<i64>() else {
+                continue;
+            };
+            let dims = &mut bounds[index];
+            if dims.len() <= dim {
+                dims.resize(dim + 1, (None, None));
+            }
+            match op {
+                '>' => dims[dim].1 = Some(limit),
+                '<' => dims[dim].0 = Some(limit),
+                _ => dims[dim] = (Some(limit), Some(limit)),
+            }
+        }
+    }
+    bounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_size_bounds_compiled_into_a_package() {
+        let wrapper = "AOTI_NOINLINE static void check_input_0(\n    AtenTensorHandle* input_handles\n) {\n    auto arg16_1_size = arg16_1.sizes();\n\n    if (arg16_1_size[0] > 15) {\n        throw;\n    }\n\n    if (arg16_1_size[0] < 2) {\n        throw;\n    }\n    if (80 != arg16_1_size[1]) {\n    }\n}\nstatic void check_input_1(\n) {\n}\n";
+        let bounds = size_bounds(wrapper);
+        assert_eq!(bounds[0], vec![(Some(2), Some(15)), (Some(80), Some(80))]);
+        assert!(size_bounds("nothing to see").is_empty());
+        let checks = "static void check_input_0(\n) {\n    int32_t arg4_1_expected_dtype = aoti_torch_dtype_float32();\n}\nstatic void check_input_1(\n) {\n}\n";
+        assert_eq!(
+            input_dtypes(checks),
+            vec![Some("float32".to_string()), None]
+        );
+    }
+}
