@@ -164,7 +164,7 @@ test-rust: setup packages
 # The C/C++ harness: the header alone as C11 and C++17 with -Werror, then the
 # library driven through every function (CMake + ctest).
 fixtures: setup
-	test -f $(BUILD)/fixtures/.version-5 || $(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/fixtures
+	test -f $(BUILD)/fixtures/.version-6 || $(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/fixtures
 
 # The AOTInductor package fixtures, compiled once and kept by content hash
 # (tests/fixtures/make_packages.py); their folder is in build/packages.txt.

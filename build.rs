@@ -9,7 +9,8 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-/// The shim's files; each .cpp has a Rust twin of the same name in src/torch/.
+/// The shim's files; each .cpp has a Rust twin of the same name in src/torch/,
+/// except script_writes.cpp, which script.cpp and script_state.cpp use.
 const SHIM_HEADERS: &[&str] = &["src/cxx/shim.h", "src/cxx/common.h", "src/cxx/values.h"];
 const SHIM_CPU: &[&str] = &[
     "src/cxx/settings.cpp",
@@ -17,6 +18,7 @@ const SHIM_CPU: &[&str] = &[
     "src/cxx/values.cpp",
     "src/cxx/script.cpp",
     "src/cxx/script_state.cpp",
+    "src/cxx/script_writes.cpp",
     "src/cxx/aoti.cpp",
     "src/cxx/memory.cpp",
 ];

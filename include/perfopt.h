@@ -666,7 +666,10 @@ perfopt_status perfopt_model_call(const struct perfopt_model *model, const char 
  host as on CUDA (remembered for later calls); only a batch of one that does
  not fit returns PERFOPT_ERR_OUT_OF_MEMORY. Outputs are joined along their
  batch dimensions; an output that does not carry the chunk's batch there is
- refused with a message. An empty batch runs once, as perfopt_model_run.
+ refused with a message (chunks' sizes are made to differ when another
+ dimension has the chunk's size too, and an automatic size of one starts
+ with a chunk of two; with `max_batch` 1, set the outputs' batch dimensions
+ to be sure). An empty batch runs once, as perfopt_model_run.
  */
 perfopt_status perfopt_model_run_batched(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 

@@ -193,7 +193,6 @@ mod tests {
         assert_eq!(found.models.len(), 1);
         let model = &found.models[0];
         assert_eq!((model.name.as_str(), model.has_library), ("model", true));
-        assert_eq!(model.folder, "p/data/aotinductor/model/");
         assert_eq!(
             model
                 .metadata

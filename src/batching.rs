@@ -60,11 +60,14 @@ pub fn throughput_knee(points: &[(i64, f64)]) -> Option<i64> {
 /// that does not fit is an error. When `ambiguous(result, len)` says a
 /// chunk's result cannot show which dimension carries the batch (another
 /// dimension has the chunk's size too), the last chunk is split so that not
-/// every chunk has the same size, and a wrong guess shows. Returns the
-/// chunks' outputs, the retries and the chunk size that worked.
+/// every chunk has the same size, and a wrong guess shows. The first chunk
+/// may be larger than the others (`first_chunk`): chunks of one sample alone
+/// never show it. Returns the chunks' outputs, the retries and the chunk
+/// size that worked.
 pub fn run_in_chunks<T>(
     total: i64,
     chunk: i64,
+    first_chunk: i64,
     mut run: impl FnMut(i64, i64) -> Result<T>,
     ambiguous: impl Fn(&T, i64) -> bool,
     mut on_oom: impl FnMut(),
@@ -80,7 +83,12 @@ pub fn run_in_chunks<T>(
     let mut start = 0;
     let mut sizes_must_differ = false;
     while start < total {
-        let mut len = chunk.min(total - start);
+        let size = if start == 0 && retries == 0 {
+            first_chunk.max(chunk)
+        } else {
+            chunk
+        };
+        let mut len = size.min(total - start);
         let last = start + len == total;
         if last && sizes_must_differ && len > 1 && start > 0 {
             len -= 1;
@@ -298,6 +306,7 @@ mod tests {
         let (chunks, retries, chunk) = run_in_chunks(
             10,
             8,
+            8,
             |start, len| {
                 if len > 3 {
                     Err(Error::new(ErrorKind::OutOfMemory, "CUDA out of memory"))
@@ -318,6 +327,7 @@ mod tests {
         let err = run_in_chunks(
             4,
             4,
+            4,
             |_, _| -> Result<()> { Err(Error::new(ErrorKind::OutOfMemory, "out of memory")) },
             |_, _| false,
             || {},
@@ -329,6 +339,7 @@ mod tests {
         let err = run_in_chunks(
             4,
             2,
+            2,
             |_, _| -> Result<()> { Err(Error::invalid_argument("bad")) },
             |_, _| false,
             || {},
@@ -336,7 +347,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert_eq!(
-            run_in_chunks(0, 2, |_, _| Ok(()), |_, _| false, || {})
+            run_in_chunks(0, 2, 2, |_, _| Ok(()), |_, _| false, || {})
                 .unwrap()
                 .0
                 .len(),
@@ -347,12 +358,15 @@ mod tests {
     #[test]
     fn ambiguous_chunks_end_with_a_different_size() {
         let run = |start, len| Ok((start, len));
-        let (chunks, _, _) = run_in_chunks(6, 2, run, |_, _| true, || {}).unwrap();
+        let (chunks, _, _) = run_in_chunks(6, 2, 2, run, |_, _| true, || {}).unwrap();
         assert_eq!(chunks, vec![(0, 2), (2, 2), (4, 1), (5, 1)]);
-        let (chunks, _, _) = run_in_chunks(6, 2, run, |_, _| false, || {}).unwrap();
+        let (chunks, _, _) = run_in_chunks(6, 2, 2, run, |_, _| false, || {}).unwrap();
         assert_eq!(chunks, vec![(0, 2), (2, 2), (4, 2)]);
         // One chunk is never joined: nothing to tell apart.
-        let (chunks, _, _) = run_in_chunks(2, 2, run, |_, _| true, || {}).unwrap();
+        let (chunks, _, _) = run_in_chunks(2, 2, 2, run, |_, _| true, || {}).unwrap();
         assert_eq!(chunks, vec![(0, 2)]);
+        // Chunks of one start with two, so that sizes differ.
+        let (chunks, _, _) = run_in_chunks(3, 1, 2, run, |_, _| true, || {}).unwrap();
+        assert_eq!(chunks, vec![(0, 2), (2, 1)]);
     }
 }

@@ -16,8 +16,6 @@ use crate::zip::{Entry, Zip};
 #[derive(Clone, Debug, Default)]
 pub struct PackageModel {
     pub name: String,
-    /// Where the loader unpacks it: `<top>data/aotinductor/<name>/`.
-    pub folder: String,
     pub files: Vec<String>,
     pub has_library: bool,
     /// The `*_metadata.json` the compiler wrote, when perfopt could read it.
@@ -27,6 +25,8 @@ pub struct PackageModel {
     pub size_bounds: Vec<Vec<(Option<i64>, Option<i64>)>>,
     /// Per input, the dtype its compiled checks want ("float32"), when read.
     pub input_dtypes: Vec<Option<String>>,
+    /// Per input, its rank, when read from the compiled checks.
+    pub input_ranks: Vec<Option<usize>>,
     /// Its files' records, for [`check_model_files`].
     pub(crate) entries: Vec<Entry>,
 }
@@ -64,13 +64,11 @@ pub(crate) fn package_models(zip: &mut Zip<'_>, entries: &[Entry]) -> Result<Vec
         if file.is_empty() {
             continue;
         }
-        let folder = format!("{}data/aotinductor/{model}/", &entry.name[..at]);
         let index = match models.iter().position(|m| m.name == model) {
             Some(i) => i,
             None => {
                 models.push(PackageModel {
                     name: model.to_string(),
-                    folder,
                     ..Default::default()
                 });
                 models.len() - 1
@@ -85,6 +83,7 @@ pub(crate) fn package_models(zip: &mut Zip<'_>, entries: &[Entry]) -> Result<Vec
                 let wrapper = String::from_utf8_lossy(&bytes);
                 m.size_bounds = size_bounds(&wrapper);
                 m.input_dtypes = input_dtypes(&wrapper);
+                m.input_ranks = input_ranks(&wrapper);
             }
         }
         if file.ends_with("_metadata.json") && m.metadata.is_none() && !file.contains("kernel") {
@@ -98,45 +97,91 @@ pub(crate) fn package_models(zip: &mut Zip<'_>, entries: &[Entry]) -> Result<Vec
     Ok(models)
 }
 
-/// Checks the files libtorch's loader will unpack for `model` (it ignores
-/// their checksums) and its library (which the dynamic loader maps without
-/// checking that the file holds it): every stored file's CRC, and the
-/// library's ELF headers and segments. The library must be stored, as torch
-/// writes it, so that it can be checked.
-pub fn check_model_files(path: &Path, model: &PackageModel) -> Result<()> {
-    // The loader reads the metadata of the sources it unpacks, and fails
-    // with a message that does not name the folder it leaves behind.
-    let sources: Vec<&str> = model
-        .files
+/// The entries libtorch's loader unpacks for `model`: under the archive's
+/// top folder, every name that starts with `data/aotinductor/<model>` (a
+/// plain prefix: `model_x/...` and `model.so` too) or `data/constants/`.
+fn loader_entries<'a>(entries: &'a [Entry], model: &str) -> Vec<&'a Entry> {
+    let top = entries
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map_or("", |(top, _)| top);
+    let wanted = format!("data/aotinductor/{model}");
+    entries
         .iter()
-        .filter_map(|f| f.strip_suffix(".cpp"))
-        .collect();
-    let missing = match sources.as_slice() {
-        [] => Some("its generated sources (*.cpp)".to_string()),
-        _ => sources
-            .iter()
-            .map(|stem| format!("{stem}_metadata.json"))
-            .find(|wanted| !model.files.contains(wanted)),
-    };
-    if let Some(missing) = missing {
-        return Err(Error::new(
-            ErrorKind::ModelCorrupt,
-            format!(
-                "the package {} lacks {missing} for model \"{}\": libtorch's loader needs it \
-                 (export it again)",
-                path.display(),
-                model.name
-            ),
-        ));
-    }
+        .filter(|e| {
+            let rest = e.name.strip_prefix(top).and_then(|r| r.strip_prefix('/'));
+            rest.is_some_and(|r| r.starts_with(&wanted) || r.starts_with("data/constants/"))
+        })
+        .collect()
+}
+
+/// Checks what libtorch's loader will unpack for `model` (it ignores
+/// checksums, takes the last library it unpacks, and fails after unpacking
+/// with messages that may not name its folder) and the library (which the
+/// dynamic loader maps without checking that the file holds it): one folder
+/// at the top, every stored file's CRC, exactly one library, stored and with
+/// its ELF headers and segments within the file, and each source's metadata.
+pub fn check_model_files(path: &Path, model: &PackageModel) -> Result<()> {
     let (mut file, size) = open_regular(path)?;
     let mut zip = Zip {
         file: &mut file,
         size,
         shown: path.display().to_string(),
     };
+    let corrupt = |zip: &Zip<'_>, what: String| {
+        Error::new(
+            ErrorKind::ModelCorrupt,
+            format!("the package {} {what} (export it again)", zip.shown),
+        )
+    };
+    let entries = zip.entries()?;
+    let top = entries
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map(|(top, _)| format!("{top}/"));
+    if let Some(stray) = entries
+        .iter()
+        .find(|e| top.as_ref().is_none_or(|t| !e.name.starts_with(t.as_str())))
+    {
+        return Err(corrupt(
+            &zip,
+            format!("holds {} outside its top folder", stray.name),
+        ));
+    }
+    let unpacked = loader_entries(&entries, &model.name);
+    let names: Vec<&str> = unpacked.iter().map(|e| e.name.as_str()).collect();
+    let libraries = names.iter().filter(|n| n.ends_with(".so")).count();
+    if libraries != 1 {
+        return Err(corrupt(
+            &zip,
+            format!(
+                "holds {libraries} libraries for model \"{}\" where libtorch's loader takes one",
+                model.name
+            ),
+        ));
+    }
+    let sources: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".cpp"))
+        .collect();
+    let missing = match sources.as_slice() {
+        [] => Some("its generated sources (*.cpp)".to_string()),
+        _ => sources
+            .iter()
+            .map(|stem| format!("{stem}_metadata.json"))
+            .find(|wanted| !names.contains(&wanted.as_str())),
+    };
+    if let Some(missing) = missing {
+        return Err(corrupt(
+            &zip,
+            format!(
+                "lacks {missing} for model \"{}\", which libtorch's loader needs",
+                model.name
+            ),
+        ));
+    }
     let mut device_keys: Vec<String> = Vec::new();
-    for entry in &model.entries {
+    for entry in unpacked {
         if entry.name.ends_with("_metadata.json") {
             device_keys.push(loader_metadata(&mut zip, entry)?);
         }
@@ -167,13 +212,13 @@ pub fn check_model_files(path: &Path, model: &PackageModel) -> Result<()> {
             })?;
         }
     }
+    device_keys.sort();
     device_keys.dedup();
     if device_keys.len() > 1 {
-        return Err(Error::new(
-            ErrorKind::ModelCorrupt,
+        return Err(corrupt(
+            &zip,
             format!(
-                "the package {} names several devices ({}) for model \"{}\"",
-                zip.shown,
+                "names several devices ({}) for model \"{}\"",
                 device_keys.join(", "),
                 model.name
             ),
@@ -217,7 +262,31 @@ fn loader_metadata(zip: &mut Zip<'_>, entry: &Entry) -> Result<String> {
 /// The dtype each input's compiled check wants (`int32_t argN_expected_dtype
 /// = aoti_torch_dtype_float32();` in `check_input_K`), by input.
 pub fn input_dtypes(wrapper: &str) -> Vec<Option<String>> {
-    let mut dtypes: Vec<Option<String>> = Vec::new();
+    per_input(wrapper, |body| {
+        body.lines()
+            .find(|line| line.contains("_expected_dtype = aoti_torch_dtype_"))
+            .and_then(|line| line.split("aoti_torch_dtype_").nth(1))
+            .and_then(|rest| rest.split('(').next())
+            .map(str::to_string)
+    })
+}
+
+/// Each input's rank, from its compiled stride checks (`argN_stride[K]`:
+/// Inductor checks every dimension's stride of a contiguous input).
+pub fn input_ranks(wrapper: &str) -> Vec<Option<usize>> {
+    per_input(wrapper, |body| {
+        body.split("_stride[")
+            .skip(1)
+            .filter_map(|rest| rest.split(']').next()?.parse::<usize>().ok())
+            .max()
+            .map(|k| k + 1)
+    })
+}
+
+/// `read` applied to the body of each `static void check_input_K(...)`,
+/// by input K.
+fn per_input<T: Clone + Default>(wrapper: &str, read: impl Fn(&str) -> T) -> Vec<T> {
+    let mut found: Vec<T> = Vec::new();
     for block in wrapper.split("static void check_input_").skip(1) {
         let Some(index) = block
             .split(|c: char| !c.is_ascii_digit())
@@ -227,39 +296,23 @@ pub fn input_dtypes(wrapper: &str) -> Vec<Option<String>> {
             continue;
         };
         let body = block.split("\n}\n").next().unwrap_or("");
-        let dtype = body
-            .lines()
-            .find(|line| line.contains("_expected_dtype = aoti_torch_dtype_"))
-            .and_then(|line| line.split("aoti_torch_dtype_").nth(1))
-            .and_then(|rest| rest.split('(').next())
-            .map(str::to_string);
-        if dtypes.len() <= index {
-            dtypes.resize(index + 1, None);
+        if found.len() <= index {
+            found.resize(index + 1, T::default());
         }
-        dtypes[index] = dtype;
+        found[index] = read(body);
     }
-    dtypes
+    found
 }
 
 /// The size bounds Inductor compiled into a package's input checks
 /// (`static void check_input_K(...)` with `if (argN_size[D] > MAX)`,
-/// `if (argN_size[D] < MIN)` and, for a static size, `if (N != argN_size[D])`): Inductor may bound a dynamic dimension more
+/// `if (argN_size[D] < MIN)` and, for a static size,
+/// `if (N != argN_size[D])`): Inductor may bound a dynamic dimension more
 /// tightly than the export asked (a vocoder's batch at 15), and a run outside
 /// them fails with a generic message. Text it does not recognise gives none.
 pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
-    let mut bounds: Vec<Vec<(Option<i64>, Option<i64>)>> = Vec::new();
-    for block in wrapper.split("static void check_input_").skip(1) {
-        let Some(index) = block
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let body = block.split("\n}\n").next().unwrap_or("");
-        if bounds.len() <= index {
-            bounds.resize(index + 1, Vec::new());
-        }
+    per_input(wrapper, |body| {
+        let mut dims: Vec<(Option<i64>, Option<i64>)> = Vec::new();
         for line in body.lines() {
             let Some(rest) = line.trim().strip_prefix("if (") else {
                 continue;
@@ -288,7 +341,6 @@ pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
             let Ok(limit) = limit.trim().parse::<i64>() else {
                 continue;
             };
-            let dims = &mut bounds[index];
             if dims.len() <= dim {
                 dims.resize(dim + 1, (None, None));
             }
@@ -298,8 +350,8 @@ pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
                 _ => dims[dim] = (Some(limit), Some(limit)),
             }
         }
-    }
-    bounds
+        dims
+    })
 }
 
 #[cfg(test)]
@@ -317,5 +369,8 @@ mod tests {
             input_dtypes(checks),
             vec![Some("float32".to_string()), None]
         );
+        assert_eq!(input_ranks(wrapper), vec![None, None], "no stride checks");
+        let strided = "static void check_input_0(\n) {\n    if (16 != arg4_1_stride[0]) {\n    }\n    if (1 != arg4_1_stride[1]) {\n    }\n}\n";
+        assert_eq!(input_ranks(strided), vec![Some(2)]);
     }
 }

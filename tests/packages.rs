@@ -190,6 +190,7 @@ fn broken_packages_have_their_own_status() {
             "damaged or cut short",
         ),
         ("foreign_library.pt2", ErrorKind::LoadFailed, "dlopen"),
+        ("two_libraries.pt2", ErrorKind::ModelCorrupt, "2 libraries"),
         ("missing.pt2", ErrorKind::FileNotFound, "missing.pt2"),
     ];
     for (name, kind, words) in cases {

@@ -55,6 +55,9 @@ fn models_that_write_attributes_are_found() {
         ("writes_buffer", true),
         ("writes_through_list", true),
         ("writes_running_stats", true),
+        ("writes_through_dict_get", true),
+        ("writes_shared_views", true),
+        ("reads_when_training_and_flag", false),
         ("reads_buffers", false),
         ("reads_batchnorm", false),
         ("reads_transformer", false),
@@ -126,4 +129,40 @@ fn recompiling_carries_the_state_over() {
         expect_chunk(&model, 7 + i);
     }
     assert_eq!(calls(&model), 11);
+}
+
+/// State tensors that are views of one buffer stay views of it: restored in
+/// place after a warm-up, and not frozen apart (a frozen copy would give each
+/// view its own memory; that form is refused and the model runs as loaded).
+#[test]
+fn state_that_shares_memory_is_kept_shared() {
+    let x = || {
+        vec![Value::Tensor(tch::Tensor::ones(
+            [4],
+            (tch::Kind::Float, tch::Device::Cpu),
+        ))]
+    };
+    let reference = load("writes_shared_views");
+    let expected: Vec<tch::Tensor> = (0..5)
+        .map(|_| reference.run_args(x()).unwrap().remove(0))
+        .collect();
+    let model = load("writes_shared_views");
+    let mut got = vec![model.run_args(x()).unwrap().remove(0)];
+    model.warmup(x(), 3).unwrap();
+    got.push(model.run_args(x()).unwrap().remove(0));
+    model
+        .compile(Some(CompileMode::Default), Some(x()))
+        .unwrap();
+    let report = model.compile_report().to_string();
+    assert!(report.contains("share memory"), "{report}");
+    got.push(model.run_args(x()).unwrap().remove(0));
+    model.compile(Some(CompileMode::None), None).unwrap();
+    got.push(model.run_args(x()).unwrap().remove(0));
+    got.push(model.run_args(x()).unwrap().remove(0));
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            relative_error(&[g.shallow_clone()], &[e.shallow_clone()]).unwrap() <= 1e-6,
+            "run {i}"
+        );
+    }
 }

@@ -5,6 +5,9 @@
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/script.h>
 
+#include <algorithm>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "common.h"
@@ -33,6 +36,67 @@ std::vector<std::string> other_methods(const torch::jit::Module &module) {
     if (method.name() != "forward") names.push_back(method.name());
   }
   return names;
+}
+
+// Whether the attribute at a dotted path exists on a module (a parameter
+// included).
+bool has_attribute(const torch::jit::Module &module, const std::string &path) {
+  c10::intrusive_ptr<c10::ivalue::Object> object = module._ivalue();
+  size_t start = 0;
+  while (true) {
+    const size_t dot = path.find('.', start);
+    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const auto slot = object->type()->findAttributeSlot(part);
+    if (!slot) return false;
+    if (dot == std::string::npos) return true;
+    const c10::IValue &child = object->getSlot(*slot);
+    if (!child.isObject()) return false;
+    object = child.toObject();
+    start = dot + 1;
+  }
+}
+
+// A frozen form that folded an attribute the methods write into a constant
+// would keep its state where nothing can save or carry it: refused (the model
+// then runs as loaded). When the writes' targets are not all known, every
+// attribute that is not a parameter must have stayed.
+void check_state_kept(const torch::jit::Module &original, const torch::jit::Module &frozen,
+                      const perfopt_shim::Writes &writes) {
+  std::vector<std::string> needed(writes.paths.begin(), writes.paths.end());
+  if (writes.unknown) {
+    for (const auto &attribute : original.named_attributes(/*recurse=*/true)) {
+      if (!attribute.value.isModule()) needed.push_back(attribute.name);
+    }
+    for (const auto &parameter : original.named_parameters(/*recurse=*/true)) {
+      needed.erase(std::remove(needed.begin(), needed.end(), parameter.name), needed.end());
+    }
+  }
+  // A frozen form is a copy: tensors of the state that share memory (views
+  // of one buffer) would each get their own.
+  if (writes.any()) {
+    std::set<std::string> parameters;
+    for (const auto &parameter : original.named_parameters(/*recurse=*/true)) parameters.insert(parameter.name);
+    std::map<const void *, const at::TensorImpl *> owners;
+    for (const auto &attribute : original.named_attributes(/*recurse=*/true)) {
+      if (!attribute.value.isTensor() || !attribute.value.toTensor().defined()) continue;
+      if (parameters.count(attribute.name) && !writes.paths.count(attribute.name)) continue;  // tied weights
+      const at::Tensor &tensor = attribute.value.toTensor();
+      if (!tensor.has_storage()) continue;
+      const void *storage = tensor.storage().unsafeGetStorageImpl();
+      const auto [at, inserted] = owners.emplace(storage, tensor.unsafeGetTensorImpl());
+      if (!inserted && at->second != tensor.unsafeGetTensorImpl()) {
+        throw std::runtime_error("attributes of the model's state share memory (views of one buffer, such as `" +
+                                 attribute.name + "`), which a frozen copy would not keep");
+      }
+    }
+  }
+  for (const std::string &path : needed) {
+    if (!has_attribute(frozen, path)) {
+      throw std::runtime_error("freezing folds the attribute `" + path +
+                               "`, which the model's methods change, into a constant: its state could not be "
+                               "kept");
+    }
+  }
 }
 
 std::string schema_json(const torch::jit::Method &method) {
@@ -79,7 +143,8 @@ int pshim_script_load(const char *path, int device_type, int device_index, pshim
     c10::Device device = device_of(device_type, device_index);
     torch::jit::Module module = torch::jit::load(path, device);
     module.eval();
-    *out = new pshim_script{std::move(module), device};
+    perfopt_shim::Writes writes = perfopt_shim::find_writes(module);
+    *out = new pshim_script{std::move(module), device, std::move(writes)};
   });
 }
 
@@ -90,10 +155,17 @@ int pshim_script_freeze(const pshim_script *module, int optimize, pshim_script *
     torch::jit::Module copy = module->module.clone();
     copy.eval();
     std::vector<std::string> others = other_methods(copy);
+    // The attributes the methods write stay attributes (the model's state).
+    std::vector<std::string> preserved = others;
+    for (const std::string &path : module->writes.paths) {
+      if (path.find('.') == std::string::npos) preserved.push_back(path);
+    }
     torch::jit::Module frozen =
-        torch::jit::freeze(copy, others.empty() ? std::nullopt : std::make_optional(others));
+        torch::jit::freeze(copy, preserved.empty() ? std::nullopt : std::make_optional(preserved));
     if (optimize) frozen = torch::jit::optimize_for_inference(frozen, others);
-    *out = new pshim_script{std::move(frozen), module->device};
+    check_state_kept(module->module, frozen, module->writes);
+    perfopt_shim::Writes writes = perfopt_shim::find_writes(frozen);
+    *out = new pshim_script{std::move(frozen), module->device, std::move(writes)};
   });
 }
 

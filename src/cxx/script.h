@@ -4,9 +4,12 @@
 
 #include <torch/script.h>
 
+#include "script_writes.h"
 #include "shim.h"
 
 struct pshim_script {
   torch::jit::Module module;
   c10::Device device;
+  // What its methods write, found once when the form is made.
+  perfopt_shim::Writes writes;
 };

@@ -182,15 +182,16 @@ impl Aoti {
     }
 
     /// Loads the package; on failure, removes the folder libtorch unpacked
-    /// it into when its message names it.
+    /// it into (src/engine/unpacked.rs says how it is known).
     fn load_cleanly(
         path: &str,
         model: &PackageModel,
         device: tch::Device,
         runners: usize,
     ) -> Result<AotiPackage> {
+        let before = unpacked::loader_folders();
         AotiPackage::load(path, &model.name, device, runners).map_err(|err| {
-            unpacked::remove_failed(&err.to_string(), &model.folder);
+            unpacked::remove_failed(&err.to_string(), &before, model);
             let kind = match err.kind() {
                 ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
                 _ => ErrorKind::LoadFailed,

@@ -69,6 +69,8 @@ pub(super) struct InputChecks {
     bounds: Vec<Vec<(Option<i64>, Option<i64>)>>,
     /// Per input, the dtype the compiled checks want.
     dtypes: Vec<Option<String>>,
+    /// Per input, the rank the compiled checks read.
+    ranks: Vec<Option<usize>>,
     /// "cpu", "cuda"...: where the inputs must be.
     device_key: String,
     inputs: usize,
@@ -85,6 +87,7 @@ impl InputChecks {
             specs,
             bounds: model.size_bounds.clone(),
             dtypes: model.input_dtypes.clone(),
+            ranks: model.input_ranks.clone(),
             device_key,
             inputs,
         }
@@ -154,14 +157,20 @@ impl InputChecks {
                 }
             }
             None => {
+                // Without the export's record, the dimensions the compiled
+                // checks leave open are taken to share a size with those at
+                // the same position in the other inputs (dimension 0 the
+                // batch, dimension 1 a sequence's length...).
                 for (i, shape) in shapes.iter().enumerate() {
-                    let fixed = self
-                        .bounds
-                        .get(i)
-                        .and_then(|dims| dims.first())
-                        .is_some_and(|(low, high)| low.is_some() && low == high);
-                    if !shape.is_empty() && !fixed {
-                        add("batch", (i, 0));
+                    for d in 0..shape.len() {
+                        let fixed = self
+                            .bounds
+                            .get(i)
+                            .and_then(|dims| dims.get(d))
+                            .is_some_and(|(low, high)| low.is_some() && low == high);
+                        if !fixed {
+                            add(&format!("dimension {d}"), (i, d));
+                        }
                     }
                 }
             }
@@ -188,16 +197,17 @@ impl InputChecks {
                     name(other.0),
                     size(other).unwrap_or(0),
                     other.1,
-                    if symbol == "batch" {
-                        "the batch".to_string()
-                    } else {
-                        format!("symbol {symbol}")
+                    match symbol.as_str() {
+                        "batch" => "the batch".to_string(),
+                        s if s.starts_with("dimension ") => format!("{s} of every input"),
+                        s => format!("symbol {s}"),
                     },
                     if from_export {
                         ""
                     } else {
-                        " (a package perfopt.export did not make is taken to share the batch in \
-                         dimension 0 of every input)"
+                        " (a package perfopt.export did not make is taken to share the sizes its \
+                         compiled checks leave open, position by position: export it with \
+                         perfopt.export to record which it shares)"
                     }
                 )));
             }
@@ -240,6 +250,14 @@ impl InputChecks {
                             spec.name,
                             spec.dtype,
                             shape_label(&spec.shape)
+                        )));
+                    }
+                }
+                if let (None, Some(Some(rank))) = (&self.specs, self.ranks.get(i)) {
+                    if t.dim() != *rank {
+                        return Err(Error::invalid_argument(format!(
+                            "input {i} has {} dimensions; the package's compiled code takes {rank}",
+                            t.dim()
                         )));
                     }
                 }
@@ -339,6 +357,32 @@ fn shape_label(shape: &[i64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_specs_open_dimensions_share_by_position() {
+        // x [B, T] and y [B, T] from a package perfopt.export did not make:
+        // T must agree too, or the kernels read past the shorter input.
+        let model = PackageModel {
+            input_dtypes: vec![Some("float32".into()); 2],
+            ..Default::default()
+        };
+        let checks = InputChecks::new(None, &model, "cpu".into(), 2);
+        assert!(checks.check_shared_dims(&[vec![2, 8], vec![2, 8]]).is_ok());
+        let err = checks
+            .check_shared_dims(&[vec![2, 8], vec![2, 4]])
+            .unwrap_err();
+        assert!(err.to_string().contains("dimension 1"), "{err}");
+        // A size the compiled checks fix is not shared.
+        let model = PackageModel {
+            size_bounds: vec![
+                vec![(None, None), (Some(8), Some(8))],
+                vec![(None, None), (Some(4), Some(4))],
+            ],
+            ..Default::default()
+        };
+        let checks = InputChecks::new(None, &model, "cpu".into(), 2);
+        assert!(checks.check_shared_dims(&[vec![2, 8], vec![2, 4]]).is_ok());
+    }
 
     #[test]
     fn labels_dynamic_dimensions() {

@@ -8,15 +8,17 @@
 //! - only the process that made a folder removes it: a forked child that
 //!   frees its copy of a model leaves its parent's folder alone.
 //!
-//! A failed load's folder is known only from the loader's message: removed
-//! when the message names it, else left (never guessed: a guess could be
-//! another load's folder).
+//! A failed load's folder is found by evidence: made during the load, this
+//! user's, holding the model's files; when two fit (another process loading
+//! the same package at once), neither is removed.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use parking_lot::Mutex;
+
+use crate::package::PackageModel;
 
 /// Folders still in use, removed at exit if their models were never freed.
 static LIVE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
@@ -78,49 +80,102 @@ impl Drop for Unpacked {
     }
 }
 
-/// Removes the folder a failed load names in its message ("/tmp/AbC123/
-/// <model folder>..."), when it holds that model's folder.
-pub fn remove_failed(message: &str, model_folder: &str) {
-    let mut rest = message;
-    while let Some(at) = rest.find("/tmp/") {
-        let candidate = &rest[at..];
-        let name = &candidate[5..];
-        let is_mkdtemp = name.len() > 7
-            && name.as_bytes()[..6].iter().all(u8::is_ascii_alphanumeric)
-            && name.as_bytes()[6] == b'/';
-        if is_mkdtemp && name[7..].starts_with(model_folder) {
-            let folder = Path::new(&candidate[..11]);
-            if folder.join(model_folder).is_dir() {
-                let _ = std::fs::remove_dir_all(folder);
-            }
-            return;
+/// The folders in /tmp named as the loader names its own (six characters).
+pub fn loader_folders() -> HashSet<PathBuf> {
+    std::fs::read_dir("/tmp")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().len() == 6)
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `folder` is one this process could have unpacked `model` into:
+/// ours (this user's), and holding each of the model's files at its size.
+fn holds_model(folder: &Path, model: &PackageModel) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let ours = std::fs::symlink_metadata(folder).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    ours && !model.entries.is_empty()
+        && model.entries.iter().all(|entry| {
+            std::fs::symlink_metadata(folder.join(&entry.name))
+                .is_ok_and(|m| m.is_file() && m.len() == entry.uncompressed)
+        })
+}
+
+/// Removes the folder a failed load left, known by evidence, never by its
+/// message alone (a message can name any path): a folder made since
+/// `before`, this user's, holding the model's files. When the message names
+/// one such folder, that one; else the only one; when several fit (another
+/// process loading the same package), none.
+pub fn remove_failed(message: &str, before: &HashSet<PathBuf>, model: &PackageModel) {
+    let candidates: Vec<PathBuf> = loader_folders()
+        .difference(before)
+        .filter(|folder| holds_model(folder, model))
+        .cloned()
+        .collect();
+    let named = candidates
+        .iter()
+        .find(|folder| message.contains(&format!("{}/", folder.display())));
+    let chosen = match (named, candidates.as_slice()) {
+        (Some(folder), _) => Some(folder),
+        (None, [only]) => Some(only),
+        _ => None,
+    };
+    match chosen {
+        Some(folder) => {
+            let _ = std::fs::remove_dir_all(folder);
         }
-        rest = &candidate[5..];
+        None if !candidates.is_empty() => log::debug!(
+            "a failed package load left one of {} folders; none is removed, since another \
+             process may be using it",
+            candidates.len()
+        ),
+        None => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::zip::Entry;
 
     #[test]
-    fn removes_only_the_folder_the_message_names() {
-        // remove_failed works on /tmp/XXXXXX names only: make one there.
-        let folder = PathBuf::from(format!("/tmp/pu{:04}", std::process::id() % 10_000));
-        let inner = folder.join("pkg/data/aotinductor/model");
-        std::fs::create_dir_all(&inner).unwrap();
+    fn removes_only_a_new_folder_that_holds_the_model() {
+        let model = PackageModel {
+            name: "model".into(),
+            entries: vec![Entry {
+                name: "pkg/data/aotinductor/model/lib.so".into(),
+                method: 0,
+                compressed: 3,
+                uncompressed: 3,
+                crc: 0,
+                local_header: 0,
+            }],
+            ..Default::default()
+        };
+        let name =
+            |tag: u32| PathBuf::from(format!("/tmp/u{:05}", (std::process::id() + tag) % 100_000));
+        let (victim, ours) = (name(0), name(1));
+        for folder in [&victim, &ours] {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+        // An older folder the message names stays.
+        std::fs::create_dir_all(victim.join("pkg/data/aotinductor/model")).unwrap();
+        std::fs::write(victim.join("pkg/data/aotinductor/model/lib.so"), b"abc").unwrap();
+        let before = loader_folders();
+        std::fs::create_dir_all(ours.join("pkg/data/aotinductor/model")).unwrap();
+        std::fs::write(ours.join("pkg/data/aotinductor/model/lib.so"), b"abc").unwrap();
         remove_failed(
-            &format!(
-                "Error in dlopen: {}/x.so: bad",
-                folder.join("other").display()
-            ),
-            "pkg/data/aotinductor/model/",
+            &format!("cannot open {}/x.so", victim.display()),
+            &before,
+            &model,
         );
-        assert!(folder.is_dir(), "a folder named for another model stays");
-        remove_failed(
-            &format!("Error in dlopen: {}/x.so: bad", inner.display()),
-            "pkg/data/aotinductor/model/",
-        );
-        assert!(!folder.exists());
+        assert!(victim.is_dir(), "a folder older than the load stays");
+        assert!(!ours.exists(), "the load's own folder goes");
+        let _ = std::fs::remove_dir_all(victim);
     }
 }

@@ -226,9 +226,16 @@ impl Model {
             (None, None) => chunk,
         };
         let cuda = self.device.kind == crate::device::DeviceKind::Cuda;
+        // An automatic size of one starts with a chunk of two: chunks of one
+        // sample cannot show an output that carries its batch elsewhere.
+        let first_chunk = match (max_batch, fixed) {
+            (0, None) if chunk == 1 && total > 1 => 2,
+            _ => chunk,
+        };
         let (chunks, retries, final_chunk) = batching::run_in_chunks(
             total,
             chunk,
+            first_chunk,
             |start, len| {
                 let part = narrowed(&args, &batched, start, len)?;
                 let outputs = match fixed {

@@ -13,7 +13,7 @@ pub fn fixtures_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-        if !dir.join(".version-5").exists() {
+        if !dir.join(".version-6").exists() {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             let python = std::env::var("PERFOPT_PYTHON")
                 .map(PathBuf::from)
