@@ -11,7 +11,13 @@ use std::path::{Path, PathBuf};
 
 /// The shim's files; each .cpp has a Rust twin of the same name in src/torch/,
 /// except script_writes.cpp, which script.cpp and script_state.cpp use.
-const SHIM_HEADERS: &[&str] = &["src/cxx/shim.h", "src/cxx/common.h", "src/cxx/values.h"];
+const SHIM_HEADERS: &[&str] = &[
+    "src/cxx/shim.h",
+    "src/cxx/common.h",
+    "src/cxx/values.h",
+    "src/cxx/script.h",
+    "src/cxx/script_writes.h",
+];
 const SHIM_CPU: &[&str] = &[
     "src/cxx/settings.cpp",
     "src/cxx/tensor.cpp",

@@ -38,24 +38,6 @@ std::vector<std::string> other_methods(const torch::jit::Module &module) {
   return names;
 }
 
-// Whether the attribute at a dotted path exists on a module (a parameter
-// included).
-bool has_attribute(const torch::jit::Module &module, const std::string &path) {
-  c10::intrusive_ptr<c10::ivalue::Object> object = module._ivalue();
-  size_t start = 0;
-  while (true) {
-    const size_t dot = path.find('.', start);
-    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    const auto slot = object->type()->findAttributeSlot(part);
-    if (!slot) return false;
-    if (dot == std::string::npos) return true;
-    const c10::IValue &child = object->getSlot(*slot);
-    if (!child.isObject()) return false;
-    object = child.toObject();
-    start = dot + 1;
-  }
-}
-
 // A frozen form that folded an attribute the methods write into a constant
 // would keep its state where nothing can save or carry it: refused (the model
 // then runs as loaded). When the writes' targets are not all known, every
@@ -91,7 +73,9 @@ void check_state_kept(const torch::jit::Module &original, const torch::jit::Modu
     }
   }
   for (const std::string &path : needed) {
-    if (!has_attribute(frozen, path)) {
+    c10::intrusive_ptr<c10::ivalue::Object> owner;
+    size_t index = 0;
+    if (!perfopt_shim::find_slot(frozen._ivalue(), path, &owner, &index)) {
       throw std::runtime_error("freezing folds the attribute `" + path +
                                "`, which the model's methods change, into a constant: its state could not be "
                                "kept");

@@ -99,29 +99,6 @@ bool same_value(const c10::IValue &a, const c10::IValue &b) {
   return a.isSameIdentity(b);
 }
 
-// The attribute at a dotted path ("encoder.state"), found through submodule
-// objects; false when this form has no such attribute.
-bool find_slot(c10::intrusive_ptr<c10::ivalue::Object> object, const std::string &path,
-               c10::intrusive_ptr<c10::ivalue::Object> *owner, size_t *index) {
-  size_t start = 0;
-  while (true) {
-    const size_t dot = path.find('.', start);
-    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    const auto &type = object->type();
-    const auto slot = type->findAttributeSlot(part);
-    if (!slot) return false;
-    if (dot == std::string::npos) {
-      *owner = object;
-      *index = *slot;
-      return true;
-    }
-    const c10::IValue &child = object->getSlot(*slot);
-    if (!child.isObject()) return false;
-    object = child.toObject();
-    start = dot + 1;
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -167,7 +144,7 @@ int pshim_script_state_apply(const pshim_script *module, const pshim_state *stat
     for (const auto &slot : state->slots) {
       c10::intrusive_ptr<c10::ivalue::Object> owner;
       size_t index = 0;
-      if (!find_slot(module->module._ivalue(), slot.name, &owner, &index)) continue;
+      if (!perfopt_shim::find_slot(module->module._ivalue(), slot.name, &owner, &index)) continue;
       const c10::TypePtr wanted = owner->type()->getAttribute(index);
       if (!slot.saved.type()->isSubtypeOf(*wanted)) continue;
       write_slot(owner, index, slot.saved, memo);

@@ -383,12 +383,7 @@ impl Model {
         self.check_args(method, &args)?;
         let args = self.to_device(args)?;
         let inputs = outputs::storages(&args)?;
-        let compiled = self.current();
-        let engine = compiled
-            .executor
-            .engine()
-            .cloned()
-            .unwrap_or_else(|| self.original.clone());
+        let engine = self.live_engine(&self.current());
         let value = {
             let _inference = InferenceModeGuard::enter()?;
             let _gate = (self.device.kind == DeviceKind::Cuda).then(graphs::device_run_gate);

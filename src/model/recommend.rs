@@ -38,11 +38,7 @@ impl Model {
         let compiled = self.executor_for(&sample)?;
         // Plain runs of the compiled form: trial sizes must not fill the
         // CUDA-graph cache with one graph per size.
-        let engine = compiled
-            .executor
-            .engine()
-            .cloned()
-            .unwrap_or_else(|| self.original.clone());
+        let engine = self.live_engine(&compiled);
         let margin = self.options().memory_margin;
         let batch_of = |b: i64| -> Result<Vec<Value>> {
             sample
