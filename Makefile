@@ -12,6 +12,23 @@ PYTHON ?= python3
 BUILD := $(ROOT)/build
 CARGO_FLAGS := --release --locked
 
+# Where the crates come from: the crate registry, or a vendored folder (this
+# project's machines reach no crate registry; `../shared/cargo/config.toml`
+# points cargo at `../shared/vendor`). CARGO_VENDORED=auto (the default) uses
+# the vendored folder when the registry cannot be reached and the config
+# exists; =1 always, =0 never. Decided once and passed to sub-makes.
+CARGO_VENDOR_CONFIG ?= $(abspath $(ROOT)/../shared/cargo/config.toml)
+CARGO_VENDORED ?= auto
+ifeq ($(CARGO_VENDORED),auto)
+override CARGO_VENDORED := $(shell packaging/crate-source.sh "$(CARGO_VENDOR_CONFIG)")
+endif
+export CARGO_VENDORED CARGO_VENDOR_CONFIG
+ifeq ($(CARGO_VENDORED),1)
+CARGO := cargo --config $(CARGO_VENDOR_CONFIG)
+else
+CARGO := cargo
+endif
+
 # tch/torch-sys find libtorch through the venv's torch package.
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
@@ -37,7 +54,7 @@ $(VENV)/.perfopt-setup: requirements-dev.txt
 # The library, the CLI, and a staged copy in build/ (lib/libperfopt.so.0 with
 # its SONAME, the libperfopt.so link, the header, the CLI).
 build: setup
-	cargo build $(CARGO_FLAGS)
+	$(CARGO) build $(CARGO_FLAGS)
 	mkdir -p $(BUILD)/lib $(BUILD)/bin $(BUILD)/include
 	@# Copied beside and renamed over: a running test keeps its mapped copy
 	@# (copying in place would rewrite pages a process has mapped).
@@ -49,7 +66,7 @@ build: setup
 
 # Regenerates include/perfopt.h from src/ffi (build.rs writes it to OUT_DIR).
 header: setup
-	cargo build $(CARGO_FLAGS) --lib
+	$(CARGO) build $(CARGO_FLAGS) --lib
 	cp -f "$$(ls -t target/release/build/perfopt-*/out/perfopt.h | head -n 1)" include/perfopt.h
 	@echo "include/perfopt.h regenerated"
 
@@ -131,7 +148,7 @@ bench-gpu: bench
 # (tests/fuzz.rs), FUZZ_SECONDS per target; CI runs each for 60 seconds.
 FUZZ_SECONDS ?= 600
 fuzz: setup
-	PERFOPT_FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test $(CARGO_FLAGS) --test fuzz -- --nocapture --test-threads 1
+	PERFOPT_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test $(CARGO_FLAGS) --test fuzz -- --nocapture --test-threads 1
 
 # The C/C++ programs under valgrind memcheck, with suppressions for
 # libtorch's one-time allocations only (tests/valgrind.supp).
@@ -153,13 +170,13 @@ gpu-bundle: build
 # file over 500 lines, the README's layout matches the tree) and a type check
 # of the Python package.
 lint: setup
-	cargo fmt --all -- --check
-	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 	$(VENV)/bin/python tests/architecture.py
 	cd bindings/python && $(VENV)/bin/python -m mypy --check-untyped-defs --warn-unused-ignores perfopt
 
 test-rust: setup packages
-	cargo test $(CARGO_FLAGS)
+	$(CARGO) test $(CARGO_FLAGS)
 
 # The C/C++ harness: the header alone as C11 and C++17 with -Werror, then the
 # library driven through every function (CMake + ctest).
@@ -205,7 +222,7 @@ demo: build
 
 clean:
 	rm -rf $(BUILD)
-	cargo clean
+	$(CARGO) clean
 
 distclean: clean
 	rm -rf $(VENV)

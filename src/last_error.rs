@@ -10,27 +10,37 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
 
+// Every access is `try_with`: a host may call perfopt from its own thread-exit
+// destructors (Swift's Foundation.Thread releases what its closure captured
+// from a pthread-key destructor), after this slot is gone. There the call
+// still runs; its message is just not kept (NULL is read back).
+
 pub fn pointer() -> *const c_char {
-    LAST_ERROR.with(|slot| {
-        slot.borrow()
-            .as_ref()
-            .map_or(std::ptr::null(), |message| message.as_ptr())
-    })
+    LAST_ERROR
+        .try_with(|slot| {
+            slot.borrow()
+                .as_ref()
+                .map_or(std::ptr::null(), |message| message.as_ptr())
+        })
+        .unwrap_or(std::ptr::null())
 }
 
 pub fn set(message: String) {
     let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(message));
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some(message));
 }
 
 pub fn clear() {
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = None);
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = None);
 }
 
 /// Runs `f` and puts this thread's last error back as it was before.
 pub fn preserved<T>(f: impl FnOnce() -> T) -> T {
-    let saved = LAST_ERROR.with(|slot| slot.borrow_mut().take());
+    let saved = LAST_ERROR
+        .try_with(|slot| slot.borrow_mut().take())
+        .ok()
+        .flatten();
     let result = f();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = saved);
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = saved);
     result
 }

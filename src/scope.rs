@@ -45,22 +45,26 @@ impl Drop for ThreadAlive {
     }
 }
 
-/// This thread's innermost open scope, past those released elsewhere.
+/// This thread's innermost open scope, past those released elsewhere (none
+/// once the thread's locals are gone: it is ending).
 fn innermost_open() -> Option<u64> {
-    OPEN_SCOPES.with(|open| {
-        let mut open = open.borrow_mut();
-        let mut released = RELEASED_ELSEWHERE.lock();
-        while let Some(&top) = open.last() {
-            match released.iter().position(|&id| id == top) {
-                Some(at) => {
-                    released.swap_remove(at);
-                    open.pop();
+    OPEN_SCOPES
+        .try_with(|open| {
+            let mut open = open.borrow_mut();
+            let mut released = RELEASED_ELSEWHERE.lock();
+            while let Some(&top) = open.last() {
+                match released.iter().position(|&id| id == top) {
+                    Some(at) => {
+                        released.swap_remove(at);
+                        open.pop();
+                    }
+                    None => break,
                 }
-                None => break,
             }
-        }
-        open.last().copied()
-    })
+            open.last().copied()
+        })
+        .ok()
+        .flatten()
 }
 
 /// Whether libtorch's inference mode is on for the calling thread.
@@ -87,19 +91,33 @@ unsafe impl Send for InferenceScope {}
 
 impl InferenceScope {
     pub fn enter(optimizer: Arc<Optimizer>) -> Result<Self> {
+        // A host may call perfopt from its thread-exit destructors, after this
+        // thread's locals are gone: no scope can be tracked (or exited) there.
+        let ending = || {
+            Error::new(
+                ErrorKind::WrongThread,
+                "this thread is ending (its thread-local storage is gone): an inference scope \
+                 cannot be entered from a thread-exit destructor",
+            )
+        };
+        let thread_alive = ALIVE
+            .try_with(|alive| alive.0.clone())
+            .map_err(|_| ending())?;
         let guard = InferenceModeGuard::enter()?;
         let id = NEXT_SCOPE_ID.fetch_add(1, Ordering::Relaxed);
-        let depth = OPEN_SCOPES.with(|open| {
-            let mut open = open.borrow_mut();
-            open.push(id);
-            open.len()
-        });
+        let depth = OPEN_SCOPES
+            .try_with(|open| {
+                let mut open = open.borrow_mut();
+                open.push(id);
+                open.len()
+            })
+            .map_err(|_| ending())?;
         Ok(InferenceScope {
             id,
             thread: thread::current().id(),
             depth,
             guard: Some(guard),
-            thread_alive: ALIVE.with(|alive| alive.0.clone()),
+            thread_alive,
             _optimizer: optimizer,
         })
     }
@@ -154,7 +172,7 @@ impl InferenceScope {
         match self.guard.take() {
             Some(guard) if self.thread_ended() => guard.abandon(),
             guard => {
-                OPEN_SCOPES.with(|open| open.borrow_mut().pop());
+                let _ = OPEN_SCOPES.try_with(|open| open.borrow_mut().pop());
                 drop(guard);
             }
         }
@@ -188,7 +206,7 @@ impl Drop for InferenceScope {
             if self.thread_ended() {
                 guard.abandon();
             } else if thread::current().id() == self.thread {
-                OPEN_SCOPES.with(|open| open.borrow_mut().retain(|&id| id != self.id));
+                let _ = OPEN_SCOPES.try_with(|open| open.borrow_mut().retain(|&id| id != self.id));
                 drop(guard);
             } else {
                 // Dropping it would corrupt another thread's state; a Rust

@@ -1,4 +1,4 @@
-// swift-tools-version:5.9
+// swift-tools-version:6.0
 // PerfOpt: Swift bindings for libperfopt (macOS, iOS, Linux).
 //
 // CPerfOpt is a system-library target over the installed C header: build and
@@ -30,5 +30,8 @@ let package = Package(
             dependencies: ["PerfOpt"],
             path: "Tests/PerfOptTests"
         ),
-    ]
+    ],
+    // Swift 6 language mode: strict concurrency checking is on, and the
+    // package compiles without a diagnostic in it.
+    swiftLanguageModes: [.v6]
 )

@@ -74,23 +74,28 @@ thread_local! {
 
 /// Takes the outputs waiting for `model` on this thread.
 fn take_waiting(model: usize) -> Option<Vec<tch::Tensor>> {
-    WAITING.with(|waiting| {
-        let mut waiting = waiting.borrow_mut();
-        let at = waiting.iter().position(|(owner, _)| *owner == model)?;
-        Some(waiting.remove(at).1)
-    })
+    // `try_with`: a thread whose locals are gone (a host's thread-exit
+    // destructor) has no outputs waiting, and keeps none.
+    WAITING
+        .try_with(|waiting| {
+            let mut waiting = waiting.borrow_mut();
+            let at = waiting.iter().position(|(owner, _)| *owner == model)?;
+            Some(waiting.remove(at).1)
+        })
+        .ok()
+        .flatten()
 }
 
 /// Keeps outputs waiting for `model` on this thread, in place of older ones.
 fn keep_waiting(model: usize, results: Vec<tch::Tensor>) {
-    WAITING.with(|waiting| {
+    let _ = WAITING.try_with(|waiting| {
         let mut waiting = waiting.borrow_mut();
         waiting.retain(|(owner, _)| *owner != model);
         if waiting.len() >= MAX_WAITING_MODELS {
             waiting.remove(0);
         }
         waiting.push((model, results));
-    })
+    });
 }
 
 /// Runs, then hands the outputs out; with too few slots they wait for

@@ -45,7 +45,11 @@ impl Exclusive {
     /// lock already (a wait for itself).
     pub(super) fn enter(&self, model: &str) -> Result<ExclusiveGuard<'_>> {
         let id = self as *const Exclusive as usize;
-        let again = HELD.with(|held| held.borrow().contains(&id));
+        // `try_with`: on a thread whose locals are gone (a host's thread-exit
+        // destructor) nothing is recorded, and nothing can be held there.
+        let again = HELD
+            .try_with(|held| held.borrow().contains(&id))
+            .unwrap_or(false);
         if again {
             return Err(Error::invalid_argument(format!(
                 "model {model} keeps state and runs one call at a time, and this thread is inside \
@@ -54,7 +58,7 @@ impl Exclusive {
         }
         let records = logging::hold_back();
         let lock = self.lock.lock();
-        HELD.with(|held| held.borrow_mut().push(id));
+        let _ = HELD.try_with(|held| held.borrow_mut().push(id));
         Ok(ExclusiveGuard {
             _lock: lock,
             _records: records,

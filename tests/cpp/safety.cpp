@@ -3,6 +3,7 @@
 // runs in its own process (ctest runs `safety CASE`), under an alarm, so that
 // a hang fails the case instead of the suite, and the cases that change the
 // process (an address-space limit, fork) cannot affect the others.
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -510,6 +511,51 @@ void log_callback_swap_is_a_barrier() {
   perfopt_optimizer_free(optimizer);
 }
 
+// Frees and calls from a thread's pthread-key destructor, which runs after the
+// thread's C++ and Rust thread-locals are gone: Swift's Foundation.Thread
+// releases what its closure captured there, so an Optimizer's deinit called
+// perfopt_optimizer_free on a thread whose last-error slot was destroyed, and
+// the library aborted the host ("cannot access a Thread Local Storage value
+// during or after destruction"). Every call must still work or fail cleanly.
+struct LateCalls {
+  perfopt_optimizer *optimizer;
+  perfopt_model *model;
+  std::atomic<int> *done;
+  perfopt_status scope_status = PERFOPT_OK;
+};
+
+void late_calls(void *arg) {
+  auto *late = static_cast<LateCalls *>(arg);
+  perfopt_scope *scope = nullptr;
+  late->scope_status = perfopt_inference_enter(late->optimizer, &scope);
+  perfopt_scope_free(scope);
+  (void)perfopt_last_error();
+  size_t needed = 0;
+  (void)perfopt_model_report(late->model, nullptr, 0, &needed);
+  perfopt_model_free(late->model);
+  perfopt_optimizer_free(late->optimizer);
+  late->done->fetch_add(1);
+}
+
+void calls_from_thread_exit_destructors() {
+  pthread_key_t key;
+  CHECK(pthread_key_create(&key, late_calls) == 0);
+  std::atomic<int> done{0};
+  LateCalls late{cpu_optimizer(), nullptr, &done};
+  late.model = load(late.optimizer, "two_inputs.pt");
+  std::thread worker([&] {
+    // perfopt's thread-locals exist on this thread before the key is set, so
+    // they are destroyed before its destructor runs.
+    perfopt_model_load(late.optimizer, "/nonexistent/model.pt", nullptr, nullptr);
+    CHECK(perfopt_last_error() != nullptr);
+    pthread_setspecific(key, &late);
+  });
+  worker.join();
+  CHECK(done.load() == 1);
+  std::printf("  scope entered during thread exit: %s\n", perfopt_status_name(late.scope_status));
+  pthread_key_delete(key);
+}
+
 const std::map<std::string, std::function<void()>> &cases() {
   static const std::map<std::string, std::function<void()>> all = {
       {"free_races_runs", free_races_runs},
@@ -525,6 +571,7 @@ const std::map<std::string, std::function<void()>> &cases() {
       {"forked_child_is_told", forked_child_is_told},
       {"log_callback_calls_perfopt", log_callback_calls_perfopt},
       {"log_callback_swap_is_a_barrier", log_callback_swap_is_a_barrier},
+      {"calls_from_thread_exit_destructors", calls_from_thread_exit_destructors},
   };
   return all;
 }

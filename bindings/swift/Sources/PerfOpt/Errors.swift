@@ -42,12 +42,36 @@ public enum Status: Int32, Sendable {
 /// (spelled here as Int32, which it is in every C mode Swift imports with).
 typealias StatusCode = Int32
 
-/// A failed perfopt call: the status and perfopt's message with its causes.
-public struct PerfOptError: Error, CustomStringConvertible, Sendable {
+/// A failed perfopt call: its status and perfopt's message with its causes.
+///
+/// Every throwing call of this package throws only this type
+/// (`throws(PerfOptError)`), so a `catch` has the status without a cast:
+///
+/// ```swift
+/// do {
+///     _ = try optimizer.load(path: "missing.pt")
+/// } catch {
+///     print(error.status, error.message)  // fileNotFound, "...: no such file"
+/// }
+/// ```
+public struct PerfOptError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The raw `perfopt_status` the library returned.
     public let code: Int32
+    /// perfopt's message for this failure, with its cause chain.
     public let message: String
 
-    public var status: Status? { Status(rawValue: code) }
+    public init(code: Int32, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(_ status: Status, _ message: String) {
+        self.init(code: status.rawValue, message: message)
+    }
+
+    /// The status as a Swift case; `.internal` for a code these bindings do
+    /// not know (the ABI check at `Optimizer.init` makes that a library bug).
+    public var status: Status { Status(rawValue: code) ?? .internal }
 
     /// The status's name, e.g. "PERFOPT_ERR_INVALID_ARGUMENT" (perfopt_status_name).
     public var name: String { String(cString: perfopt_status_name(code)) }
@@ -62,7 +86,7 @@ public struct PerfOptError: Error, CustomStringConvertible, Sendable {
 /// perfopt left no message (it always does after a failure), the status's
 /// own sentence stands in.
 @inline(__always)
-func check(_ status: StatusCode) throws {
+func check(_ status: StatusCode) throws(PerfOptError) {
     if status != Status.ok.rawValue {
         throw lastError(status)
     }
@@ -76,18 +100,17 @@ func lastError(_ status: StatusCode) -> PerfOptError {
     return PerfOptError(code: status, message: message)
 }
 
-/// The library's version, e.g. "perfopt 0.1.0 (libtorch 2.11.0, cuda 13.0)".
+/// The loaded library's version, e.g. "perfopt 0.1.0 (libtorch 2.11.0, cuda 13.0)".
 public var version: String { String(cString: perfopt_version()) }
 
 /// The ABI these bindings speak (PERFOPT_ABI_VERSION of the header they were written for).
 public let abiVersion: UInt32 = 3
 
 /// Fails when the loaded library speaks another ABI than these bindings.
-public func checkABI() throws {
+public func checkABI() throws(PerfOptError) {
     let loaded = perfopt_abi_version()
     if loaded != abiVersion {
-        throw PerfOptError(code: Status.internal.rawValue,
-                           message: "libperfopt has ABI \(loaded), these bindings need \(abiVersion)")
+        throw PerfOptError(.internal, "libperfopt has ABI \(loaded), these bindings need \(abiVersion)")
     }
 }
 
@@ -101,7 +124,9 @@ func cSize<T>(of type: T.Type) -> Int { MemoryLayout<T>.stride }
 /// Reads a (buf, len, needed) report, retrying with room when it grew. Only
 /// for calls that do no work beyond writing the text (a report, a kept one):
 /// the call may be made twice.
-func readReport(_ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>) -> StatusCode) throws -> String {
+func readReport(
+    _ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>) -> StatusCode
+) throws(PerfOptError) -> String {
     var size = 4096
     while true {
         var buffer = [CChar](repeating: 0, count: size)

@@ -15,45 +15,63 @@ import Foundation
 /// handler, as perfopt refuses it there (waiting for the handlers in flight
 /// would wait for itself).
 public enum Log {
-    private final class Box {
-        let handler: (Int32, String) -> Void
-        init(_ handler: @escaping (Int32, String) -> Void) { self.handler = handler }
+    /// A record's level (PERFOPT_LOG_ERROR ... PERFOPT_LOG_TRACE).
+    public enum Level: Int32, Sendable, Comparable, CaseIterable {
+        case error = 1, warning, info, debug, trace
+
+        public static func < (lhs: Level, rhs: Level) -> Bool { lhs.rawValue < rhs.rawValue }
+    }
+
+    /// What a handler is given: called from whichever thread logged.
+    public typealias Handler = @Sendable (_ level: Int32, _ message: String) -> Void
+
+    private final class Box: Sendable {
+        let handler: Handler
+        init(_ handler: @escaping Handler) { self.handler = handler }
     }
 
     /// Orders the swaps below; held across perfopt_set_log_callback (which
     /// waits for handlers in flight), never while a handler runs on this thread.
     private static let lock = NSLock()
 
-    /// The handler perfopt calls, kept alive until it is replaced. Guarded by `lock`.
-    private static var current: Unmanaged<Box>?
+    /// The handler perfopt calls, kept alive until it is replaced. Only read
+    /// and written with `lock` held, which is what makes it safe to share
+    /// (`nonisolated(unsafe)` says so to the compiler).
+    nonisolated(unsafe) private static var current: Unmanaged<Box>?
 
     /// Set in the thread's dictionary while a handler runs on it.
-    private static let insideKey: NSString = "PerfOpt.Log.inside"
+    private static let insideKey = "PerfOpt.Log.inside"
 
     private static let callback: perfopt_log_callback = { level, message, userData in
         guard let userData = userData, let message = message else { return }
         let thread = Thread.current.threadDictionary
-        thread.setObject(true, forKey: Log.insideKey)
+        thread[Log.insideKey] = true
         defer { thread.removeObject(forKey: Log.insideKey) }
         Unmanaged<Box>.fromOpaque(userData).takeUnretainedValue().handler(level, String(cString: message))
     }
 
-    /// Sends records up to `maxLevel` (PERFOPT_LOG_ERROR ... PERFOPT_LOG_TRACE)
-    /// to `handler`, from any thread. Replaces the previous handler; once this
+    /// Sends records up to `maxLevel` (1, PERFOPT_LOG_ERROR, to 5,
+    /// PERFOPT_LOG_TRACE; another number throws `.invalidArgument`) to
+    /// `handler`, from any thread. Replaces the previous handler; once this
     /// returns, the previous one is never called again.
-    public static func setHandler(maxLevel: Int32, _ handler: @escaping (Int32, String) -> Void) throws {
+    public static func setHandler(maxLevel: Int32, _ handler: @escaping Handler) throws(PerfOptError) {
         try install(Box(handler), maxLevel: maxLevel)
     }
 
+    /// `setHandler(maxLevel:_:)` with the level as a `Level`.
+    public static func setHandler(maxLevel: Level, _ handler: @escaping Handler) throws(PerfOptError) {
+        try install(Box(handler), maxLevel: maxLevel.rawValue)
+    }
+
     /// Back to perfopt's default: stderr, warnings and errors.
-    public static func reset() throws {
+    public static func reset() throws(PerfOptError) {
         try install(nil, maxLevel: 0)
     }
 
-    private static func install(_ box: Box?, maxLevel: Int32) throws {
-        if Thread.current.threadDictionary.object(forKey: insideKey) != nil {
-            throw PerfOptError(code: Status.invalidArgument.rawValue,
-                               message: "Log.setHandler or Log.reset called from inside a log handler: " +
+    private static func install(_ box: Box?, maxLevel: Int32) throws(PerfOptError) {
+        if Thread.current.threadDictionary[insideKey] != nil {
+            throw PerfOptError(.invalidArgument,
+                               "Log.setHandler or Log.reset called from inside a log handler: " +
                                    "replace the handler from elsewhere")
         }
         let retained = box.map { Unmanaged.passRetained($0) }

@@ -3,24 +3,25 @@ import Foundation
 
 /// A loaded model: a TorchScript file or an AOTInductor package (perfopt_model_*).
 ///
-/// Running, calling, warm-up, batching and reports may be used from several
-/// threads at once; compile, options and batch dimensions change the model and
-/// are safe beside them (runs in progress finish on the form they started with).
-/// A stateful model's runs change its state in the order they happen: feed one
-/// stream from one thread at a time.
-public final class Model {
+/// `Sendable`: perfopt's model calls are thread-safe (the header's rule for
+/// `const` handles). Running, calling, warm-up, batching and reports may be
+/// used from several threads at once; compile, options and batch dimensions
+/// change the model and are safe beside them (runs in progress finish on the
+/// form they started with). A stateful model's runs change its state in the
+/// order they happen: feed one stream from one thread at a time.
+public final class Model: @unchecked Sendable {
     let handle: OpaquePointer
     /// The model keeps its optimizer (and what it configured) alive.
     private let optimizer: Optimizer
 
     /// Output slots a run offers first; more outputs are then taken with
-    /// perfopt_model_take_outputs (the model never runs twice). Tests lower it.
-    var initialOutputSlots = 8
+    /// perfopt_model_take_outputs (the model never runs twice).
+    static let outputSlots = 8
     /// Bytes offered for a warm-up or batch report; a longer one is read back
-    /// with perfopt_model_last_report (the work is never done twice). Tests lower it.
-    var initialReportBytes = 65536
+    /// with perfopt_model_last_report (the work is never done twice).
+    static let reportBytes = 65536
 
-    init(optimizer: Optimizer, path: String, name: String?) throws {
+    init(optimizer: Optimizer, path: String, name: String?) throws(PerfOptError) {
         var out: OpaquePointer?
         let status: StatusCode = path.withCString { pathPtr in
             withOptionalCString(name) { namePtr in
@@ -49,7 +50,7 @@ public final class Model {
     /// skipped on this device (PERFOPT_COMPILE_SKIPPED, on MPS): that is not a
     /// failure, the model stays usable as loaded. Other failures throw.
     @discardableResult
-    public func compile(mode: String? = nil, warmup: [Tensor] = []) throws -> String? {
+    public func compile(mode: String? = nil, warmup: [Tensor] = []) throws(PerfOptError) -> String? {
         let status: StatusCode = withOptionalCString(mode) { modePtr in
             withDLTensors(warmup) { perfopt_model_compile(handle, modePtr, $0, $1) }
         }
@@ -60,14 +61,14 @@ public final class Model {
     /// that take more than tensors (an int sample rate, a list). Warm-up runs
     /// leave a stateful model's state as they found it.
     @discardableResult
-    public func compile(mode: String? = nil, args: [Value]) throws -> String? {
+    public func compile(mode: String? = nil, args: [Value]) throws(PerfOptError) -> String? {
         let status: StatusCode = withOptionalCString(mode) { modePtr in
             withValues(args) { perfopt_model_compile_args(handle, modePtr, $0, $1) }
         }
         return try compileNote(status)
     }
 
-    private func compileNote(_ status: StatusCode) throws -> String? {
+    private func compileNote(_ status: StatusCode) throws(PerfOptError) -> String? {
         if status == Status.compileSkipped.rawValue {
             return perfopt_last_error().map { String(cString: $0) } ?? String(cString: perfopt_status_message(status))
         }
@@ -90,7 +91,7 @@ public final class Model {
                            graphWarmupRuns: UInt32? = nil,
                            memoryMargin: Double? = nil,
                            tuningBudgetMs: UInt32 = 0,
-                           tuningCacheDir: String? = nil) throws {
+                           tuningCacheDir: String? = nil) throws(PerfOptError) {
         var options = perfopt_model_options()
         try check(perfopt_model_options_init(&options, cSize(of: perfopt_model_options.self)))
         options.outputs_on_device = outputsOnDevice ? 1 : 0
@@ -108,7 +109,7 @@ public final class Model {
     }
 
     /// Applies every field of `options` (start from `Defaults.modelOptions()`).
-    public func setOptions(_ options: ModelOptions) throws {
+    public func setOptions(_ options: ModelOptions) throws(PerfOptError) {
         try setOptions(outputsOnDevice: options.outputsOnDevice,
                        errorTolerance: options.errorTolerance,
                        graphCacheSize: options.graphCacheSize,
@@ -121,14 +122,14 @@ public final class Model {
     // MARK: Running
 
     /// Runs forward() on tensors; every output is a tensor.
-    public func run(_ inputs: [Tensor]) throws -> [Output] {
+    public func run(_ inputs: [Tensor]) throws(PerfOptError) -> [Output] {
         try collect { outputs, capacity, count in
             withDLTensors(inputs) { perfopt_model_run(handle, $0, $1, outputs, capacity, count) }
         }
     }
 
     /// Calls forward() with arguments of any kind and returns its result as it is.
-    public func call(_ args: [Value]) throws -> ResultValue {
+    public func call(_ args: [Value]) throws(PerfOptError) -> ResultValue {
         try call(nil, args)
     }
 
@@ -137,7 +138,7 @@ public final class Model {
     /// what compile chose; other methods (`reset_states`) run on the same
     /// compiled form and see the state forward() changes. A wrong argument
     /// throws `.invalidArgument` naming it and the type the schema wants.
-    public func call(_ method: String?, _ args: [Value] = []) throws -> ResultValue {
+    public func call(_ method: String?, _ args: [Value] = []) throws(PerfOptError) -> ResultValue {
         var result: UnsafeMutablePointer<perfopt_value>?
         let status: StatusCode = withOptionalCString(method) { methodPtr in
             withValues(args) { perfopt_model_call(handle, methodPtr, $0, $1, &result) }
@@ -152,7 +153,7 @@ public final class Model {
     /// Inputs of any batch size (along each input's batch dimension, see
     /// `setBatchDims`; 0 by default), in chunks of at most `maxBatch` (0: the
     /// recommended size), halving on out-of-memory; outputs joined back.
-    public func runBatched(_ inputs: [Tensor], maxBatch: Int32 = 0) throws -> [Output] {
+    public func runBatched(_ inputs: [Tensor], maxBatch: Int32 = 0) throws(PerfOptError) -> [Output] {
         try collect { outputs, capacity, count in
             withDLTensors(inputs) { perfopt_model_run_batched(handle, $0, $1, maxBatch, outputs, capacity, count) }
         }
@@ -160,8 +161,14 @@ public final class Model {
 
     /// `runBatched` with arguments of any kind: non-tensor arguments (and
     /// tensors marked not batched) go whole to every chunk.
-    public func runBatched(args: [Value], maxBatch: Int32 = 0) throws -> [Output] {
-        try collect { outputs, capacity, count in
+    public func runBatched(args: [Value], maxBatch: Int32 = 0) throws(PerfOptError) -> [Output] {
+        try runBatched(args: args, maxBatch: maxBatch, outputSlots: Model.outputSlots)
+    }
+
+    /// `runBatched(args:maxBatch:)` offering `outputSlots` slots first (tests
+    /// offer too few, to check that the outputs are taken, not recomputed).
+    func runBatched(args: [Value], maxBatch: Int32, outputSlots: Int) throws(PerfOptError) -> [Output] {
+        try collect(slots: outputSlots) { outputs, capacity, count in
             withValues(args) { perfopt_model_run_batched_args(handle, $0, $1, maxBatch, outputs, capacity, count) }
         }
     }
@@ -169,7 +176,7 @@ public final class Model {
     /// How many outputs `run` hands out, without running: from the schema (a
     /// Tensor, a tuple of Tensors), else from the last run; nil when neither
     /// tells (a list, before any run).
-    public func outputCount() throws -> Int? {
+    public func outputCount() throws(PerfOptError) -> Int? {
         var count = 0
         let status = perfopt_model_output_count(handle, &count)
         if status == Status.invalidArgument.rawValue {
@@ -184,7 +191,7 @@ public final class Model {
     /// input passed whole to every chunk (PERFOPT_NOT_BATCHED); `outputs[k]`
     /// is output k's. Inputs and outputs past the lists use dimension 0.
     /// Empty lists reset.
-    public func setBatchDims(inputs: [Int32?], outputs: [Int32]) throws {
+    public func setBatchDims(inputs: [Int32?], outputs: [Int32]) throws(PerfOptError) {
         let inputDims = inputs.map { $0 ?? PERFOPT_NOT_BATCHED }
         let status: StatusCode = inputDims.withUnsafeBufferPointer { ins in
             outputs.withUnsafeBufferPointer { outs in
@@ -197,7 +204,7 @@ public final class Model {
 
     // MARK: Warm-up and batch size
 
-    public func warmup(_ inputs: [Tensor], iterations: UInt32 = 3) throws -> WarmupReport {
+    public func warmup(_ inputs: [Tensor], iterations: UInt32 = 3) throws(PerfOptError) -> WarmupReport {
         let json = try keptReport(.warmup) { buffer, length, needed in
             withDLTensors(inputs) { perfopt_model_warmup(handle, $0, $1, iterations, buffer, length, needed) }
         }
@@ -205,8 +212,14 @@ public final class Model {
     }
 
     /// `warmup` with arguments of any kind. A stateful model's state is left as found.
-    public func warmup(args: [Value], iterations: UInt32 = 3) throws -> WarmupReport {
-        let json = try keptReport(.warmup) { buffer, length, needed in
+    public func warmup(args: [Value], iterations: UInt32 = 3) throws(PerfOptError) -> WarmupReport {
+        try warmup(args: args, iterations: iterations, reportBytes: Model.reportBytes)
+    }
+
+    /// `warmup(args:iterations:)` offering `reportBytes` for the report first
+    /// (tests offer too few, to check that it is read back, not measured again).
+    func warmup(args: [Value], iterations: UInt32, reportBytes: Int) throws(PerfOptError) -> WarmupReport {
+        let json = try keptReport(.warmup, bytes: reportBytes) { buffer, length, needed in
             withValues(args) { perfopt_model_warmup_args(handle, $0, $1, iterations, buffer, length, needed) }
         }
         return try decode(WarmupReport.self, from: json)
@@ -214,7 +227,7 @@ public final class Model {
 
     /// Measures the model on one sample (size 1 along each batched input's
     /// batch dimension) and recommends a batch size; `runBatched` remembers it.
-    public func recommendBatch(sample: [Tensor]) throws -> BatchRecommendation {
+    public func recommendBatch(sample: [Tensor]) throws(PerfOptError) -> BatchRecommendation {
         var batch: Int32 = 0
         let json = try keptReport(.recommendBatch) { buffer, length, needed in
             withDLTensors(sample) { perfopt_model_recommend_batch(handle, $0, $1, &batch, buffer, length, needed) }
@@ -223,7 +236,7 @@ public final class Model {
     }
 
     /// `recommendBatch` with arguments of any kind (non-tensor arguments are not batched).
-    public func recommendBatch(args: [Value]) throws -> BatchRecommendation {
+    public func recommendBatch(args: [Value]) throws(PerfOptError) -> BatchRecommendation {
         var batch: Int32 = 0
         let json = try keptReport(.recommendBatch) { buffer, length, needed in
             withValues(args) { perfopt_model_recommend_batch_args(handle, $0, $1, &batch, buffer, length, needed) }
@@ -246,27 +259,27 @@ public final class Model {
     /// The JSON report of the last warm-up or batch recommendation on this
     /// model (from any thread), without doing the work again; nil when there
     /// is none yet.
-    public func lastReport(kind: ReportKind) throws -> String? {
+    public func lastReport(kind: ReportKind) throws(PerfOptError) -> String? {
         do {
             return try readReport { perfopt_model_last_report(handle, kind.code, $0, $1, $2) }
-        } catch let error as PerfOptError where error.status == .invalidArgument {
+        } catch where error.status == .invalidArgument {
             return nil
         }
     }
 
     // MARK: Reports and methods
 
-    public func report() throws -> ModelReport {
+    public func report() throws(PerfOptError) -> ModelReport {
         try decode(ModelReport.self, from: reportJSON())
     }
 
     /// perfopt_model_report's JSON, with the fields `ModelReport` leaves out.
-    public func reportJSON() throws -> String {
+    public func reportJSON() throws(PerfOptError) -> String {
         try readReport { perfopt_model_report(handle, $0, $1, $2) }
     }
 
     /// The model's methods with their schemas (perfopt_model_methods).
-    public func methods() throws -> [MethodInfo] {
+    public func methods() throws(PerfOptError) -> [MethodInfo] {
         try decode([MethodInfo].self, from: readReport { perfopt_model_methods(handle, $0, $1, $2) })
     }
 
@@ -277,9 +290,10 @@ public final class Model {
     /// the call again.
     private func keptReport(
         _ kind: ReportKind,
+        bytes: Int = Model.reportBytes,
         _ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>) -> StatusCode
-    ) throws -> String {
-        var buffer = [CChar](repeating: 0, count: max(initialReportBytes, 1))
+    ) throws(PerfOptError) -> String {
+        var buffer = [CChar](repeating: 0, count: max(bytes, 1))
         var needed = 0
         let status = buffer.withUnsafeMutableBufferPointer { call($0.baseAddress, $0.count, &needed) }
         if status == Status.bufferTooSmall.rawValue {
@@ -293,9 +307,10 @@ public final class Model {
     /// kept them for this thread: perfopt_model_take_outputs takes them
     /// without running the model again.
     private func collect(
+        slots offered: Int = Model.outputSlots,
         _ call: (UnsafeMutablePointer<UnsafeMutablePointer<DLManagedTensor>?>?, Int, UnsafeMutablePointer<Int>) -> StatusCode
-    ) throws -> [Output] {
-        var slots = [UnsafeMutablePointer<DLManagedTensor>?](repeating: nil, count: max(initialOutputSlots, 1))
+    ) throws(PerfOptError) -> [Output] {
+        var slots = [UnsafeMutablePointer<DLManagedTensor>?](repeating: nil, count: max(offered, 1))
         var count = 0
         var status = slots.withUnsafeMutableBufferPointer { call($0.baseAddress, $0.count, &count) }
         if status == Status.bufferTooSmall.rawValue && count > slots.count {

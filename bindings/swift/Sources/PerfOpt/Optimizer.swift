@@ -3,7 +3,11 @@ import Foundation
 
 /// Detects the device and applies its settings (perfopt_optimizer_new).
 /// Arguments left nil are decided by the TRANSLATOR_* variables, then the defaults.
-public final class Optimizer {
+///
+/// `Sendable`: its calls may come from any thread (reports and loading take
+/// perfopt's `const` handle; inference scopes are bound to the thread that
+/// enters them, which `withInferenceScope` keeps by construction).
+public final class Optimizer: @unchecked Sendable {
     let handle: OpaquePointer
 
     public init(device: String? = nil,
@@ -15,7 +19,7 @@ public final class Optimizer {
                 intraOpThreads: Int32 = 0,
                 interOpThreads: Int32 = 0,
                 mallocTuning: Bool? = nil,
-                readEnvironment: Bool = true) throws {
+                readEnvironment: Bool = true) throws(PerfOptError) {
         try checkABI()
         var config = perfopt_config()
         try check(perfopt_config_init(&config, cSize(of: perfopt_config.self)))
@@ -47,23 +51,27 @@ public final class Optimizer {
         perfopt_optimizer_free(handle)
     }
 
-    public func report() throws -> OptimizerReport {
+    public func report() throws(PerfOptError) -> OptimizerReport {
         try decode(OptimizerReport.self, from: reportJSON())
     }
 
-    public func reportJSON() throws -> String {
+    public func reportJSON() throws(PerfOptError) -> String {
         try readReport { perfopt_optimizer_report(handle, $0, $1, $2) }
     }
 
     /// The service's rule: CUDA > 16 GiB: 4, > 8 GiB: 2, else 1; MPS 2; CPU 1.
-    public func optimalBatchSize() throws -> Int {
+    public func optimalBatchSize() throws(PerfOptError) -> Int {
         var out: Int32 = 0
         try check(perfopt_optimal_batch_size(handle, &out))
         return Int(out)
     }
 
-    /// Runs `body` in libtorch's inference mode on this thread; enter and exit
-    /// cannot be split across threads.
+    /// Runs `body` in libtorch's inference mode on this thread
+    /// (perfopt_inference_enter, then perfopt_inference_exit however `body`
+    /// ends), so enter and exit cannot be split across threads. Scopes nest.
+    ///
+    /// Throws a `PerfOptError` when the scope cannot be entered, or what
+    /// `body` throws.
     public func withInferenceScope<T>(_ body: () throws -> T) throws -> T {
         var scope: OpaquePointer?
         try check(perfopt_inference_enter(handle, &scope))
@@ -73,11 +81,11 @@ public final class Optimizer {
 
     /// Enters inference mode on this thread until the scope exits (see
     /// `InferenceScope`), for a scope that cannot be one closure.
-    public func enterInferenceScope() throws -> InferenceScope {
+    public func enterInferenceScope() throws(PerfOptError) -> InferenceScope {
         try InferenceScope(optimizer: self)
     }
 
-    public func load(path: String, name: String? = nil) throws -> Model {
+    public func load(path: String, name: String? = nil) throws(PerfOptError) -> Model {
         try Model(optimizer: self, path: path, name: name)
     }
 }
@@ -92,12 +100,14 @@ public final class Optimizer {
 /// `exit()` does; otherwise it is freed without restoring anything, and its
 /// thread, if it still runs, stays in inference mode. Exit scopes explicitly
 /// where that matters.
+///
+/// Not `Sendable`: a scope belongs to the thread that entered it.
 public final class InferenceScope {
     private var handle: OpaquePointer?
     /// What the scope was entered on stays alive with it.
     private let optimizer: Optimizer
 
-    init(optimizer: Optimizer) throws {
+    init(optimizer: Optimizer) throws(PerfOptError) {
         var out: OpaquePointer?
         try check(perfopt_inference_enter(optimizer.handle, &out))
         guard let handle = out else {
@@ -112,7 +122,7 @@ public final class InferenceScope {
 
     /// Exits the scope (perfopt_inference_exit): on the thread that entered
     /// it, innermost first. Exiting a scope already exited does nothing.
-    public func exit() throws {
+    public func exit() throws(PerfOptError) {
         guard let scope = handle else { return }
         try check(perfopt_inference_exit(scope))
         handle = nil
@@ -145,7 +155,7 @@ public enum Defaults {
         public let mallocTuning: Bool?
     }
 
-    public static func config() throws -> Config {
+    public static func config() throws(PerfOptError) -> Config {
         var c = perfopt_config()
         try check(perfopt_config_default(&c))
         func triState(_ value: Int32) -> Bool? { value == PERFOPT_AUTO ? nil : value != 0 }
@@ -163,7 +173,7 @@ public enum Defaults {
 
     /// The model options perfopt starts from; change fields and pass to
     /// `Model.setOptions(_:)`.
-    public static func modelOptions() throws -> ModelOptions {
+    public static func modelOptions() throws(PerfOptError) -> ModelOptions {
         var o = perfopt_model_options()
         try check(perfopt_model_options_default(&o))
         return ModelOptions(outputsOnDevice: o.outputs_on_device != 0,
@@ -205,7 +215,7 @@ public struct ModelOptions: Sendable, Equatable {
     }
 }
 
-func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) throws -> R) rethrows -> R {
+func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) throws(PerfOptError) -> R) rethrows -> R {
     guard let string = string else { return try body(nil) }
     return try string.withCString { try body($0) }
 }

@@ -96,8 +96,15 @@ public struct MethodInfo: Codable, Sendable {
     public let returns: [String]
 }
 
-func decode<T: Decodable>(_ type: T.Type, from json: String) throws -> T {
+/// Decodes a report perfopt wrote; a report that does not decode (a library
+/// newer than these bindings that dropped a field) is `.internal`, naming
+/// what failed.
+func decode<T: Decodable>(_ type: T.Type, from json: String) throws(PerfOptError) -> T {
     let decoder = JSONDecoder()
     decoder.keyDecodingStrategy = .convertFromSnakeCase
-    return try decoder.decode(type, from: Data(json.utf8))
+    do {
+        return try decoder.decode(type, from: Data(json.utf8))
+    } catch {
+        throw PerfOptError(.internal, "perfopt's report did not decode as \(T.self): \(error)")
+    }
 }

@@ -77,7 +77,10 @@ final class CallArena {
 /// An output tensor perfopt returned (a run's output, or a tensor taken out of
 /// a call's result); it owns the DLManagedTensor and frees it through its
 /// DLPack deleter.
-public final class Output {
+///
+/// `Sendable`: nothing changes an output after perfopt made it, so it may be
+/// read from any thread; it is freed once, when the last reference goes.
+public final class Output: @unchecked Sendable {
     private let managed: UnsafeMutablePointer<DLManagedTensor>
 
     init(_ managed: UnsafeMutablePointer<DLManagedTensor>) {

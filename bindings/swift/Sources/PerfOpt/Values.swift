@@ -18,7 +18,7 @@ public enum Value: Sendable {
 
 /// A result of `Model.call`, as the method returned it. Tensors are `Output`s
 /// that own their memory; the rest are plain values.
-public enum ResultValue {
+public enum ResultValue: Sendable {
     case none
     case tensor(Output)
     case int(Int64)
@@ -108,7 +108,7 @@ extension CallArena {
 }
 
 /// `values` as perfopt_values for one call (NULL and 0 when there are none).
-func withValues<R>(_ values: [Value], _ body: (UnsafePointer<perfopt_value>?, Int) throws -> R) rethrows -> R {
+func withValues<R>(_ values: [Value], _ body: (UnsafePointer<perfopt_value>?, Int) throws(PerfOptError) -> R) rethrows -> R {
     let arena = CallArena()
     defer { arena.release() }
     if values.isEmpty {
@@ -120,12 +120,12 @@ func withValues<R>(_ values: [Value], _ body: (UnsafePointer<perfopt_value>?, In
 /// Converts a result tree of perfopt_model_call, taking its tensors: each
 /// `managed` is set to NULL so that perfopt_value_free leaves it to the Output.
 /// Frees the tree (perfopt_value_free) in every case.
-func takeResult(_ root: UnsafeMutablePointer<perfopt_value>) throws -> ResultValue {
+func takeResult(_ root: UnsafeMutablePointer<perfopt_value>) throws(PerfOptError) -> ResultValue {
     defer { perfopt_value_free(root) }
     return try take(root)
 }
 
-private func take(_ node: UnsafeMutablePointer<perfopt_value>) throws -> ResultValue {
+private func take(_ node: UnsafeMutablePointer<perfopt_value>) throws(PerfOptError) -> ResultValue {
     let v = node.pointee
     switch v.kind {
     case PERFOPT_VALUE_NONE:

@@ -248,9 +248,7 @@ final class PerfOptTests: XCTestCase {
             }
         }
         // Too few slots: the outputs wait and are taken, the model does not run again.
-        model.initialOutputSlots = 1
-        let taken = try model.runBatched(args: args, maxBatch: 2)
-        model.initialOutputSlots = 8
+        let taken = try model.runBatched(args: args, maxBatch: 2, outputSlots: 1)
         XCTAssertEqual(taken.count, 3)
         for k in 0..<min(taken.count, 3) {
             XCTAssertLessThanOrEqual(relativeError(taken[k].floats, expected[k].floats), 1e-5, "taken output \(k)")
@@ -279,10 +277,13 @@ final class PerfOptTests: XCTestCase {
     /// the model runs as loaded. Skipped where there is no MPS device.
     func testCompileSkippedIsANoteNotAFailure() throws {
         let optimizer: Optimizer
-        do {
-            optimizer = try Optimizer(device: "mps", readEnvironment: false)
-        } catch let error as PerfOptError where error.status == .unsupportedDevice {
+        switch Result(catching: { () throws(PerfOptError) in try Optimizer(device: "mps", readEnvironment: false) }) {
+        case .success(let made):
+            optimizer = made
+        case .failure(let error) where error.status == .unsupportedDevice:
             throw XCTSkip("compilation is skipped only on MPS, and there is none here: \(error.message)")
+        case .failure(let error):
+            throw error
         }
         let model = try optimizer.load(path: fixture("vocoder.pt"), name: "vocoder")
         let mel = Tensor(floats: [Float](repeating: 0.1, count: 2 * 80 * 32), shape: [2, 80, 32])
@@ -310,8 +311,7 @@ final class PerfOptTests: XCTestCase {
         let kept = try XCTUnwrap(model.lastReport(kind: .warmup))
         XCTAssertEqual(try decode(WarmupReport.self, from: kept).iterations, 3)
         // A report that does not fit is read back, not measured again.
-        model.initialReportBytes = 16
-        let again = try model.warmup(args: [.tensor(input.tensor)], iterations: 2)
+        let again = try model.warmup(args: [.tensor(input.tensor)], iterations: 2, reportBytes: 16)
         XCTAssertEqual(again.iterations, 2)
         XCTAssertTrue(again.success)
         XCTAssertNil(try model.lastReport(kind: .recommendBatch))
