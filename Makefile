@@ -24,10 +24,12 @@ override CARGO_VENDORED := $(shell packaging/crate-source.sh "$(CARGO_VENDOR_CON
 endif
 export CARGO_VENDORED CARGO_VENDOR_CONFIG
 ifeq ($(CARGO_VENDORED),1)
-CARGO := cargo --config $(CARGO_VENDOR_CONFIG)
-else
-CARGO := cargo
+CARGO_SOURCE := --config $(CARGO_VENDOR_CONFIG)
 endif
+CARGO := cargo $(CARGO_SOURCE)
+# cargo-clippy runs `cargo check` itself, which sees only the flags clippy is
+# given: the source goes after the subcommand. cargo fmt resolves nothing.
+CARGO_CLIPPY := cargo clippy $(CARGO_SOURCE)
 
 # tch/torch-sys find libtorch through the venv's torch package.
 export LIBTORCH_USE_PYTORCH := 1
@@ -120,10 +122,33 @@ wheel: build
 	$(VENV)/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(BUILD)/wheel ./bindings/python
 	@ls $(BUILD)/wheel
 
-# The Swift package, checked without a Swift toolchain (tests/swift/check_swift.py);
-# its XCTests' C calls run as tests/cpp/swift_mirror.c in test-cpp.
-test-swift: setup
+# The Swift package. Everywhere: the parse, header, enum and README checks
+# (tests/swift/check_swift.py). Where a Swift toolchain is present: `swift
+# build` and `swift test` of bindings/swift against an installed copy found
+# through pkg-config (SwiftPM drops pkg-config's -Wl,-rpath, so the rpath is
+# passed with -Xlinker), run from another folder than the checkout, then the
+# Swift example built and run on the fixtures and on an AOTInductor package.
+SWIFT ?= swift
+SWIFT_INSTALL := $(BUILD)/install
+SWIFT_FLAGS = -Xlinker -rpath -Xlinker $(SWIFT_INSTALL)/lib
+test-swift: build fixtures packages
 	$(VENV)/bin/python tests/swift/check_swift.py
+	@if ! command -v $(SWIFT) >/dev/null 2>&1; then \
+		echo "test-swift: no Swift toolchain ('$(SWIFT)' not found): only the checks above ran, not the XCTests"; \
+	else \
+		$(MAKE) --no-print-directory install PREFIX=$(SWIFT_INSTALL) >/dev/null && \
+		export PKG_CONFIG_PATH=$(SWIFT_INSTALL)/lib/pkgconfig PERFOPT_FIXTURES=$(BUILD)/fixtures \
+			PERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" && cd / && \
+		echo "== swift test ($$($(SWIFT) --version 2>&1 | head -n 1))" && \
+		$(SWIFT) build --package-path $(ROOT)/bindings/swift --scratch-path $(BUILD)/swift $(SWIFT_FLAGS) && \
+		$(SWIFT) test --disable-swift-testing --package-path $(ROOT)/bindings/swift --scratch-path $(BUILD)/swift \
+			$(SWIFT_FLAGS) && \
+		$(SWIFT) build --package-path $(ROOT)/examples/swift/TTSBackend --scratch-path $(BUILD)/swift-examples \
+			$(SWIFT_FLAGS) && \
+		echo "== Swift TTSBackend" && $(BUILD)/swift-examples/debug/TTSBackend $(BUILD)/fixtures && \
+		echo "== Swift TTSBackend on vocoder.pt2" && \
+		$(BUILD)/swift-examples/debug/TTSBackend "$$PERFOPT_PACKAGES" vocoder.pt2; \
+	fi
 
 # perfopt against PyTorch eager, the service's flags and torch.compile, each
 # configuration in its own process; results in docs/benchmarks/<device>.{md,json,png}.
@@ -170,8 +195,8 @@ gpu-bundle: build
 # file over 500 lines, the README's layout matches the tree) and a type check
 # of the Python package.
 lint: setup
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	cargo fmt --all -- --check
+	$(CARGO_CLIPPY) $(CARGO_FLAGS) --all-targets -- -D warnings
 	$(VENV)/bin/python tests/architecture.py
 	cd bindings/python && $(VENV)/bin/python -m mypy --check-untyped-defs --warn-unused-ignores perfopt
 

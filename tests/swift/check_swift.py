@@ -14,9 +14,15 @@
    `compileSkipped = 20`; acronyms stay upper case (`invalidUTF8`), and a
    Swift keyword is written with backticks (`` `internal` ``).
 
-Prints a table and exits non-zero on any failure. What is not checked: Swift
-type checking and the XCTest run; tests/cpp/swift_mirror.c replays each
-XCTest's C calls against the real library instead.
+5. The README's Swift code is the Swift example's, word for word (the part of
+   examples/swift/TTSBackend/Sources/TTSBackend/main.swift between its
+   `// README: begin` and `// README: end` markers), so what the README shows
+   is what `make test-swift` compiles and runs.
+
+Prints a table and exits non-zero on any failure. These checks run on every
+machine; where a Swift toolchain is present `make test-swift` then builds the
+package, runs its XCTests and runs the example (tests/cpp/swift_mirror.c
+replays the XCTests' C calls for machines without one).
 """
 import re
 import subprocess
@@ -33,6 +39,8 @@ SWIFT_DIRS = [ROOT / "bindings" / "swift", ROOT / "examples" / "swift"]
 HEADER = ROOT / "include" / "perfopt.h"
 MODULE_MAP = ROOT / "bindings" / "swift" / "Sources" / "CPerfOpt" / "module.modulemap"
 SWIFT_SOURCES = ROOT / "bindings" / "swift" / "Sources" / "PerfOpt"
+README = ROOT / "README.md"
+README_EXAMPLE = ROOT / "examples" / "swift" / "TTSBackend" / "Sources" / "TTSBackend" / "main.swift"
 STATUS_ENUM = "perfopt_status"
 SWIFT_STATUS = "Status"
 # Words of a status name kept upper case in its Swift case (PERFOPT_ERR_INVALID_UTF8 -> invalidUTF8).
@@ -186,6 +194,27 @@ def c_calls(node, source, out):
         c_calls(child, source, out)
 
 
+def readme_differences() -> list:
+    """The README's ```swift block against the example's marked part."""
+    example = README_EXAMPLE.read_text()
+    begin, end = "// README: begin\n", "// README: end\n"
+    if begin not in example or end not in example:
+        return [f"{README_EXAMPLE.relative_to(ROOT)}: no README markers"]
+    marked = example.split(begin, 1)[1].split(end, 1)[0]
+    # A block may be indented (inside a list item): compare it dedented.
+    blocks = [
+        "".join(line[len(indent):] if line.startswith(indent) else line.lstrip(" ")
+                for line in body.splitlines(True))
+        for indent, body in re.findall(r"^( *)```swift\n(.*?)^\1```", README.read_text(), re.S | re.M)
+    ]
+    if not blocks:
+        return ["README.md: no ```swift block"]
+    if marked not in blocks:
+        return ["README.md: its ```swift block is not the example's marked part (copy it from "
+                f"{README_EXAMPLE.relative_to(ROOT)})"]
+    return []
+
+
 def check_module(functions: dict) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.m"
@@ -237,6 +266,9 @@ def main() -> int:
     print(f"Swift {SWIFT_STATUS} against {STATUS_ENUM} ({len(statuses)} codes): "
           f"{'matches' if not differences else 'DIFFERS'}")
     failures += differences
+    readme = readme_differences()
+    print(f"README's Swift code against {README_EXAMPLE.relative_to(ROOT)}: {'the same' if not readme else 'DIFFERS'}")
+    failures += readme
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures))
         return 1

@@ -65,7 +65,9 @@ public struct PerfOptError: Error, CustomStringConvertible, Sendable, Equatable 
         self.message = message
     }
 
-    init(_ status: Status, _ message: String) {
+    /// An error of perfopt's kinds, for code that wraps these calls and
+    /// reports its own failures the same way.
+    public init(_ status: Status, _ message: String) {
         self.init(code: status.rawValue, message: message)
     }
 

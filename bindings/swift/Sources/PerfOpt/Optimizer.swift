@@ -70,8 +70,10 @@ public final class Optimizer: @unchecked Sendable {
     /// (perfopt_inference_enter, then perfopt_inference_exit however `body`
     /// ends), so enter and exit cannot be split across threads. Scopes nest.
     ///
-    /// Throws a `PerfOptError` when the scope cannot be entered, or what
-    /// `body` throws.
+    /// Throws a `PerfOptError` when the scope cannot be entered, else what
+    /// `body` throws. (Untyped: Swift 6.3 infers `any Error` for a closure's
+    /// thrown type, so a `throws(PerfOptError)` body would need its type
+    /// spelled out at every call.)
     public func withInferenceScope<T>(_ body: () throws -> T) throws -> T {
         var scope: OpaquePointer?
         try check(perfopt_inference_enter(handle, &scope))

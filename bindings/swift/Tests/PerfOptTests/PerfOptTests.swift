@@ -2,12 +2,27 @@ import Foundation
 import XCTest
 @testable import PerfOpt
 
-/// Each test's sequence of C calls is replayed by tests/cpp/swift_mirror.c
-/// against the real library, since no Swift toolchain reaches CI.
-final class PerfOptTests: XCTestCase {
-    private var fixtures: URL {
-        URL(fileURLWithPath: ProcessInfo.processInfo.environment["PERFOPT_FIXTURES"] ?? "build/fixtures")
+/// The checkout this file is in (bindings/swift/Tests/PerfOptTests/ is four
+/// folders down), so that the fixtures are found from any working directory.
+private let checkout = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// A folder named by an environment variable, else one of the checkout's.
+private func folder(_ variable: String, else relative: String) -> URL {
+    if let dir = ProcessInfo.processInfo.environment[variable], !dir.isEmpty {
+        return URL(fileURLWithPath: dir)
     }
+    return checkout.appendingPathComponent(relative)
+}
+
+/// Run by `make test-swift` against the built library, on the fixtures
+/// `make fixtures` writes (PERFOPT_FIXTURES) and the AOTInductor packages of
+/// `make packages` (PERFOPT_PACKAGES; skipped where there are none).
+/// tests/cpp/swift_mirror.c replays the same C calls, for machines without a
+/// Swift toolchain.
+final class PerfOptTests: XCTestCase {
+    private var fixtures: URL { folder("PERFOPT_FIXTURES", else: "build/fixtures") }
 
     private func fixture(_ name: String) -> String {
         fixtures.appendingPathComponent(name).path
@@ -331,6 +346,94 @@ final class PerfOptTests: XCTestCase {
         options.errorTolerance = 1e-2
         options.tuningBudgetMs = 250
         try model.setOptions(options)
+    }
+
+    /// The folder of `make packages` (its path is in build/packages.txt).
+    private func packages() throws -> URL {
+        if let dir = ProcessInfo.processInfo.environment["PERFOPT_PACKAGES"], !dir.isEmpty {
+            return URL(fileURLWithPath: dir)
+        }
+        let listed = checkout.appendingPathComponent("build/packages.txt")
+        guard let text = try? String(contentsOf: listed, encoding: .utf8) else {
+            throw XCTSkip("no AOTInductor packages: run `make packages` (or set PERFOPT_PACKAGES)")
+        }
+        return URL(fileURLWithPath: text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// An AOTInductor package runs like a TorchScript file: every compile
+    /// mode, warm-up, batching, and its output equal to eager PyTorch's.
+    func testPackageRunsInEveryMode() throws {
+        let dir = try packages()
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: dir.appendingPathComponent("vocoder.pt2").path)
+        let mel = try Npy(contentsOf: dir.appendingPathComponent("vocoder.input0.npy"))
+        let expected = try Npy(contentsOf: dir.appendingPathComponent("vocoder.output0.npy"))
+        for mode in ["none", "default", "reduce-overhead", "max-autotune"] {
+            XCTAssertNil(try model.compile(mode: mode, warmup: [mel.tensor]), mode)
+            let outputs = try optimizer.withInferenceScope { try model.run([mel.tensor]) }
+            XCTAssertEqual(outputs.first?.shape, expected.shape, mode)
+            XCTAssertLessThanOrEqual(relativeError(outputs.first?.floats ?? [], expected.floats), 1e-5, mode)
+        }
+        XCTAssertTrue(try model.warmup([mel.tensor], iterations: 2).success)
+        XCTAssertEqual(try model.runBatched([mel.tensor], maxBatch: 1).first?.shape, expected.shape)
+        XCTAssertEqual(try model.methods().map(\.name), ["forward"])
+        XCTAssertEqual(try model.outputCount(), 1)
+    }
+
+    /// Broken packages are refused with their own status, before libtorch sees them.
+    func testBrokenPackagesAreRefusedByStatus() throws {
+        let dir = try packages()
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let cases: [(String, Status)] = [
+            ("cpp_only.pt2", .unsupportedModel), ("wrong_device.pt2", .unsupportedDevice),
+            ("bad_library.pt2", .modelCorrupt), ("truncated.pt2", .modelCorrupt),
+        ]
+        for (name, status) in cases {
+            XCTAssertThrowsError(try optimizer.load(path: dir.appendingPathComponent(name).path), name) { error in
+                XCTAssertEqual((error as? PerfOptError)?.status, status, "\(name): \(error)")
+            }
+        }
+    }
+
+    /// Every call of this package throws `PerfOptError` itself (typed throws):
+    /// a `catch` reads the status without a cast.
+    func testErrorsAreTyped() {
+        do {
+            _ = try Optimizer(device: "tpu", readEnvironment: false)
+            XCTFail("an unknown device is refused")
+        } catch {
+            XCTAssertEqual(error.status, .invalidArgument)
+            XCTAssertEqual(error.code, 2)
+            XCTAssertTrue(error.description.hasPrefix("PERFOPT_ERR_INVALID_ARGUMENT: "), error.description)
+        }
+    }
+
+    /// Models and outputs are `Sendable`: one model runs from several tasks at once.
+    func testOneModelRunsFromConcurrentTasks() async throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("two_inputs.pt"))
+        let x = Tensor(floats: [Float](repeating: 1, count: 2 * 16), shape: [2, 16])
+        let y = Tensor(floats: [Float](repeating: 1, count: 2 * 4), shape: [2, 4])
+        let serial = try model.run([x, y]).map(\.floats)
+        let results = try await withThrowingTaskGroup(of: [[Float]].self) { group in
+            for _ in 0..<8 {
+                group.addTask { try model.run([x, y]).map(\.floats) }
+            }
+            var all: [[[Float]]] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        XCTAssertEqual(results.count, 8)
+        for result in results { XCTAssertEqual(result, serial) }
+    }
+
+    func testLogLevelsByName() throws {
+        let records = Records()
+        defer { try? Log.reset() }
+        try Log.setHandler(maxLevel: .trace) { level, _ in records.add(level) }
+        _ = try Optimizer(device: "cpu", readEnvironment: false)
+        XCTAssertGreaterThan(records.count, 0)
+        XCTAssertEqual(Log.Level.allCases.map(\.rawValue), [1, 2, 3, 4, 5])
     }
 
     func testLogHandlersAreReplacedAndReset() throws {
