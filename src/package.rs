@@ -278,10 +278,19 @@ pub fn input_ranks(wrapper: &str) -> Vec<Option<usize>> {
         body.split("_stride[")
             .skip(1)
             .filter_map(|rest| rest.split(']').next()?.parse::<usize>().ok())
+            .filter(|&k| k < MAX_RANK)
             .max()
             .map(|k| k + 1)
     })
 }
+
+/// The most inputs, and dimensions per input, read from a package's text.
+/// Indices come from a file others made and size the vectors below: past
+/// these bounds an entry is not read (a `check_input_999999999999` would ask
+/// for terabytes, and a failed allocation aborts the host). The package's own
+/// compiled checks still run on what perfopt does not read.
+const MAX_INPUTS: usize = 4096;
+const MAX_RANK: usize = 64;
 
 /// `read` applied to the body of each `static void check_input_K(...)`,
 /// by input K.
@@ -292,6 +301,7 @@ fn per_input<T: Clone + Default>(wrapper: &str, read: impl Fn(&str) -> T) -> Vec
             .split(|c: char| !c.is_ascii_digit())
             .next()
             .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n < MAX_INPUTS)
         else {
             continue;
         };
@@ -335,6 +345,7 @@ pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
                 .split_once("_size[")
                 .and_then(|(_, d)| d.strip_suffix(']'))
                 .and_then(|d| d.parse::<usize>().ok())
+                .filter(|&d| d < MAX_RANK)
             else {
                 continue;
             };
@@ -357,6 +368,28 @@ pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indices_from_the_text_are_bounded_before_they_size_anything() {
+        // Before: each asked for a vector of ~10^12 entries (an abort).
+        let huge =
+            "static void check_input_999999999999(\n) {\n    if (arg0_size[0] > 3) {\n    }\n}\n";
+        assert!(size_bounds(huge).is_empty());
+        assert!(input_dtypes(huge).is_empty());
+        let deep =
+            "static void check_input_0(\n) {\n    if (arg0_size[999999999999] > 3) {\n    }\n    \
+                    if (1 != arg0_stride[999999999999]) {\n    }\n}\n";
+        assert_eq!(size_bounds(deep), vec![Vec::new()]);
+        assert_eq!(input_ranks(deep), vec![None]);
+        // The largest index within the bounds is still read.
+        let last = format!(
+            "static void check_input_{}(\n) {{\n    if (arg0_size[63] > 3) {{\n    }}\n}}\n",
+            MAX_INPUTS - 1
+        );
+        let bounds = size_bounds(&last);
+        assert_eq!(bounds.len(), MAX_INPUTS);
+        assert_eq!(bounds[MAX_INPUTS - 1][63], (None, Some(3)));
+    }
 
     #[test]
     fn reads_the_size_bounds_compiled_into_a_package() {

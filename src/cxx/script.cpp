@@ -214,8 +214,14 @@ int pshim_script_call(const pshim_script *module, const char *method, const pshi
   });
 }
 
-int pshim_script_save(const pshim_script *module, const char *path) {
-  return guarded([&] { module->module.save(path); });
+int pshim_script_save_to(const pshim_script *module, void (*sink)(void *ctx, const char *data, size_t len),
+                         void *ctx) {
+  return guarded([&] {
+    std::ostringstream out;
+    module->module.save(out);
+    const std::string bytes = std::move(out).str();
+    sink(ctx, bytes.data(), bytes.size());
+  });
 }
 
 }  // extern "C"

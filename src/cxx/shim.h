@@ -134,8 +134,12 @@ int pshim_script_state_apply(const pshim_script *module, const pshim_state *stat
  * one, or changes one in place (alias analysis), outside the branches taken
  * only in training mode. Such a module runs one call at a time. */
 int pshim_script_writes_state(const pshim_script *module, int *writes);
-/* Saves the module (torch::jit::save) for the tuning cache. */
-int pshim_script_save(const pshim_script *module, const char *path);
+/* Saves the module (torch::jit::save) into memory for the tuning cache and
+ * hands the bytes to `sink` once. Into memory, never to a file: libtorch's
+ * zip writer throws from its destructor when a file write fails (a full
+ * disk), which is std::terminate; Rust writes the bytes and handles failure. */
+int pshim_script_save_to(const pshim_script *module, void (*sink)(void *ctx, const char *data, size_t len),
+                         void *ctx);
 
 /* ---- aoti.cpp: AOTInductor packages (.pt2) ---------------------------------- */
 typedef struct pshim_aoti pshim_aoti;

@@ -248,10 +248,10 @@ pub trait Engine: Send + Sync {
         Ok(true)
     }
 
-    /// Writes this form to `path` so that it loads as fast as the original
-    /// (the tuning cache); `Ok(false)` where the format cannot.
-    fn save(&self, _path: &Path) -> Result<bool> {
-        Ok(false)
+    /// This form as bytes that load as fast as the original (the tuning
+    /// cache writes them); `None` where the format cannot save itself.
+    fn save(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
     }
 
     /// The largest batch (dimension 0) the model accepts, when it has one

@@ -1,7 +1,6 @@
 //! TorchScript files as an engine: methods called through the shim, frozen
 //! and optimised forms, and state saved and restored for stateful models.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use super::{Engine, Format, MethodSchema, State, Variant};
@@ -119,12 +118,8 @@ impl Engine for TorchScript {
         self.module.state_equals(script_state(state)?)
     }
 
-    fn save(&self, path: &Path) -> Result<bool> {
-        let text = path.to_str().ok_or_else(|| {
-            Error::invalid_argument(format!("path {} is not UTF-8", path.display()))
-        })?;
-        self.module.save(text)?;
-        Ok(true)
+    fn save(&self) -> Result<Option<Vec<u8>>> {
+        self.module.save_to_memory().map(Some)
     }
 
     fn describe(&self) -> Json {

@@ -1,14 +1,28 @@
 //! max-autotune's choice remembered on disk, so that the second start of a
-//! service costs what `none` costs: keyed by the model file (path, size,
-//! modification time and a sample of its bytes), the device, the warm-up
-//! arguments' shapes, the error tolerance, and perfopt's and libtorch's
-//! versions; any change is a new key. The chosen form is saved beside the
-//! choice when the engine can save itself (a frozen TorchScript module loads
-//! as fast as the original), so nothing is frozen again either.
+//! service costs what `none` costs: keyed by a BLAKE3 hash of the model
+//! file's whole content, the device, the warm-up arguments' shapes, the error
+//! tolerance, and perfopt's and libtorch's versions; any change is a new key
+//! (a retrained model with the same size and modification time included).
+//! The chosen form is saved beside the choice when the engine can save itself
+//! (a frozen TorchScript module loads as fast as the original), so nothing is
+//! frozen again either.
+//!
+//! Safe to share the way ccache's and pip's caches are:
+//! - the folder must be owned by this user and writable by nobody else; a
+//!   folder perfopt creates is made so (0700). Otherwise nothing is read from
+//!   it or written to it, and the report says why (an entry's name can be
+//!   computed by anyone who can read the model, so a folder others can write
+//!   would let them choose what runs);
+//! - files are written under random names created with O_EXCL|O_NOFOLLOW
+//!   (`tempfile`), then renamed into place, so a planted symlink is never
+//!   written through and a half-written file never has an entry's name;
+//! - the module is saved into memory and written from Rust: a full disk is a
+//!   failed write ("measured; not remembered"), never libtorch's zip writer
+//!   throwing from a destructor (std::terminate);
+//! - an entry records the model's hash and the saved module's; both are
+//!   checked before anything the entry holds is loaded.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,13 +37,15 @@ use crate::json::Json;
 use crate::numerics::NumericFlags;
 use crate::value::Value;
 
-/// Bytes read from each end of the model file for the key.
-const SAMPLE: u64 = 1 << 20;
+/// Bumped when an entry's fields change: entries of another format are misses.
+const ENTRY_FORMAT: f64 = 2.0;
 
 pub struct CacheKey {
     dir: PathBuf,
     hex: String,
     what: String,
+    /// BLAKE3 of the model file's content, recorded in the entry.
+    model_hash: String,
 }
 
 impl CacheKey {
@@ -50,36 +66,24 @@ impl CacheKey {
     }
 }
 
-fn file_identity(path: &Path, hasher: &mut DefaultHasher) -> Result<()> {
-    let failed = |err: std::io::Error| {
-        Error::new(
-            ErrorKind::LoadFailed,
-            format!("reading {} for the tuning cache: {err}", path.display()),
-        )
-    };
-    let canonical = std::fs::canonicalize(path).map_err(failed)?;
-    let metadata = std::fs::metadata(&canonical).map_err(failed)?;
-    canonical.hash(hasher);
-    metadata.len().hash(hasher);
-    if let Ok(modified) = metadata.modified() {
-        modified.hash(hasher);
-    }
-    let mut file = std::fs::File::open(&canonical).map_err(failed)?;
-    let mut sample = vec![0u8; SAMPLE.min(metadata.len()) as usize];
-    file.read_exact(&mut sample).map_err(failed)?;
-    sample.hash(hasher);
-    if metadata.len() > SAMPLE {
-        file.seek(SeekFrom::Start(metadata.len() - SAMPLE.min(metadata.len())))
-            .and_then(|_| file.read_exact(&mut sample))
-            .map_err(failed)?;
-        sample.hash(hasher);
-    }
-    Ok(())
+fn cache_error(message: String) -> Error {
+    Error::new(ErrorKind::Internal, message)
+}
+
+/// BLAKE3 of a file's whole content, as hex.
+fn content_hash(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<CacheKey> {
-    let mut hasher = DefaultHasher::new();
-    file_identity(Path::new(model.path()), &mut hasher)?;
+    let model_hash = content_hash(Path::new(model.path())).map_err(|err| {
+        Error::new(
+            ErrorKind::LoadFailed,
+            format!("reading {} for the tuning cache: {err}", model.path()),
+        )
+    })?;
     let device = crate::device::describe(model.device());
     let shapes: Vec<String> = args.iter().map(Value::label).collect();
     let what = format!(
@@ -89,14 +93,72 @@ pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<C
         device.name,
         shapes.join(", ")
     );
-    what.hash(&mut hasher);
-    crate::version::PERFOPT_VERSION.hash(&mut hasher);
-    crate::torch::settings::torch_version().hash(&mut hasher);
+    let torch_version = crate::torch::settings::torch_version();
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        model_hash.as_str(),
+        what.as_str(),
+        crate::version::PERFOPT_VERSION,
+        torch_version,
+    ] {
+        // Each part with its length, so that no two sequences of parts meet.
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
     Ok(CacheKey {
         dir: PathBuf::from(dir),
-        hex: format!("{:016x}", hasher.finish()),
+        hex: hasher.finalize().to_hex()[..32].to_string(),
         what,
+        model_hash,
     })
+}
+
+/// The folder, created (0700) when missing, if only this user can write it.
+#[cfg(unix)]
+fn trusted_folder(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|err| cache_error(format!("creating {}: {err}", dir.display())))?;
+    }
+    let metadata = std::fs::metadata(dir)
+        .map_err(|err| cache_error(format!("reading {}: {err}", dir.display())))?;
+    if !metadata.is_dir() {
+        return Err(cache_error(format!("{} is not a folder", dir.display())));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if metadata.uid() != me {
+        return Err(cache_error(format!(
+            "the tuning cache {} is owned by uid {}, not by this user (uid {me}): a folder \
+             another user controls could choose what runs here; use a folder of your own",
+            dir.display(),
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err(cache_error(format!(
+            "the tuning cache {} is writable by {} (mode {:o}): anyone who can write there \
+             could plant an entry that runs instead of the model; `chmod go-w` it",
+            dir.display(),
+            if metadata.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            metadata.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn trusted_folder(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|err| cache_error(format!("creating {}: {err}", dir.display())))
 }
 
 /// What is remembered of a choice.
@@ -180,64 +242,93 @@ impl CacheEntry {
     }
 }
 
-fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    write(&temporary)?;
-    std::fs::rename(&temporary, path).map_err(|err| {
-        let _ = std::fs::remove_file(&temporary);
-        Error::new(
-            ErrorKind::Internal,
-            format!("renaming into {}: {err}", path.display()),
-        )
-    })
+/// Writes `bytes` to `path` through a file of a random name created with
+/// O_EXCL (never through a planted symlink), renamed into place; on any
+/// failure (a full disk) nothing stays behind.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let failed = |err: std::io::Error| cache_error(format!("writing {}: {err}", path.display()));
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".perfopt-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(failed)?;
+    temporary.write_all(bytes).map_err(failed)?;
+    temporary.as_file().sync_all().map_err(failed)?;
+    temporary
+        .persist(path)
+        .map(drop)
+        .map_err(|err| failed(err.error))
 }
 
 pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) -> Result<()> {
-    std::fs::create_dir_all(&key.dir).map_err(|err| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("creating {}: {err}", key.dir.display()),
-        )
-    })?;
+    trusted_folder(&key.dir)?;
+    let mut module_hash = None;
     if entry.label != "as loaded" {
         if let Some(engine) = engine {
-            // A form that cannot be saved is built again on a hit.
-            let saved = write_atomically(&key.module_path(), |path| match engine.save(path)? {
-                true => Ok(()),
-                false => Err(Error::new(ErrorKind::Internal, "this form cannot be saved")),
-            });
-            if saved.is_err() {
-                let _ = std::fs::remove_file(key.module_path());
+            // A form that cannot be saved (or whose write fails) is built
+            // again on a hit.
+            let _ = std::fs::remove_file(key.module_path());
+            if let Some(bytes) = engine.save()? {
+                write_atomically(&key.module_path(), &bytes)?;
+                module_hash = Some(blake3::hash(&bytes).to_hex().to_string());
             }
         }
     }
-    write_atomically(&key.choice_path(), |path| {
-        std::fs::write(path, entry.to_json().to_string()).map_err(|err| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("writing {}: {err}", path.display()),
-            )
-        })
-    })
+    let json = entry
+        .to_json()
+        .with("format", ENTRY_FORMAT)
+        .with("model_blake3", key.model_hash.as_str())
+        .with("module_blake3", module_hash);
+    write_atomically(&key.choice_path(), json.to_string().as_bytes())
+}
+
+/// The saved module, if the entry has one and it is the module the entry
+/// recorded (a damaged or replaced file is an error, never loaded).
+fn checked_module(key: &CacheKey, json: &Json) -> Result<Option<PathBuf>> {
+    let Some(recorded) = json.get("module_blake3").and_then(Json::as_str) else {
+        return Ok(None);
+    };
+    let path = key.module_path();
+    let actual = content_hash(&path)
+        .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))?;
+    if actual != recorded {
+        return Err(Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "{} is not the module its entry recorded (BLAKE3 {actual}, recorded {recorded}): \
+                 damaged or replaced; it was not loaded",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(path))
 }
 
 /// The remembered choice, built; `None` when nothing is remembered.
 pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
+    trusted_folder(&key.dir)?;
     let Ok(text) = std::fs::read_to_string(key.choice_path()) else {
         return Ok(None);
     };
-    let entry = Json::parse(&text)
-        .ok()
-        .as_ref()
-        .and_then(CacheEntry::from_json)
-        .ok_or_else(|| Error::new(ErrorKind::Internal, "a damaged cache entry"))?;
+    let json = Json::parse(&text).map_err(|_| cache_error("a damaged cache entry".into()))?;
+    if json.get("format").and_then(Json::as_f64) != Some(ENTRY_FORMAT) {
+        return Ok(None);
+    }
+    if json.get("model_blake3").and_then(Json::as_str) != Some(key.model_hash.as_str()) {
+        return Err(cache_error(format!(
+            "{} was made for another model file (its recorded hash differs)",
+            key.choice_path().display()
+        )));
+    }
+    let entry =
+        CacheEntry::from_json(&json).ok_or_else(|| cache_error("a damaged cache entry".into()))?;
     let original = model.original.clone();
     let engine: Arc<dyn Engine> = if entry.label == "as loaded" || entry.label == "as compiled" {
         original
     } else {
-        let saved = key.module_path();
-        match (model.format(), saved.exists()) {
-            (Format::TorchScript, true) => Arc::new(TorchScript::load_form(
+        match (model.format(), checked_module(key, &json)?) {
+            (Format::TorchScript, Some(saved)) => Arc::new(TorchScript::load_form(
                 saved.to_str().unwrap_or_default(),
                 model.device().to_tch(),
                 &entry.label,

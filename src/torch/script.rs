@@ -41,7 +41,11 @@ extern "C" {
         sink: NodeSink,
         ctx: *mut c_void,
     ) -> c_int;
-    fn pshim_script_save(module: *const RawScript, path: *const c_char) -> c_int;
+    fn pshim_script_save_to(
+        module: *const RawScript,
+        sink: extern "C" fn(*mut c_void, *const c_char, usize),
+        ctx: *mut c_void,
+    ) -> c_int;
 }
 
 /// A `torch::jit::Module` on a device.
@@ -127,12 +131,31 @@ impl ScriptModule {
         }
     }
 
-    pub fn save(&self, path: &str) -> Result<()> {
-        let c_path = c_string(path, "path")?;
-        // SAFETY: live module; NUL-terminated path.
+    /// The module as torch::jit::save writes it, in memory.
+    pub fn save_to_memory(&self) -> Result<Vec<u8>> {
+        extern "C" fn sink(ctx: *mut c_void, data: *const c_char, len: usize) {
+            // SAFETY: ctx is the Vec below, alive for the call; data holds len
+            // bytes for the duration of this callback.
+            unsafe {
+                let bytes = &mut *(ctx as *mut Vec<u8>);
+                if !data.is_null() {
+                    bytes.extend_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), len));
+                }
+            }
+        }
+        let mut bytes: Vec<u8> = Vec::new();
+        // SAFETY: live module; the sink writes only into `bytes`, which
+        // outlives the call.
         check(
-            unsafe { pshim_script_save(self.raw, c_path.as_ptr()) },
-            &format!("saving TorchScript to {path}"),
-        )
+            unsafe {
+                pshim_script_save_to(
+                    self.raw,
+                    sink,
+                    (&mut bytes as *mut Vec<u8>).cast::<c_void>(),
+                )
+            },
+            "saving TorchScript into memory",
+        )?;
+        Ok(bytes)
     }
 }

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional
 
 from . import _native
 from ._checks import INT32, c_int, c_string
+from . import _model as _model_module
 from ._model import Model
 from ._owner import Owner
 from ._specs import example_inputs, input_specs
@@ -197,3 +198,9 @@ def set_log_level(level: Optional[int]) -> None:
             check(_native.lib().perfopt_set_log_callback(_native.LOG_CALLBACK(), None, 0))
         else:
             check(_native.lib().perfopt_set_log_callback(_LOG_CALLBACK, None, c_int(level, "level", INT32)))
+
+
+# _model names Optimizer in its annotations but cannot import it (this module
+# imports _model): give it the name, so that typing.get_type_hints on Model's
+# methods resolves it (it raised NameError: name 'Optimizer' is not defined).
+setattr(_model_module, "Optimizer", Optimizer)

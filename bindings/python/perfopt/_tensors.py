@@ -200,6 +200,11 @@ class InputBatch:
         if module.startswith("torch"):
             import torch.utils.dlpack
 
+            # A lazily negated or conjugated view (`z.conj().imag`) stores the
+            # values before the negation: DLPack has no such bit, so it would
+            # run as the stored values. Resolved, it is a copy of the right ones.
+            if value.is_neg() or value.is_conj():
+                value = value.resolve_conj().resolve_neg()
             return self._exported(torch.utils.dlpack.to_dlpack(value))
         import numpy as np
 

@@ -1,0 +1,136 @@
+"""The tuning cache is safe to share the way ccache's and pip's caches are
+(issue 18): each test is a defect found from Python, and failed before its
+fix. Entries are keyed by the model's whole content, the folder must be this
+user's alone, entries are checked before what they hold is loaded, and a
+full disk is a choice not remembered, never a dead host."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfopt
+
+FIXTURES = Path(os.environ.get("PERFOPT_FIXTURES", Path(__file__).resolve().parents[2] / "build" / "fixtures"))
+
+
+def tune(path, cache, *inputs, budget=300):
+    """Loads `path`, compiles max-autotune with `cache`, runs once: (tuning report, outputs)."""
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(path)) as model:
+        model.set_options(tuning_cache_dir=str(cache), tuning_budget_ms=budget)
+        model.compile("max-autotune", list(inputs))
+        outputs = model.run(*inputs)
+        return model.report()["compile"]["tuning"], outputs
+
+
+def two_inputs():
+    return np.full((2, 16), 0.5, np.float32), np.full((2, 4), -0.25, np.float32)
+
+
+def entries(cache):
+    return sorted(p.name for p in Path(cache).iterdir())
+
+
+def test_a_choice_is_remembered_and_used(tmp_path):
+    cache = tmp_path / "cache"
+    first, _ = tune(FIXTURES / "two_inputs.pt", cache, *two_inputs())
+    assert first["cache_result"] == "measured and remembered", first
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"
+    again, _ = tune(FIXTURES / "two_inputs.pt", cache, *two_inputs())
+    assert again["cache_result"] == "remembered choice used: nothing measured", again
+    assert not [name for name in entries(cache) if name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770])
+def test_a_folder_others_can_write_is_refused(tmp_path, mode):
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache.chmod(mode)
+    tuning, _ = tune(FIXTURES / "two_inputs.pt", cache, *two_inputs())
+    # Before: entries were written and read there, so anyone who could write
+    # the folder chose what ran.
+    assert tuning["cache_result"].startswith("measured; not remembered"), tuning
+    assert "writable by" in tuning["cache_result"] and "chmod go-w" in tuning["cache_result"]
+    assert entries(cache) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user owns needs root")
+def test_a_folder_another_user_owns_is_refused(tmp_path):
+    cache = tmp_path / "theirs"
+    cache.mkdir(mode=0o755)
+    os.chown(cache, 65534, 65534)
+    tuning, _ = tune(FIXTURES / "two_inputs.pt", cache, *two_inputs())
+    assert "owned by uid 65534" in tuning["cache_result"], tuning
+    assert entries(cache) == []
+
+
+def test_a_planted_or_damaged_module_is_not_loaded(tmp_path):
+    cache = tmp_path / "cache"
+    x, y = two_inputs()
+    _, expected = tune(FIXTURES / "two_inputs.pt", cache, x, y)
+    (choice,) = [p for p in cache.iterdir() if p.suffix == ".json"]
+    entry = json.loads(choice.read_text())
+    # An entry that names a frozen form and a saved module whose bytes are not
+    # the ones it recorded (a damaged write, or a module put there by hand).
+    entry.update(label="frozen", chosen="frozen", module_blake3="0" * 64)
+    choice.write_text(json.dumps(entry))
+    shutil.copy(FIXTURES / "encoder.pt", choice.with_suffix(".pt"))
+    tuning, outputs = tune(FIXTURES / "two_inputs.pt", cache, x, y)
+    # Before: the module under the entry's name ran instead of the model.
+    assert "not the module its entry recorded" in (tuning.get("cache_unreadable") or ""), tuning
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_retrained_model_with_the_same_size_and_mtime_is_a_new_key(tmp_path):
+    torch = pytest.importorskip("torch")
+    # 4 MiB of weights: the old key sampled only the first and last MiB.
+    layer = torch.jit.script(torch.nn.Linear(1024, 1024).eval())
+    path = tmp_path / "model.pt"
+    layer.save(str(path))
+    stat = path.stat()
+    with torch.no_grad():
+        layer.weight[512].fill_(3.0)  # retrained: the middle of the file changes
+    retrained = tmp_path / "v2" / "model.pt"  # the same name: the archive's folder is named by it
+    retrained.parent.mkdir()
+    layer.save(str(retrained))
+    assert retrained.stat().st_size == stat.st_size
+    x = np.ones((2, 1024), np.float32)
+    cache = tmp_path / "cache"
+    tune(path, cache, x)
+    shutil.copyfile(retrained, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # cp -p, rsync -t
+    tuning, (out,) = tune(path, cache, x)
+    # Before: the old key matched and the old frozen weights could run.
+    assert tuning["cache_result"] == "measured and remembered", tuning
+    np.testing.assert_allclose(out, layer(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_full_disk_is_not_remembered_and_leaves_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import resource, signal
+        import numpy as np
+        import perfopt
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        # Every file write fails as on a full disk (EFBIG); the library and
+        # the model are read before.
+        opt = perfopt.Optimizer("cpu", read_environment=False)
+        model = opt.load({str(FIXTURES / "two_inputs.pt")!r})
+        model.set_options(tuning_cache_dir={str(cache)!r}, tuning_budget_ms=300)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        x, y = np.full((2, 16), 0.5, np.float32), np.full((2, 4), -0.25, np.float32)
+        model.compile("max-autotune", [x, y])
+        print(model.report()["compile"]["tuning"]["cache_result"])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=os.environ)
+    # Before: libtorch's zip writer threw from its destructor: std::terminate (exit 134).
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("measured; not remembered"), done.stdout
+    assert entries(cache) == []
