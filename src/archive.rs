@@ -87,6 +87,13 @@ pub fn inspect(path: &Path) -> Result<Inspected> {
             ),
         ));
     }
+    // libtorch's TorchScript reader does not check the CRCs: a bit flip in a
+    // weight record loads and runs with the changed weight. Every stored
+    // record is checked here, as a package's are (compressed ones are left to
+    // the inflater, which checks its own stream).
+    for entry in entries.iter().filter(|e| e.method == 0) {
+        zip.check_stored(entry)?;
+    }
     Ok(Inspected {
         format: Format::TorchScript,
         size,
@@ -223,6 +230,42 @@ mod tests {
             ErrorKind::ModelCorrupt
         );
         for path in [script, package, exported, one, climbing] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    #[test]
+    fn damaged_records_and_lying_headers_are_corrupt() {
+        let good = zip(&[("m/data.pkl", b"weights!"), ("m/code/__torch__.py", b"y")]);
+        // A bit flip in a record: before, TorchScript files loaded with it.
+        let mut flipped = good.clone();
+        let at = flipped.windows(8).position(|w| w == b"weights!").unwrap();
+        flipped[at + 3] ^= 0x10;
+        let flipped_path = write("flipped.pt", &flipped);
+        let err = inspect(&flipped_path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelCorrupt, "{err}");
+        assert!(err.to_string().contains("m/data.pkl"), "{err}");
+        // A local header naming another file than the directory does.
+        let mut renamed = good.clone();
+        let at = renamed
+            .windows(10)
+            .position(|w| w == b"m/data.pkl")
+            .unwrap();
+        renamed[at] = b'n';
+        let renamed_path = write("renamed.pt", &renamed);
+        let err = inspect(&renamed_path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelCorrupt, "{err}");
+        assert!(err.to_string().contains("disagrees"), "{err}");
+        // A directory that claims more entries than the file could hold.
+        let mut counted = good.clone();
+        let end = counted.len() - 22;
+        counted[end + 8..end + 12].copy_from_slice(&[0xFE, 0xFF, 0xFE, 0xFF]);
+        let counted_path = write("counted.pt", &counted);
+        assert_eq!(
+            inspect(&counted_path).unwrap_err().kind(),
+            ErrorKind::ModelCorrupt
+        );
+        for path in [flipped_path, renamed_path, counted_path] {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -1,5 +1,6 @@
-//! A small JSON value, writer and reader for perfopt's reports, the shim's
-//! descriptions (method schemas, package metadata) and the tuning cache.
+//! A small JSON value and writer for perfopt's reports, the shim's
+//! descriptions (method schemas, package metadata) and the tuning cache;
+//! JSON from files others made is read by serde_json.
 
 use std::fmt::{self, Write};
 
@@ -56,176 +57,41 @@ impl Json {
         }
     }
 
-    /// Parses JSON text (UTF-8, nesting up to 64 levels).
+    /// Parses JSON text with serde_json, as most readers read it: the last
+    /// of duplicate keys wins, surrogate pairs decode to their character,
+    /// and `+1` or `1.` are errors (the hand-written reader this replaced
+    /// differed on each, so two readers of one package could disagree).
     pub fn parse(text: &str) -> Result<Json, String> {
-        let mut reader = Reader {
-            bytes: text.as_bytes(),
-            at: 0,
-        };
-        let value = reader.value(0)?;
-        reader.space();
-        if reader.at != reader.bytes.len() {
-            return Err(format!("unexpected text at byte {}", reader.at));
-        }
-        Ok(value)
+        serde_json::from_str::<serde_json::Value>(text)
+            .map(Json::from_serde)
+            .map_err(|err| err.to_string())
     }
-}
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn space(&mut self) {
-        while self.at < self.bytes.len() && self.bytes[self.at].is_ascii_whitespace() {
-            self.at += 1;
+    #[cfg(test)]
+    fn as_object_len(&self) -> Option<usize> {
+        match self {
+            Json::Object(fields) => Some(fields.len()),
+            _ => None,
         }
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), String> {
-        self.space();
-        if self.bytes.get(self.at) == Some(&byte) {
-            self.at += 1;
-            Ok(())
-        } else {
-            Err(format!("expected '{}' at byte {}", byte as char, self.at))
-        }
-    }
-
-    fn literal(&mut self, word: &str, value: Json) -> Result<Json, String> {
-        if self.bytes[self.at..].starts_with(word.as_bytes()) {
-            self.at += word.len();
-            Ok(value)
-        } else {
-            Err(format!("unexpected text at byte {}", self.at))
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Json, String> {
-        if depth > 64 {
-            return Err("nested too deeply".to_string());
-        }
-        self.space();
-        match self.bytes.get(self.at) {
-            None => Err("unexpected end".to_string()),
-            Some(b'n') => self.literal("null", Json::Null),
-            Some(b't') => self.literal("true", Json::Bool(true)),
-            Some(b'f') => self.literal("false", Json::Bool(false)),
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'[') => {
-                self.at += 1;
-                let mut items = Vec::new();
-                self.space();
-                if self.bytes.get(self.at) == Some(&b']') {
-                    self.at += 1;
-                    return Ok(Json::Array(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    self.space();
-                    match self.bytes.get(self.at) {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(Json::Array(items));
-                        }
-                        _ => return Err(format!("expected ',' or ']' at byte {}", self.at)),
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.at += 1;
-                let mut fields = Vec::new();
-                self.space();
-                if self.bytes.get(self.at) == Some(&b'}') {
-                    self.at += 1;
-                    return Ok(Json::Object(fields));
-                }
-                loop {
-                    self.space();
-                    let key = self.string()?;
-                    self.expect(b':')?;
-                    fields.push((key, self.value(depth + 1)?));
-                    self.space();
-                    match self.bytes.get(self.at) {
-                        Some(b',') => self.at += 1,
-                        Some(b'}') => {
-                            self.at += 1;
-                            return Ok(Json::Object(fields));
-                        }
-                        _ => return Err(format!("expected ',' or '}}' at byte {}", self.at)),
-                    }
-                }
-            }
-            Some(_) => self.number(),
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, String> {
-        let start = self.at;
-        while self.at < self.bytes.len()
-            && matches!(
-                self.bytes[self.at],
-                b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-            )
-        {
-            self.at += 1;
-        }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).map_err(|e| e.to_string())?;
-        if let Ok(i) = text.parse::<i64>() {
-            return Ok(Json::Int(i));
-        }
-        text.parse::<f64>()
-            .map(Json::Float)
-            .map_err(|_| format!("bad number {text:?} at byte {start}"))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        if self.bytes.get(self.at) != Some(&b'"') {
-            return Err(format!("expected a string at byte {}", self.at));
-        }
-        self.at += 1;
-        let mut out = Vec::new();
-        loop {
-            match self.bytes.get(self.at) {
-                None => return Err("unterminated string".to_string()),
-                Some(b'"') => {
-                    self.at += 1;
-                    return String::from_utf8(out).map_err(|e| e.to_string());
-                }
-                Some(b'\\') => {
-                    let escape = *self.bytes.get(self.at + 1).ok_or("unterminated escape")?;
-                    self.at += 2;
-                    match escape {
-                        b'"' => out.push(b'"'),
-                        b'\\' => out.push(b'\\'),
-                        b'/' => out.push(b'/'),
-                        b'n' => out.push(b'\n'),
-                        b'r' => out.push(b'\r'),
-                        b't' => out.push(b'\t'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = self
-                                .bytes
-                                .get(self.at..self.at + 4)
-                                .and_then(|h| std::str::from_utf8(h).ok())
-                                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                                .ok_or("bad \\u escape")?;
-                            self.at += 4;
-                            let c = char::from_u32(hex).unwrap_or('\u{fffd}');
-                            let mut buf = [0u8; 4];
-                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                        }
-                        _ => return Err(format!("bad escape at byte {}", self.at)),
-                    }
-                }
-                Some(&b) => {
-                    out.push(b);
-                    self.at += 1;
-                }
-            }
+    fn from_serde(value: serde_json::Value) -> Json {
+        use serde_json::Value;
+        match value {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Json::Int(i),
+                None => Json::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => Json::Str(s),
+            Value::Array(items) => Json::Array(items.into_iter().map(Json::from_serde).collect()),
+            Value::Object(fields) => Json::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k, Json::from_serde(v)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -352,11 +218,38 @@ mod tests {
                 vec![Json::Bool(true), Json::Null, Json::Array(vec![])],
             )
             .with("empty", Json::object());
-        assert_eq!(Json::parse(&value.to_string()).unwrap(), value);
+        // Fields come back by name (serde_json's map orders them by key).
+        let read = Json::parse(&value.to_string()).unwrap();
+        let Json::Object(fields) = &value else {
+            unreachable!()
+        };
+        assert_eq!(read.as_object_len(), Some(fields.len()));
+        for (key, field) in fields {
+            assert_eq!(read.get(key), Some(field), "{key}");
+        }
         assert!(Json::parse("{\"a\": }").is_err());
         assert!(Json::parse("[1, 2").is_err());
         assert!(Json::parse(&"[".repeat(100)).is_err());
         assert_eq!(Json::parse(" 1e3 ").unwrap(), Json::Float(1000.0));
+    }
+
+    #[test]
+    fn reads_as_other_readers_do() {
+        // Before: the first of duplicate keys won (most readers take the
+        // last), a surrogate pair became two U+FFFD, and `+1`, `1.` parsed.
+        let twice =
+            Json::parse(r#"{"AOTI_DEVICE_KEY": "cuda", "AOTI_DEVICE_KEY": "cpu"}"#).unwrap();
+        assert_eq!(
+            twice.get("AOTI_DEVICE_KEY").and_then(Json::as_str),
+            Some("cpu")
+        );
+        assert_eq!(
+            Json::parse(r#""\ud83d\ude00""#).unwrap(),
+            Json::Str("\u{1F600}".to_string())
+        );
+        for bad in ["+1", "1.", "[1.]", "01", "\"\\ud83d\"x"] {
+            assert!(Json::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Mutation fuzzing on stable Rust: configuration and environment parsing,
-//! and model loading from mutated TorchScript archives seeded with the
-//! fixtures. Deterministic (seeded), bounded by PERFOPT_FUZZ_SECONDS per
+//! JSON from files others made (package metadata, tuning-cache entries), and
+//! model loading from mutated TorchScript archives and AOTInductor packages
+//! seeded with the fixtures. Deterministic (seeded), bounded by PERFOPT_FUZZ_SECONDS per
 //! target (default 5; CI sets 60; `make fuzz` longer). A crash fails the
 //! process, and so the test; every case must come back as Ok or a perfopt error.
 //!
@@ -218,13 +219,27 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 #[test]
 fn fuzz_model_load_with_mutated_archives() {
     let optimizer = cpu_optimizer();
-    let seeds: Vec<(Vec<u8>, Vec<tch::Tensor>)> = NAMES
+    let mut seeds: Vec<(Vec<u8>, Vec<tch::Tensor>)> = NAMES
         .iter()
         .map(|name| {
             let fx = fixture(name);
             (std::fs::read(&fx.path).unwrap(), fx.inputs)
         })
         .collect();
+    // AOTInductor packages too: their metadata, wrapper text and library are
+    // read by perfopt before libtorch sees them.
+    for name in ["two_inputs", "vocoder"] {
+        let dir = packages_dir();
+        let inputs = (0..)
+            .map(|i| dir.join(format!("{name}.input{i}.npy")))
+            .take_while(|p| p.exists())
+            .map(|p| tch::Tensor::read_npy(p).unwrap())
+            .collect();
+        seeds.push((
+            std::fs::read(dir.join(format!("{name}.pt2"))).unwrap(),
+            inputs,
+        ));
+    }
     let path = fixtures_dir().join(format!("fuzz-{}.pt", std::process::id()));
     let mut rng = Rng(0xfeed_beef);
     let started = Instant::now();
@@ -247,4 +262,38 @@ fn fuzz_model_load_with_mutated_archives() {
     let _ = std::fs::remove_file(&path);
     println!("load fuzz: {cases} mutated archives, {loaded} loaded, {ran} ran, errors {kinds:?}, 0 crashes");
     assert!(cases > 10);
+}
+
+#[test]
+fn fuzz_json_from_files() {
+    // What perfopt reads as JSON: package metadata, tuning-cache entries,
+    // the shim's method schemas; mutated, each must parse or fail, never crash.
+    let seeds: Vec<Vec<u8>> = vec![
+        br#"{"AOTI_DEVICE_KEY": "cpu", "inputs": [{"name": "mel", "dtype": "float32", "shape": [-1, 80, 32]}]}"#
+            .to_vec(),
+        br#"{"chosen":"frozen","label":"frozen","why":"fastest","graph_tf32":null,"candidates":[{"name":"as loaded","p50_ms":0.5,"runs":10,"relative_error":0.0,"within_tolerance":true}],"format":2,"model_blake3":"ab","module_blake3":null}"#
+            .to_vec(),
+        "[1e308, -0.0, \"\\ud83d\\ude00\", {\"a\": {\"a\": [true, false, null]}}, 18446744073709551615]"
+            .as_bytes()
+            .to_vec(),
+    ];
+    let mut rng = Rng(0x5eed_0f15);
+    let started = Instant::now();
+    let (mut cases, mut parsed) = (0u64, 0u64);
+    while started.elapsed() < budget() {
+        cases += 1;
+        let seed = &seeds[rng.below(seeds.len())];
+        let bytes = mutate(&mut rng, seed);
+        let text = String::from_utf8_lossy(&bytes);
+        if let Ok(value) = perfopt::json::Json::parse(&text) {
+            parsed += 1;
+            // What it read writes back as JSON it reads again.
+            assert!(
+                perfopt::json::Json::parse(&value.to_string()).is_ok(),
+                "{text}"
+            );
+        }
+    }
+    println!("json fuzz: {cases} mutated texts, {parsed} parsed, 0 crashes");
+    assert!(cases > 100);
 }

@@ -30,6 +30,9 @@ pub const PERFOPT_VALUE_TUPLE: i32 = 7;
 /// - PERFOPT_VALUE_STRING: `string` (UTF-8) and `length` in bytes (no NUL needed);
 /// - PERFOPT_VALUE_LIST, PERFOPT_VALUE_TUPLE: `items`, `length` values.
 ///
+/// Bounds: at most 1048576 (2^20) values inside one call's arguments in all,
+/// nested at most 32 levels deep.
+///
 /// In a result from perfopt_model_call, a tensor's `managed` is the output
 /// (owned by the result until taken: copy the pointer and set the field to
 /// NULL, then release it with its deleter), and `tensor` points at its
@@ -73,7 +76,11 @@ impl Reader {
         name: &str,
         depth: usize,
     ) -> Result<Value> {
-        self.seen += 1;
+        // The call's own arguments are bounded by their count: the bound is
+        // on the values inside them (a list of exactly MAX_VALUES ints fits).
+        if depth > 0 {
+            self.seen += 1;
+        }
         if depth > MAX_DEPTH {
             return Err(Error::invalid_argument(format!(
                 "{name}: values nest deeper than {MAX_DEPTH} levels"
