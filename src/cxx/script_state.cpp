@@ -157,4 +157,8 @@ int pshim_script_writes_state(const pshim_script *module, int *writes) {
   return guarded([&] { *writes = module->writes.any() ? 1 : 0; });
 }
 
+int pshim_script_writes_inputs(const pshim_script *module, const char *method, int *writes) {
+  return guarded([&] { *writes = module->writes.writes_inputs(method) ? 1 : 0; });
+}
+
 }  // extern "C"

@@ -6,7 +6,9 @@
 // op's schema marks written) and every SetAttr back to the attributes whose
 // memory it may touch: through views, containers and their elements, copies
 // of containers (whose elements are shared), branches and loops. What it
-// cannot follow counts as a write of unknown target.
+// cannot follow counts as a write of unknown target. A write that reaches one
+// of a method's own arguments (`x.mul_(2)` on an input) is recorded too: the
+// caller's memory is borrowed read-only, so such a method is given copies.
 #include "script_writes.h"
 
 #include <torch/csrc/jit/ir/constants.h>
@@ -92,6 +94,8 @@ class Analysis {
   explicit Analysis(Value *self) : self_(self) {}
 
   Writes writes;
+  // Whether a write reaches one of the method's own arguments (not self).
+  bool writes_arguments = false;
 
   void walk(Block *block) {
     for (Node *node : block->nodes()) {
@@ -242,7 +246,13 @@ class Analysis {
   // A loop-carried value: its first value or the one the body hands on.
   void loop_carried(Value *value, Reach reach, int depth) {
     Node *owner = value->node()->owningBlock()->owningNode();
-    if (!owner || owner->kind() != c10::prim::Loop || value->offset() == 0) return;  // self, the caller's args
+    if (!owner) {
+      // The method's own parameters: 0 is self (its attributes are reached
+      // through GetAttr), the others are the caller's arguments.
+      if (value->offset() > 0) writes_arguments = true;
+      return;
+    }
+    if (owner->kind() != c10::prim::Loop || value->offset() == 0) return;
     const size_t k = value->offset();  // 0 is the trip count
     Block *body = owner->blocks()[0];
     if (k + 1 < owner->inputs().size()) sources(owner->input(k + 1), reach, depth + 1);
@@ -261,6 +271,7 @@ Writes find_writes(const torch::jit::Module &module) {
     analysis.walk(graph->block());
     all.paths.insert(analysis.writes.paths.begin(), analysis.writes.paths.end());
     all.unknown |= analysis.writes.unknown;
+    if (analysis.writes_arguments) all.input_writers.insert(method.name());
   }
   return all;
 }

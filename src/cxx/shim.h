@@ -134,6 +134,11 @@ int pshim_script_state_apply(const pshim_script *module, const pshim_state *stat
  * one, or changes one in place (alias analysis), outside the branches taken
  * only in training mode. Such a module runs one call at a time. */
 int pshim_script_writes_state(const pshim_script *module, int *writes);
+/* Whether `method` may write the memory of an argument it is given (a write
+ * in place reaching one of its parameters, or code the analysis cannot
+ * follow). The caller's inputs are borrowed read-only: such a method is
+ * called on copies. */
+int pshim_script_writes_inputs(const pshim_script *module, const char *method, int *writes);
 /* Saves the module (torch::jit::save) into memory for the tuning cache and
  * hands the bytes to `sink` once. Into memory, never to a file: libtorch's
  * zip writer throws from its destructor when a file write fails (a full

@@ -1,6 +1,7 @@
 //! TorchScript files as an engine: methods called through the shim, frozen
 //! and optimised forms, and state saved and restored for stateful models.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{Engine, Format, MethodSchema, State, Variant};
@@ -16,6 +17,11 @@ pub struct TorchScript {
     /// What made this form ("as loaded", "frozen", ...).
     form: &'static str,
     writes_state: bool,
+    /// Methods that may write an argument's memory: called on copies, since
+    /// the caller's inputs are borrowed read-only (a model doing
+    /// `x.mul_(2)` wrote through a `const DLTensor`, and on a read-only page
+    /// took the host down).
+    writes_inputs: HashSet<String>,
 }
 
 impl TorchScript {
@@ -53,11 +59,17 @@ impl TorchScript {
         // An analysis that fails counts as writing: one call at a time is
         // slower, never wrong.
         let writes_state = module.writes_state().unwrap_or(true);
+        let writes_inputs = methods
+            .iter()
+            .filter(|m| module.writes_inputs(&m.name).unwrap_or(true))
+            .map(|m| m.name.clone())
+            .collect();
         Ok(TorchScript {
             module,
             methods,
             form,
             writes_state,
+            writes_inputs,
         })
     }
 }
@@ -80,6 +92,16 @@ impl Engine for TorchScript {
 
     fn call(&self, method: &str, args: &[Value]) -> Result<Value> {
         crate::fork::mark_used();
+        if self.writes_inputs.contains(method) {
+            let copies = args
+                .iter()
+                .map(|arg| {
+                    arg.shallow_clone()
+                        .map_tensors(&mut |t| Ok(t.f_detach_copy()?))
+                })
+                .collect::<Result<Vec<Value>>>()?;
+            return self.module.call(method, &copies);
+        }
         self.module.call(method, args)
     }
 
@@ -126,5 +148,10 @@ impl Engine for TorchScript {
         Json::object()
             .with("format", Format::TorchScript.as_str())
             .with("form", self.form)
+            .with("methods_given_copies", {
+                let mut names: Vec<&str> = self.writes_inputs.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                names.into_iter().map(Json::from).collect::<Vec<Json>>()
+            })
     }
 }

@@ -2,7 +2,7 @@
 //! its methods change, saved, restored, compared and carried between forms,
 //! and whether any method writes one.
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int};
 
 use super::check;
 use super::script::{RawScript, ScriptModule};
@@ -32,6 +32,11 @@ extern "C" {
         applied: *mut usize,
     ) -> c_int;
     fn pshim_script_writes_state(module: *const RawScript, writes: *mut c_int) -> c_int;
+    fn pshim_script_writes_inputs(
+        module: *const RawScript,
+        method: *const c_char,
+        writes: *mut c_int,
+    ) -> c_int;
 }
 
 impl ScriptModule {
@@ -77,6 +82,18 @@ impl ScriptModule {
         check(
             unsafe { pshim_script_writes_state(self.raw, &mut writes) },
             "looking for attribute writes",
+        )?;
+        Ok(writes != 0)
+    }
+
+    /// Whether `method` may write the memory of an argument it is given.
+    pub fn writes_inputs(&self, method: &str) -> Result<bool> {
+        let c_method = crate::torch::c_string(method, "method")?;
+        let mut writes: c_int = 0;
+        // SAFETY: live module; NUL-terminated name; valid out pointer.
+        check(
+            unsafe { pshim_script_writes_inputs(self.raw, c_method.as_ptr(), &mut writes) },
+            "looking for writes to a method's arguments",
         )?;
         Ok(writes != 0)
     }

@@ -2,6 +2,7 @@
 from Python: each failed before its fix."""
 import os
 import typing
+from typing import List
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_handing_out_many_outputs_is_not_quadratic(tmp_path):
     import time
 
     class Split(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> typing.List[torch.Tensor]:
+        def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
             return list(torch.unbind(x + 1))  # 100k views of one result
 
     path = tmp_path / "split.pt"
@@ -95,3 +96,43 @@ def test_handing_out_many_outputs_is_not_quadratic(tmp_path):
     # 20k outputs 3 s, 40k 12.5 s, 200k 252 s); now 2.5 s for 100k, most of
     # it Python's own. The bound is far from both.
     assert elapsed < 30, f"{n} outputs took {elapsed:.1f} s"
+
+
+def test_a_model_that_writes_its_input_gets_a_copy(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Doubles(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x.mul_(2)
+            return x + 1
+
+    class AddsToFirst(torch.nn.Module):
+        def forward(self, xs: List[torch.Tensor]) -> torch.Tensor:
+            first = xs[0]
+            first.add_(1)
+            return first * 1
+
+    doubles, adds = tmp_path / "doubles.pt", tmp_path / "adds.pt"
+    torch.jit.script(Doubles()).save(str(doubles))
+    torch.jit.script(AddsToFirst()).save(str(adds))
+    frozen = bytes(np.ones(4, np.float32).tobytes())
+    readonly = np.frombuffer(frozen, np.float32)  # an immutable bytes object's memory
+    mapped_path = tmp_path / "ones.f32"
+    mapped_path.write_bytes(frozen)
+    mapped = np.memmap(mapped_path, np.float32, mode="r")  # a read-only page
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(doubles)) as model:
+        for mode in ["none", "default", "max-autotune"]:
+            model.compile(mode, [np.ones(4, np.float32)])
+            writable = np.ones(4, np.float32)
+            for x in (writable, readonly, mapped):
+                (y,) = model.run(x)
+                np.testing.assert_array_equal(y, np.full(4, 3, np.float32))
+                # Before: the caller's const input held 2 (and the read-only
+                # page took the host down with SIGSEGV).
+                np.testing.assert_array_equal(x, np.ones(4, np.float32))
+        assert frozen == np.ones(4, np.float32).tobytes()
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(adds)) as model:
+        x = np.ones(4, np.float32)
+        result = model.call("forward", [x, x])
+        np.testing.assert_array_equal(result.numpy() if hasattr(result, "numpy") else result, np.full(4, 2, np.float32))
+        np.testing.assert_array_equal(x, np.ones(4, np.float32))
