@@ -2,6 +2,8 @@
 // the method's schema, and results back. Rust twin: src/torch/values.rs.
 #include "values.h"
 
+#include <sstream>
+
 #include <ATen/core/List.h>
 
 #include "common.h"
@@ -177,8 +179,19 @@ void send_value(const c10::IValue &value, pshim_node_sink sink, void *ctx) {
     node.kind = PSHIM_NONE;
     sink(ctx, &node);
   } else if (value.isTensor()) {
+    const at::Tensor &tensor = value.toTensor();
+    // DLPack describes strided memory only; a sparse, MKL-DNN or quantized
+    // result would fail later inside libtorch with its own words.
+    if (tensor.defined() && (tensor.layout() != at::kStrided || tensor.is_quantized())) {
+      std::ostringstream layout;
+      layout << (tensor.is_quantized() ? "a quantized" : "a non-strided") << " tensor (layout "
+             << tensor.layout() << ", " << tensor.scalar_type() << ")";
+      throw UnsupportedResult("the model returned " + layout.str() +
+                              ", which perfopt cannot pass on: DLPack carries strided tensors only (return "
+                              "x.to_dense(), or x.dequantize(), from the model)");
+    }
     node.kind = PSHIM_TENSOR;
-    node.tensor = new at::Tensor(value.toTensor());
+    node.tensor = new at::Tensor(tensor);
     sink(ctx, &node);
   } else if (value.isInt()) {
     node.kind = PSHIM_INT;

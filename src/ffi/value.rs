@@ -56,7 +56,7 @@ pub struct perfopt_value {
 
 /// Roots of the results perfopt_model_call handed out and not yet freed, so
 /// that a double or foreign free is refused (while the address is not reused).
-static LIVE_RESULTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static LIVE_RESULTS: Mutex<Vec<(usize, Made)>> = Mutex::new(Vec::new());
 
 /// Deepest nesting and most values perfopt reads from one call.
 const MAX_DEPTH: usize = 32;
@@ -218,14 +218,31 @@ fn empty() -> perfopt_value {
     }
 }
 
+/// What perfopt allocated for a result tree, kept beside it. The tree is the
+/// caller's to read and change (it takes a tensor by setting `managed` to
+/// NULL), so perfopt frees from this record, never from the tree's own
+/// lengths and pointers: a caller that raised a list's `length` before
+/// perfopt_value_free made the free read and release past the list.
+enum Made {
+    Plain,
+    Str(*mut [u8]),
+    /// A tensor handed out in `slot`; released only if the slot still holds it.
+    Tensor {
+        slot: *const perfopt_value,
+        managed: *mut DLManagedTensor,
+    },
+    Items(*mut [perfopt_value], Vec<Made>),
+}
+
+// SAFETY: the pointers are to memory only perfopt frees, once, and the record
+// moves between threads only inside LIVE_RESULTS' lock.
+unsafe impl Send for Made {}
+
 /// Fills `slot` with `value`, allocating strings and item arrays; tensors
-/// become DLManagedTensors owned by the tree. On failure, what was made so far
-/// is in `made` for release.
-fn fill(
-    slot: &mut perfopt_value,
-    value: &Value,
-    made: &mut Vec<*mut DLManagedTensor>,
-) -> Result<()> {
+/// become DLManagedTensors owned by the tree. What was made is returned with
+/// the outcome, so that a failure part way is freed too. `slot` must not
+/// move until the record is freed.
+fn fill(slot: &mut perfopt_value, value: &Value) -> (Made, Result<()>) {
     *slot = empty();
     match value {
         Value::None => {}
@@ -246,16 +263,22 @@ fn fill(
             // NUL-terminated too, for C callers that want a C string.
             let mut bytes = s.clone().into_bytes();
             bytes.push(0);
+            let bytes = Box::into_raw(bytes.into_boxed_slice());
             slot.length = s.len();
-            slot.string = Box::into_raw(bytes.into_boxed_slice()).cast::<c_char>();
+            slot.string = bytes.cast::<c_char>();
+            return (Made::Str(bytes), Ok(()));
         }
         Value::Tensor(t) => {
             slot.kind = PERFOPT_VALUE_TENSOR;
-            let managed = tensor_to_managed(t)?;
-            made.push(managed);
+            let managed = match tensor_to_managed(t) {
+                Ok(managed) => managed,
+                Err(err) => return (Made::Plain, Err(err)),
+            };
             slot.managed = managed;
             // SAFETY: a live DLManagedTensor just made.
             slot.tensor = unsafe { std::ptr::addr_of!((*managed).dl_tensor) };
+            let slot: *const perfopt_value = slot;
+            return (Made::Tensor { slot, managed }, Ok(()));
         }
         Value::List(items) | Value::Tuple(items) => {
             slot.kind = if matches!(value, Value::List(_)) {
@@ -264,63 +287,69 @@ fn fill(
                 PERFOPT_VALUE_TUPLE
             };
             let mut children: Box<[perfopt_value]> = vec![empty(); items.len()].into_boxed_slice();
+            let mut made = Vec::with_capacity(items.len());
             let mut result = Ok(());
+            // The children live in the boxed slice's heap memory, which stays
+            // put when the box becomes a raw pointer below.
             for (child, item) in children.iter_mut().zip(items) {
-                result = fill(child, item, made);
-                if result.is_err() {
+                let (child_made, child_result) = fill(child, item);
+                made.push(child_made);
+                if child_result.is_err() {
+                    result = child_result;
                     break;
                 }
             }
+            let children = Box::into_raw(children);
             slot.length = items.len();
-            slot.items = Box::into_raw(children).cast::<perfopt_value>();
-            result?;
+            slot.items = children.cast::<perfopt_value>();
+            return (Made::Items(children, made), result);
         }
     }
-    Ok(())
+    (Made::Plain, Ok(()))
 }
 
-/// Frees what `fill` allocated under `slot` (tensors not taken included).
+/// Frees what `fill` allocated, from its record: tensors the caller did not
+/// take (their slot still holds them), strings, item arrays.
 ///
 /// # Safety
-/// `slot` was filled by [`fill`] and is freed once.
-unsafe fn free_tree(slot: &mut perfopt_value) {
-    match slot.kind {
-        PERFOPT_VALUE_STRING if !slot.string.is_null() => {
-            let bytes = std::ptr::slice_from_raw_parts_mut(slot.string as *mut u8, slot.length + 1);
-            // SAFETY: allocated by fill as a boxed slice of length + 1 bytes.
-            drop(unsafe { Box::from_raw(bytes) });
-        }
-        PERFOPT_VALUE_TENSOR if !slot.managed.is_null() => {
-            // SAFETY: a DLManagedTensor perfopt made that nobody took.
-            unsafe { release_all(&[slot.managed]) };
-        }
-        PERFOPT_VALUE_LIST | PERFOPT_VALUE_TUPLE if !slot.items.is_null() => {
-            let items = std::ptr::slice_from_raw_parts_mut(slot.items, slot.length);
-            // SAFETY: allocated by fill as a boxed slice of `length` values.
-            let mut items = unsafe { Box::from_raw(items) };
-            for item in items.iter_mut() {
-                // SAFETY: filled by fill, freed once.
-                unsafe { free_tree(item) };
+/// `made` came from [`fill`], whose slots are still allocated, and is freed once.
+unsafe fn free_made(made: Made) {
+    match made {
+        Made::Plain => {}
+        // SAFETY: allocated by fill as this boxed slice.
+        Made::Str(bytes) => drop(unsafe { Box::from_raw(bytes) }),
+        Made::Tensor { slot, managed } => {
+            // SAFETY: the slot lives until its parent is freed (after this).
+            if unsafe { (*slot).managed } == managed {
+                // SAFETY: a DLManagedTensor perfopt made that nobody took.
+                unsafe { release_all(&[managed]) };
             }
         }
-        _ => {}
+        Made::Items(children, made) => {
+            for child in made {
+                // SAFETY: the children's slots are in `children`, freed after.
+                unsafe { free_made(child) };
+            }
+            // SAFETY: allocated by fill as this boxed slice.
+            drop(unsafe { Box::from_raw(children) });
+        }
     }
-    slot.string = std::ptr::null();
-    slot.items = std::ptr::null_mut();
-    slot.managed = std::ptr::null_mut();
 }
 
 /// A result tree for the caller, freed by perfopt_value_free.
 pub fn result_tree(value: &Value) -> Result<*mut perfopt_value> {
-    let mut root = Box::new(empty());
-    let mut made = Vec::new();
-    if let Err(err) = fill(&mut root, value, &mut made) {
-        // SAFETY: filled (partly) by fill; freed once here.
-        unsafe { free_tree(&mut root) };
+    let root = Box::into_raw(Box::new(empty()));
+    // SAFETY: a fresh box, which stays put until perfopt_value_free.
+    let (made, result) = fill(unsafe { &mut *root }, value);
+    if let Err(err) = result {
+        // SAFETY: made by fill just now, freed once; then its root.
+        unsafe {
+            free_made(made);
+            drop(Box::from_raw(root));
+        }
         return Err(err);
     }
-    let root = Box::into_raw(root);
-    LIVE_RESULTS.lock().push(root as usize);
+    LIVE_RESULTS.lock().push((root as usize, made));
     Ok(root)
 }
 
@@ -333,24 +362,21 @@ pub extern "C" fn perfopt_value_free(result: *mut perfopt_value) {
         return;
     }
     boundary_void(|| {
-        let live = {
+        let made = {
             let mut results = LIVE_RESULTS.lock();
-            match results.iter().position(|&root| root == result as usize) {
-                Some(i) => {
-                    results.swap_remove(i);
-                    true
-                }
-                None => false,
-            }
+            results
+                .iter()
+                .position(|(root, _)| *root == result as usize)
+                .map(|i| results.swap_remove(i).1)
         };
-        if !live {
+        let Some(made) = made else {
             log::error!("perfopt_value_free: not a live result of perfopt_model_call");
             return;
-        }
+        };
         // SAFETY: a root result_tree made, taken out of the live list above,
-        // so freed once.
+        // so freed once, from perfopt's own record of it.
         unsafe {
-            free_tree(&mut *result);
+            free_made(made);
             drop(Box::from_raw(result));
         }
     });

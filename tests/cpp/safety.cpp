@@ -556,6 +556,43 @@ void calls_from_thread_exit_destructors() {
   pthread_key_delete(key);
 }
 
+// A caller that changes a result tree before freeing it: perfopt frees from
+// its own record. Before, raising a list's `length` made perfopt_value_free
+// read and release past the list (a crash), and a changed string pointer was
+// freed as perfopt's.
+void result_tree_changed_before_free() {
+  perfopt_optimizer *optimizer = cpu_optimizer();
+  perfopt_model *model = load(optimizer, "two_inputs.pt");
+  std::vector<float> x(2 * 16, 0.5f), y(2 * 4, -0.25f);
+  std::vector<int64_t> xs{2, 16}, ys{2, 4};
+  DLTensor tx = host(x.data(), xs), ty = host(y.data(), ys);
+  perfopt_value args[2] = {};
+  for (perfopt_value &v : args) {
+    v.struct_size = sizeof(perfopt_value);
+    v.kind = PERFOPT_VALUE_TENSOR;
+  }
+  args[0].tensor = &tx;
+  args[1].tensor = &ty;
+  for (int round = 0; round < 3; ++round) {
+    perfopt_value *result = nullptr;
+    CHECK_STATUS(perfopt_model_call(model, "forward", args, 2, &result), PERFOPT_OK);
+    CHECK(result->kind == PERFOPT_VALUE_TUPLE && result->length == 2);
+    DLManagedTensor *taken = nullptr;
+    if (round == 0) result->length = 1000000;  // a list that claims more items
+    if (round == 1) {                          // a tensor taken, the other slot pointed elsewhere
+      taken = result->items[0].managed;
+      result->items[0].managed = nullptr;
+      result->items[1].kind = PERFOPT_VALUE_STRING;
+      result->items[1].string = "not perfopt's";
+    }
+    if (round == 2) result->items = nullptr;  // the items pointer lost
+    perfopt_value_free(result);
+    if (taken) taken->deleter(taken);
+  }
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
 const std::map<std::string, std::function<void()>> &cases() {
   static const std::map<std::string, std::function<void()>> all = {
       {"free_races_runs", free_races_runs},
@@ -572,6 +609,7 @@ const std::map<std::string, std::function<void()>> &cases() {
       {"log_callback_calls_perfopt", log_callback_calls_perfopt},
       {"log_callback_swap_is_a_barrier", log_callback_swap_is_a_barrier},
       {"calls_from_thread_exit_destructors", calls_from_thread_exit_destructors},
+      {"result_tree_changed_before_free", result_tree_changed_before_free},
   };
   return all;
 }

@@ -136,3 +136,23 @@ def test_a_model_that_writes_its_input_gets_a_copy(tmp_path):
         result = model.call("forward", [x, x])
         np.testing.assert_array_equal(result.numpy() if hasattr(result, "numpy") else result, np.full(4, 2, np.float32))
         np.testing.assert_array_equal(x, np.ones(4, np.float32))
+
+
+def test_a_sparse_result_is_unsupported_with_a_remedy(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Sparse(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.to_sparse()
+
+    path = tmp_path / "sparse.pt"
+    torch.jit.script(Sparse()).save(str(path))
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(path)) as model:
+        # Before: libtorch's own error, PERFOPT_ERR_TORCH.
+        with pytest.raises(perfopt.PerfoptError) as raised:
+            model.run(np.eye(3, dtype=np.float32))
+        assert raised.value.status == perfopt.Status.UNSUPPORTED_MODEL, raised.value
+        assert "to_dense()" in str(raised.value)
+        with pytest.raises(perfopt.PerfoptError) as raised:
+            model.call("forward", np.eye(3, dtype=np.float32))
+        assert raised.value.status == perfopt.Status.UNSUPPORTED_MODEL
