@@ -37,7 +37,9 @@
  *   process-wide in libtorch: the last optimizer created wins, and libtorch
  *   accepts the inter-op thread count once per process.
  * - ABI: option structs carry struct_size; a program built against an older
- *   header is accepted (the fields it lacks get defaults), a newer one refused.
+ *   header is accepted (the fields it lacks get defaults), and one built
+ *   against a newer header when it set nothing this library lacks (every byte
+ *   past this library's struct zero, as _init leaves them; else refused).
  */
 
 #ifndef PERFOPT_H
@@ -45,6 +47,21 @@
 
 #include <stddef.h>
 #include <stdint.h>
+/* A status dropped unread is a compiler warning (ONNX Runtime's header does
+ * the same): [[nodiscard]] in C++17 and C23, warn_unused_result in clang's
+ * C; `(void)` silences it. Not GCC's C attribute, which no cast silences. */
+#ifndef PERFOPT_MUST_USE
+#if defined(__cplusplus) && __cplusplus >= 201703L
+#define PERFOPT_MUST_USE [[nodiscard]]
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 202311L
+#define PERFOPT_MUST_USE [[nodiscard]]
+#elif defined(__clang__)
+#define PERFOPT_MUST_USE __attribute__((warn_unused_result))
+#else
+#define PERFOPT_MUST_USE
+#endif
+#endif
+
 
 #ifndef DLPACK_DLPACK_H_
 #define DLPACK_DLPACK_H_
@@ -364,6 +381,9 @@ typedef struct perfopt_model_options {
  - PERFOPT_VALUE_STRING: `string` (UTF-8) and `length` in bytes (no NUL needed);
  - PERFOPT_VALUE_LIST, PERFOPT_VALUE_TUPLE: `items`, `length` values.
 
+ Bounds: at most 1048576 (2^20) values inside one call's arguments in all,
+ nested at most 32 levels deep.
+
  In a result from perfopt_model_call, a tensor's `managed` is the output
  (owned by the result until taken: copy the pointer and set the field to
  NULL, then release it with its deleter), and `tensor` points at its
@@ -493,20 +513,21 @@ const char *perfopt_status_message(int32_t status);
  callback is refused. NULL restores the default: stderr, warnings and errors
  (max_level is then ignored).
  */
-perfopt_status perfopt_set_log_callback(perfopt_log_callback callback, void *user_data, int32_t max_level);
+PERFOPT_MUST_USE perfopt_status perfopt_set_log_callback(perfopt_log_callback callback, void *user_data, int32_t max_level);
 
 /*
  Fills `options` with the defaults, as this header's struct (programs that
  may load a newer library use perfopt_model_options_init).
  */
-perfopt_status perfopt_model_options_default(struct perfopt_model_options *options);
+PERFOPT_MUST_USE perfopt_status perfopt_model_options_default(struct perfopt_model_options *options);
 
 /*
  Fills the first `struct_size` bytes of `options` with the defaults: pass
  sizeof(perfopt_model_options) of the header the program was built with
- (this library's size or an earlier ABI's; a larger one is refused).
+ (this library's size or an earlier ABI's; a newer header's larger size, up to
+ 4096 bytes, has its bytes past this library's struct zeroed).
  */
-perfopt_status perfopt_model_options_init(struct perfopt_model_options *options, size_t struct_size);
+PERFOPT_MUST_USE perfopt_status perfopt_model_options_init(struct perfopt_model_options *options, size_t struct_size);
 
 /*
  Loads a model file onto the optimizer's device: a TorchScript file
@@ -518,7 +539,7 @@ perfopt_status perfopt_model_options_init(struct perfopt_model_options *options,
  device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
  is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.
  */
-perfopt_status perfopt_model_load(const struct perfopt_optimizer *optimizer, const char *path, const char *name, struct perfopt_model **out);
+PERFOPT_MUST_USE perfopt_status perfopt_model_load(const struct perfopt_optimizer *optimizer, const char *path, const char *name, struct perfopt_model **out);
 
 /*
  Frees a model; NULL is a no-op. Calls running on other threads finish
@@ -531,7 +552,7 @@ void perfopt_model_free(struct perfopt_model *model);
  tuning budget take effect at the next compile, outputs_on_device at the
  next run.
  */
-perfopt_status perfopt_model_set_options(struct perfopt_model *model, const struct perfopt_model_options *options);
+PERFOPT_MUST_USE perfopt_status perfopt_model_set_options(struct perfopt_model *model, const struct perfopt_model_options *options);
 
 /*
  Compiles the model. `mode`: "none", "default", "reduce-overhead",
@@ -544,13 +565,13 @@ perfopt_status perfopt_model_set_options(struct perfopt_model *model, const stru
  progress finish on the form they started with; on a model that keeps state
  compile waits for them, and the new form carries the state on.
  */
-perfopt_status perfopt_model_compile(struct perfopt_model *model, const char *mode, const DLTensor *warmup_inputs, size_t n_inputs);
+PERFOPT_MUST_USE perfopt_status perfopt_model_compile(struct perfopt_model *model, const char *mode, const DLTensor *warmup_inputs, size_t n_inputs);
 
 /*
  perfopt_model_compile with warm-up arguments of any kind (see
  perfopt_value), for models that take more than tensors.
  */
-perfopt_status perfopt_model_compile_args(struct perfopt_model *model, const char *mode, const struct perfopt_value *warmup_args, size_t n_args);
+PERFOPT_MUST_USE perfopt_status perfopt_model_compile_args(struct perfopt_model *model, const char *mode, const struct perfopt_value *warmup_args, size_t n_args);
 
 /*
  Where inputs and outputs carry their batch, for run_batched and
@@ -559,7 +580,7 @@ perfopt_status perfopt_model_compile_args(struct perfopt_model *model, const cha
  arguments); `output_dims[k]` is output k's. Inputs and outputs past the
  lists use dimension 0 (the default). NULL lists with count 0 reset.
  */
-perfopt_status perfopt_model_set_batch_dims(struct perfopt_model *model, const int32_t *input_dims, size_t n_input_dims, const int32_t *output_dims, size_t n_output_dims);
+PERFOPT_MUST_USE perfopt_status perfopt_model_set_batch_dims(struct perfopt_model *model, const int32_t *input_dims, size_t n_input_dims, const int32_t *output_dims, size_t n_output_dims);
 
 /*
  Runs `iterations` passes (1 to 100000) under inference mode and writes a
@@ -569,18 +590,18 @@ perfopt_status perfopt_model_set_batch_dims(struct perfopt_model *model, const i
  is kept: perfopt_model_last_report(PERFOPT_REPORT_WARMUP) reads it without
  running again (so a size query never runs the passes twice).
  */
-perfopt_status perfopt_model_warmup(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, uint32_t iterations, char *report, size_t report_len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_warmup(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, uint32_t iterations, char *report, size_t report_len, size_t *needed);
 
 /*
  perfopt_model_warmup with arguments of any kind (see perfopt_value).
  */
-perfopt_status perfopt_model_warmup_args(const struct perfopt_model *model, const struct perfopt_value *args, size_t n_args, uint32_t iterations, char *report, size_t report_len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_warmup_args(const struct perfopt_model *model, const struct perfopt_value *args, size_t n_args, uint32_t iterations, char *report, size_t report_len, size_t *needed);
 
 /*
  The model's methods as JSON: [{"name", "schema", "arguments": [{"name",
  "type", "default"}], "returns": [...]}].
  */
-perfopt_status perfopt_model_methods(const struct perfopt_model *model, char *buf, size_t len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_methods(const struct perfopt_model *model, char *buf, size_t len, size_t *needed);
 
 /*
  JSON: format, methods, calls, latency percentiles, peak memory, the
@@ -588,7 +609,7 @@ perfopt_status perfopt_model_methods(const struct perfopt_model *model, char *bu
  times and errors, its budget and cache, CUDA-graph captures, replays and
  fall-backs), batching.
  */
-perfopt_status perfopt_model_report(const struct perfopt_model *model, char *buf, size_t len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_report(const struct perfopt_model *model, char *buf, size_t len, size_t *needed);
 
 /*
  The report of the last perfopt_model_warmup (PERFOPT_REPORT_WARMUP) or
@@ -596,7 +617,7 @@ perfopt_status perfopt_model_report(const struct perfopt_model *model, char *buf
  model, from any thread, without doing the work again.
  PERFOPT_ERR_INVALID_ARGUMENT when there is none yet.
  */
-perfopt_status perfopt_model_last_report(const struct perfopt_model *model, int32_t kind, char *buf, size_t len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_last_report(const struct perfopt_model *model, int32_t kind, char *buf, size_t len, size_t *needed);
 
 /*
  Measures the model on one sample (every batched input with size 1 along
@@ -609,13 +630,13 @@ perfopt_status perfopt_model_last_report(const struct perfopt_model *model, int3
  measured point. run_batched remembers it. The report is kept (see
  perfopt_model_last_report), so a size query never measures twice.
  */
-perfopt_status perfopt_model_recommend_batch(const struct perfopt_model *model, const DLTensor *sample_inputs, size_t n_inputs, int32_t *batch, char *report, size_t report_len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_recommend_batch(const struct perfopt_model *model, const DLTensor *sample_inputs, size_t n_inputs, int32_t *batch, char *report, size_t report_len, size_t *needed);
 
 /*
  perfopt_model_recommend_batch with arguments of any kind (non-tensor
  arguments are not batched).
  */
-perfopt_status perfopt_model_recommend_batch_args(const struct perfopt_model *model, const struct perfopt_value *sample_args, size_t n_args, int32_t *batch, char *report, size_t report_len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_model_recommend_batch_args(const struct perfopt_model *model, const struct perfopt_value *sample_args, size_t n_args, int32_t *batch, char *report, size_t report_len, size_t *needed);
 
 /*
  Runs the model. Inputs: host memory, or device memory on the model's
@@ -629,7 +650,7 @@ perfopt_status perfopt_model_recommend_batch_args(const struct perfopt_model *mo
  runs one call at a time, and a warm-up, recommend_batch or compile on it
  waits for the call in progress.
  */
-perfopt_status perfopt_model_run(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+PERFOPT_MUST_USE perfopt_status perfopt_model_run(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  The outputs of this thread's last run or run_batched on `model` that had
@@ -637,14 +658,14 @@ perfopt_status perfopt_model_run(const struct perfopt_model *model, const DLTens
  none are waiting; too few slots again keeps them waiting. Outputs wait per
  model, for up to 16 models per thread (beyond, the oldest are dropped).
  */
-perfopt_status perfopt_model_take_outputs(const struct perfopt_model *model, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+PERFOPT_MUST_USE perfopt_status perfopt_model_take_outputs(const struct perfopt_model *model, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  How many outputs perfopt_model_run hands out, without running: from the
  schema (a Tensor, a tuple of Tensors), else from the last run.
  PERFOPT_ERR_INVALID_ARGUMENT when neither tells (a list, before any run).
  */
-perfopt_status perfopt_model_output_count(const struct perfopt_model *model, size_t *count);
+PERFOPT_MUST_USE perfopt_status perfopt_model_output_count(const struct perfopt_model *model, size_t *count);
 
 /*
  Calls any method (`method` NULL: forward) with arguments of any kind and
@@ -656,7 +677,7 @@ perfopt_status perfopt_model_output_count(const struct perfopt_model *model, siz
  perfopt_model_run refuses, before running, a forward() whose schema
  returns more than tensors: call it here.
  */
-perfopt_status perfopt_model_call(const struct perfopt_model *model, const char *method, const struct perfopt_value *args, size_t n_args, struct perfopt_value **result);
+PERFOPT_MUST_USE perfopt_status perfopt_model_call(const struct perfopt_model *model, const char *method, const struct perfopt_value *args, size_t n_args, struct perfopt_value **result);
 
 /*
  Runs inputs of any batch size (all batched inputs the same size along
@@ -671,33 +692,34 @@ perfopt_status perfopt_model_call(const struct perfopt_model *model, const char 
  with a chunk of two; with `max_batch` 1, set the outputs' batch dimensions
  to be sure). An empty batch runs once, as perfopt_model_run.
  */
-perfopt_status perfopt_model_run_batched(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+PERFOPT_MUST_USE perfopt_status perfopt_model_run_batched(const struct perfopt_model *model, const DLTensor *inputs, size_t n_inputs, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  perfopt_model_run_batched with arguments of any kind (non-tensor
  arguments go whole to every chunk).
  */
-perfopt_status perfopt_model_run_batched_args(const struct perfopt_model *model, const struct perfopt_value *args, size_t n_args, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
+PERFOPT_MUST_USE perfopt_status perfopt_model_run_batched_args(const struct perfopt_model *model, const struct perfopt_value *args, size_t n_args, int32_t max_batch, DLManagedTensor **outputs, size_t outputs_capacity, size_t *n_outputs);
 
 /*
  Fills `config` with the defaults: every setting PERFOPT_AUTO, the device
  "auto", the environment read, struct_size set. Writes this header's
  struct; a program that may load a newer library uses perfopt_config_init.
  */
-perfopt_status perfopt_config_default(struct perfopt_config *config);
+PERFOPT_MUST_USE perfopt_status perfopt_config_default(struct perfopt_config *config);
 
 /*
  Fills the first `struct_size` bytes of `config` with the defaults: pass
  sizeof(perfopt_config) of the header the program was built with (this
- library's size or an earlier ABI's; a larger one is refused).
+ library's size or an earlier ABI's; a newer header's larger size, up to
+ 4096 bytes, has its bytes past this library's struct zeroed).
  */
-perfopt_status perfopt_config_init(struct perfopt_config *config, size_t struct_size);
+PERFOPT_MUST_USE perfopt_status perfopt_config_init(struct perfopt_config *config, size_t struct_size);
 
 /*
  Detects the device and applies its settings. `config` NULL means the
  defaults, then the TRANSLATOR_* variables. `*out` is written on success only.
  */
-perfopt_status perfopt_optimizer_new(const struct perfopt_config *config, struct perfopt_optimizer **out);
+PERFOPT_MUST_USE perfopt_status perfopt_optimizer_new(const struct perfopt_config *config, struct perfopt_optimizer **out);
 
 /*
  Frees an optimizer; NULL is a no-op. Models and scopes still open keep
@@ -710,19 +732,19 @@ void perfopt_optimizer_free(struct perfopt_optimizer *optimizer);
  memory, threads, each setting as libtorch reads it back now with its
  source, the environment variables set, and what was skipped and why.
  */
-perfopt_status perfopt_optimizer_report(const struct perfopt_optimizer *optimizer, char *buf, size_t len, size_t *needed);
+PERFOPT_MUST_USE perfopt_status perfopt_optimizer_report(const struct perfopt_optimizer *optimizer, char *buf, size_t len, size_t *needed);
 
 /*
  The service's batch-size rule for the optimizer's device: CUDA > 16 GiB
  -> 4, > 8 GiB -> 2, else 1; MPS 2; CPU 1.
  */
-perfopt_status perfopt_optimal_batch_size(const struct perfopt_optimizer *optimizer, int32_t *out);
+PERFOPT_MUST_USE perfopt_status perfopt_optimal_batch_size(const struct perfopt_optimizer *optimizer, int32_t *out);
 
 /*
  Enters inference mode on the calling thread until the scope exits.
  Scopes nest; they must exit on the same thread, innermost first.
  */
-perfopt_status perfopt_inference_enter(const struct perfopt_optimizer *optimizer, struct perfopt_scope **out);
+PERFOPT_MUST_USE perfopt_status perfopt_inference_enter(const struct perfopt_optimizer *optimizer, struct perfopt_scope **out);
 
 /*
  Exits and frees the scope. On another thread (PERFOPT_ERR_WRONG_THREAD)
@@ -731,7 +753,7 @@ perfopt_status perfopt_inference_enter(const struct perfopt_optimizer *optimizer
  A scope whose thread has ended exits from any thread (nothing is left to
  restore).
  */
-perfopt_status perfopt_inference_exit(struct perfopt_scope *scope);
+PERFOPT_MUST_USE perfopt_status perfopt_inference_exit(struct perfopt_scope *scope);
 
 /*
  Releases a scope without the thread rule, from any thread; NULL is a

@@ -157,7 +157,7 @@ class InferenceScope {
   explicit InferenceScope(Optimizer &optimizer) { check(perfopt_inference_enter(optimizer.get(), &scope_)); }
   ~InferenceScope() {
     // A destructor cannot throw; RAII guarantees the thread and the order.
-    if (scope_) perfopt_inference_exit(scope_);
+    if (scope_) (void)perfopt_inference_exit(scope_);
   }
   InferenceScope(const InferenceScope &) = delete;
   InferenceScope &operator=(const InferenceScope &) = delete;

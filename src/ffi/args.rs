@@ -92,13 +92,21 @@ pub unsafe fn write_text(
     Ok(())
 }
 
+/// The largest struct_size perfopt reads the tail of (a struct from a newer
+/// header); beyond it a size is taken for garbage.
+const MAX_STRUCT_SIZE: usize = 4096;
+
 /// The struct_size a caller's options struct declares, checked against the
-/// sizes this library knows (its own and earlier ABIs'): a larger one comes
-/// from a newer header and is refused, a smaller one gets defaults for the
-/// fields it lacks.
+/// sizes this library knows (its own and earlier ABIs'), and the number of
+/// bytes perfopt reads: a smaller known size gets defaults for the fields it
+/// lacks; a larger one (a program built against a newer header) is accepted
+/// when every byte past this library's struct is zero (the Linux
+/// extensible-struct rule: the program set nothing this library does not
+/// know), and refused otherwise.
 ///
 /// # Safety
-/// `ptr` is non-NULL and points to at least 4 readable bytes.
+/// `ptr` is non-NULL and points to at least 4 readable bytes, and to
+/// struct_size bytes when struct_size is larger than `T`.
 pub unsafe fn struct_size<T>(ptr: *const T, known: &[usize], name: &str) -> Result<usize> {
     // SAFETY: the caller's contract; struct_size is the first field (u32).
     let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
@@ -106,12 +114,28 @@ pub unsafe fn struct_size<T>(ptr: *const T, known: &[usize], name: &str) -> Resu
         return Ok(size);
     }
     let current = std::mem::size_of::<T>();
+    if size > current && size <= MAX_STRUCT_SIZE {
+        // SAFETY: the caller's struct holds `size` bytes (its struct_size).
+        let tail =
+            unsafe { std::slice::from_raw_parts(ptr.cast::<u8>().add(current), size - current) };
+        if tail.iter().all(|&byte| byte == 0) {
+            return Ok(current);
+        }
+        return Err(Error::new(
+            ErrorKind::StructSize,
+            format!(
+                "{name}.struct_size is {size}, larger than this library's {current}, and the \
+                 program set fields this library does not know (bytes {current} to {size} are not \
+                 all zero): it was built against a newer perfopt.h than the library it loaded"
+            ),
+        ));
+    }
     Err(Error::new(
         ErrorKind::StructSize,
         if size > current {
             format!(
-                "{name}.struct_size is {size}, larger than this library's {current}: the program \
-                 was built against a newer perfopt.h than the library it loaded"
+                "{name}.struct_size is {size}, larger than this library's {current} and than any \
+                 struct it reads ({MAX_STRUCT_SIZE} bytes): not a size sizeof gives"
             )
         } else {
             format!(
@@ -120,6 +144,33 @@ pub unsafe fn struct_size<T>(ptr: *const T, known: &[usize], name: &str) -> Resu
             )
         },
     ))
+}
+
+/// For an `_init` function: how many bytes of defaults to write for a
+/// caller's struct of `struct_size` bytes. A known size, or a larger one from
+/// a newer header (up to 4096 bytes), whose tail the caller's `_init` zeroes
+/// first (`zero_tail`), so that the struct is then accepted as it is.
+pub fn init_size<T>(struct_size: usize, known: &[usize], name: &str) -> Result<(usize, bool)> {
+    let current = std::mem::size_of::<T>();
+    if known.contains(&struct_size) {
+        return Ok((struct_size, false));
+    }
+    if struct_size > current && struct_size <= MAX_STRUCT_SIZE {
+        return Ok((current, true));
+    }
+    Err(Error::new(
+        ErrorKind::StructSize,
+        format!("struct_size is {struct_size}; this library's {name} layouts are {known:?} bytes"),
+    ))
+}
+
+/// Zeroes bytes `from..to` of a caller's struct.
+///
+/// # Safety
+/// `ptr` is valid for `to` bytes.
+pub unsafe fn zero_tail<T>(ptr: *mut T, from: usize, to: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::write_bytes(ptr.cast::<u8>().add(from), 0, to - from) };
 }
 
 /// `defaults` with the caller's first `size` bytes over them.

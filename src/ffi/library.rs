@@ -65,6 +65,7 @@ pub extern "C" fn perfopt_status_message(status: i32) -> *const c_char {
 /// entered again, so its user_data may be freed. Calling this from inside the
 /// callback is refused. NULL restores the default: stderr, warnings and errors
 /// (max_level is then ignored).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_set_log_callback(
     callback: perfopt_log_callback,

@@ -7,7 +7,8 @@ use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
 use super::args::{
-    optional_str, read_prefix, require_out, required_str, struct_size, write_out, write_prefix,
+    init_size, optional_str, read_prefix, require_out, required_str, struct_size, write_out,
+    write_prefix, zero_tail,
 };
 use super::dlpack::DLTensor;
 use super::handles::{self, Handle};
@@ -88,6 +89,7 @@ fn c_options(options: &ModelOptions) -> perfopt_model_options {
 
 /// Fills `options` with the defaults, as this header's struct (programs that
 /// may load a newer library use perfopt_model_options_init).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_options_default(
     options: *mut perfopt_model_options,
@@ -98,7 +100,9 @@ pub extern "C" fn perfopt_model_options_default(
 
 /// Fills the first `struct_size` bytes of `options` with the defaults: pass
 /// sizeof(perfopt_model_options) of the header the program was built with
-/// (this library's size or an earlier ABI's; a larger one is refused).
+/// (this library's size or an earlier ABI's; a newer header's larger size, up to
+/// 4096 bytes, has its bytes past this library's struct zeroed).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_options_init(
     options: *mut perfopt_model_options,
@@ -106,20 +110,19 @@ pub extern "C" fn perfopt_model_options_init(
 ) -> perfopt_status {
     boundary_plain(|| {
         require_out(options, "options")?;
-        if !options_sizes().contains(&struct_size) {
-            return Err(Error::new(
-                ErrorKind::StructSize,
-                format!(
-                    "struct_size is {struct_size}; this library's perfopt_model_options layouts \
-                     are {:?} bytes",
-                    options_sizes()
-                ),
-            ));
+        let (size, zero) = init_size::<perfopt_model_options>(
+            struct_size,
+            &options_sizes(),
+            "perfopt_model_options",
+        )?;
+        if zero {
+            // SAFETY: a newer header's struct: struct_size bytes (the caller's contract).
+            unsafe { zero_tail(options, size, struct_size) };
         }
         let mut defaults = c_options(&ModelOptions::default());
         defaults.struct_size = struct_size as u32;
-        // SAFETY: the caller's struct has struct_size bytes, a known layout.
-        unsafe { write_prefix(options, struct_size, defaults) };
+        // SAFETY: the caller's struct has at least `size` bytes, a known layout.
+        unsafe { write_prefix(options, size, defaults) };
         Ok(())
     })
 }
@@ -132,6 +135,7 @@ pub extern "C" fn perfopt_model_options_init(
 /// a truncated archive PERFOPT_ERR_MODEL_CORRUPT, a package made for another
 /// device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
 /// is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_load(
     optimizer: *const perfopt_optimizer,
@@ -175,6 +179,7 @@ pub extern "C" fn perfopt_model_free(model: *mut perfopt_model) {
 /// Applies options (see perfopt_model_options): graph settings and the
 /// tuning budget take effect at the next compile, outputs_on_device at the
 /// next run.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_set_options(
     model: *mut perfopt_model,
@@ -238,6 +243,7 @@ fn compile_with(
 /// model stays usable as loaded and perfopt_last_error() says why. Runs in
 /// progress finish on the form they started with; on a model that keeps state
 /// compile waits for them, and the new form carries the state on.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_compile(
     model: *mut perfopt_model,
@@ -257,6 +263,7 @@ pub extern "C" fn perfopt_model_compile(
 
 /// perfopt_model_compile with warm-up arguments of any kind (see
 /// perfopt_value), for models that take more than tensors.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_compile_args(
     model: *mut perfopt_model,
@@ -279,6 +286,7 @@ pub extern "C" fn perfopt_model_compile_args(
 /// PERFOPT_NOT_BATCHED (passed whole to every chunk, like non-tensor
 /// arguments); `output_dims[k]` is output k's. Inputs and outputs past the
 /// lists use dimension 0 (the default). NULL lists with count 0 reset.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_set_batch_dims(
     model: *mut perfopt_model,

@@ -71,6 +71,7 @@ fn deliver(json: &str, report: *mut c_char, report_len: usize, needed: *mut usiz
 /// (with report_len 0): *needed then receives the report's size. The report
 /// is kept: perfopt_model_last_report(PERFOPT_REPORT_WARMUP) reads it without
 /// running again (so a size query never runs the passes twice).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_warmup(
     model: *const perfopt_model,
@@ -88,6 +89,7 @@ pub extern "C" fn perfopt_model_warmup(
 }
 
 /// perfopt_model_warmup with arguments of any kind (see perfopt_value).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_warmup_args(
     model: *const perfopt_model,
@@ -106,6 +108,7 @@ pub extern "C" fn perfopt_model_warmup_args(
 
 /// The model's methods as JSON: [{"name", "schema", "arguments": [{"name",
 /// "type", "default"}], "returns": [...]}].
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_methods(
     model: *const perfopt_model,
@@ -125,6 +128,7 @@ pub extern "C" fn perfopt_model_methods(
 /// compile mode, what it chose and why (max-autotune's candidates with their
 /// times and errors, its budget and cache, CUDA-graph captures, replays and
 /// fall-backs), batching.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_report(
     model: *const perfopt_model,
@@ -144,6 +148,7 @@ pub extern "C" fn perfopt_model_report(
 /// perfopt_model_recommend_batch (PERFOPT_REPORT_RECOMMEND_BATCH) on this
 /// model, from any thread, without doing the work again.
 /// PERFOPT_ERR_INVALID_ARGUMENT when there is none yet.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_last_report(
     model: *const perfopt_model,
@@ -207,6 +212,7 @@ fn recommend_with(
 /// least 1); the JSON report says why the trials stopped and has every
 /// measured point. run_batched remembers it. The report is kept (see
 /// perfopt_model_last_report), so a size query never measures twice.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_recommend_batch(
     model: *const perfopt_model,
@@ -225,6 +231,7 @@ pub extern "C" fn perfopt_model_recommend_batch(
 
 /// perfopt_model_recommend_batch with arguments of any kind (non-tensor
 /// arguments are not batched).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_recommend_batch_args(
     model: *const perfopt_model,

@@ -187,6 +187,7 @@ unsafe fn hand_out(
 /// a model whose methods write its attributes (the report's `keeps_state`)
 /// runs one call at a time, and a warm-up, recommend_batch or compile on it
 /// waits for the call in progress.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_run(
     model: *const perfopt_model,
@@ -206,6 +207,7 @@ pub extern "C" fn perfopt_model_run(
 /// too few slots, without running again. PERFOPT_ERR_INVALID_ARGUMENT when
 /// none are waiting; too few slots again keeps them waiting. Outputs wait per
 /// model, for up to 16 models per thread (beyond, the oldest are dropped).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_take_outputs(
     model: *const perfopt_model,
@@ -227,6 +229,7 @@ pub extern "C" fn perfopt_model_take_outputs(
 /// How many outputs perfopt_model_run hands out, without running: from the
 /// schema (a Tensor, a tuple of Tensors), else from the last run.
 /// PERFOPT_ERR_INVALID_ARGUMENT when neither tells (a list, before any run).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_output_count(
     model: *const perfopt_model,
@@ -254,6 +257,7 @@ pub extern "C" fn perfopt_model_output_count(
 /// forward() changes. Errors name the argument and the type the schema wants.
 /// perfopt_model_run refuses, before running, a forward() whose schema
 /// returns more than tensors: call it here.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_call(
     model: *const perfopt_model,
@@ -287,6 +291,7 @@ pub extern "C" fn perfopt_model_call(
 /// dimension has the chunk's size too, and an automatic size of one starts
 /// with a chunk of two; with `max_batch` 1, set the outputs' batch dimensions
 /// to be sure). An empty batch runs once, as perfopt_model_run.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_run_batched(
     model: *const perfopt_model,
@@ -306,6 +311,7 @@ pub extern "C" fn perfopt_model_run_batched(
 
 /// perfopt_model_run_batched with arguments of any kind (non-tensor
 /// arguments go whole to every chunk).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_model_run_batched_args(
     model: *const perfopt_model,

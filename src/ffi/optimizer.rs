@@ -5,8 +5,8 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use super::args::{
-    optional_str, read_prefix, require_out, struct_size, tri_state, write_out, write_prefix,
-    write_text,
+    init_size, optional_str, read_prefix, require_out, struct_size, tri_state, write_out,
+    write_prefix, write_text, zero_tail,
 };
 use super::handles::{self, Handle};
 use super::status::perfopt_status;
@@ -14,7 +14,7 @@ use super::types::{config_sizes, perfopt_config};
 use super::{boundary, boundary_plain, boundary_void};
 use crate::config::{CompileMode, Config};
 use crate::device::DeviceRequest;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::optimizer::Optimizer;
 
 /// An optimizer: the device and the settings applied to it. Models and
@@ -86,6 +86,7 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
 /// Fills `config` with the defaults: every setting PERFOPT_AUTO, the device
 /// "auto", the environment read, struct_size set. Writes this header's
 /// struct; a program that may load a newer library uses perfopt_config_init.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_config_default(config: *mut perfopt_config) -> perfopt_status {
     // SAFETY: write_out checks for NULL; otherwise the caller provides a
@@ -95,7 +96,9 @@ pub extern "C" fn perfopt_config_default(config: *mut perfopt_config) -> perfopt
 
 /// Fills the first `struct_size` bytes of `config` with the defaults: pass
 /// sizeof(perfopt_config) of the header the program was built with (this
-/// library's size or an earlier ABI's; a larger one is refused).
+/// library's size or an earlier ABI's; a newer header's larger size, up to
+/// 4096 bytes, has its bytes past this library's struct zeroed).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_config_init(
     config: *mut perfopt_config,
@@ -103,27 +106,25 @@ pub extern "C" fn perfopt_config_init(
 ) -> perfopt_status {
     boundary_plain(|| {
         require_out(config, "config")?;
-        if !config_sizes().contains(&struct_size) {
-            return Err(Error::new(
-                ErrorKind::StructSize,
-                format!(
-                    "struct_size is {struct_size}; this library's perfopt_config layouts are {:?} bytes",
-                    config_sizes()
-                ),
-            ));
+        let (size, zero) =
+            init_size::<perfopt_config>(struct_size, &config_sizes(), "perfopt_config")?;
+        if zero {
+            // SAFETY: a newer header's struct: struct_size bytes (the caller's contract).
+            unsafe { zero_tail(config, size, struct_size) };
         }
         let defaults = perfopt_config {
             struct_size: struct_size as u32,
             ..perfopt_config::default()
         };
-        // SAFETY: the caller's struct has struct_size bytes, a known layout.
-        unsafe { write_prefix(config, struct_size, defaults) };
+        // SAFETY: the caller's struct has at least `size` bytes, a known layout.
+        unsafe { write_prefix(config, size, defaults) };
         Ok(())
     })
 }
 
 /// Detects the device and applies its settings. `config` NULL means the
 /// defaults, then the TRANSLATOR_* variables. `*out` is written on success only.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_optimizer_new(
     config: *const perfopt_config,
@@ -157,6 +158,7 @@ pub extern "C" fn perfopt_optimizer_free(optimizer: *mut perfopt_optimizer) {
 /// The optimizer's report as JSON (see the README for the fields): device,
 /// memory, threads, each setting as libtorch reads it back now with its
 /// source, the environment variables set, and what was skipped and why.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_optimizer_report(
     optimizer: *const perfopt_optimizer,
@@ -175,6 +177,7 @@ pub extern "C" fn perfopt_optimizer_report(
 
 /// The service's batch-size rule for the optimizer's device: CUDA > 16 GiB
 /// -> 4, > 8 GiB -> 2, else 1; MPS 2; CPU 1.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_optimal_batch_size(
     optimizer: *const perfopt_optimizer,

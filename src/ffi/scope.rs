@@ -27,6 +27,7 @@ impl Handle for perfopt_scope {
 
 /// Enters inference mode on the calling thread until the scope exits.
 /// Scopes nest; they must exit on the same thread, innermost first.
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_inference_enter(
     optimizer: *const perfopt_optimizer,
@@ -50,6 +51,7 @@ pub extern "C" fn perfopt_inference_enter(
 /// stays open and valid; a scope already exited is PERFOPT_ERR_INVALID_HANDLE.
 /// A scope whose thread has ended exits from any thread (nothing is left to
 /// restore).
+#[must_use]
 #[no_mangle]
 pub extern "C" fn perfopt_inference_exit(scope: *mut perfopt_scope) -> perfopt_status {
     boundary(|| {

@@ -5,8 +5,9 @@
  * and the ABI 1 perfopt_config (before malloc_tuning). The library must fill
  * exactly sizeof of each (a canary after the struct stays untouched), must
  * read no more than that when they are applied (the canary's bytes would be
- * refused, or crash, if read as the newer fields), and must refuse a struct
- * claiming to be larger than its own with PERFOPT_ERR_STRUCT_SIZE.
+ * refused, or crash, if read as the newer fields), and must accept a struct
+ * from a newer header whose bytes past its own struct are zero (refusing it,
+ * PERFOPT_ERR_STRUCT_SIZE, once a newer field is set).
  *
  * C11 with -Wall -Wextra -Werror -pedantic. */
 #include "perfopt.h"
@@ -186,25 +187,37 @@ int main(void) {
   CHECK(contains(report, "\"error_tolerance\":0.0001"));
   CHECK(contains(report, "\"budget_ms\":2000")); /* tuning_budget_ms it lacks: 0, the CPU's default */
 
-  /* Larger than the library's own struct: refused, and nothing is written. */
+  /* Larger than the library's own struct (a newer header): _init fills what
+     this library knows and zeroes the rest; accepted while the rest stays
+     zero (the extensible-struct rule), refused once a newer field is set. */
   memset(&newer, CANARY, sizeof newer);
-  CHECK(perfopt_config_init(&newer.config, sizeof newer) == PERFOPT_ERR_STRUCT_SIZE);
-  CHECK(untouched((const unsigned char *)&newer, sizeof newer));
-  CHECK_OK(perfopt_config_init(&newer.config, sizeof newer.config));
-  newer.config.struct_size = (uint32_t)sizeof newer;
+  CHECK_OK(perfopt_config_init(&newer.config, sizeof newer));
+  CHECK(newer.config.struct_size == sizeof newer && newer.field_of_a_later_abi == 0);
   newer.config.device = "cpu";
   newer.config.read_environment = 0;
   {
+    perfopt_optimizer *accepted = NULL;
+    CHECK_OK(perfopt_optimizer_new(&newer.config, &accepted));
+    CHECK(accepted != NULL);
+    perfopt_optimizer_free(accepted);
     perfopt_optimizer *refused = NULL;
+    newer.field_of_a_later_abi = 1;
     CHECK(perfopt_optimizer_new(&newer.config, &refused) == PERFOPT_ERR_STRUCT_SIZE);
     CHECK(refused == NULL);
-    CHECK(contains(perfopt_last_error(), "struct_size"));
+    CHECK(contains(perfopt_last_error(), "does not know"));
+  }
+  {
+    /* An absurd size is refused, and nothing is written. */
+    unsigned char huge[8192];
+    memset(huge, CANARY, sizeof huge);
+    CHECK(perfopt_config_init((perfopt_config *)(void *)huge, sizeof huge) == PERFOPT_ERR_STRUCT_SIZE);
+    CHECK(untouched(huge, sizeof huge));
   }
   memset(&newer_opts, CANARY, sizeof newer_opts);
-  CHECK(perfopt_model_options_init(&newer_opts.options, sizeof newer_opts) == PERFOPT_ERR_STRUCT_SIZE);
-  CHECK(untouched((const unsigned char *)&newer_opts, sizeof newer_opts));
-  CHECK_OK(perfopt_model_options_init(&newer_opts.options, sizeof newer_opts.options));
-  newer_opts.options.struct_size = (uint32_t)sizeof newer_opts;
+  CHECK_OK(perfopt_model_options_init(&newer_opts.options, sizeof newer_opts));
+  CHECK(newer_opts.field_of_a_later_abi == 0);
+  CHECK_OK(perfopt_model_set_options(model, &newer_opts.options));
+  newer_opts.field_of_a_later_abi = 7;
   CHECK(perfopt_model_set_options(model, &newer_opts.options) == PERFOPT_ERR_STRUCT_SIZE);
   CHECK(contains(perfopt_last_error(), "larger than this library's"));
 

@@ -204,7 +204,7 @@ TEST_CASE(config_wins_over_environment) {
   setenv("TRANSLATOR_COMPILE_MODE", "default", 1);
   setenv("TRANSLATOR_CPU_OPTIMIZATION", "false", 1);
   perfopt_config config;
-  perfopt_config_default(&config);
+  (void)perfopt_config_default(&config);
   config.compile_mode = "max-autotune";
   perfopt_optimizer *optimizer = new_optimizer(config);
   std::string text = report(optimizer);
@@ -313,7 +313,7 @@ TEST_CASE(log_callback_receives_records) {
   CHECK_STATUS(perfopt_set_log_callback(capture, &token, PERFOPT_LOG_DEBUG), PERFOPT_OK, "");
   perfopt_optimizer_free(new_optimizer(cpu_config()));
   int32_t batch = 0;
-  perfopt_optimal_batch_size(nullptr, &batch);  // a failure is logged at debug level
+  (void)perfopt_optimal_batch_size(nullptr, &batch);  // a failure is logged at debug level
   CHECK_STATUS(perfopt_set_log_callback(nullptr, nullptr, PERFOPT_LOG_OFF), PERFOPT_OK, "");
   std::lock_guard<std::mutex> lock(log_mutex);
   bool ready = false, failure = false;
@@ -582,7 +582,7 @@ TEST_CASE(model_bad_inputs_leave_it_usable) {
   release(outputs, n);
   std::string report;
   size_t needed = 0;
-  perfopt_model_report(model, nullptr, 0, &needed);
+  (void)perfopt_model_report(model, nullptr, 0, &needed);
   report.resize(needed + 256);
   CHECK_STATUS(perfopt_model_report(model, report.data(), report.size(), &needed), PERFOPT_OK, "");
   // The run into a too-small output array ran, so it counts.
@@ -637,7 +637,7 @@ TEST_CASE(model_options_warmup_and_report) {
   CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 1, &n), PERFOPT_OK, "");
   CHECK(relative_error(outputs[0], fx.outputs[0]) <= 1e-3);
   release(outputs, n);
-  perfopt_model_report(model, nullptr, 0, &needed);
+  (void)perfopt_model_report(model, nullptr, 0, &needed);
   std::string text(needed + 256, '\0');
   CHECK_STATUS(perfopt_model_report(model, text.data(), text.size(), &needed), PERFOPT_OK, "");
   for (const char *key : {"\"calls\":1,", "\"latency\":{\"samples\":1", "\"peak_memory_bytes\":",

@@ -109,7 +109,7 @@ int main() {
   mkdir(scratch.c_str(), 0755);
 
   perfopt_config cfg;
-  perfopt_config_default(&cfg);
+  (void)perfopt_config_default(&cfg);
   cfg.device = "cpu";
   cfg.read_environment = 0;
   perfopt_optimizer *opt = nullptr;
@@ -155,7 +155,7 @@ int main() {
   };
   auto new_with = [&](std::function<void(perfopt_config &)> change) {
     perfopt_config c;
-    perfopt_config_default(&c);
+    (void)perfopt_config_default(&c);
     c.device = "cpu";
     c.read_environment = 0;
     change(c);
@@ -180,7 +180,7 @@ int main() {
   };
   auto options_with = [&](std::function<void(perfopt_model_options &)> change) {
     perfopt_model_options o;
-    perfopt_model_options_default(&o);
+    (void)perfopt_model_options_default(&o);
     change(o);
     return perfopt_model_set_options(model, &o);
   };
@@ -239,7 +239,7 @@ int main() {
   bool has_cuda = false;
   {
     static char report[65536];
-    perfopt_optimizer_report(opt, report, sizeof report, &needed);
+    (void)perfopt_optimizer_report(opt, report, sizeof report, &needed);
     has_cuda = std::strstr(report, "\"cuda_device_count\":0") == nullptr;
   }
 
@@ -328,33 +328,33 @@ int main() {
       {"exit twice",
        [&] {
          perfopt_scope *s = nullptr;
-         perfopt_inference_enter(opt, &s);
-         perfopt_inference_exit(s);
+         (void)perfopt_inference_enter(opt, &s);
+         (void)perfopt_inference_exit(s);
          return perfopt_inference_exit(s);
        },
        PERFOPT_ERR_INVALID_HANDLE, "not a live perfopt_scope"},
       {"exit out of order",
        [&] {
          perfopt_scope *a = nullptr, *b = nullptr;
-         perfopt_inference_enter(opt, &a);
-         perfopt_inference_enter(opt, &b);
+         (void)perfopt_inference_enter(opt, &a);
+         (void)perfopt_inference_enter(opt, &b);
          perfopt_status s = perfopt_inference_exit(a);
          captured = last_error();
-         perfopt_inference_exit(b);
-         perfopt_inference_exit(a);
+         (void)perfopt_inference_exit(b);
+         (void)perfopt_inference_exit(a);
          return s;
        },
        PERFOPT_ERR_SCOPE_ORDER, "innermost"},
       {"exit on another thread",
        [&] {
          perfopt_scope *s = nullptr;
-         perfopt_inference_enter(opt, &s);
+         (void)perfopt_inference_enter(opt, &s);
          perfopt_status other = PERFOPT_OK;
          std::thread([&] {
            other = perfopt_inference_exit(s);
            captured = last_error();
          }).join();
-         perfopt_inference_exit(s);
+         (void)perfopt_inference_exit(s);
          return other;
        },
        PERFOPT_ERR_WRONG_THREAD, "thread"},
@@ -499,7 +499,7 @@ int main() {
       {"run model freed",
        [&] {
          perfopt_model *m = nullptr;
-         perfopt_model_load(opt, model_path.c_str(), nullptr, &m);
+         (void)perfopt_model_load(opt, model_path.c_str(), nullptr, &m);
          perfopt_model_free(m);
          return perfopt_model_run(m, good.data(), 2, out, 4, &n);
        },
@@ -507,7 +507,7 @@ int main() {
       {"free a model twice",
        [&] {
          perfopt_model *m = nullptr;
-         perfopt_model_load(opt, model_path.c_str(), nullptr, &m);
+         (void)perfopt_model_load(opt, model_path.c_str(), nullptr, &m);
          perfopt_model_free(m);
          perfopt_model_free(m);  // logged, not a crash
          return perfopt_model_report(m, buf, sizeof buf, &needed);
@@ -557,15 +557,12 @@ int main() {
          return perfopt_config_init(&c, 0);
        },
        PERFOPT_ERR_STRUCT_SIZE, "struct_size is 0"},
-      {"config_init size larger than the library's",
+      {"config_init size larger than any struct",
        [&] {
-         struct {
-           perfopt_config c;
-           char more[8];
-         } big;
-         return perfopt_config_init(&big.c, sizeof big);
+         alignas(8) static unsigned char big[8192];
+         return perfopt_config_init(reinterpret_cast<perfopt_config *>(big), sizeof big);
        },
-       PERFOPT_ERR_STRUCT_SIZE, "struct_size"},
+       PERFOPT_ERR_STRUCT_SIZE, "struct_size is 8192"},
       {"options_init NULL", [&] { return perfopt_model_options_init(nullptr, sizeof(perfopt_model_options)); },
        PERFOPT_ERR_NULL_ARGUMENT, "options"},
       {"options_init size 36",
@@ -574,22 +571,27 @@ int main() {
          return perfopt_model_options_init(&o, 36);
        },
        PERFOPT_ERR_STRUCT_SIZE, "struct_size is 36"},
-      {"options_init size larger than the library's",
+      {"options_init size larger than any struct",
+       [&] {
+         alignas(8) static unsigned char big[8192];
+         return perfopt_model_options_init(reinterpret_cast<perfopt_model_options *>(big), sizeof big);
+       },
+       PERFOPT_ERR_STRUCT_SIZE, "struct_size is 8192"},
+      {"set_options from a newer header with a newer field set",
        [&] {
          struct {
            perfopt_model_options o;
-           char more[8];
-         } big;
-         return perfopt_model_options_init(&big.o, sizeof big);
+           int64_t newer_field;
+         } newer;
+         (void)perfopt_model_options_init(&newer.o, sizeof newer);
+         newer.newer_field = 1;
+         return perfopt_model_set_options(model, &newer.o);
        },
-       PERFOPT_ERR_STRUCT_SIZE, "struct_size"},
-      {"set_options struct_size larger than the library's",
-       [&] { return options_with([](perfopt_model_options &o) { o.struct_size += 8; }); }, PERFOPT_ERR_STRUCT_SIZE,
-       "larger than this library's"},
+       PERFOPT_ERR_STRUCT_SIZE, "does not know"},
       {"set_options model NULL",
        [&] {
          perfopt_model_options o;
-         perfopt_model_options_init(&o, sizeof o);
+         (void)perfopt_model_options_init(&o, sizeof o);
          return perfopt_model_set_options(nullptr, &o);
        },
        PERFOPT_ERR_NULL_ARGUMENT, "model"},
@@ -715,7 +717,7 @@ int main() {
       {"value_free NULL, a foreign pointer, a result twice",
        [&] {
          logged.clear();
-         perfopt_set_log_callback(capture_log, nullptr, PERFOPT_LOG_ERROR);
+         (void)perfopt_set_log_callback(capture_log, nullptr, PERFOPT_LOG_ERROR);
          perfopt_value_free(nullptr);
          perfopt_value foreign = int_value(1);
          perfopt_value_free(&foreign);
@@ -724,7 +726,7 @@ int main() {
          if (s == PERFOPT_OK) perfopt_value_free(&result->items[1]);  // refused: inside a result, not its root
          perfopt_value_free(result);
          perfopt_value_free(result);  // refused: no longer live
-         perfopt_set_log_callback(nullptr, nullptr, PERFOPT_LOG_OFF);
+         (void)perfopt_set_log_callback(nullptr, nullptr, PERFOPT_LOG_OFF);
          size_t refusals = 0;
          for (size_t at = logged.find("not a live result"); at != std::string::npos;
               at = logged.find("not a live result", at + 1))
@@ -811,7 +813,7 @@ int main() {
        PERFOPT_ERR_NULL_ARGUMENT, "model"},
       {"take_outputs with too few slots again: they keep waiting",
        [&] {
-         perfopt_model_run(model, good.data(), 2, out, 1, &n);
+         (void)perfopt_model_run(model, good.data(), 2, out, 1, &n);
          perfopt_status s = perfopt_model_take_outputs(model, out, 1, &n);
          captured = last_error();
          perfopt_status later = drain(model);
@@ -820,7 +822,7 @@ int main() {
        PERFOPT_ERR_BUFFER_TOO_SMALL, "outputs_capacity is 1"},
       {"take_outputs for another model",
        [&] {
-         perfopt_model_run(model, good.data(), 2, out, 1, &n);
+         (void)perfopt_model_run(model, good.data(), 2, out, 1, &n);
          perfopt_status s = perfopt_model_take_outputs(lstm, out, 4, &n);
          captured = last_error();
          perfopt_status later = drain(model);  // still waiting for their own model
@@ -829,7 +831,7 @@ int main() {
        PERFOPT_ERR_INVALID_ARGUMENT, "no outputs are waiting"},
       {"take_outputs on another thread",
        [&] {
-         perfopt_model_run(model, good.data(), 2, out, 1, &n);
+         (void)perfopt_model_run(model, good.data(), 2, out, 1, &n);
          perfopt_status other = PERFOPT_OK;
          std::thread([&] {
            size_t count = 0;
@@ -884,7 +886,7 @@ int main() {
        PERFOPT_ERR_NULL_ARGUMENT, "model"},
       {"last_report buffer too small",
        [&] {
-         perfopt_model_warmup(model, good.data(), 2, 1, nullptr, 0, &needed);
+         (void)perfopt_model_warmup(model, good.data(), 2, 1, nullptr, 0, &needed);
          return perfopt_model_last_report(model, PERFOPT_REPORT_WARMUP, buf, sizeof buf, &needed);
        },
        PERFOPT_ERR_BUFFER_TOO_SMALL, "needed"},
@@ -926,7 +928,7 @@ int main() {
        PERFOPT_ERR_NULL_ARGUMENT, "model"},
       {"set_batch_dims refused keeps the dimensions set before",
        [&] {
-         perfopt_model_set_batch_dims(lstm, lstm_in_dims, 4, lstm_out_dims, 3);
+         (void)perfopt_model_set_batch_dims(lstm, lstm_in_dims, 4, lstm_out_dims, 3);
          int32_t bad[4] = {0, 1, 1, -3};
          perfopt_status s = perfopt_model_set_batch_dims(lstm, bad, 4, lstm_out_dims, 3);
          captured = last_error();
@@ -939,10 +941,10 @@ int main() {
        [&] {
          // Output 1 (h) carries the batch in dimension 1, not 2.
          int32_t outs[3] = {0, 2, 1};
-         perfopt_model_set_batch_dims(lstm, lstm_in_dims, 4, outs, 3);
+         (void)perfopt_model_set_batch_dims(lstm, lstm_in_dims, 4, outs, 3);
          perfopt_status s = release(perfopt_model_run_batched(lstm, lstm_inputs.data(), 4, 2, out, 4, &n));
          captured = last_error();
-         perfopt_model_set_batch_dims(lstm, lstm_in_dims, 4, lstm_out_dims, 3);
+         (void)perfopt_model_set_batch_dims(lstm, lstm_in_dims, 4, lstm_out_dims, 3);
          return s;
        },
        PERFOPT_ERR_INVALID_ARGUMENT, "output 1"},

@@ -58,7 +58,7 @@ std::string last_error() {
 
 perfopt_optimizer *cpu_optimizer() {
   perfopt_config config;
-  perfopt_config_init(&config, sizeof config);
+  (void)perfopt_config_init(&config, sizeof config);
   config.device = "cpu";
   config.read_environment = 0;
   perfopt_optimizer *optimizer = nullptr;
@@ -180,7 +180,7 @@ void bounded_arguments() {
   CHECK(last_error().find("100000") != std::string::npos);
   for (int32_t threads : {INT_MAX, 5000}) {
     perfopt_config config;
-    perfopt_config_init(&config, sizeof config);
+    (void)perfopt_config_init(&config, sizeof config);
     config.device = "cpu";
     config.read_environment = 0;
     config.intra_op_threads = threads;
@@ -317,7 +317,7 @@ void odd_results_are_named() {
 
 size_t peak_of(perfopt_model *model) {
   size_t needed = 0;
-  perfopt_model_report(model, nullptr, 0, &needed);
+  (void)perfopt_model_report(model, nullptr, 0, &needed);
   std::string report(needed + 4096, '\0');
   CHECK_STATUS(perfopt_model_report(model, report.data(), report.size(), &needed), PERFOPT_OK);
   auto at = report.find("\"peak_memory_bytes\":");
@@ -378,7 +378,7 @@ void host_out_of_memory() {
   CHECK(count == 1 && outputs[0]->dl_tensor.shape[0] == n);
   release(outputs, count);
   size_t needed = 0;
-  perfopt_model_report(model, nullptr, 0, &needed);
+  (void)perfopt_model_report(model, nullptr, 0, &needed);
   std::string report(needed + 4096, '\0');
   CHECK_STATUS(perfopt_model_report(model, report.data(), report.size(), &needed), PERFOPT_OK);
   CHECK(report.find("\"oom_retries\":0") == std::string::npos);
@@ -429,8 +429,8 @@ void reentrant_callback(int32_t, const char *, void *user_data) {
   size_t needed = 0;
   // The documented size query, a report, and a failing call, from inside.
   if (perfopt_model_report(r->model, nullptr, 0, &needed) == PERFOPT_ERR_BUFFER_TOO_SMALL) ++r->nested_ok;
-  perfopt_optimizer_report(r->optimizer, nullptr, 0, &needed);
-  perfopt_model_run(r->model, nullptr, 0, nullptr, 0, nullptr);  // fails, and would log
+  (void)perfopt_optimizer_report(r->optimizer, nullptr, 0, &needed);
+  (void)perfopt_model_run(r->model, nullptr, 0, nullptr, 0, nullptr);  // fails, and would log
 }
 
 // A callback that calls perfopt: no recursion, no deadlock (also in the first
@@ -479,7 +479,7 @@ void log_callback_swap_is_a_barrier() {
   std::vector<std::thread> loggers;
   for (int t = 0; t < 4; ++t) {
     loggers.emplace_back([&] {
-      while (!stop) perfopt_model_load(optimizer, "/nonexistent/model.pt", nullptr, nullptr);  // logs at debug
+      while (!stop) (void)perfopt_model_load(optimizer, "/nonexistent/model.pt", nullptr, nullptr);  // logs at debug
     });
   }
   std::vector<Counter *> retired;
@@ -505,7 +505,7 @@ void log_callback_swap_is_a_barrier() {
   CHECK(calls > 0);
   perfopt_status inner = PERFOPT_OK;
   CHECK_STATUS(perfopt_set_log_callback(refusing_callback, &inner, PERFOPT_LOG_TRACE), PERFOPT_OK);
-  perfopt_model_load(optimizer, "/nonexistent/model.pt", nullptr, nullptr);
+  (void)perfopt_model_load(optimizer, "/nonexistent/model.pt", nullptr, nullptr);
   CHECK_STATUS(perfopt_set_log_callback(nullptr, nullptr, 0), PERFOPT_OK);
   CHECK(inner == PERFOPT_ERR_INVALID_ARGUMENT);
   perfopt_optimizer_free(optimizer);
@@ -546,7 +546,7 @@ void calls_from_thread_exit_destructors() {
   std::thread worker([&] {
     // perfopt's thread-locals exist on this thread before the key is set, so
     // they are destroyed before its destructor runs.
-    perfopt_model_load(late.optimizer, "/nonexistent/model.pt", nullptr, nullptr);
+    (void)perfopt_model_load(late.optimizer, "/nonexistent/model.pt", nullptr, nullptr);
     CHECK(perfopt_last_error() != nullptr);
     pthread_setspecific(key, &late);
   });

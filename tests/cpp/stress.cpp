@@ -34,7 +34,7 @@ double rss_mib() {
 
 perfopt_optimizer *cpu_optimizer() {
   perfopt_config config;
-  perfopt_config_default(&config);
+  (void)perfopt_config_default(&config);
   config.device = "cpu";
   config.read_environment = 0;
   perfopt_optimizer *optimizer = nullptr;
@@ -88,7 +88,7 @@ int threads_case(int threads, int calls) {
   perfopt_model *model = nullptr;
   if (!optimizer || perfopt_model_load(optimizer, path.c_str(), "shared", &model) != PERFOPT_OK) return 1;
   Inputs warm(0);
-  perfopt_model_compile(model, "default", warm.dl, 2);
+  (void)perfopt_model_compile(model, "default", warm.dl, 2);
 
   std::vector<std::vector<float>> serial(threads);
   for (int t = 0; t < threads; ++t) {
@@ -103,7 +103,7 @@ int threads_case(int threads, int calls) {
       std::vector<float> out;
       for (int i = 0; i < calls; ++i) {
         perfopt_scope *scope = nullptr;
-        if (i % 100 == 0) perfopt_inference_enter(optimizer, &scope);
+        if (i % 100 == 0) (void)perfopt_inference_enter(optimizer, &scope);
         if (!run(model, in, out)) ++failures;
         else if (out != serial[t]) ++mismatches;
         if (scope && perfopt_inference_exit(scope) != PERFOPT_OK) ++failures;
