@@ -12,7 +12,7 @@ use perfopt::ffi::types::*;
 
 fn report(optimizer: *const perfopt_optimizer) -> String {
     let mut needed = 0usize;
-    perfopt_optimizer_report(optimizer, ptr::null_mut(), 0, &mut needed);
+    let _ = perfopt_optimizer_report(optimizer, ptr::null_mut(), 0, &mut needed);
     // Reports are made fresh on each call: leave room for a changed figure.
     let mut buf = vec![0 as std::ffi::c_char; needed + 256];
     assert_eq!(
@@ -42,7 +42,7 @@ fn translator_variables_are_read_and_checked() {
 
     // The same config with the environment switched off ignores it.
     let mut config = perfopt_config::default();
-    perfopt_config_default(&mut config);
+    let _ = perfopt_config_default(&mut config);
     config.read_environment = 0;
     config.cpu_optimization = 0; // sets no variables, so the next optimizer does
     assert_eq!(perfopt_optimizer_new(&config, &mut optimizer), PERFOPT_OK);
