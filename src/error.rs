@@ -82,12 +82,15 @@ impl From<tch::TchError> for Error {
     fn from(err: tch::TchError) -> Self {
         let text = err.to_string();
         // libtorch's CPU allocator fails with "can't allocate memory" or "not
-        // enough memory", CUDA's with "out of memory": all are out of memory.
+        // enough memory", CUDA's with "out of memory", oneDNN with "could not
+        // create a primitive" (its scratch memory; as the shim's common.h):
+        // all are out of memory.
         let kind = if [
             "out of memory",
             "OutOfMemory",
             "can't allocate memory",
             "not enough memory",
+            "could not create a primitive",
         ]
         .iter()
         .any(|needle| text.contains(needle))

@@ -32,8 +32,15 @@ struct UnsupportedResult : std::runtime_error {
 // ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...");
 // oneDNN as "could not ... out of memory". They are out-of-memory failures all
 // the same, and the caller (run_batched) halves its chunk on them.
+// oneDNN's primitive creation fails with "could not create a primitive" when
+// it cannot allocate its scratch memory (seen under an address-space limit:
+// safety.host_out_of_memory failed now and then where the allocation hit
+// oneDNN instead of libtorch's allocator). Counted as out of memory, so that
+// run_batched halves its chunk; a primitive that fails at every size still
+// fails, with oneDNN's message, at a batch of one.
 inline bool is_out_of_memory_message(const char *message) {
   return std::strstr(message, "can't allocate memory") != nullptr ||
+         std::strstr(message, "could not create a primitive") != nullptr ||
          std::strstr(message, "not enough memory") != nullptr ||
          std::strstr(message, "out of memory") != nullptr ||
          std::strstr(message, "std::bad_alloc") != nullptr;

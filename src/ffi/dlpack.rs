@@ -85,7 +85,20 @@ fn dtype_name(dtype: DLDataType) -> Option<&'static str> {
 /// hold `ndim` values and whose data is valid as described until the call
 /// that uses the result returns.
 pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tensor> {
-    let bad = |what: String| Err(Error::invalid_argument(format!("{name}: {what}")));
+    // SAFETY: the caller's contract, passed on.
+    unsafe { tensor_from_dl_named(tensor, &|| name.to_string()) }
+}
+
+/// [`tensor_from_dl`] with the input's name made only for a message (a
+/// name formatted per input per call was on the hot path).
+///
+/// # Safety
+/// As [`tensor_from_dl`].
+pub unsafe fn tensor_from_dl_named(
+    tensor: &DLTensor,
+    name: &dyn Fn() -> String,
+) -> Result<tch::Tensor> {
+    let bad = |what: String| Err(Error::invalid_argument(format!("{}: {what}", name())));
     if !(0..=MAX_NDIM).contains(&tensor.ndim) {
         return bad(format!(
             "ndim is {}; it must be 0 to {MAX_NDIM}",
@@ -114,7 +127,10 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
             // Managed memory is addressable as device memory, which is how
             // libtorch can use it (it has no DLPack device for it either).
             described.device.device_type = kDLCUDA;
-            let count = settings::cuda_device_count();
+            // Counted once: the devices a process sees are fixed when CUDA
+            // starts (a query per input was a call into CUDA per run).
+            static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+            let count = *COUNT.get_or_init(settings::cuda_device_count);
             if tensor.device.device_id < 0 || tensor.device.device_id as usize >= count {
                 return bad(format!(
                     "device is CUDA {} but this process has {count} CUDA device(s)",
@@ -198,7 +214,7 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
     }
     // SAFETY: every field was checked above; the caller keeps the memory alive.
     unsafe { tensor::from_dlpack((&described as *const DLTensor).cast()) }
-        .map_err(|err| err.context(format!("{name}: cannot use this DLTensor")))
+        .map_err(|err| err.context(format!("{}: cannot use this DLTensor", name())))
 }
 
 /// A tensor handed to the caller as a DLManagedTensor it owns.

@@ -10,7 +10,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -30,14 +30,17 @@ struct Registry {
     live: Option<HashMap<usize, Entry>>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+/// Read-locked by every call that uses a handle (many threads at once),
+/// write-locked only to register or free one: one process-wide mutex here
+/// serialised every call of every model.
+static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
     next: 0x1000,
     live: None,
 });
 
 /// Registers `object` and returns its handle.
 pub fn register<T: Handle>(object: Arc<T::Object>) -> *mut T {
-    let mut registry = REGISTRY.lock();
+    let mut registry = REGISTRY.write();
     // Tokens look like aligned addresses and are never reused.
     registry.next += 16;
     let token = registry.next;
@@ -69,7 +72,7 @@ pub fn get<T: Handle>(ptr: *const T, name: &str) -> Result<Arc<T::Object>> {
     if ptr.is_null() {
         return Err(Error::null_argument(name));
     }
-    let registry = REGISTRY.lock();
+    let registry = REGISTRY.read();
     let entry = registry
         .live
         .as_ref()
@@ -89,7 +92,7 @@ pub fn get<T: Handle>(ptr: *const T, name: &str) -> Result<Arc<T::Object>> {
 /// the caller, outside the lock: dropping a model frees libtorch objects).
 pub fn release<T: Handle>(ptr: *mut T, name: &str) -> Result<Arc<T::Object>> {
     let object = get::<T>(ptr, name)?;
-    let mut registry = REGISTRY.lock();
+    let mut registry = REGISTRY.write();
     // Between the two locks another free may have won; only one gets Ok.
     match registry
         .live
@@ -103,7 +106,7 @@ pub fn release<T: Handle>(ptr: *mut T, name: &str) -> Result<Arc<T::Object>> {
 
 /// Handles still registered (tests and leak checks).
 pub fn live_count() -> usize {
-    REGISTRY.lock().live.as_ref().map_or(0, HashMap::len)
+    REGISTRY.read().live.as_ref().map_or(0, HashMap::len)
 }
 
 #[cfg(test)]

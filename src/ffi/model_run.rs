@@ -6,7 +6,9 @@ use std::ffi::c_char;
 
 use super::args::{optional_str, require_out, write_out};
 use super::boundary;
-use super::dlpack::{release_all, tensor_from_dl, tensor_to_managed, DLManagedTensor, DLTensor};
+use super::dlpack::{
+    release_all, tensor_from_dl_named, tensor_to_managed, DLManagedTensor, DLTensor,
+};
 use super::handles;
 use super::model::perfopt_model;
 use super::status::perfopt_status;
@@ -43,7 +45,7 @@ pub(crate) unsafe fn tensors_from(
         .iter()
         .enumerate()
         // SAFETY: each DLTensor is valid for the call.
-        .map(|(i, t)| unsafe { tensor_from_dl(t, &format!("{what}[{i}]")) })
+        .map(|(i, t)| unsafe { tensor_from_dl_named(t, &|| format!("{what}[{i}]")) })
         .collect()
 }
 

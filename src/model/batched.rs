@@ -70,8 +70,6 @@ pub(crate) struct BatchState {
     oom_retries: u64,
     batched_calls: u64,
     pub(super) last: Option<Recommendation>,
-    /// Outputs of the last tensor-only run (for perfopt_model_output_count).
-    pub last_output_count: Option<usize>,
 }
 
 impl BatchState {

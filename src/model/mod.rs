@@ -21,6 +21,7 @@ mod report;
 mod tuning_cache;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ pub use report::ReportKind;
 /// Recent calls kept for percentiles.
 const LATENCY_WINDOW: usize = 4096;
 
+const NO_OUTPUT_COUNT: usize = usize::MAX;
+
 pub struct Model {
     name: String,
     path: String,
@@ -63,6 +66,10 @@ pub struct Model {
     tuning: Mutex<()>,
     stats: Mutex<LatencyWindow>,
     batching: Mutex<batched::BatchState>,
+    /// Outputs of the last tensor-only run (for perfopt_model_output_count);
+    /// NO_OUTPUT_COUNT before any. An atomic: a lock per run only to store it
+    /// was on the hot path.
+    last_output_count: AtomicUsize,
     last_reports: Mutex<report::LastReports>,
     /// For a model whose methods write its attributes: one call at a time.
     exclusive: Option<exclusive::Exclusive>,
@@ -115,6 +122,7 @@ impl Model {
             tuning: Mutex::new(()),
             stats: Mutex::new(LatencyWindow::new(LATENCY_WINDOW)),
             batching: Mutex::new(batched::BatchState::default()),
+            last_output_count: AtomicUsize::new(NO_OUTPUT_COUNT),
             last_reports: Mutex::new(report::LastReports::default()),
             exclusive: writes_state.then(exclusive::Exclusive::new),
             non_tensor_returns,
@@ -218,7 +226,10 @@ impl Model {
         self.schema("forward")
             .ok()
             .and_then(|s| s.tensor_outputs())
-            .or_else(|| self.batching.lock().last_output_count)
+            .or_else(|| {
+                Some(self.last_output_count.load(Ordering::Relaxed))
+                    .filter(|&n| n != NO_OUTPUT_COUNT)
+            })
     }
 
     fn check_args(&self, method: &str, args: &[Value]) -> Result<()> {
@@ -292,7 +303,7 @@ impl Model {
     /// mode, with other perfopt work kept off a CUDA device while a graph is
     /// captured.
     fn forward_once(&self, compiled: &Compiled, args: &[Value]) -> Result<Value> {
-        let _inference = InferenceModeGuard::enter()?;
+        let _inference = InferenceModeGuard::for_call()?;
         let _gate = (self.device.kind == DeviceKind::Cuda
             && matches!(compiled.executor, Executor::Plain(_)))
         .then(graphs::device_run_gate);
@@ -367,7 +378,8 @@ impl Model {
             });
         }
         let outputs = self.forward_call_held(args)?.into_tensors()?;
-        self.batching.lock().last_output_count = Some(outputs.len());
+        self.last_output_count
+            .store(outputs.len(), Ordering::Relaxed);
         Ok(outputs)
     }
 
@@ -385,7 +397,7 @@ impl Model {
         let inputs = outputs::storages(&args)?;
         let engine = self.live_engine(&self.current());
         let value = {
-            let _inference = InferenceModeGuard::enter()?;
+            let _inference = InferenceModeGuard::for_call()?;
             let _gate = (self.device.kind == DeviceKind::Cuda).then(graphs::device_run_gate);
             engine.call(method, &args)
         }

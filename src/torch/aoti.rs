@@ -105,10 +105,13 @@ impl AotiPackage {
 
     pub fn run(&self, inputs: &[&tch::Tensor]) -> Result<Vec<tch::Tensor>> {
         let ptrs: Vec<*mut c_void> = inputs.iter().map(|t| t.as_ptr() as *mut c_void).collect();
-        values::collect("running the package", |sink, ctx| {
-            // SAFETY: live tensors for the call; sink and context from collect.
-            unsafe { pshim_aoti_run(self.raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
-        })?
+        values::collect(
+            || "running the package".to_string(),
+            |sink, ctx| {
+                // SAFETY: live tensors for the call; sink and context from collect.
+                unsafe { pshim_aoti_run(self.raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
+            },
+        )?
         .into_iter()
         .map(|value| match value {
             Value::Tensor(t) => Ok(t),

@@ -197,10 +197,13 @@ impl Graph {
         }
         let ptrs: Vec<*mut c_void> = inputs.iter().map(|t| t.as_ptr() as *mut c_void).collect();
         let raw = self.raw;
-        let results = values::collect("replaying a CUDA graph", |sink, ctx| {
-            // SAFETY: exclusive access through &mut self; live tensors.
-            unsafe { pshim_graph_replay(raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
-        })?;
+        let results = values::collect(
+            || "replaying a CUDA graph".to_string(),
+            |sink, ctx| {
+                // SAFETY: exclusive access through &mut self; live tensors.
+                unsafe { pshim_graph_replay(raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
+            },
+        )?;
         results
             .into_iter()
             .map(|v| match v {

@@ -107,21 +107,24 @@ impl ScriptModule {
     pub fn call(&self, method: &str, args: &[Value]) -> Result<Value> {
         let c_method = c_string(method, "method")?;
         let nodes = values::encode(args);
-        let mut results = values::collect(&format!("running {method}()"), |sink, ctx| {
-            // SAFETY: the nodes borrow `args`, which outlive the call; the sink
-            // and its context come from values::collect.
-            unsafe {
-                pshim_script_call(
-                    self.raw,
-                    c_method.as_ptr(),
-                    nodes.as_ptr(),
-                    nodes.len(),
-                    args.len(),
-                    sink,
-                    ctx,
-                )
-            }
-        })?;
+        let mut results = values::collect(
+            || format!("running {method}()"),
+            |sink, ctx| {
+                // SAFETY: the nodes borrow `args`, which outlive the call; the sink
+                // and its context come from values::collect.
+                unsafe {
+                    pshim_script_call(
+                        self.raw,
+                        c_method.as_ptr(),
+                        nodes.as_ptr(),
+                        nodes.len(),
+                        args.len(),
+                        sink,
+                        ctx,
+                    )
+                }
+            },
+        )?;
         match results.len() {
             1 => Ok(results.remove(0)),
             n => Err(Error::new(

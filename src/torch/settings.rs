@@ -164,11 +164,27 @@ impl InferenceModeGuard {
 }
 
 impl InferenceModeGuard {
+    /// Inference mode for one call: no new guard when the thread is in it
+    /// already (a caller's scope, the service's `with opt.inference():`),
+    /// where entering it again changes nothing; the shim's guard is a heap
+    /// object, made and freed per call otherwise.
+    pub fn for_call() -> Result<Self> {
+        if inference_mode_enabled()? {
+            return Ok(InferenceModeGuard {
+                raw: std::ptr::null_mut(),
+            });
+        }
+        Self::enter()
+    }
+
     /// Releases the guard without restoring anything: for a guard whose
     /// thread has ended (its thread-local state is gone with it).
     pub fn abandon(self) {
         let raw = self.raw;
         std::mem::forget(self);
+        if raw.is_null() {
+            return;
+        }
         // SAFETY: raw came from pshim_inference_mode_enter and is released once;
         // abandon runs no destructor, so no thread's state is touched.
         unsafe { pshim_inference_mode_abandon(raw) }
@@ -177,6 +193,9 @@ impl InferenceModeGuard {
 
 impl Drop for InferenceModeGuard {
     fn drop(&mut self) {
+        if self.raw.is_null() {
+            return; // for_call found the thread in inference mode already
+        }
         // SAFETY: `raw` came from pshim_inference_mode_enter and is freed once.
         // A guard's destructor only restores thread-local flags and cannot fail.
         let _ = unsafe { pshim_inference_mode_exit(self.raw) };

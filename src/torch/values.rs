@@ -171,14 +171,18 @@ fn build(iter: &mut impl Iterator<Item = Received>) -> Result<Option<Value>> {
 }
 
 /// Runs a shim call that sends its result to a node sink, and decodes it.
+/// `what` names the call in an error's context; made only on failure (a
+/// message formatted per successful run was on the hot path).
 pub(crate) fn collect(
-    what: &str,
+    what: impl FnOnce() -> String,
     call: impl FnOnce(NodeSink, *mut c_void) -> std::ffi::c_int,
 ) -> Result<Vec<Value>> {
     let mut collector = Collector::default();
     let status = call(collect_node, (&mut collector as *mut Collector).cast());
     // Decode even on failure, so that tensors already received are dropped.
     let values = collector.decode();
-    super::check(status, what)?;
+    if status != super::PSHIM_OK {
+        super::check(status, &what())?;
+    }
     values
 }

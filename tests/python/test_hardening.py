@@ -1,6 +1,8 @@
 """Regression tests of the hardening issue (#18), as the defects were found
 from Python: each failed before its fix."""
+import json
 import os
+import shutil
 import typing
 from typing import List
 from pathlib import Path
@@ -156,3 +158,20 @@ def test_a_sparse_result_is_unsupported_with_a_remedy(tmp_path):
         with pytest.raises(perfopt.PerfoptError) as raised:
             model.call("forward", np.eye(3, dtype=np.float32))
         assert raised.value.status == perfopt.Status.UNSUPPORTED_MODEL
+
+
+def test_input_specs_of_a_package_are_the_ones_the_library_checks(tmp_path):
+    packages = os.environ.get("PERFOPT_PACKAGES")
+    if not packages:
+        pytest.skip("no AOTInductor packages (make packages)")
+    source = Path(packages) / "vocoder.pt2"
+    package = tmp_path / "vocoder.pt2"
+    shutil.copy(source, package)
+    embedded = perfopt.input_specs(str(source))
+    assert embedded and embedded[0]["shape"][1:] == [80, 32]
+    # A file beside it that disagrees: before, its shapes were returned, and
+    # inputs made from them were refused by the library.
+    (tmp_path / "vocoder.inputs.json").write_text(json.dumps([{"name": "mel", "dtype": "float32", "shape": [-1, 100, 7]}]))
+    assert perfopt.input_specs(str(package)) == embedded
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(package)) as model:
+        model.run(*perfopt.example_inputs(perfopt.input_specs(str(package)), 2))

@@ -13,12 +13,13 @@ from typing import Any, Dict, List, Optional
 
 
 def input_specs(model_path: str) -> Optional[List[Dict[str, Any]]]:
-    """The model's input specs, or None when its maker left none."""
+    """The model's input specs, or None when its maker left none.
+
+    A package's own metadata comes first: it is what the library checks the
+    inputs against, so a NAME.inputs.json beside it that says otherwise (an
+    older export's, a hand edit) does not change the answer. Both are read
+    as the library reads JSON (the last of duplicate keys wins)."""
     path = Path(model_path)
-    beside = path.with_suffix(".inputs.json")
-    if beside.exists():
-        specs: List[Dict[str, Any]] = json.loads(beside.read_text())
-        return specs
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as package:
             for name in package.namelist():
@@ -27,6 +28,10 @@ def input_specs(model_path: str) -> Optional[List[Dict[str, Any]]]:
                     if "perfopt_inputs" in metadata:
                         found: List[Dict[str, Any]] = json.loads(metadata["perfopt_inputs"])
                         return found
+    beside = path.with_suffix(".inputs.json")
+    if beside.exists():
+        specs: List[Dict[str, Any]] = json.loads(beside.read_text())
+        return specs
     return None
 
 
