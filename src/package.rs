@@ -180,6 +180,7 @@ pub fn check_model_files(path: &Path, model: &PackageModel) -> Result<()> {
             ),
         ));
     }
+    check_room_to_unpack(&zip.shown, &unpacked)?;
     let mut device_keys: Vec<String> = Vec::new();
     for entry in unpacked {
         if entry.name.ends_with("_metadata.json") {
@@ -284,6 +285,50 @@ pub fn input_ranks(wrapper: &str) -> Vec<Option<usize>> {
     })
 }
 
+/// The most a package may unpack: far above any real model, far below what
+/// a zip bomb declares.
+const MAX_UNPACKED_BYTES: u64 = 256 << 30;
+/// Left free in /tmp after the unpack, for everything else on the machine.
+const TMP_RESERVE_BYTES: u64 = 64 << 20;
+
+/// libtorch's loader unpacks into /tmp (mkdtemp("/tmp/XXXXXX")) whatever
+/// the archive declares, and a load that fills /tmp fails part way, leaving
+/// its partial files (a 1.4 MB zip bomb filled a 256 MiB /tmp). The declared
+/// sizes are checked against a bound and the free space first.
+fn check_room_to_unpack(shown: &str, unpacked: &[&Entry]) -> Result<()> {
+    let declared = unpacked
+        .iter()
+        .fold(0u64, |sum, e| sum.saturating_add(e.uncompressed));
+    if declared > MAX_UNPACKED_BYTES {
+        return Err(Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "the package {} declares {} GiB of files to unpack, more than any model \
+                 (at most {} GiB): a damaged or hostile archive",
+                shown,
+                declared >> 30,
+                MAX_UNPACKED_BYTES >> 30
+            ),
+        ));
+    }
+    if let Some(free) = crate::model_file::free_bytes(Path::new("/tmp")) {
+        if declared.saturating_add(TMP_RESERVE_BYTES) > free {
+            return Err(Error::new(
+                ErrorKind::LoadFailed,
+                format!(
+                    "the package {} unpacks {} MiB into /tmp (libtorch's loader unpacks there), \
+                     and /tmp has {} MiB free (perfopt leaves {} MiB): free space in /tmp",
+                    shown,
+                    declared >> 20,
+                    free >> 20,
+                    TMP_RESERVE_BYTES >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The most inputs, and dimensions per input, read from a package's text.
 /// Indices come from a file others made and size the vectors below: past
 /// these bounds an entry is not read (a `check_input_999999999999` would ask
@@ -368,6 +413,31 @@ pub fn size_bounds(wrapper: &str) -> Vec<Vec<(Option<i64>, Option<i64>)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_package_unpacks_is_bounded_by_its_declared_sizes_and_free_space() {
+        let entry = |size: u64| Entry {
+            name: "p/data/aotinductor/m/big.bin".into(),
+            method: 8,
+            compressed: 1 << 10,
+            uncompressed: size,
+            crc: 0,
+            local_header: 0,
+        };
+        // A zip bomb's declared size: refused before anything is unpacked.
+        let bomb = entry(1 << 50);
+        let err = check_room_to_unpack("bomb.pt2", &[&bomb]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelCorrupt, "{err}");
+        // More than /tmp has free: refused, saying so.
+        let free = crate::model_file::free_bytes(Path::new("/tmp")).unwrap();
+        if free < MAX_UNPACKED_BYTES {
+            let too_big = entry(free);
+            let err = check_room_to_unpack("big.pt2", &[&too_big]).unwrap_err();
+            assert!(err.to_string().contains("free space in /tmp"), "{err}");
+        }
+        let small = entry(1 << 20);
+        check_room_to_unpack("small.pt2", &[&small]).unwrap();
+    }
 
     #[test]
     fn indices_from_the_text_are_bounded_before_they_size_anything() {

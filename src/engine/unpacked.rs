@@ -28,14 +28,28 @@ extern "C" fn remove_live_folders() {
     let pid = std::process::id();
     if let Some(live) = LIVE.try_lock().and_then(|mut live| live.take()) {
         for folder in live {
-            remove(&folder, pid);
+            let _ = remove(&folder, pid);
         }
     }
 }
 
-fn remove(folder: &Path, pid: u32) {
-    if std::process::id() == pid {
-        let _ = std::fs::remove_dir_all(folder);
+/// Removes `folder` if this process made it; whether it is gone. A failure
+/// (no file descriptor left, a file in use) is logged, never silent.
+fn remove(folder: &Path, pid: u32) -> bool {
+    if std::process::id() != pid {
+        return true;
+    }
+    match std::fs::remove_dir_all(folder) {
+        Ok(()) => true,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+        Err(err) => {
+            log::warn!(
+                "could not remove the folder {} libtorch unpacked a package into: {err} \
+                 (tried again when the model is freed and at exit)",
+                folder.display()
+            );
+            false
+        }
     }
 }
 
@@ -56,8 +70,9 @@ impl Unpacked {
             path: PathBuf::from(path),
             pid: std::process::id(),
         };
-        if !needed_after_load {
-            remove(&folder.path, folder.pid);
+        // A folder that could not go now (no file descriptor free) is kept
+        // like CUDA's, and removed again when the model is freed or at exit.
+        if !needed_after_load && remove(&folder.path, folder.pid) {
             return None;
         }
         AT_EXIT.call_once(|| {
@@ -76,7 +91,7 @@ impl Drop for Unpacked {
         if let Some(live) = LIVE.lock().as_mut() {
             live.remove(&self.path);
         }
-        remove(&self.path, self.pid);
+        let _ = remove(&self.path, self.pid);
     }
 }
 
@@ -106,15 +121,63 @@ fn holds_model(folder: &Path, model: &PackageModel) -> bool {
         })
 }
 
+/// Whether `folder` holds only what a load of `model` cut short would
+/// leave: ours, and every file in it one of the model's, no larger than
+/// declared (a load that failed part way, /tmp full, left partial files that
+/// `holds_model` did not recognise, so they stayed).
+fn holds_part_of_model(folder: &Path, model: &PackageModel) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let ours = std::fs::symlink_metadata(folder).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    if !ours || model.entries.is_empty() {
+        return false;
+    }
+    let declared: std::collections::HashMap<&str, u64> = model
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.uncompressed))
+        .collect();
+    let mut pending = vec![folder.to_path_buf()];
+    let mut files = 0usize;
+    while let Some(dir) = pending.pop() {
+        let Ok(listing) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        for entry in listing.flatten() {
+            let path = entry.path();
+            let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+                return false;
+            };
+            if metadata.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = path.strip_prefix(folder).ok().and_then(Path::to_str);
+            let fits = metadata.is_file()
+                && metadata.uid() == uid
+                && name
+                    .and_then(|n| declared.get(n))
+                    .is_some_and(|&size| metadata.len() <= size);
+            if !fits {
+                return false;
+            }
+            files += 1;
+        }
+    }
+    files > 0
+}
+
 /// Removes the folder a failed load left, known by evidence, never by its
 /// message alone (a message can name any path): a folder made since
-/// `before`, this user's, holding the model's files. When the message names
+/// `before`, this user's, holding the model's files (or only files of the
+/// model, some cut short). When the message names
 /// one such folder, that one; else the only one; when several fit (another
 /// process loading the same package), none.
 pub fn remove_failed(message: &str, before: &HashSet<PathBuf>, model: &PackageModel) {
     let candidates: Vec<PathBuf> = loader_folders()
         .difference(before)
-        .filter(|folder| holds_model(folder, model))
+        .filter(|folder| holds_model(folder, model) || holds_part_of_model(folder, model))
         .cloned()
         .collect();
     let named = candidates
@@ -176,6 +239,19 @@ mod tests {
         );
         assert!(victim.is_dir(), "a folder older than the load stays");
         assert!(!ours.exists(), "the load's own folder goes");
+        // A load cut short (/tmp full): the file is shorter than declared.
+        let before = loader_folders();
+        std::fs::create_dir_all(ours.join("pkg/data/aotinductor/model")).unwrap();
+        std::fs::write(ours.join("pkg/data/aotinductor/model/lib.so"), b"a").unwrap();
+        remove_failed("no space left on device", &before, &model);
+        assert!(!ours.exists(), "before, a partial folder stayed");
+        // A new folder holding anything else is not the load's: it stays.
+        let before = loader_folders();
+        std::fs::create_dir_all(&ours).unwrap();
+        std::fs::write(ours.join("unrelated.txt"), b"keep me").unwrap();
+        remove_failed("no space left on device", &before, &model);
+        assert!(ours.join("unrelated.txt").exists());
+        let _ = std::fs::remove_dir_all(ours);
         let _ = std::fs::remove_dir_all(victim);
     }
 }

@@ -155,12 +155,31 @@ impl Model {
         })
     }
 
+    /// The model's `variant`, built once and kept: each `default` compile of
+    /// a live model built (and libtorch's freeze kept) a new form, 110-160
+    /// KiB that stayed until the model was freed. The kept form takes over
+    /// the live state like a new one (compile carries it over).
+    fn built_form(&self, variant: Variant) -> Result<Arc<dyn Engine>> {
+        if let Some((_, form)) = self.built_forms.lock().iter().find(|(v, _)| *v == variant) {
+            return Ok(form.clone());
+        }
+        // Built outside the lock: freezing takes long, and two threads that
+        // build the same form at once keep the first.
+        let form = self.original.build_variant(variant)?;
+        let mut forms = self.built_forms.lock();
+        if let Some((_, kept)) = forms.iter().find(|(v, _)| *v == variant) {
+            return Ok(kept.clone());
+        }
+        forms.push((variant, form.clone()));
+        Ok(form)
+    }
+
     /// The engine's best optimised form; each failure falls back to the next,
     /// with the reason in the notes.
     pub(crate) fn optimised(&self) -> (Arc<dyn Engine>, String, Vec<String>) {
         let mut notes = Vec::new();
         for &variant in self.original.variants() {
-            match self.original.build_variant(variant) {
+            match self.built_form(variant) {
                 Ok(engine) => return (engine, variant.label().to_string(), notes),
                 Err(err) => notes.push(format!("{} failed: {err}", variant.label())),
             }

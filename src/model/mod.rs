@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::device::{Device, DeviceKind};
-use crate::engine::{self, Engine, Format, MethodSchema};
+use crate::engine::{self, Engine, Format, MethodSchema, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::graphs;
@@ -71,6 +71,8 @@ pub struct Model {
     /// was on the hot path.
     last_output_count: AtomicUsize,
     last_reports: Mutex<report::LastReports>,
+    /// Optimised forms built by `default` compiles, reused by the next.
+    built_forms: Mutex<Vec<(Variant, Arc<dyn Engine>)>>,
     /// For a model whose methods write its attributes: one call at a time.
     exclusive: Option<exclusive::Exclusive>,
     /// forward()'s return type, when it holds more than tensors (run refuses).
@@ -124,6 +126,7 @@ impl Model {
             batching: Mutex::new(batched::BatchState::default()),
             last_output_count: AtomicUsize::new(NO_OUTPUT_COUNT),
             last_reports: Mutex::new(report::LastReports::default()),
+            built_forms: Mutex::new(Vec::new()),
             exclusive: writes_state.then(exclusive::Exclusive::new),
             non_tensor_returns,
         })
