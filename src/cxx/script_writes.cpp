@@ -172,6 +172,7 @@ class Analysis {
       return;
     }
     if (!visited_.insert({value, reach}).second) return;
+    if (reach == Reach::kElements && is_container(value->type())) inserted(value, depth);
     Node *node = value->node();
     const auto kind = node->kind();
     if (kind == c10::prim::GetAttr) {
@@ -239,6 +240,28 @@ class Analysis {
         sources(input, reach, depth + 1);  // a view, or the written argument itself
       } else if (from_container && returns_container && reach == Reach::kElements) {
         sources(input, Reach::kElements, depth + 1);  // a copy of a container shares its elements
+      }
+    }
+  }
+
+  // Values put into `container` after it was made (append, extend, insert,
+  // setitem on a list or a dict: any op whose schema writes the container):
+  // its elements may be those values too. Without this, `l.append(x);
+  // l[0].add_(1)` wrote the caller's input unseen (and, on a read-only page,
+  // crashed the host). Ops without a schema (unpacking, loops) only read.
+  void inserted(Value *container, int depth) {
+    for (const torch::jit::Use &use : container->uses()) {
+      Node *user = use.user;
+      const c10::FunctionSchema *schema = user->maybeSchema();
+      if (!schema) continue;
+      const auto &args = schema->arguments();
+      const bool writes = use.offset < args.size() && args[use.offset].alias_info() &&
+                          args[use.offset].alias_info()->isWrite();
+      if (!writes) continue;
+      for (Value *input : user->inputs()) {
+        if (input == container) continue;
+        sources(input, Reach::kValue, depth + 1);
+        sources(input, Reach::kElements, depth + 1);
       }
     }
   }

@@ -308,19 +308,52 @@ fn fill(slot: &mut perfopt_value, value: &Value) -> (Made, Result<()>) {
     (Made::Plain, Ok(()))
 }
 
-/// Frees what `fill` allocated, from its record: tensors the caller did not
-/// take (their slot still holds them), strings, item arrays.
+/// Frees what `fill` allocated, from its record: strings, item arrays, and
+/// the tensors the caller did not take. A tensor counts as not taken while
+/// any of the tree's tensor slots still holds it (a caller that swapped two
+/// slots' `managed` pointers leaked both before); one whose slot the caller
+/// set to NULL, or to a pointer of its own, was taken.
 ///
 /// # Safety
 /// `made` came from [`fill`], whose slots are still allocated, and is freed once.
 unsafe fn free_made(made: Made) {
+    let mut held = std::collections::HashSet::new();
+    // SAFETY: the caller's contract.
+    unsafe {
+        still_held(&made, &mut held);
+        free_with(made, &held);
+    }
+}
+
+/// The `managed` pointers the tree's tensor slots hold now.
+///
+/// # Safety
+/// As [`free_made`].
+unsafe fn still_held(made: &Made, held: &mut std::collections::HashSet<usize>) {
+    match made {
+        // SAFETY: the slot lives until its parent is freed (after this).
+        Made::Tensor { slot, .. } => {
+            held.insert(unsafe { (**slot).managed } as usize);
+        }
+        Made::Items(_, children) => {
+            for child in children {
+                // SAFETY: as above.
+                unsafe { still_held(child, held) };
+            }
+        }
+        Made::Plain | Made::Str(_) => {}
+    }
+}
+
+/// # Safety
+/// As [`free_made`].
+unsafe fn free_with(made: Made, held: &std::collections::HashSet<usize>) {
     match made {
         Made::Plain => {}
         // SAFETY: allocated by fill as this boxed slice.
         Made::Str(bytes) => drop(unsafe { Box::from_raw(bytes) }),
-        Made::Tensor { slot, managed } => {
-            // SAFETY: the slot lives until its parent is freed (after this).
-            if unsafe { (*slot).managed } == managed {
+        Made::Tensor { managed, .. } => {
+            if held.contains(&(managed as usize)) {
                 // SAFETY: a DLManagedTensor perfopt made that nobody took.
                 unsafe { release_all(&[managed]) };
             }
@@ -328,7 +361,7 @@ unsafe fn free_made(made: Made) {
         Made::Items(children, made) => {
             for child in made {
                 // SAFETY: the children's slots are in `children`, freed after.
-                unsafe { free_made(child) };
+                unsafe { free_with(child, held) };
             }
             // SAFETY: allocated by fill as this boxed slice.
             drop(unsafe { Box::from_raw(children) });

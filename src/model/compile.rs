@@ -265,11 +265,15 @@ impl Model {
     /// them, else measured within the budget (and remembered).
     fn autotune(&self, args: &[Value], started: Instant) -> Result<(Compiled, Option<String>)> {
         let options = self.options();
-        let key = options
-            .tuning_cache_dir
-            .as_deref()
-            .map(|dir| tuning_cache::key(dir, self, args, options.error_tolerance))
-            .transpose()?;
+        // A key that cannot be made (the model file changed or went since
+        // the load) means no cache for this compile, said in the report; the
+        // compile itself goes on.
+        let mut unkeyed = None;
+        let key = options.tuning_cache_dir.as_deref().and_then(|dir| {
+            tuning_cache::key(dir, self, args, options.error_tolerance)
+                .map_err(|err| unkeyed = Some(format!("measured; not remembered: {err}")))
+                .ok()
+        });
         let mut unreadable = None;
         if let Some(key) = &key {
             match tuning_cache::load(key, self) {
@@ -284,11 +288,26 @@ impl Model {
             .with("budget_ms", budget.as_millis() as u64)
             .with("spent_ms", millis(started.elapsed()));
         if let Some(key) = &key {
-            let stored = tuning_cache::store(
-                key,
-                &CacheEntry::of(&compiled),
-                compiled.executor.engine().map(|e| e.as_ref()),
-            );
+            // A choice made without measuring (the budget covered fewer than
+            // two of several candidates on a busy machine) is not remembered:
+            // it would stand for every later start.
+            let measured = compiled.candidates.iter().filter(|c| c.runs > 0).count();
+            let stored = if compiled.candidates.len() >= 2 && measured < 2 {
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "{measured} of {} candidates measured within the budget: a choice made \
+                         without comparing them is not kept for later starts",
+                        compiled.candidates.len()
+                    ),
+                ))
+            } else {
+                tuning_cache::store(
+                    key,
+                    &CacheEntry::of(&compiled),
+                    compiled.executor.engine().map(|e| e.as_ref()),
+                )
+            };
             let result = match &stored {
                 Ok(()) => "measured and remembered".to_string(),
                 Err(err) => format!("measured; not remembered: {err}"),
@@ -297,6 +316,8 @@ impl Model {
                 .with("cache", key.describe())
                 .with("cache_result", result)
                 .with("cache_unreadable", unreadable);
+        } else if let Some(reason) = unkeyed {
+            tuning = tuning.with("cache_result", reason);
         }
         compiled.tuning = Some(tuning);
         Ok((compiled, warning))

@@ -57,6 +57,8 @@ pub struct Model {
     device: Device,
     original: Arc<dyn Engine>,
     file_size: u64,
+    /// The model file as it was when loaded (device, inode, size, times).
+    file_identity: Option<tuning_cache::FileIdentity>,
     load_time: Duration,
     options: RwLock<ModelOptions>,
     /// Swapped whole by compile; a run works on the clone it took.
@@ -84,6 +86,9 @@ impl Model {
     /// an AOTInductor package, told apart by their contents.
     pub fn load(optimizer: Arc<Optimizer>, path: &str, name: Option<&str>) -> Result<Model> {
         let started = Instant::now();
+        // Before anything reads it: the tuning cache later hashes the file,
+        // and must know it is still the one that was loaded.
+        let file_identity = tuning_cache::FileIdentity::of(Path::new(path));
         let device = optimizer.device();
         // A package runs concurrent calls on separate model containers.
         let runners = crate::device::host::cores().clamp(1, 8);
@@ -118,6 +123,7 @@ impl Model {
             device,
             original: loaded.engine.clone(),
             file_size: loaded.file_size,
+            file_identity,
             load_time,
             options: RwLock::new(ModelOptions::default()),
             compiled: RwLock::new(Arc::new(Compiled::as_loaded(loaded.engine))),

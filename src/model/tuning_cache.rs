@@ -61,8 +61,16 @@ impl CacheKey {
         self.dir.join(format!("{}.json", self.hex))
     }
 
-    fn module_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.pt", self.hex))
+    /// The saved module's file, named by the key and the module's own hash:
+    /// two processes storing the same choice at once (whose saved bytes
+    /// differ) each write their own file, and the entry that wins names the
+    /// module it was written with.
+    fn module_file(&self, module_hash: &str) -> String {
+        format!(
+            "{}-{}.pt",
+            self.hex,
+            &module_hash[..16.min(module_hash.len())]
+        )
     }
 }
 
@@ -77,13 +85,61 @@ fn content_hash(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// What identifies the file a model was loaded from: a file replaced
+/// (renamed over: another inode) or rewritten (its change time moves, which
+/// no caller can set back) after the load is another file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Some(FileIdentity {
+            device: m.dev(),
+            inode: m.ino(),
+            size: m.size(),
+            modified_ns: ns(m.mtime(), m.mtime_nsec()),
+            changed_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The cache key of this compile. The model's content is hashed now, so the
+/// file must still be the one that was loaded: a model file replaced after
+/// the load (a redeploy under a running service) would otherwise store the
+/// loaded model's choice and frozen weights under the new file's hash, and a
+/// fresh load of the new file would run the old weights.
 pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<CacheKey> {
-    let model_hash = content_hash(Path::new(model.path())).map_err(|err| {
-        Error::new(
-            ErrorKind::LoadFailed,
-            format!("reading {} for the tuning cache: {err}", model.path()),
-        )
+    let path = Path::new(model.path());
+    let now = FileIdentity::of(path);
+    if now.is_none() || now != model.file_identity {
+        return Err(cache_error(format!(
+            "the model file {} {} since the model was loaded, so its content is not known \
+             to be what runs",
+            model.path(),
+            if now.is_none() { "is gone" } else { "changed" }
+        )));
+    }
+    let model_hash = content_hash(path).map_err(|err| {
+        cache_error(format!(
+            "reading {} for the tuning cache: {err}",
+            model.path()
+        ))
     })?;
+    if FileIdentity::of(path) != now {
+        return Err(cache_error(format!(
+            "the model file {} changed while the tuning cache read it",
+            model.path()
+        )));
+    }
     let device = crate::device::describe(model.device());
     let shapes: Vec<String> = args.iter().map(Value::label).collect();
     let what = format!(
@@ -263,22 +319,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) -> Result<()> {
     trusted_folder(&key.dir)?;
-    let mut module_hash = None;
+    let mut module = None;
     if entry.label != "as loaded" {
         if let Some(engine) = engine {
-            // A form that cannot be saved (or whose write fails) is built
-            // again on a hit.
-            let _ = std::fs::remove_file(key.module_path());
+            // A form that cannot be saved is built again on a hit.
             if let Some(bytes) = engine.save()? {
-                write_atomically(&key.module_path(), &bytes)?;
-                module_hash = Some(blake3::hash(&bytes).to_hex().to_string());
+                let hash = blake3::hash(&bytes).to_hex().to_string();
+                let file = key.module_file(&hash);
+                write_atomically(&key.dir.join(&file), &bytes)?;
+                module = Some((file, hash));
             }
         }
     }
+    let (module_file, module_hash) = module.unzip();
     let json = entry
         .to_json()
         .with("format", ENTRY_FORMAT)
         .with("model_blake3", key.model_hash.as_str())
+        .with("module_file", module_file)
         .with("module_blake3", module_hash);
     write_atomically(&key.choice_path(), json.to_string().as_bytes())
 }
@@ -289,7 +347,21 @@ fn checked_module(key: &CacheKey, json: &Json) -> Result<Option<PathBuf>> {
     let Some(recorded) = json.get("module_blake3").and_then(Json::as_str) else {
         return Ok(None);
     };
-    let path = key.module_path();
+    // The file the entry names must be the one its key and hash name: an
+    // entry cannot point perfopt at another file.
+    let named = json.get("module_file").and_then(Json::as_str);
+    if named != Some(key.module_file(recorded).as_str()) {
+        return Err(Error::new(
+            ErrorKind::ModelCorrupt,
+            format!(
+                "{} names its saved module {named:?}, not {}: damaged or replaced; nothing was \
+                 loaded",
+                key.choice_path().display(),
+                key.module_file(recorded)
+            ),
+        ));
+    }
+    let path = key.dir.join(key.module_file(recorded));
     let actual = content_hash(&path)
         .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))?;
     if actual != recorded {
@@ -311,9 +383,17 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
     let Ok(text) = std::fs::read_to_string(key.choice_path()) else {
         return Ok(None);
     };
-    let json = Json::parse(&text).map_err(|_| cache_error("a damaged cache entry".into()))?;
+    let json = Json::parse(&text).map_err(|err| {
+        cache_error(format!(
+            "{} is not a cache entry ({err}): damaged",
+            key.choice_path().display()
+        ))
+    })?;
     if json.get("format").and_then(Json::as_f64) != Some(ENTRY_FORMAT) {
-        return Ok(None);
+        return Err(cache_error(format!(
+            "{} is an entry of another format than this perfopt's ({ENTRY_FORMAT}): measured again",
+            key.choice_path().display()
+        )));
     }
     if json.get("model_blake3").and_then(Json::as_str) != Some(key.model_hash.as_str()) {
         return Err(cache_error(format!(
@@ -321,8 +401,19 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
             key.choice_path().display()
         )));
     }
-    let entry =
-        CacheEntry::from_json(&json).ok_or_else(|| cache_error("a damaged cache entry".into()))?;
+    let entry = CacheEntry::from_json(&json).ok_or_else(|| {
+        cache_error(format!(
+            "{} lacks a field of a cache entry (chosen, label, why): damaged",
+            key.choice_path().display()
+        ))
+    })?;
+    if entry.flags.is_some() && model.device().kind != crate::device::DeviceKind::Cuda {
+        return Err(cache_error(format!(
+            "{} holds a CUDA graph choice, and this model runs on {}: damaged",
+            key.choice_path().display(),
+            model.device()
+        )));
+    }
     let original = model.original.clone();
     let engine: Arc<dyn Engine> = if entry.label == "as loaded" || entry.label == "as compiled" {
         original

@@ -559,7 +559,7 @@ void calls_from_thread_exit_destructors() {
 // A caller that changes a result tree before freeing it: perfopt frees from
 // its own record. Before, raising a list's `length` made perfopt_value_free
 // read and release past the list (a crash), and a changed string pointer was
-// freed as perfopt's.
+// freed as perfopt's; tensors swapped between two slots are still released.
 void result_tree_changed_before_free() {
   perfopt_optimizer *optimizer = cpu_optimizer();
   perfopt_model *model = load(optimizer, "two_inputs.pt");
@@ -573,7 +573,7 @@ void result_tree_changed_before_free() {
   }
   args[0].tensor = &tx;
   args[1].tensor = &ty;
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 4; ++round) {
     perfopt_value *result = nullptr;
     CHECK_STATUS(perfopt_model_call(model, "forward", args, 2, &result), PERFOPT_OK);
     CHECK(result->kind == PERFOPT_VALUE_TUPLE && result->length == 2);
@@ -586,6 +586,7 @@ void result_tree_changed_before_free() {
       result->items[1].string = "not perfopt's";
     }
     if (round == 2) result->items = nullptr;  // the items pointer lost
+    if (round == 3) std::swap(result->items[0].managed, result->items[1].managed);  // both still in the tree
     perfopt_value_free(result);
     if (taken) taken->deleter(taken);
   }

@@ -114,14 +114,40 @@ def test_a_model_that_writes_its_input_gets_a_copy(tmp_path):
             first.add_(1)
             return first * 1
 
+    class ThroughAList(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            kept: List[torch.Tensor] = []
+            kept.append(x)  # put in after the list was made
+            kept[0].mul_(2)
+            return kept[0] + 1
+
+    class ThroughADict(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            kept: typing.Dict[str, torch.Tensor] = {}
+            kept["x"] = x
+            kept["x"].mul_(2)
+            return kept["x"] + 1
+
     doubles, adds = tmp_path / "doubles.pt", tmp_path / "adds.pt"
     torch.jit.script(Doubles()).save(str(doubles))
     torch.jit.script(AddsToFirst()).save(str(adds))
+    # Found by a second reader: writes through a local container were missed
+    # (the caller's input changed; a read-only page was a SIGSEGV).
+    through = []
+    for made in (ThroughAList, ThroughADict):
+        through.append(tmp_path / f"{made.__name__}.pt")
+        torch.jit.script(made()).save(str(through[-1]))
     frozen = bytes(np.ones(4, np.float32).tobytes())
     readonly = np.frombuffer(frozen, np.float32)  # an immutable bytes object's memory
     mapped_path = tmp_path / "ones.f32"
     mapped_path.write_bytes(frozen)
     mapped = np.memmap(mapped_path, np.float32, mode="r")  # a read-only page
+    for path in [doubles, *through]:
+        with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(path)) as model:
+            for x in (np.ones(4, np.float32), readonly, mapped):
+                (y,) = model.run(x)
+                np.testing.assert_array_equal(y, np.full(4, 3, np.float32))
+                np.testing.assert_array_equal(x, np.ones(4, np.float32))
     with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(doubles)) as model:
         for mode in ["none", "default", "max-autotune"]:
             model.compile(mode, [np.ones(4, np.float32)])

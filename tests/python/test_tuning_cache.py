@@ -77,14 +77,42 @@ def test_a_planted_or_damaged_module_is_not_loaded(tmp_path):
     entry = json.loads(choice.read_text())
     # An entry that names a frozen form and a saved module whose bytes are not
     # the ones it recorded (a damaged write, or a module put there by hand).
-    entry.update(label="frozen", chosen="frozen", module_blake3="0" * 64)
+    planted = f"{choice.stem}-{'0' * 16}.pt"
+    entry.update(label="frozen", chosen="frozen", module_blake3="0" * 64, module_file=planted)
     choice.write_text(json.dumps(entry))
-    shutil.copy(FIXTURES / "encoder.pt", choice.with_suffix(".pt"))
+    shutil.copy(FIXTURES / "encoder.pt", cache / planted)
     tuning, outputs = tune(FIXTURES / "two_inputs.pt", cache, x, y)
     # Before: the module under the entry's name ran instead of the model.
     assert "not the module its entry recorded" in (tuning.get("cache_unreadable") or ""), tuning
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got, want, rtol=1e-5)
+    # An entry that names another file than its key and hash give is refused.
+    entry = json.loads(choice.read_text())
+    if entry.get("module_blake3"):
+        entry["module_file"] = "../../elsewhere.pt"
+        choice.write_text(json.dumps(entry))
+        tuning, _ = tune(FIXTURES / "two_inputs.pt", cache, x, y)
+        assert "names its saved module" in (tuning.get("cache_unreadable") or ""), tuning
+
+
+def test_a_model_file_replaced_after_its_load_is_not_remembered(tmp_path):
+    # Before: the entry was stored under the new file's hash with the loaded
+    # model's choice and frozen weights, and a fresh load of the new file
+    # ran the old weights; a file deleted after the load failed the compile.
+    path = tmp_path / "model.pt"
+    shutil.copy(FIXTURES / "two_inputs.pt", path)
+    cache = tmp_path / "cache"
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(path)) as model:
+        model.set_options(tuning_cache_dir=str(cache), tuning_budget_ms=300)
+        shutil.copy(FIXTURES / "aliasing.pt", tmp_path / "other.pt")
+        os.replace(tmp_path / "other.pt", path)  # a redeploy under a running service
+        model.compile("max-autotune", list(two_inputs()))
+        result = model.report()["compile"]["tuning"]["cache_result"]
+        assert result.startswith("measured; not remembered") and "changed since" in result, result
+        path.unlink()
+        model.compile("max-autotune", list(two_inputs()))
+        assert "is gone since" in model.report()["compile"]["tuning"]["cache_result"]
+    assert not cache.exists() or entries(cache) == []
 
 
 def test_a_retrained_model_with_the_same_size_and_mtime_is_a_new_key(tmp_path):

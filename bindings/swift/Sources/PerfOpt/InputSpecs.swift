@@ -32,8 +32,18 @@ public struct InputSpec: Codable, Sendable, Equatable {
     /// A tensor of this input's shape, -1 dimensions set to `batch`, every
     /// value `fill(i)` for element i (as a float32, int64 or uint8).
     public func example(batch: Int64, fill: (Int) -> Double = { _ in 0 }) throws(PerfOptError) -> Tensor {
+        guard batch >= 0 else {
+            throw PerfOptError(.invalidArgument, "input \(name): batch \(batch) is negative")
+        }
         let dims = shape.map { $0 < 0 ? batch : $0 }
-        let count = dims.reduce(1) { $0 * Int($1) }
+        var count = 1
+        for dimension in dims {
+            let (product, overflow) = count.multipliedReportingOverflow(by: Int(dimension))
+            guard !overflow, product <= 1 << 32 else {
+                throw PerfOptError(.invalidArgument, "input \(name): shape \(dims) is too large for an example")
+            }
+            count = product
+        }
         switch dtype {
         case "float32":
             return Tensor(floats: (0..<count).map { Float(fill($0)) }, shape: dims)

@@ -51,6 +51,7 @@ public final class Model: @unchecked Sendable {
     /// failure, the model stays usable as loaded. Other failures throw.
     @discardableResult
     public func compile(mode: String? = nil, warmup: [Tensor] = []) throws(PerfOptError) -> String? {
+        try checkSizes(warmup)
         let status: StatusCode = withOptionalCString(mode) { modePtr in
             withDLTensors(warmup) { perfopt_model_compile(handle, modePtr, $0, $1) }
         }
@@ -62,6 +63,7 @@ public final class Model: @unchecked Sendable {
     /// leave a stateful model's state as they found it.
     @discardableResult
     public func compile(mode: String? = nil, args: [Value]) throws(PerfOptError) -> String? {
+        try checkSizes(args)
         let status: StatusCode = withOptionalCString(mode) { modePtr in
             withValues(args) { perfopt_model_compile_args(handle, modePtr, $0, $1) }
         }
@@ -123,7 +125,8 @@ public final class Model: @unchecked Sendable {
 
     /// Runs forward() on tensors; every output is a tensor.
     public func run(_ inputs: [Tensor]) throws(PerfOptError) -> [Output] {
-        try collect { outputs, capacity, count in
+        try checkSizes(inputs)
+        return try collect { outputs, capacity, count in
             withDLTensors(inputs) { perfopt_model_run(handle, $0, $1, outputs, capacity, count) }
         }
     }
@@ -139,6 +142,7 @@ public final class Model: @unchecked Sendable {
     /// compiled form and see the state forward() changes. A wrong argument
     /// throws `.invalidArgument` naming it and the type the schema wants.
     public func call(_ method: String?, _ args: [Value] = []) throws(PerfOptError) -> ResultValue {
+        try checkSizes(args)
         var result: UnsafeMutablePointer<perfopt_value>?
         let status: StatusCode = withOptionalCString(method) { methodPtr in
             withValues(args) { perfopt_model_call(handle, methodPtr, $0, $1, &result) }
@@ -154,7 +158,8 @@ public final class Model: @unchecked Sendable {
     /// `setBatchDims`; 0 by default), in chunks of at most `maxBatch` (0: the
     /// recommended size), halving on out-of-memory; outputs joined back.
     public func runBatched(_ inputs: [Tensor], maxBatch: Int32 = 0) throws(PerfOptError) -> [Output] {
-        try collect { outputs, capacity, count in
+        try checkSizes(inputs)
+        return try collect { outputs, capacity, count in
             withDLTensors(inputs) { perfopt_model_run_batched(handle, $0, $1, maxBatch, outputs, capacity, count) }
         }
     }
@@ -168,7 +173,8 @@ public final class Model: @unchecked Sendable {
     /// `runBatched(args:maxBatch:)` offering `outputSlots` slots first (tests
     /// offer too few, to check that the outputs are taken, not recomputed).
     func runBatched(args: [Value], maxBatch: Int32, outputSlots: Int) throws(PerfOptError) -> [Output] {
-        try collect(slots: outputSlots) { outputs, capacity, count in
+        try checkSizes(args)
+        return try collect(slots: outputSlots) { outputs, capacity, count in
             withValues(args) { perfopt_model_run_batched_args(handle, $0, $1, maxBatch, outputs, capacity, count) }
         }
     }
@@ -205,6 +211,7 @@ public final class Model: @unchecked Sendable {
     // MARK: Warm-up and batch size
 
     public func warmup(_ inputs: [Tensor], iterations: UInt32 = 3) throws(PerfOptError) -> WarmupReport {
+        try checkSizes(inputs)
         let json = try keptReport(.warmup) { buffer, length, needed in
             withDLTensors(inputs) { perfopt_model_warmup(handle, $0, $1, iterations, buffer, length, needed) }
         }
@@ -219,6 +226,7 @@ public final class Model: @unchecked Sendable {
     /// `warmup(args:iterations:)` offering `reportBytes` for the report first
     /// (tests offer too few, to check that it is read back, not measured again).
     func warmup(args: [Value], iterations: UInt32, reportBytes: Int) throws(PerfOptError) -> WarmupReport {
+        try checkSizes(args)
         let json = try keptReport(.warmup, bytes: reportBytes) { buffer, length, needed in
             withValues(args) { perfopt_model_warmup_args(handle, $0, $1, iterations, buffer, length, needed) }
         }
@@ -228,6 +236,7 @@ public final class Model: @unchecked Sendable {
     /// Measures the model on one sample (size 1 along each batched input's
     /// batch dimension) and recommends a batch size; `runBatched` remembers it.
     public func recommendBatch(sample: [Tensor]) throws(PerfOptError) -> BatchRecommendation {
+        try checkSizes(sample)
         var batch: Int32 = 0
         let json = try keptReport(.recommendBatch) { buffer, length, needed in
             withDLTensors(sample) { perfopt_model_recommend_batch(handle, $0, $1, &batch, buffer, length, needed) }
@@ -237,6 +246,7 @@ public final class Model: @unchecked Sendable {
 
     /// `recommendBatch` with arguments of any kind (non-tensor arguments are not batched).
     public func recommendBatch(args: [Value]) throws(PerfOptError) -> BatchRecommendation {
+        try checkSizes(args)
         var batch: Int32 = 0
         let json = try keptReport(.recommendBatch) { buffer, length, needed in
             withValues(args) { perfopt_model_recommend_batch_args(handle, $0, $1, &batch, buffer, length, needed) }

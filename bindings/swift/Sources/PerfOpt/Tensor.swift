@@ -31,6 +31,45 @@ public struct Tensor: Sendable {
         self.dtype = dtype
         self.data = data
     }
+
+    /// Bytes one element takes.
+    var elementSize: Int {
+        switch dtype {
+        case .float32: return 4
+        case .int64: return 8
+        case .uint8: return 1
+        }
+    }
+
+    /// Throws unless the shape is valid and `data` holds exactly the bytes it
+    /// describes: perfopt reads that many bytes, and a shape larger than the
+    /// data would have it read past the buffer.
+    func checkSize(_ what: String) throws(PerfOptError) {
+        var elements = 1
+        for dimension in shape {
+            guard dimension >= 0 else {
+                throw PerfOptError(.invalidArgument, "\(what): shape \(shape) has a negative size")
+            }
+            let (product, overflow) = elements.multipliedReportingOverflow(by: Int(dimension))
+            guard !overflow else {
+                throw PerfOptError(.invalidArgument, "\(what): shape \(shape) is too large")
+            }
+            elements = product
+        }
+        let (bytes, overflow) = elements.multipliedReportingOverflow(by: elementSize)
+        guard !overflow, bytes == data.count else {
+            throw PerfOptError(.invalidArgument,
+                               "\(what): shape \(shape) of \(dtype) needs \(overflow ? "too many" : "\(bytes)") " +
+                                   "bytes, and the tensor holds \(data.count)")
+        }
+    }
+}
+
+/// Throws unless every tensor holds the bytes its shape describes.
+func checkSizes(_ tensors: [Tensor]) throws(PerfOptError) {
+    for (i, tensor) in tensors.enumerated() {
+        try tensor.checkSize("input \(i)")
+    }
 }
 
 /// Describes `tensors` as DLTensors for one call. Shapes and bytes are copied
@@ -98,18 +137,28 @@ public final class Output: @unchecked Sendable {
 
     public var count: Int { shape.reduce(1) { $0 * Int($1) } }
 
-    /// The values of a float32 output (host memory, contiguous).
+    /// Whether the values are in host memory, readable here (`floats`,
+    /// `data`); false for an output kept on a GPU (`outputsOnDevice`).
+    public var isOnHost: Bool {
+        let device = managed.pointee.dl_tensor.device.device_type
+        return device == kDLCPU || device == kDLCUDAHost
+    }
+
+    /// The values of a float32 output in host memory (perfopt's outputs are
+    /// contiguous); empty for another dtype or an output on a GPU.
     public var floats: [Float] {
         let t = managed.pointee.dl_tensor
-        guard t.dtype.code == UInt8(kDLFloat.rawValue), t.dtype.bits == 32, let base = t.data else { return [] }
+        guard isOnHost, t.dtype.code == UInt8(kDLFloat.rawValue), t.dtype.bits == 32, t.dtype.lanes == 1,
+              let base = t.data else { return [] }
         let start = base.advanced(by: Int(t.byte_offset)).assumingMemoryBound(to: Float.self)
         return Array(UnsafeBufferPointer(start: start, count: count))
     }
 
-    /// The raw bytes.
+    /// The raw bytes of an output in host memory; empty for one on a GPU.
     public var data: Data {
         let t = managed.pointee.dl_tensor
-        guard let base = t.data else { return Data() }
-        return Data(bytes: base.advanced(by: Int(t.byte_offset)), count: count * Int(t.dtype.bits / 8))
+        guard isOnHost, let base = t.data else { return Data() }
+        return Data(bytes: base.advanced(by: Int(t.byte_offset)),
+                    count: count * Int(t.dtype.bits / 8) * Int(max(t.dtype.lanes, 1)))
     }
 }

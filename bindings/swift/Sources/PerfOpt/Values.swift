@@ -107,6 +107,25 @@ extension CallArena {
     }
 }
 
+/// Throws unless every tensor among `values` holds the bytes its shape describes.
+func checkSizes(_ values: [Value]) throws(PerfOptError) {
+    func walk(_ value: Value, _ path: String) throws(PerfOptError) {
+        switch value {
+        case .tensor(let tensor):
+            try tensor.checkSize(path)
+        case .list(let items), .tuple(let items):
+            for (i, item) in items.enumerated() {
+                try walk(item, "\(path)[\(i)]")
+            }
+        default:
+            break
+        }
+    }
+    for (i, value) in values.enumerated() {
+        try walk(value, "argument \(i)")
+    }
+}
+
 /// `values` as perfopt_values for one call (NULL and 0 when there are none).
 func withValues<R>(_ values: [Value], _ body: (UnsafePointer<perfopt_value>?, Int) throws(PerfOptError) -> R) rethrows -> R {
     let arena = CallArena()

@@ -427,6 +427,27 @@ final class PerfOptTests: XCTestCase {
         for result in results { XCTAssertEqual(result, serial) }
     }
 
+    /// A tensor whose bytes do not match its shape is refused before perfopt
+    /// reads it (before, a shape larger than the data let perfopt read past
+    /// the buffer); so is an example of a negative batch.
+    func testTensorsWhoseDataDoesNotMatchTheirShapeAreRefused() throws {
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: fixture("vocoder.pt"))
+        let short = Tensor(floats: [1], shape: [1_000, 80, 32])
+        for attempt in [{ _ = try model.run([short]) }, { _ = try model.call([.list([.tensor(short)])]) }] {
+            XCTAssertThrowsError(try attempt()) { error in
+                let error = error as? PerfOptError
+                XCTAssertEqual(error?.status, .invalidArgument)
+                XCTAssertTrue(error?.message.contains("holds 4") ?? false, error?.message ?? "")
+            }
+        }
+        XCTAssertThrowsError(try model.run([Tensor(floats: [], shape: [-1])]))
+        let spec = InputSpec(name: "mel", dtype: "float32", shape: [-1, 80, 32])
+        XCTAssertThrowsError(try spec.example(batch: -1))
+        XCTAssertEqual(try spec.example(batch: 2).shape, [2, 80, 32])
+        XCTAssertTrue(try model.run([try spec.example(batch: 1)]).allSatisfy(\.isOnHost))
+    }
+
     func testLogLevelsByName() throws {
         let records = Records()
         defer { try? Log.reset() }
