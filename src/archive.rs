@@ -38,10 +38,52 @@ pub struct Inspected {
     pub models: Vec<PackageModel>,
 }
 
-/// Checks a model file and tells its format from its contents.
-pub fn inspect(path: &Path) -> Result<Inspected> {
-    let shown = path.display().to_string();
+/// A model file checked and kept open, so that libtorch reads the file that
+/// was checked: the path handed to its loaders names the open descriptor
+/// (`/proc/self/fd/N`, `/dev/fd/N` on macOS), not the path again, which
+/// another process could point at other bytes between the check and the load.
+pub struct Opened {
+    pub inspected: Inspected,
+    /// Open until the load is done: the descriptor path names it.
+    _file: std::fs::File,
+    for_loaders: String,
+}
+
+impl Opened {
+    /// What libtorch's loaders open: the checked file, by its descriptor
+    /// where the system names descriptors as files, else its path.
+    pub fn path_for_loaders(&self) -> &str {
+        &self.for_loaders
+    }
+}
+
+/// Checks a model file, tells its format, and keeps it open for the load.
+pub fn open_checked(path: &Path) -> Result<Opened> {
+    use std::os::unix::io::AsRawFd;
     let (mut file, size) = open_regular(path)?;
+    let inspected = inspect_file(&mut file, size, path.display().to_string())?;
+    let fd = file.as_raw_fd();
+    let for_loaders = ["/proc/self/fd", "/dev/fd"]
+        .iter()
+        .map(|dir| format!("{dir}/{fd}"))
+        .find(|named| Path::new(named).exists())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(Opened {
+        inspected,
+        _file: file,
+        for_loaders,
+    })
+}
+
+/// Checks a model file and tells its format from its contents (the tests'
+/// way in; loads use [`open_checked`]).
+#[cfg(test)]
+pub fn inspect(path: &Path) -> Result<Inspected> {
+    let (mut file, size) = open_regular(path)?;
+    inspect_file(&mut file, size, path.display().to_string())
+}
+
+fn inspect_file(file: &mut std::fs::File, size: u64, shown: String) -> Result<Inspected> {
     let mut magic = [0u8; 4];
     if size < 4 || file.read_exact(&mut magic).is_err() || magic != ZIP_LOCAL_HEADER {
         return Err(Error::new(
@@ -53,7 +95,7 @@ pub fn inspect(path: &Path) -> Result<Inspected> {
         ));
     }
     let mut zip = Zip {
-        file: &mut file,
+        file,
         size,
         shown: shown.clone(),
     };
@@ -232,6 +274,21 @@ mod tests {
         for path in [script, package, exported, one, climbing] {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    #[test]
+    fn loaders_read_the_file_that_was_checked() {
+        let bytes = zip(&[("m/data.pkl", b"checked"), ("m/code/__torch__.py", b"y")]);
+        let path = write("checked.pt", &bytes);
+        let opened = open_checked(&path).unwrap();
+        assert_eq!(opened.inspected.format, Format::TorchScript);
+        // Another file put at the path after the check: the loaders' path
+        // still names the checked one (before, libtorch opened the path again).
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"other bytes").unwrap();
+        assert_ne!(opened.path_for_loaders(), path.to_str().unwrap());
+        assert_eq!(std::fs::read(opened.path_for_loaders()).unwrap(), bytes);
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

@@ -121,12 +121,14 @@ fn loader_entries<'a>(entries: &'a [Entry], model: &str) -> Vec<&'a Entry> {
 /// dynamic loader maps without checking that the file holds it): one folder
 /// at the top, every stored file's CRC, exactly one library, stored and with
 /// its ELF headers and segments within the file, and each source's metadata.
-pub fn check_model_files(path: &Path, model: &PackageModel) -> Result<()> {
+/// `path` is what to open (the checked file's descriptor path), `shown`
+/// what messages name.
+pub fn check_model_files(path: &Path, shown: &str, model: &PackageModel) -> Result<()> {
     let (mut file, size) = open_regular(path)?;
     let mut zip = Zip {
         file: &mut file,
         size,
-        shown: path.display().to_string(),
+        shown: shown.to_string(),
     };
     let corrupt = |zip: &Zip<'_>, what: String| {
         Error::new(

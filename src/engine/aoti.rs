@@ -49,7 +49,10 @@ fn leaves(spec: &Json) -> usize {
 }
 
 impl Aoti {
+    /// Loads from `source` (the checked file's descriptor path), naming
+    /// `path` in messages.
     pub fn load(
+        source: &str,
         path: &str,
         inspected: &Inspected,
         device: tch::Device,
@@ -100,8 +103,8 @@ impl Aoti {
                 ));
             }
         }
-        package::check_model_files(Path::new(path), model)?;
-        let package = Self::load_cleanly(path, model, device, runners)?;
+        package::check_model_files(Path::new(source), path, model)?;
+        let package = Self::load_cleanly(source, path, model, device, runners)?;
         let folder = Unpacked::take(&package.folder()?, matches!(device, tch::Device::Cuda(_)));
         let description = Json::parse(&package.describe()?)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("package description: {e}")))?;
@@ -184,13 +187,14 @@ impl Aoti {
     /// Loads the package; on failure, removes the folder libtorch unpacked
     /// it into (src/engine/unpacked.rs says how it is known).
     fn load_cleanly(
+        source: &str,
         path: &str,
         model: &PackageModel,
         device: tch::Device,
         runners: usize,
     ) -> Result<AotiPackage> {
         let before = unpacked::loader_folders();
-        AotiPackage::load(path, &model.name, device, runners).map_err(|err| {
+        AotiPackage::load(source, &model.name, device, runners).map_err(|err| {
             unpacked::remove_failed(&err.to_string(), &before, model);
             let kind = match err.kind() {
                 ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,

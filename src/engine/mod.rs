@@ -280,10 +280,14 @@ pub struct Loaded {
 
 /// Loads a model file in whichever format its contents say.
 pub fn load(path: &str, device: tch::Device, runners: usize) -> Result<Loaded> {
-    let checked = crate::archive::inspect(Path::new(path))?;
+    let opened = crate::archive::open_checked(Path::new(path))?;
+    // libtorch reads the file perfopt checked (by its descriptor), not the
+    // path again; messages name the path.
+    let source = opened.path_for_loaders();
+    let checked = &opened.inspected;
     let engine: Arc<dyn Engine> = match checked.format {
-        Format::TorchScript => Arc::new(torchscript::TorchScript::load(path, device)?),
-        Format::Aoti => Arc::new(aoti::Aoti::load(path, &checked, device, runners)?),
+        Format::TorchScript => Arc::new(torchscript::TorchScript::load(source, path, device)?),
+        Format::Aoti => Arc::new(aoti::Aoti::load(source, path, checked, device, runners)?),
     };
     Ok(Loaded {
         engine,

@@ -25,8 +25,10 @@ pub struct TorchScript {
 }
 
 impl TorchScript {
-    pub fn load(path: &str, device: tch::Device) -> Result<TorchScript> {
-        let module = ScriptModule::load(path, device).map_err(|err| {
+    /// Loads from `source` (the checked file's descriptor path), naming
+    /// `path` in messages.
+    pub fn load(source: &str, path: &str, device: tch::Device) -> Result<TorchScript> {
+        let module = ScriptModule::load(source, device).map_err(|err| {
             let kind = match err.kind() {
                 ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
                 _ => ErrorKind::LoadFailed,
