@@ -19,8 +19,10 @@ import perfopt
 FIXTURES = Path(os.environ.get("PERFOPT_FIXTURES", Path(__file__).resolve().parents[2] / "build" / "fixtures"))
 
 
-def tune(path, cache, *inputs, budget=300):
-    """Loads `path`, compiles max-autotune with `cache`, runs once: (tuning report, outputs)."""
+def tune(path, cache, *inputs, budget=2000):
+    """Loads `path`, compiles max-autotune with `cache`, runs once: (tuning report, outputs).
+    The default budget, so that a busy machine still measures two candidates
+    (a choice made without comparing them is not remembered)."""
     with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(path)) as model:
         model.set_options(tuning_cache_dir=str(cache), tuning_budget_ms=budget)
         model.compile("max-autotune", list(inputs))
@@ -150,7 +152,7 @@ def test_a_full_disk_is_not_remembered_and_leaves_nothing(tmp_path):
         # the model are read before.
         opt = perfopt.Optimizer("cpu", read_environment=False)
         model = opt.load({str(FIXTURES / "two_inputs.pt")!r})
-        model.set_options(tuning_cache_dir={str(cache)!r}, tuning_budget_ms=300)
+        model.set_options(tuning_cache_dir={str(cache)!r}, tuning_budget_ms=2000)
         resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
         x, y = np.full((2, 16), 0.5, np.float32), np.full((2, 4), -0.25, np.float32)
         model.compile("max-autotune", [x, y])
