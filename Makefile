@@ -114,6 +114,13 @@ test-install: examples
 	cd /tmp && env -u PERFOPT_LIBRARY PYTHONPATH=$(BUILD)/pip-target $(VENV)/bin/python -c \
 		"import perfopt, perfopt._native as n; lib = n.lib()._name; print('pip-installed', perfopt.version(), 'from', lib); \
 		assert lib.startswith('$(BUILD)/pip-target/perfopt/'), lib"
+	@# The wheel: tagged for any Python 3 (the package is pure ctypes), its
+	@# library without debug information.
+	$(MAKE) --no-print-directory wheel >/dev/null
+	wheel=$$(ls $(BUILD)/wheel/perfopt-*-py3-none-*.whl) && $(VENV)/bin/python -c \
+		"import sys, zipfile; size = zipfile.ZipFile(sys.argv[1]).getinfo('perfopt/libperfopt.so').file_size; \
+		print(sys.argv[1].rsplit('/', 1)[-1], 'carries libperfopt.so of', round(size / 2**20, 1), 'MiB'); \
+		assert size < 20 * 2**20, size" "$$wheel"
 
 # A wheel that carries the library (build/wheel/perfopt-*.whl): `pip install`
 # it beside torch 2.11.0 and `import perfopt` finds everything.

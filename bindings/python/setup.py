@@ -7,6 +7,7 @@ installed torch's libraries. Without a built library the package is the
 bindings alone and looks for the library at run time (PERFOPT_LIBRARY)."""
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,14 +23,24 @@ def library() -> Path:
     return Path(override) if override else HERE.parent.parent / "build" / "lib" / "libperfopt.so.0"
 
 
+def bundle(source: Path, target: Path) -> None:
+    """The library without its debug information (79 MB with it, most of it
+    DWARF): `strip --strip-debug` where binutils is installed, else a copy.
+    The symbols a backtrace names stay."""
+    strip = shutil.which("strip")
+    if strip and subprocess.run([strip, "--strip-debug", "-o", str(target), str(source)]).returncode == 0:
+        return
+    shutil.copyfile(source, target)
+
+
 class BuildWithLibrary(build_py):
     def run(self) -> None:
         super().run()
         source = library()
         if source.exists():
             target = Path(self.build_lib) / "perfopt" / "libperfopt.so"
-            shutil.copyfile(source, target)
-            print(f"perfopt: bundled {source} as {target}", file=sys.stderr)
+            bundle(source, target)
+            print(f"perfopt: bundled {source} as {target} ({target.stat().st_size >> 20} MiB)", file=sys.stderr)
         else:
             print(f"perfopt: no library at {source} (run `make build`): the package will look for "
                   "libperfopt at run time (PERFOPT_LIBRARY)", file=sys.stderr)
@@ -42,4 +53,19 @@ class BinaryDistribution(Distribution):
         return library().exists()
 
 
-setup(cmdclass={"build_py": BuildWithLibrary}, distclass=BinaryDistribution)
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools before 70.1
+    from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
+
+
+class AnyPython3Wheel(bdist_wheel):
+    """The package is pure ctypes: one wheel serves every Python 3 on the
+    platform the library was built for (py3-none-<platform>, not cp311)."""
+
+    def get_tag(self) -> tuple:
+        _, _, platform = super().get_tag()
+        return "py3", "none", platform
+
+
+setup(cmdclass={"build_py": BuildWithLibrary, "bdist_wheel": AnyPython3Wheel}, distclass=BinaryDistribution)
