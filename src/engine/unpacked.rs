@@ -107,14 +107,21 @@ pub fn loader_folders() -> HashSet<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Whether `folder` is one this process could have unpacked `model` into:
-/// ours (this user's), and holding each of the model's files at its size.
-fn holds_model(folder: &Path, model: &PackageModel) -> bool {
+/// This user's uid, when `folder` is a folder (not a link) this user owns.
+fn our_folder(folder: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let ours = std::fs::symlink_metadata(folder).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-    ours && !model.entries.is_empty()
+    std::fs::symlink_metadata(folder)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid)
+        .then_some(uid)
+}
+
+/// Whether `folder` is one this process could have unpacked `model` into:
+/// ours (this user's), and holding each of the model's files at its size.
+fn holds_model(folder: &Path, model: &PackageModel) -> bool {
+    our_folder(folder).is_some()
+        && !model.entries.is_empty()
         && model.entries.iter().all(|entry| {
             std::fs::symlink_metadata(folder.join(&entry.name))
                 .is_ok_and(|m| m.is_file() && m.len() == entry.uncompressed)
@@ -127,10 +134,10 @@ fn holds_model(folder: &Path, model: &PackageModel) -> bool {
 /// `holds_model` did not recognise, so they stayed).
 fn holds_part_of_model(folder: &Path, model: &PackageModel) -> bool {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let ours = std::fs::symlink_metadata(folder).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-    if !ours || model.entries.is_empty() {
+    let Some(uid) = our_folder(folder) else {
+        return false;
+    };
+    if model.entries.is_empty() {
         return false;
     }
     let declared: std::collections::HashMap<&str, u64> = model
