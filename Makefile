@@ -171,6 +171,7 @@ bench: build
 		-Wl,-rpath,$(BUILD)/lib -o $(BUILD)/bench/overhead
 	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/driver.py --perfopt $(BUILD)/bin/perfopt \
 		--overhead $(BUILD)/bench/overhead --iterations $(BENCH_ITERATIONS) --repeats $(BENCH_REPEATS)
+	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/formats.py
 
 bench-gpu: BENCH_ITERATIONS = 100
 bench-gpu: BENCH_REPEATS = 1
@@ -242,8 +243,8 @@ test: build lint test-rust test-cpp test-python test-install test-swift
 # nothing).
 demo: build
 	$(BUILD)/bin/perfopt info
-	$(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/demo --batch 4 --only vocoder,encoder --packages
-	$(BUILD)/bin/perfopt bench $(BUILD)/demo/vocoder.pt $(BUILD)/demo/vocoder.pt2 --input 4x80x32 \
+	$(VENV)/bin/python tests/fixtures/make_fixtures.py $(BUILD)/demo --batch 4 --only vocoder,encoder --packages --onnx
+	$(BUILD)/bin/perfopt bench $(BUILD)/demo/vocoder.pt $(BUILD)/demo/vocoder.pt2 $(BUILD)/demo/vocoder.onnx --input 4x80x32 \
 		--json $(BUILD)/demo/vocoder.bench.json
 	rm -rf $(BUILD)/demo/tuning
 	$(BUILD)/bin/perfopt bench $(BUILD)/demo/encoder.pt --input 4x16x64 --tuning-cache $(BUILD)/demo/tuning \

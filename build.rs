@@ -27,6 +27,7 @@ const SHIM_CPU: &[&str] = &[
     "src/cxx/script_writes.cpp",
     "src/cxx/aoti.cpp",
     "src/cxx/memory.cpp",
+    "src/cxx/threads.cpp",
 ];
 /// The CUDA section: the real one with CUDA headers, the stub without.
 const SHIM_CUDA: &str = "src/cxx/cuda.cpp";

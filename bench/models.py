@@ -113,6 +113,27 @@ class SmallEncoder(nn.Module):
         return self.encoder(x)
 
 
+class StreamingVad(nn.Module):
+    """A silero-vad-shaped streaming step: a 512-sample chunk and the
+    recurrent state (h, c) in, a speech probability and the new state out;
+    a conv frontend and one LSTM cell. Called once per 32 ms of audio."""
+
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.frontend = nn.Sequential(
+            nn.Conv1d(1, 16, 9, stride=4, padding=4), nn.ReLU(),
+            nn.Conv1d(16, 32, 9, stride=4, padding=4), nn.ReLU(),
+            nn.Conv1d(32, hidden, 9, stride=4, padding=4), nn.ReLU(),
+        )
+        self.cell = nn.LSTMCell(hidden, hidden)
+        self.decide = nn.Linear(hidden, 1)
+
+    def forward(self, chunk, h, c):
+        features = self.frontend(chunk.unsqueeze(1)).mean(dim=2)
+        h, c = self.cell(features, (h, c))
+        return torch.sigmoid(self.decide(h)), h, c
+
+
 def build(name, batch):
     """(module, example inputs) for a reference model, weights seeded."""
     torch.manual_seed(0)
@@ -131,6 +152,9 @@ def build(name, batch):
         return TextEncoder().eval(), [ids, mask]
     if name == "small_encoder":
         return SmallEncoder().eval(), [torch.randn(batch, 16, 128, generator=g)]
+    if name == "vad":
+        return StreamingVad().eval(), [torch.randn(batch, 512, generator=g), torch.zeros(batch, 64),
+                                       torch.zeros(batch, 64)]
     if name == "tiny":
         return nn.Linear(4, 4).eval(), [torch.randn(batch, 4, generator=g)]
     raise ValueError(name)

@@ -133,9 +133,11 @@ typedef struct DLManagedTensor {
  structs of earlier ABIs are accepted by their struct_size); the bindings,
  shipped with their library, require it equal. ABI 3 made concurrent calls
  take const handles and added values, methods, batch dimensions,
- AOTInductor packages, kept reports and the options' tuning fields.
+ AOTInductor packages, kept reports and the options' tuning fields; ABI 4
+ added ONNX models, a thread count per model (perfopt_model_options.threads)
+ and perfopt_config.onnxruntime_library.
  */
-#define PERFOPT_ABI_VERSION 3
+#define PERFOPT_ABI_VERSION 4
 
 /*
  A tri-state setting left to the environment, then the default.
@@ -259,7 +261,7 @@ enum perfopt_status
    */
   PERFOPT_ERR_BUFFER_TOO_SMALL = 15,
   /*
-   libtorch raised an error.
+   The engine running the model (libtorch, ONNX Runtime) raised an error.
    */
   PERFOPT_ERR_TORCH = 16,
   /*
@@ -369,6 +371,13 @@ typedef struct perfopt_model_options {
    perfopt_model_set_options. (ABI 3)
    */
   const char *tuning_cache_dir;
+  /*
+   Threads each call of this model uses (1 to 4 per core), from its next
+   compile on (any mode, `none` included); 0 (default): the optimizer's
+   count, and max-autotune measures the count on the CPU. Per model: two
+   models run concurrently each at its own count. (ABI 4)
+   */
+  uint32_t threads;
 } perfopt_model_options;
 
 /*
@@ -464,6 +473,14 @@ typedef struct perfopt_config {
    MALLOC_*_ / GLIBC_TUNABLES settings. Linux with glibc only. (ABI 2)
    */
   int32_t malloc_tuning;
+  /*
+   The ONNX Runtime library (libonnxruntime) that ONNX models run on;
+   NULL (default): PERFOPT_ONNXRUNTIME, ORT_DYLIB_PATH, beside perfopt's
+   library, the onnxruntime Python package beside torch, then the
+   loader's search path. Loaded once per process, at the first ONNX
+   model. Copied during the call. (ABI 4)
+   */
+  const char *onnxruntime_library;
 } perfopt_config;
 
 #ifdef __cplusplus

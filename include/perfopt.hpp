@@ -86,16 +86,19 @@ class Config {
   }
   Config &read_environment(bool on) { config_.read_environment = on; return *this; }
   Config &malloc_tuning(bool on) { config_.malloc_tuning = on; return *this; }
+  /// The ONNX Runtime library ONNX models run on (default: found).
+  Config &onnxruntime_library(std::string path) { onnxruntime_ = std::move(path); return *this; }
 
   const perfopt_config *get() {
     config_.device = device_.empty() ? nullptr : device_.c_str();
     config_.compile_mode = mode_.empty() ? nullptr : mode_.c_str();
+    config_.onnxruntime_library = onnxruntime_.empty() ? nullptr : onnxruntime_.c_str();
     return &config_;
   }
 
  private:
   perfopt_config config_{};
-  std::string device_, mode_;
+  std::string device_, mode_, onnxruntime_;
 };
 
 /// perfopt_model_options with chainable setters; the cache folder is kept
@@ -110,6 +113,8 @@ class Options {
   Options &memory_margin(double margin) { options_.memory_margin = margin; return *this; }
   Options &tuning_budget_ms(uint32_t ms) { options_.tuning_budget_ms = ms; return *this; }
   Options &tuning_cache_dir(std::string dir) { cache_dir_ = std::move(dir); return *this; }
+  /// Threads per call of this model, from its next compile on (0: the optimizer's).
+  Options &threads(uint32_t n) { options_.threads = n; return *this; }
 
   const perfopt_model_options *get() {
     options_.tuning_cache_dir = cache_dir_.empty() ? nullptr : cache_dir_.c_str();

@@ -122,6 +122,9 @@ pub struct Config {
     /// glibc malloc thresholds for inference (allocator.rs); `None`: when CPU
     /// optimization applies.
     pub malloc_tuning: Option<bool>,
+    /// The ONNX Runtime library ONNX models run on; `None`: found
+    /// (src/engine/onnx/runtime.rs).
+    pub onnxruntime_library: Option<String>,
     pub read_environment: bool,
 }
 
@@ -137,6 +140,7 @@ impl Default for Config {
             intra_op_threads: None,
             inter_op_threads: None,
             malloc_tuning: None,
+            onnxruntime_library: None,
             read_environment: true,
         }
     }
@@ -155,6 +159,8 @@ pub struct ResolvedConfig {
     pub inter_op_threads: Setting<Option<u32>>,
     /// `None`: automatic (with CPU optimization on the CPU device).
     pub malloc_tuning: Setting<Option<bool>>,
+    /// The ONNX Runtime library the caller named, if any.
+    pub onnxruntime_library: Option<String>,
 }
 
 impl ResolvedConfig {
@@ -270,6 +276,7 @@ impl Config {
                 Some(on) => Setting::new(Some(on), Source::Config),
                 None => Setting::new(None, Source::Default),
             },
+            onnxruntime_library: self.onnxruntime_library.clone(),
         })
     }
 }

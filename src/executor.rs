@@ -26,6 +26,8 @@ impl Executor {
     }
 
     pub fn forward(&self, args: &[Value]) -> Result<Value> {
+        // Every engine's work starts threads a forked child cannot use.
+        crate::fork::mark_used();
         match self {
             Executor::Plain(engine) => engine.call("forward", args),
             Executor::Graphs(graphs) => graphs.run(args),

@@ -22,7 +22,6 @@ pub mod stats;
 pub mod value;
 pub mod version;
 
-pub(crate) mod archive;
 pub(crate) mod autotune;
 pub(crate) mod batch;
 pub(crate) mod batching;
@@ -36,7 +35,6 @@ pub(crate) mod last_error;
 pub(crate) mod logging;
 pub(crate) mod model_file;
 pub(crate) mod numerics;
-pub(crate) mod package;
 pub(crate) mod torch;
 pub(crate) mod zip;
 

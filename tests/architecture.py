@@ -72,6 +72,27 @@ def unsafe_without_safety() -> list:
     return found
 
 
+# What naming a format in code looks like: a Format variant, or an engine's
+# own module. Prose in comments may mention formats (a file's reader needs
+# to know what it is for); code outside src/engine/ must not branch on them.
+FORMAT_NAMES = re.compile(r"\bFormat::\w+|\bengine::(torchscript|aoti|onnx)\b|\b(TorchScript|Aoti|Onnx)::")
+
+
+def formats_named_outside_engines() -> list:
+    """Code lines outside src/engine/ that name a format: the seam keeps a
+    format in one place (docs/adding-an-engine.md)."""
+    found = []
+    engine = SRC / "engine"
+    for path in sorted(SRC.rglob("*.rs")):
+        if engine in path.parents:
+            continue
+        for i, line in enumerate(path.read_text().splitlines()):
+            code = line.split("//", 1)[0]
+            if FORMAT_NAMES.search(code):
+                found.append(f"{path.relative_to(ROOT)}:{i + 1}: {line.strip()}")
+    return found
+
+
 def layout_paths() -> set:
     readme = (ROOT / "README.md").read_text()
     match = re.search(r"^## Layout\n(.*?)(?=^## )", readme, re.S | re.M)
@@ -97,6 +118,10 @@ def main() -> int:
     bare = unsafe_without_safety()
     print(f"unsafe blocks without a SAFETY comment: {len(bare)}")
     failures += [f"no // SAFETY: comment for {b}" for b in bare]
+
+    named = formats_named_outside_engines()
+    print(f"code naming a format outside src/engine/: {len(named)}")
+    failures += [f"names a format outside src/engine/: {n}" for n in named]
 
     listed = layout_paths()
     present = {str(p.relative_to(ROOT)) for p in sources}

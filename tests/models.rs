@@ -53,11 +53,36 @@ fn max_autotune_reports_every_candidate() {
     let Json::Array(candidates) = field(&report, &["compile", "candidates"]) else {
         panic!("no candidates in {report}")
     };
+    // Each form at each thread count worth measuring (all, half, a quarter
+    // and 1 of the optimizer's threads, those that differ).
+    let all = tch::get_num_threads().max(1);
+    let mut counts = vec![all, all / 2, all / 4, 1];
+    counts.retain(|&n| n >= 1);
+    counts.sort_unstable();
+    counts.dedup();
     assert_eq!(
         candidates.len(),
-        3,
-        "as loaded, frozen, frozen + optimize_for_inference on CPU"
+        3 * counts.len(),
+        "as loaded, frozen, frozen + optimize_for_inference on CPU, at {counts:?} threads"
     );
+    for form in ["as loaded", "frozen", "frozen + optimize_for_inference"] {
+        for n in &counts {
+            let name = format!("{form} at {n} thread{}", if *n == 1 { "" } else { "s" });
+            assert!(
+                candidates
+                    .iter()
+                    .any(|c| c.get("name") == Some(&Json::Str(name.clone()))),
+                "{name} in {candidates:?}"
+            );
+        }
+    }
+    let most_runs = candidates
+        .iter()
+        .filter_map(|c| c.get("runs"))
+        .max_by_key(|r| match r {
+            Json::Int(n) => *n,
+            _ => 0,
+        });
     for candidate in candidates {
         assert!(
             matches!(candidate.get("p50_ms"), Some(Json::Float(ms)) if *ms > 0.0),
@@ -71,10 +96,7 @@ fn max_autotune_reports_every_candidate() {
         // of runs, at least three, unless it fell clearly behind.
         let stopped =
             matches!(candidate.get("note"), Some(Json::Str(n)) if n.starts_with("stopped"));
-        assert!(
-            stopped || candidate.get("runs") == candidates[0].get("runs"),
-            "{candidate}"
-        );
+        assert!(stopped || candidate.get("runs") == most_runs, "{candidate}");
         assert!(
             matches!(candidate.get("runs"), Some(Json::Int(n)) if *n >= 3),
             "{candidate}"
@@ -83,7 +105,8 @@ fn max_autotune_reports_every_candidate() {
     let Json::Str(why) = field(&report, &["compile", "why"]) else {
         panic!()
     };
-    assert!(why.contains("fastest of 3 measured candidates"), "{why}");
+    let measured = format!("fastest of {} measured candidates", 3 * counts.len());
+    assert!(why.contains(&measured), "{why}");
     assert!(why.contains("of a 2000 ms budget"), "{why}");
     assert_eq!(field(&report, &["name"]), &Json::from("encoder"));
 }

@@ -62,6 +62,15 @@ int pshim_accelerator_memory_info(int32_t device_index, uint64_t *free_bytes, ui
 int pshim_cuda_device_properties(int32_t device_index, char *name, size_t name_len, int32_t *major,
                                  int32_t *minor, uint64_t *total_bytes, int32_t *multiprocessors);
 
+/* ---- threads.cpp: a thread count per call ---------------------------------
+ * OpenMP's thread count is a setting of the calling thread: set around one
+ * call, it holds for that call's parallel regions only. */
+/* Sets the calling thread's OpenMP and MKL counts to `threads`; `previous`
+ * and `previous_mkl` get the counts to restore. */
+int pshim_call_threads_enter(int32_t threads, int32_t *previous, int32_t *previous_mkl);
+/* Puts the calling thread's counts back. */
+int pshim_call_threads_exit(int32_t previous, int32_t previous_mkl);
+
 /* ---- tensor.cpp: DLPack and storage ----------------------------------------
  * Tensors cross between Rust and C++ as `at::Tensor *` on the heap, the same
  * representation tch uses (tch::Tensor::from_ptr / as_ptr). */
@@ -70,6 +79,10 @@ int pshim_cuda_device_properties(int32_t device_index, char *name, size_t name_l
 int pshim_tensor_from_dlpack(const void *dl_tensor, void **out);
 /* A DLPack tensor sharing the tensor's storage; the caller owns it and calls its deleter. */
 int pshim_tensor_to_dlpack(const void *tensor, void **out_managed);
+/* A host tensor over memory another runtime owns: `release(owner)` runs once,
+ * when the tensor's storage goes (or at once, when it cannot be made). */
+int pshim_tensor_from_owned(void *data, const int64_t *sizes, size_t ndim, int scalar_type, void *owner,
+                            void (*release)(void *), void **out);
 /* Who holds the tensor's memory: its storage (an identity, and how many
  * tensors hold it) and the tensor itself (an identity, and how many handles
  * hold it: a module's parameter returned as it is has two). */

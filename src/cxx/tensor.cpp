@@ -25,6 +25,26 @@ int pshim_tensor_from_dlpack(const void *dl_tensor, void **out) {
   });
 }
 
+int pshim_tensor_from_owned(void *data, const int64_t *sizes, size_t ndim, int scalar_type, void *owner,
+                            void (*release)(void *), void **out) {
+  return guarded([&] {
+    // The tensor owns `owner` from here: released with the storage, or now
+    // when the tensor cannot be made.
+    struct Owner {
+      void *owner;
+      void (*release)(void *);
+      ~Owner() {
+        if (owner) release(owner);
+      }
+    } held{owner, release};
+    auto options = at::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type));
+    at::Tensor t = at::from_blob(
+        data, at::IntArrayRef(sizes, ndim), [owner, release](void *) { release(owner); }, options);
+    held.owner = nullptr;
+    *out = new at::Tensor(std::move(t));
+  });
+}
+
 int pshim_tensor_to_dlpack(const void *tensor, void **out_managed) {
   return guarded([&] { *out_managed = at::toDLPack(*static_cast<const at::Tensor *>(tensor)); });
 }

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Once;
 
 use super::aoti_inputs::{self, InputChecks};
+use super::archive::Inspected;
+use super::package::{self, PackageModel};
 use super::unpacked::{self, Unpacked};
 use super::{Argument, Engine, Format, MethodSchema};
-use crate::archive::Inspected;
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
-use crate::package::{self, PackageModel};
 use crate::torch::aoti::AotiPackage;
 use crate::value::Value;
 
@@ -246,7 +246,6 @@ impl Engine for Aoti {
                 self.model
             )));
         }
-        crate::fork::mark_used();
         let tensors = self.checks.check(args)?;
         let refs: Vec<&tch::Tensor> = tensors.iter().collect();
         let outputs = self.package.run(&refs).map_err(|err| {

@@ -4,9 +4,9 @@
 //! come from the specs perfopt.export recorded, else from the checks
 //! Inductor compiled into the package's source (src/package.rs).
 
+use super::package::PackageModel;
 use crate::error::{Error, Result};
 use crate::json::Json;
-use crate::package::PackageModel;
 use crate::value::Value;
 
 /// The metadata key perfopt.export writes: the example inputs' specs.

@@ -1,11 +1,19 @@
 //! The model-format seam: the model core runs an [`Engine`] (call a method,
-//! build its optimised forms where the format has them, save and restore its
-//! state) without knowing which format it came from. TorchScript files are
-//! one engine, AOTInductor packages another; CUDA graphs, batching,
-//! measurement and tuning sit on top of either.
+//! build its optimised forms where the format has them, run at a thread
+//! count, save and restore its state) without knowing which format it came
+//! from. Each format is one engine, found by a probe of the file's first
+//! bytes ([`load`]); CUDA graphs, batching, measurement and tuning sit on top
+//! of any. No file outside this folder names a format
+//! (tests/architecture.py checks it); docs/adding-an-engine.md says how to
+//! add one.
 
 pub(crate) mod aoti;
 mod aoti_inputs;
+mod archive;
+pub(crate) mod onnx;
+mod package;
+mod schema;
+mod threaded;
 pub(crate) mod torchscript;
 mod unpacked;
 
@@ -17,177 +25,46 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::value::Value;
 
-pub use crate::archive::Format;
+pub use schema::{Argument, MethodSchema};
 
-/// One argument of a method's schema.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Argument {
-    pub name: String,
-    /// The schema's type: "Tensor", "int", "Optional[Tensor]", "List[int]"...
-    pub type_name: String,
-    /// The default, as TorchScript prints it; `None` when required.
-    pub default: Option<String>,
+/// A model file's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// torch.jit.save: a zip with `<name>/data.pkl` and `<name>/code/`.
+    TorchScript,
+    /// torch._inductor.aoti_compile_and_package: a zip with compiled kernels.
+    Aoti,
+    /// An ONNX model (torch.onnx.export), run by ONNX Runtime.
+    Onnx,
 }
 
-/// A method a model offers, with its schema.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MethodSchema {
-    pub name: String,
-    /// "forward(__torch__.M self, Tensor x, int sr) -> Tensor"
-    pub schema: String,
-    pub arguments: Vec<Argument>,
-    pub returns: Vec<String>,
-    pub vararg: bool,
-}
-
-impl MethodSchema {
-    /// (required, total) arguments; total `None` for varargs.
-    pub fn arity(&self) -> (usize, Option<usize>) {
-        let required = self
-            .arguments
-            .iter()
-            .filter(|a| a.default.is_none())
-            .count();
-        (required, (!self.vararg).then_some(self.arguments.len()))
-    }
-
-    /// Outputs a tensor-only call hands out, when the schema says: one for a
-    /// Tensor, n for a Tuple of n Tensors; `None` for lists and others.
-    pub fn tensor_outputs(&self) -> Option<usize> {
-        match self.returns.as_slice() {
-            [single] => tensor_count(single),
-            _ => None,
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::TorchScript => "torchscript",
+            Format::Aoti => "aotinductor",
+            Format::Onnx => "onnx",
         }
     }
-
-    /// Whether the schema says the method returns something besides tensors
-    /// (an int, a string, a dict...), so that a tensor-only run can refuse
-    /// before it runs (and changes a model's state). Optional, Any and
-    /// classes may hold tensors: only a run shows.
-    pub fn returns_non_tensors(&self) -> bool {
-        const NON_TENSORS: [&str; 11] = [
-            "int",
-            "float",
-            "bool",
-            "str",
-            "complex",
-            "NoneType",
-            "Dict",
-            "Device",
-            "ScalarType",
-            "Layout",
-            "MemoryFormat",
-        ];
-        self.returns.iter().any(|r| {
-            r.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .any(|token| NON_TENSORS.contains(&token))
-        })
-    }
-
-    pub fn to_json(&self) -> Json {
-        Json::object()
-            .with("name", self.name.as_str())
-            .with("schema", self.schema.as_str())
-            .with(
-                "arguments",
-                Json::Array(
-                    self.arguments
-                        .iter()
-                        .map(|a| {
-                            Json::object()
-                                .with("name", a.name.as_str())
-                                .with("type", a.type_name.as_str())
-                                .with("default", a.default.clone())
-                        })
-                        .collect(),
-                ),
-            )
-            .with(
-                "returns",
-                Json::Array(
-                    self.returns
-                        .iter()
-                        .map(|r| Json::from(r.as_str()))
-                        .collect(),
-                ),
-            )
-    }
-
-    /// Parses the shim's JSON method list.
-    pub fn parse_list(text: &str) -> Result<Vec<MethodSchema>> {
-        let json = Json::parse(text)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("method list: {e}")))?;
-        Ok(json
-            .as_array()
-            .iter()
-            .map(|m| MethodSchema {
-                name: m
-                    .get("name")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                schema: m
-                    .get("schema")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                arguments: m
-                    .get("arguments")
-                    .map(Json::as_array)
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|a| Argument {
-                        name: a
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        type_name: a
-                            .get("type")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        default: a.get("default").and_then(Json::as_str).map(str::to_string),
-                    })
-                    .collect(),
-                returns: m
-                    .get("returns")
-                    .map(Json::as_array)
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|r| r.as_str().map(str::to_string))
-                    .collect(),
-                vararg: m.get("vararg") == Some(&Json::Bool(true)),
-            })
-            .collect())
-    }
 }
 
-/// Tensors in a type like "Tensor" or "Tuple[Tensor, Tensor]".
-fn tensor_count(type_name: &str) -> Option<usize> {
-    if type_name == "Tensor" {
-        return Some(1);
-    }
-    let inner = type_name.strip_prefix("Tuple[")?.strip_suffix(']')?;
-    let parts: Vec<&str> = inner.split(", ").collect();
-    parts.iter().all(|p| *p == "Tensor").then_some(parts.len())
-}
-
-/// An optimised form an engine can build of itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// torch::jit::freeze: parameters folded into the graph.
-    Frozen,
-    /// freeze + torch::jit::optimize_for_inference.
-    FrozenForInference,
+/// An optimised form an engine can build of itself, named by the engine
+/// ("frozen", "graph optimisation all, parallel"): the core compares forms
+/// by name, reports them, and the tuning cache remembers the name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    label: String,
 }
 
 impl Variant {
-    pub fn label(self) -> &'static str {
-        match self {
-            Variant::Frozen => "frozen",
-            Variant::FrozenForInference => "frozen + optimize_for_inference",
+    pub fn new(label: impl Into<String>) -> Variant {
+        Variant {
+            label: label.into(),
         }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
     }
 }
 
@@ -204,13 +81,38 @@ pub trait Engine: Send + Sync {
     /// Calls a method with arguments of any kind the format takes.
     fn call(&self, method: &str, args: &[Value]) -> Result<Value>;
 
-    /// The optimised forms this engine can build, best first (none for a
-    /// format that is compiled already).
-    fn variants(&self) -> &'static [Variant] {
-        &[]
+    /// The optimised forms `default` tries, best first, each failure falling
+    /// back to the next (none for a format that is compiled already).
+    fn variants(&self) -> Vec<Variant> {
+        Vec::new()
     }
 
-    fn build_variant(&self, variant: Variant) -> Result<Arc<dyn Engine>> {
+    /// What the model as loaded is called in reports and the tuning cache.
+    fn as_loaded_label(&self) -> String {
+        match self.variants().is_empty() {
+            true => "as compiled".to_string(),
+            false => "as loaded".to_string(),
+        }
+    }
+
+    /// What `default` does on this engine, as its report says it.
+    fn default_why(&self) -> String {
+        match self.variants().first() {
+            None => format!(
+                "default: the {} model is compiled already; it runs as it is",
+                self.format().as_str()
+            ),
+            Some(best) => format!("default: {}", best.label()),
+        }
+    }
+
+    /// The forms max-autotune measures besides the model as loaded: by
+    /// default those `default` tries.
+    fn tuning_variants(&self) -> Vec<Variant> {
+        self.variants()
+    }
+
+    fn build_variant(&self, variant: &Variant) -> Result<Arc<dyn Engine>> {
         Err(Error::new(
             ErrorKind::Internal,
             format!(
@@ -254,6 +156,26 @@ pub trait Engine: Send + Sync {
         Ok(None)
     }
 
+    /// A form [`Engine::save`] wrote, loaded from `path` (checked by the
+    /// tuning cache) as `variant`; `None`: the format saves nothing, and the
+    /// form is built again.
+    fn load_saved(&self, _path: &str, _variant: &Variant) -> Result<Option<Arc<dyn Engine>>> {
+        Ok(None)
+    }
+
+    /// This form at `threads` threads per call, for an engine that keeps its
+    /// own thread pools (an ONNX Runtime session); `None`: the engine's
+    /// threads are the calling thread's OpenMP count (libtorch's), which
+    /// [`at_threads`] sets around each call.
+    fn with_threads(&self, _threads: usize) -> Result<Option<Arc<dyn Engine>>> {
+        Ok(None)
+    }
+
+    /// The threads a call uses, when this form was given a count.
+    fn threads(&self) -> Option<usize> {
+        None
+    }
+
     /// The largest batch (dimension 0) the model accepts, when it has one
     /// (a package compiled with bounds); batching stays within it.
     fn batch_limit(&self) -> Option<i64> {
@@ -266,9 +188,29 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// Where the engine's working memory comes from, when libtorch's
+    /// allocator (which recommend_batch counts) does not see it: ONNX
+    /// Runtime's own arena.
+    fn own_allocator(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Format-specific facts for the model report.
     fn describe(&self) -> Json {
         Json::object().with("format", self.format().as_str())
+    }
+}
+
+/// `engine` at `threads` threads per call: its own form when it keeps its
+/// own pools, else a form that sets the calling thread's OpenMP count
+/// around each call.
+pub fn at_threads(engine: &Arc<dyn Engine>, threads: usize) -> Result<Arc<dyn Engine>> {
+    if engine.threads() == Some(threads) {
+        return Ok(engine.clone());
+    }
+    match engine.with_threads(threads)? {
+        Some(form) => Ok(form),
+        None => Ok(Arc::new(threaded::Threaded::new(engine.clone(), threads))),
     }
 }
 
@@ -278,48 +220,102 @@ pub struct Loaded {
     pub file_size: u64,
 }
 
+/// What a load needs besides the file.
+pub struct LoadContext<'a> {
+    /// The path, as messages name it.
+    pub path: &'a str,
+    pub device: tch::Device,
+    /// The host's cores (a package runs concurrent calls on that many
+    /// model containers, at most 8).
+    pub cores: usize,
+    /// The optimizer's intra-op thread count (an engine with its own pools
+    /// starts at it).
+    pub threads: usize,
+    /// The ONNX Runtime library the caller named, if any.
+    pub onnxruntime: Option<&'a str>,
+}
+
+/// One format's way in: a probe of the file's first bytes and a loader of
+/// the open file.
+struct Way {
+    probe: fn(&[u8]) -> bool,
+    load: fn(std::fs::File, u64, &LoadContext) -> Result<Arc<dyn Engine>>,
+    /// How the format's files start, for the message when none matches.
+    looks_like: &'static str,
+}
+
+const WAYS: [Way; 2] = [
+    Way {
+        probe: archive::probe,
+        load: load_zip_format,
+        looks_like: "TorchScript files (torch.jit.save) and AOTInductor packages (.pt2) are zip \
+                     archives",
+    },
+    Way {
+        probe: onnx::probe,
+        load: onnx::load,
+        looks_like: "ONNX models (.onnx) are protobuf ModelProto messages",
+    },
+];
+
+/// Bytes the probes look at.
+const HEAD: usize = 16;
+
 /// Loads a model file in whichever format its contents say.
-pub fn load(path: &str, device: tch::Device, runners: usize) -> Result<Loaded> {
-    let opened = crate::archive::open_checked(Path::new(path))?;
+pub fn load(context: &LoadContext) -> Result<Loaded> {
+    use std::os::unix::fs::FileExt;
+    let (file, size) = crate::model_file::open_regular(Path::new(context.path))?;
+    let mut head = [0u8; HEAD];
+    let mut read = 0;
+    while read < HEAD {
+        match file.read_at(&mut head[read..], read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Err(Error::new(
+                    ErrorKind::LoadFailed,
+                    format!("cannot read {}: {err}", context.path),
+                ))
+            }
+        }
+    }
+    let Some(way) = WAYS.iter().find(|w| (w.probe)(&head[..read])) else {
+        let formats: Vec<&str> = WAYS.iter().map(|w| w.looks_like).collect();
+        return Err(Error::new(
+            ErrorKind::LoadFailed,
+            format!(
+                "{} is not a model file: {}, and this one ({size} bytes) starts like neither",
+                context.path,
+                formats.join("; ")
+            ),
+        ));
+    };
+    Ok(Loaded {
+        engine: (way.load)(file, size, context)?,
+        file_size: size,
+    })
+}
+
+/// TorchScript files and AOTInductor packages: zip archives told apart by
+/// their entries.
+fn load_zip_format(
+    file: std::fs::File,
+    size: u64,
+    context: &LoadContext,
+) -> Result<Arc<dyn Engine>> {
+    let path = context.path;
+    let opened = archive::open_checked(file, size, Path::new(path))?;
     // libtorch reads the file perfopt checked (by its descriptor), not the
     // path again; messages name the path.
     let source = opened.path_for_loaders();
     let checked = &opened.inspected;
-    let engine: Arc<dyn Engine> = match checked.format {
-        Format::TorchScript => Arc::new(torchscript::TorchScript::load(source, path, device)?),
-        Format::Aoti => Arc::new(aoti::Aoti::load(source, path, checked, device, runners)?),
-    };
-    Ok(Loaded {
-        engine,
-        file_size: checked.size,
+    let device = context.device;
+    Ok(match checked.format {
+        Format::Aoti => {
+            let runners = context.cores.clamp(1, 8);
+            Arc::new(aoti::Aoti::load(source, path, checked, device, runners)?)
+        }
+        _ => Arc::new(torchscript::TorchScript::load(source, path, device)?),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_tensor_outputs_from_the_schema() {
-        assert_eq!(tensor_count("Tensor"), Some(1));
-        assert_eq!(tensor_count("Tuple[Tensor, Tensor]"), Some(2));
-        assert_eq!(tensor_count("Tuple[Tensor, int]"), None);
-        assert_eq!(tensor_count("List[Tensor]"), None);
-    }
-
-    #[test]
-    fn tells_non_tensor_returns_from_the_schema() {
-        let schema = |returns: &str| MethodSchema {
-            name: "forward".into(),
-            schema: String::new(),
-            arguments: Vec::new(),
-            returns: vec![returns.into()],
-            vararg: false,
-        };
-        assert!(schema("Tuple[Tensor, int]").returns_non_tensors());
-        assert!(schema("Dict[str, Tensor]").returns_non_tensors());
-        assert!(!schema("Tuple[Tensor, Tensor]").returns_non_tensors());
-        assert!(!schema("Optional[Tensor]").returns_non_tensors());
-        assert!(!schema("List[Tensor]").returns_non_tensors());
-    }
 }

@@ -11,8 +11,14 @@ use crate::torch::script::ScriptModule;
 use crate::torch::script_state::ScriptState;
 use crate::value::Value;
 
+/// torch::jit::freeze: parameters folded into the graph.
+const FROZEN: &str = "frozen";
+/// freeze + torch::jit::optimize_for_inference.
+const FROZEN_FOR_INFERENCE: &str = "frozen + optimize_for_inference";
+
 pub struct TorchScript {
     module: ScriptModule,
+    device: tch::Device,
     methods: Vec<MethodSchema>,
     /// What made this form ("as loaded", "frozen", ...).
     form: &'static str,
@@ -35,7 +41,7 @@ impl TorchScript {
             };
             Error::new(kind, format!("cannot load TorchScript model {path}")).with_cause(err)
         })?;
-        Self::wrap(module, "as loaded")
+        Self::wrap(module, device, "as loaded")
     }
 
     /// A saved form of a model (the tuning cache's frozen module), labelled
@@ -43,14 +49,14 @@ impl TorchScript {
     pub fn load_form(path: &str, device: tch::Device, form: &str) -> Result<TorchScript> {
         let module = ScriptModule::load(path, device)?;
         let form = match form {
-            "frozen" => "frozen",
-            "frozen + optimize_for_inference" => "frozen + optimize_for_inference",
+            FROZEN => FROZEN,
+            FROZEN_FOR_INFERENCE => FROZEN_FOR_INFERENCE,
             _ => "saved",
         };
-        Self::wrap(module, form)
+        Self::wrap(module, device, form)
     }
 
-    fn wrap(module: ScriptModule, form: &'static str) -> Result<TorchScript> {
+    fn wrap(module: ScriptModule, device: tch::Device, form: &'static str) -> Result<TorchScript> {
         let methods = MethodSchema::parse_list(&module.methods_json()?)?;
         if !methods.iter().any(|m| m.name == "forward") {
             return Err(Error::new(
@@ -68,6 +74,7 @@ impl TorchScript {
             .collect();
         Ok(TorchScript {
             module,
+            device,
             methods,
             form,
             writes_state,
@@ -93,7 +100,6 @@ impl Engine for TorchScript {
     }
 
     fn call(&self, method: &str, args: &[Value]) -> Result<Value> {
-        crate::fork::mark_used();
         if self.writes_inputs.contains(method) {
             let copies = args
                 .iter()
@@ -107,13 +113,31 @@ impl Engine for TorchScript {
         self.module.call(method, args)
     }
 
-    fn variants(&self) -> &'static [Variant] {
-        &[Variant::FrozenForInference, Variant::Frozen]
+    fn variants(&self) -> Vec<Variant> {
+        vec![Variant::new(FROZEN_FOR_INFERENCE), Variant::new(FROZEN)]
     }
 
-    fn build_variant(&self, variant: Variant) -> Result<Arc<dyn Engine>> {
-        let module = self.module.freeze(variant == Variant::FrozenForInference)?;
-        Ok(Arc::new(Self::wrap(module, variant.label())?))
+    fn build_variant(&self, variant: &Variant) -> Result<Arc<dyn Engine>> {
+        let (optimize, form) = match variant.label() {
+            FROZEN_FOR_INFERENCE => (true, FROZEN_FOR_INFERENCE),
+            FROZEN => (false, FROZEN),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("TorchScript models have no {other:?} form"),
+                ))
+            }
+        };
+        let module = self.module.freeze(optimize)?;
+        Ok(Arc::new(Self::wrap(module, self.device, form)?))
+    }
+
+    fn load_saved(&self, path: &str, variant: &Variant) -> Result<Option<Arc<dyn Engine>>> {
+        Ok(Some(Arc::new(Self::load_form(
+            path,
+            self.device,
+            variant.label(),
+        )?)))
     }
 
     fn save_state(&self) -> Result<Option<State>> {

@@ -18,7 +18,7 @@ use std::sync::Once;
 
 use parking_lot::Mutex;
 
-use crate::package::PackageModel;
+use super::package::PackageModel;
 
 /// Folders still in use, removed at exit if their models were never freed.
 static LIVE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);

@@ -62,13 +62,19 @@ pub struct perfopt_model_options {
     /// measures nothing; NULL (default): nothing is remembered. Copied by
     /// perfopt_model_set_options. (ABI 3)
     pub tuning_cache_dir: *const c_char,
+    /// Threads each call of this model uses (1 to 4 per core), from its next
+    /// compile on (any mode, `none` included); 0 (default): the optimizer's
+    /// count, and max-autotune measures the count on the CPU. Per model: two
+    /// models run concurrently each at its own count. (ABI 4)
+    pub threads: u32,
 }
 
 /// Every struct_size of perfopt_model_options this library accepts: ABI 2
-/// (before the tuning fields) and the current layout.
-fn options_sizes() -> [usize; 2] {
+/// (before the tuning fields), ABI 3 (before threads) and the current layout.
+fn options_sizes() -> [usize; 3] {
     [
         offset_of!(perfopt_model_options, tuning_budget_ms),
+        offset_of!(perfopt_model_options, threads),
         size_of::<perfopt_model_options>(),
     ]
 }
@@ -84,6 +90,7 @@ fn c_options(options: &ModelOptions) -> perfopt_model_options {
         tuning_budget_ms: options.tuning_budget_ms,
         // The default has no folder; a string perfopt owns is never handed out.
         tuning_cache_dir: std::ptr::null(),
+        threads: options.threads,
     }
 }
 
@@ -215,6 +222,7 @@ pub extern "C" fn perfopt_model_set_options(
             memory_margin: c.memory_margin,
             tuning_budget_ms: c.tuning_budget_ms,
             tuning_cache_dir: cache.map(str::to_string),
+            threads: c.threads,
         })
     })
 }

@@ -79,6 +79,11 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
         intra_op_threads: threads(c.intra_op_threads, "config.intra_op_threads")?,
         inter_op_threads: threads(c.inter_op_threads, "config.inter_op_threads")?,
         malloc_tuning: tri_state(c.malloc_tuning, "config.malloc_tuning")?,
+        // SAFETY: as above.
+        onnxruntime_library: unsafe {
+            optional_str(c.onnxruntime_library, "config.onnxruntime_library")
+        }?
+        .map(str::to_string),
         read_environment,
     })
 }

@@ -42,7 +42,7 @@ pub enum perfopt_status {
     PERFOPT_ERR_SCOPE_ORDER = 14,
     /// The output buffer is too small; *needed (or *n_outputs) says how large it must be.
     PERFOPT_ERR_BUFFER_TOO_SMALL = 15,
-    /// libtorch raised an error.
+    /// The engine running the model (libtorch, ONNX Runtime) raised an error.
     PERFOPT_ERR_TORCH = 16,
     /// A bug in perfopt was caught at the boundary (a Rust panic).
     PERFOPT_ERR_PANIC = 17,

@@ -16,8 +16,10 @@ pub const PERFOPT_VERSION_PATCH: u32 = 0;
 /// structs of earlier ABIs are accepted by their struct_size); the bindings,
 /// shipped with their library, require it equal. ABI 3 made concurrent calls
 /// take const handles and added values, methods, batch dimensions,
-/// AOTInductor packages, kept reports and the options' tuning fields.
-pub const PERFOPT_ABI_VERSION: u32 = 3;
+/// AOTInductor packages, kept reports and the options' tuning fields; ABI 4
+/// added ONNX models, a thread count per model (perfopt_model_options.threads)
+/// and perfopt_config.onnxruntime_library.
+pub const PERFOPT_ABI_VERSION: u32 = 4;
 
 /// A host's log function: level (PERFOPT_LOG_ERROR .. PERFOPT_LOG_TRACE), a
 /// NUL-terminated message valid only during the call, and the pointer the host
@@ -78,6 +80,12 @@ pub struct perfopt_config {
     /// on when CPU optimization applies (CPU device); never over the user's own
     /// MALLOC_*_ / GLIBC_TUNABLES settings. Linux with glibc only. (ABI 2)
     pub malloc_tuning: i32,
+    /// The ONNX Runtime library (libonnxruntime) that ONNX models run on;
+    /// NULL (default): PERFOPT_ONNXRUNTIME, ORT_DYLIB_PATH, beside perfopt's
+    /// library, the onnxruntime Python package beside torch, then the
+    /// loader's search path. Loaded once per process, at the first ONNX
+    /// model. Copied during the call. (ABI 4)
+    pub onnxruntime_library: *const c_char,
 }
 
 impl Default for perfopt_config {
@@ -94,15 +102,17 @@ impl Default for perfopt_config {
             intra_op_threads: 0,
             inter_op_threads: 0,
             malloc_tuning: PERFOPT_AUTO,
+            onnxruntime_library: std::ptr::null(),
         }
     }
 }
 
 /// Every struct_size of perfopt_config this library accepts: ABI 1 (before
-/// malloc_tuning) and the current layout.
-pub(crate) fn config_sizes() -> [usize; 2] {
+/// malloc_tuning), ABI 2-3 (before onnxruntime_library) and the current layout.
+pub(crate) fn config_sizes() -> [usize; 3] {
     [
         offset_of!(perfopt_config, malloc_tuning),
+        offset_of!(perfopt_config, onnxruntime_library),
         std::mem::size_of::<perfopt_config>(),
     ]
 }
@@ -118,6 +128,10 @@ mod tests {
         let expected =
             format!("{PERFOPT_VERSION_MAJOR}.{PERFOPT_VERSION_MINOR}.{PERFOPT_VERSION_PATCH}");
         assert_eq!(expected, version::PERFOPT_VERSION);
-        assert_eq!(config_sizes(), [48, 56], "64-bit layouts of ABI 1 and 2");
+        assert_eq!(
+            config_sizes(),
+            [48, 56, 64],
+            "64-bit layouts of ABI 1, 2-3 and 4"
+        );
     }
 }

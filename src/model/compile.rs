@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::tuning_cache::{self, CacheEntry};
 use super::{Compiled, Model};
-use crate::autotune::{self, Settings, Trial};
+use crate::autotune::{self, Settings};
 use crate::config::CompileMode;
 use crate::device::DeviceKind;
 use crate::engine::{Engine, Variant};
@@ -71,7 +71,7 @@ impl Model {
         let mut compiled = match mode {
             CompileMode::None => Compiled {
                 why: "compile mode none".to_string(),
-                ..Compiled::as_loaded(self.original.clone())
+                ..Compiled::as_loaded(self.at_threads(self.original.clone(), self.model_threads())?)
             },
             CompileMode::Default => self.compile_default(warmup.as_deref())?,
             CompileMode::ReduceOverhead => self.compile_reduce_overhead(warmup.as_deref())?,
@@ -146,6 +146,7 @@ impl Model {
 
     /// A few forward passes at compile time, leaving the state as found.
     fn warm(&self, engine: &Arc<dyn Engine>, args: &[Value]) -> Result<()> {
+        crate::fork::mark_used();
         self.keeping_state(engine, || {
             let _inference = InferenceModeGuard::enter()?;
             for _ in 0..COMPILE_WARM_RUNS {
@@ -155,54 +156,82 @@ impl Model {
         })
     }
 
-    /// The model's `variant`, built once and kept: each `default` compile of
-    /// a live model built (and libtorch's freeze kept) a new form, 734-979
-    /// KiB on the fixtures, that stayed until the model was freed. The kept form takes over
-    /// the live state like a new one (compile carries it over).
-    fn built_form(&self, variant: Variant) -> Result<Arc<dyn Engine>> {
-        if let Some((_, form)) = self.built_forms.lock().iter().find(|(v, _)| *v == variant) {
-            return Ok(form.clone());
+    /// The model's `variant` at `threads` (`None`: the optimizer's count),
+    /// built once and kept: each `default` compile of a live model built (and
+    /// libtorch's freeze kept) a new form, 734-979 KiB on the fixtures, that
+    /// stayed until the model was freed. The kept form takes over the live
+    /// state like a new one (compile carries it over). A form is built at the
+    /// count it runs at: oneDNN fixes a primitive's thread count when it is
+    /// made (a frozen conv's prepacked weights), so a form frozen at 2 threads
+    /// kept using 2 when called at 1.
+    fn built_form(&self, variant: &Variant, threads: Option<usize>) -> Result<Arc<dyn Engine>> {
+        let kept = |forms: &[super::BuiltForm]| {
+            forms
+                .iter()
+                .find(|(v, t, _)| v == variant && *t == threads)
+                .map(|(_, _, form)| form.clone())
+        };
+        if let Some(form) = kept(&self.built_forms.lock()) {
+            return Ok(form);
         }
         // Built outside the lock: freezing takes long, and two threads that
         // build the same form at once keep the first.
-        let form = self.original.build_variant(variant)?;
+        let form = self
+            .at_threads(self.original.clone(), threads)?
+            .build_variant(variant)?;
         let mut forms = self.built_forms.lock();
-        if let Some((_, kept)) = forms.iter().find(|(v, _)| *v == variant) {
-            return Ok(kept.clone());
+        if let Some(form) = kept(&forms) {
+            return Ok(form);
         }
-        forms.push((variant, form.clone()));
+        forms.push((variant.clone(), threads, form.clone()));
         Ok(form)
     }
 
-    /// The engine's best optimised form; each failure falls back to the next,
-    /// with the reason in the notes.
-    pub(crate) fn optimised(&self) -> (Arc<dyn Engine>, String, Vec<String>) {
+    /// The engine's best optimised form at the model's thread count; each
+    /// failure falls back to the next, with the reason in the notes.
+    pub(crate) fn optimised(&self) -> Result<(Arc<dyn Engine>, String, Vec<String>)> {
+        let threads = self.model_threads();
         let mut notes = Vec::new();
-        for &variant in self.original.variants() {
-            match self.built_form(variant) {
-                Ok(engine) => return (engine, variant.label().to_string(), notes),
+        for variant in self.original.variants() {
+            match self.built_form(&variant, threads) {
+                Ok(engine) => return Ok((engine, variant.label().to_string(), notes)),
                 Err(err) => notes.push(format!("{} failed: {err}", variant.label())),
             }
         }
-        let label = match self.original.variants() {
-            [] => "as compiled",
-            _ => "as loaded",
-        };
-        (self.original.clone(), label.to_string(), notes)
+        Ok((
+            self.at_threads(self.original.clone(), threads)?,
+            self.original.as_loaded_label(),
+            notes,
+        ))
+    }
+
+    /// The thread count the model's options ask for; `None`: the
+    /// optimizer's count, as loaded.
+    fn model_threads(&self) -> Option<usize> {
+        match self.options().threads {
+            0 => None,
+            threads => Some(threads as usize),
+        }
+    }
+
+    /// `engine` at `threads` (`None`: as it is).
+    pub(super) fn at_threads(
+        &self,
+        engine: Arc<dyn Engine>,
+        threads: Option<usize>,
+    ) -> Result<Arc<dyn Engine>> {
+        match threads {
+            None => Ok(engine),
+            Some(threads) => crate::engine::at_threads(&engine, threads),
+        }
     }
 
     fn compile_default(&self, warmup: Option<&[Value]>) -> Result<Compiled> {
-        let (engine, label, notes) = self.optimised();
+        let (engine, label, notes) = self.optimised()?;
         if let Some(args) = warmup {
             self.warm(&engine, args)?;
         }
-        let why = match self.original.variants() {
-            [] => format!(
-                "default: the {} model is compiled already; it runs as it is",
-                self.format().as_str()
-            ),
-            _ => "default: freeze + optimize_for_inference".to_string(),
-        };
+        let why = self.original.default_why();
         Ok(Compiled {
             executor: Executor::Plain(engine),
             chosen: label.clone(),
@@ -213,7 +242,11 @@ impl Model {
         })
     }
 
-    fn graphs_over(&self, engine: Arc<dyn Engine>, flags: Option<NumericFlags>) -> GraphCache {
+    pub(super) fn graphs_over(
+        &self,
+        engine: Arc<dyn Engine>,
+        flags: Option<NumericFlags>,
+    ) -> GraphCache {
         let options = self.options();
         GraphCache::new(
             engine,
@@ -332,6 +365,7 @@ impl Model {
         let _one = self.one_at_a_time()?;
         let original = self.original.clone();
         let _inference = InferenceModeGuard::enter()?;
+        crate::fork::mark_used();
         let value = self.keeping_state(&original, || {
             let run = || {
                 let value = original.call("forward", &args)?;
@@ -356,6 +390,7 @@ impl Model {
         let cuda = self.device.kind == DeviceKind::Cuda;
         let original = self.original.clone();
         let _inference = InferenceModeGuard::enter()?;
+        crate::fork::mark_used();
 
         // The reference: the model as loaded, in full fp32 precision. Its
         // time tells the tuner what one run costs.
@@ -375,54 +410,7 @@ impl Model {
         let reference_time = reference_started.elapsed();
 
         let as_loaded = super::report::as_loaded_label(original.as_ref());
-        let mut trials: Vec<Trial<'_>> = vec![Trial {
-            name: as_loaded.into(),
-            label: as_loaded.into(),
-            build: Box::new(|| Ok(Executor::Plain(original.clone()))),
-        }];
-        for &variant in original.variants() {
-            let source = original.clone();
-            trials.push(Trial {
-                name: variant.label().into(),
-                label: variant.label().into(),
-                build: Box::new(move || Ok(Executor::Plain(source.build_variant(variant)?))),
-            });
-        }
-        if cuda {
-            // Graphs over the best optimised form, with TF32 and cuDNN
-            // benchmark on and off (baked into each graph).
-            let best = original.variants().first().copied();
-            for tf32 in [false, true] {
-                for cudnn_benchmark in [false, true] {
-                    let flags = NumericFlags {
-                        tf32,
-                        cudnn_benchmark,
-                    };
-                    let label = best.map_or("as compiled", Variant::label);
-                    let source = original.clone();
-                    trials.push(Trial {
-                        name: format!("{label} + CUDA graph ({})", flags.label()),
-                        label: label.to_string(),
-                        build: Box::new(move || {
-                            let engine = match best {
-                                Some(variant) => source.build_variant(variant)?,
-                                None => source,
-                            };
-                            let graphs = Arc::new(self.graphs_over(engine, Some(flags)));
-                            match graphs.prepare(args)? {
-                                None => Ok(Executor::Graphs(graphs)),
-                                // A shape that runs without a graph is the
-                                // plain candidate again: no graph candidate.
-                                Some(reason) => Err(Error::new(
-                                    ErrorKind::Device,
-                                    format!("CUDA graph capture failed: {reason}"),
-                                )),
-                            }
-                        }),
-                    });
-                }
-            }
-        }
+        let trials = self.trials(&original, &as_loaded, args);
         let run = |executor: &Executor| -> Result<Value> {
             let value = executor.forward(args)?;
             self.synchronize()?;
@@ -436,7 +424,7 @@ impl Model {
                 tolerance: options.error_tolerance,
                 reference: &reference,
                 reference_time,
-                as_loaded,
+                as_loaded: &as_loaded,
                 run: &run,
             },
         );

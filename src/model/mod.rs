@@ -11,6 +11,7 @@
 //! reports kept for a second read).
 
 mod batched;
+mod candidates;
 mod compile;
 mod exclusive;
 mod memory;
@@ -50,6 +51,10 @@ const LATENCY_WINDOW: usize = 4096;
 
 const NO_OUTPUT_COUNT: usize = usize::MAX;
 
+/// A form a `default` compile built: (form, thread count, the form built at
+/// that count).
+type BuiltForm = (Variant, Option<usize>, Arc<dyn Engine>);
+
 pub struct Model {
     name: String,
     path: String,
@@ -74,7 +79,7 @@ pub struct Model {
     last_output_count: AtomicUsize,
     last_reports: Mutex<report::LastReports>,
     /// Optimised forms built by `default` compiles, reused by the next.
-    built_forms: Mutex<Vec<(Variant, Arc<dyn Engine>)>>,
+    built_forms: Mutex<Vec<BuiltForm>>,
     /// For a model whose methods write its attributes: one call at a time.
     exclusive: Option<exclusive::Exclusive>,
     /// forward()'s return type, when it holds more than tensors (run refuses).
@@ -90,9 +95,13 @@ impl Model {
         // and must know it is still the one that was loaded.
         let file_identity = tuning_cache::FileIdentity::of(Path::new(path));
         let device = optimizer.device();
-        // A package runs concurrent calls on separate model containers.
-        let runners = crate::device::host::cores().clamp(1, 8);
-        let loaded = engine::load(path, device.to_tch(), runners)?;
+        let loaded = engine::load(&engine::LoadContext {
+            path,
+            device: device.to_tch(),
+            cores: crate::device::host::cores(),
+            threads: crate::torch::settings::num_threads().unwrap_or(1).max(1) as usize,
+            onnxruntime: optimizer.config().onnxruntime_library.as_deref(),
+        })?;
         let name = name.map(str::to_string).unwrap_or_else(|| {
             Path::new(path)
                 .file_stem()
@@ -405,6 +414,7 @@ impl Model {
         let args = self.to_device(args)?;
         let inputs = outputs::storages(&args)?;
         let engine = self.live_engine(&self.current());
+        crate::fork::mark_used();
         let value = {
             let _inference = InferenceModeGuard::for_call()?;
             let _gate = (self.device.kind == DeviceKind::Cuda).then(graphs::device_run_gate);

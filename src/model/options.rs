@@ -29,6 +29,9 @@ pub struct ModelOptions {
     /// A folder where max-autotune remembers its choice per model file,
     /// device, input shapes and perfopt version; `None`: not remembered.
     pub tuning_cache_dir: Option<String>,
+    /// Threads per call, from the next compile on; 0: the optimizer's count
+    /// (max-autotune measures it on the CPU).
+    pub threads: u32,
 }
 
 impl Default for ModelOptions {
@@ -41,6 +44,7 @@ impl Default for ModelOptions {
             memory_margin: 0.1,
             tuning_budget_ms: 0,
             tuning_cache_dir: None,
+            threads: 0,
         }
     }
 }
@@ -75,6 +79,13 @@ impl ModelOptions {
             return Err(Error::invalid_argument(format!(
                 "tuning_budget_ms is {}; it must be 0 (the device's default) to {MAX_TUNING_BUDGET_MS}",
                 self.tuning_budget_ms
+            )));
+        }
+        let limit = crate::config::max_threads();
+        if self.threads > limit {
+            return Err(Error::invalid_argument(format!(
+                "threads is {}; it must be 0 (the optimizer's count) to {limit} (4 per core)",
+                self.threads
             )));
         }
         if self.tuning_cache_dir.as_deref() == Some("") {
@@ -117,6 +128,10 @@ mod tests {
             },
             ModelOptions {
                 tuning_cache_dir: Some(String::new()),
+                ..Default::default()
+            },
+            ModelOptions {
+                threads: u32::MAX,
                 ..Default::default()
             },
         ] {

@@ -73,7 +73,19 @@ impl Model {
                 ..Default::default()
             };
             let limit = engine.batch_limit().unwrap_or(i64::MAX);
-            for b in [1i64, 2, 4, 8].into_iter().filter(|&b| b <= limit) {
+            // Memory perfopt cannot count is not guessed at: the batch then
+            // comes from throughput alone, and the report says so.
+            let counted: &[i64] = match engine.own_allocator() {
+                Some(arena) => {
+                    rec.memory_source = format!(
+                        "not measured: the model's working memory is {arena}, which perfopt's \
+                         counting does not see; the batch comes from throughput alone"
+                    );
+                    &[]
+                }
+                None => &[1, 2, 4, 8],
+            };
+            for b in counted.iter().copied().filter(|&b| b <= limit) {
                 let inputs = batch_of(b)?;
                 match memory::peak_during(self.device, || run(&inputs)) {
                     Ok(bytes) => rec.memory_points.push((b, bytes)),

@@ -89,11 +89,8 @@ impl Compiled {
 
 /// What the model as it came is called: a format without optimised forms
 /// (a package) is compiled already.
-pub(crate) fn as_loaded_label(engine: &dyn Engine) -> &'static str {
-    match engine.variants() {
-        [] => "as compiled",
-        _ => "as loaded",
-    }
+pub(crate) fn as_loaded_label(engine: &dyn Engine) -> String {
+    engine.as_loaded_label()
 }
 
 pub(crate) fn warmup_json(name: &str, latencies: &[Duration], executor: &str) -> Json {
@@ -145,7 +142,8 @@ impl Model {
             .with("file_bytes", self.file_size)
             .with("device", self.device.to_string())
             .with("load_ms", millis(self.load_time))
-            .with("engine", self.original.describe())
+            // The form that runs now (its threads, its session), not the one loaded.
+            .with("engine", self.live_engine(&compiled).describe())
             .with(
                 "inputs",
                 Json::object().with("required", required).with("max", max),

@@ -28,8 +28,7 @@ use std::sync::Arc;
 
 use super::{Compiled, Model};
 use crate::autotune::Candidate;
-use crate::engine::torchscript::TorchScript;
-use crate::engine::{Engine, Format, Variant};
+use crate::engine::{Engine, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::graphs::GraphCache;
@@ -223,6 +222,8 @@ pub struct CacheEntry {
     label: String,
     why: String,
     flags: Option<NumericFlags>,
+    /// The thread count the choice runs at, when it was given one.
+    threads: Option<usize>,
     candidates: Vec<Candidate>,
 }
 
@@ -238,6 +239,7 @@ impl CacheEntry {
             label: compiled.module_label.clone(),
             why: compiled.why.clone(),
             flags,
+            threads: compiled.executor.engine().and_then(|e| e.threads()),
             candidates: compiled.candidates.clone(),
         }
     }
@@ -247,6 +249,7 @@ impl CacheEntry {
             .with("chosen", self.chosen.as_str())
             .with("label", self.label.as_str())
             .with("why", self.why.as_str())
+            .with("threads", self.threads.map(|t| t as u64))
             .with("graph_tf32", self.flags.map(|f| f.tf32))
             .with(
                 "graph_cudnn_benchmark",
@@ -276,6 +279,11 @@ impl CacheEntry {
             label: text("label")?,
             why: text("why")?,
             flags,
+            threads: json
+                .get("threads")
+                .and_then(Json::as_f64)
+                .filter(|t| (1.0..=4096.0).contains(t))
+                .map(|t| t as usize),
             candidates: json
                 .get("candidates")
                 .map(Json::as_array)
@@ -415,28 +423,27 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
         )));
     }
     let original = model.original.clone();
-    let engine: Arc<dyn Engine> = if entry.label == "as loaded" || entry.label == "as compiled" {
-        original
+    // The form is made at the count it runs at (see Model::built_form).
+    let source = model.at_threads(original.clone(), entry.threads)?;
+    let engine: Arc<dyn Engine> = if entry.label == original.as_loaded_label() {
+        source
     } else {
-        match (model.format(), checked_module(key, &json)?) {
-            (Format::TorchScript, Some(saved)) => Arc::new(TorchScript::load_form(
-                saved.to_str().unwrap_or_default(),
-                model.device().to_tch(),
-                &entry.label,
-            )?),
-            _ => {
-                let variant = original
-                    .variants()
-                    .iter()
-                    .copied()
-                    .find(|v: &Variant| v.label() == entry.label)
-                    .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Internal,
-                            format!("unknown form {:?}", entry.label),
-                        )
-                    })?;
-                original.build_variant(variant)?
+        let variant = Variant::new(entry.label.as_str());
+        let saved = match checked_module(key, &json)? {
+            Some(saved) => source.load_saved(saved.to_str().unwrap_or_default(), &variant)?,
+            None => None,
+        };
+        match saved {
+            Some(form) => form,
+            None => {
+                if !original.tuning_variants().contains(&variant) {
+                    return Err(cache_error(format!(
+                        "{} names a form this model does not have ({:?}): damaged",
+                        key.choice_path().display(),
+                        entry.label
+                    )));
+                }
+                source.build_variant(&variant)?
             }
         }
     };

@@ -2,7 +2,8 @@
 //! the twin of the C++ file of the same name: `settings` (versions, devices,
 //! process-wide settings), `tensor` (DLPack, storage), `values` (argument and
 //! result trees), `script` (TorchScript), `aoti` (AOTInductor packages),
-//! `memory` (allocator figures), `cuda` (streams and graphs).
+//! `memory` (allocator figures), `cuda` (streams and graphs), `threads` (a
+//! thread count per call).
 //!
 //! Every wrapper turns the shim's status and thread-local message into an
 //! [`Error`].
@@ -14,6 +15,7 @@ pub(crate) mod script;
 pub(crate) mod script_state;
 pub(crate) mod settings;
 pub(crate) mod tensor;
+pub(crate) mod threads;
 pub(crate) mod values;
 
 use std::ffi::{c_char, c_int, CStr, CString};

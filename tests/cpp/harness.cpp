@@ -843,3 +843,118 @@ TEST_CASE(packages_from_c) {
   }
   perfopt_optimizer_free(optimizer);
 }
+
+std::string model_report(const perfopt_model *model) {
+  size_t needed = 0;
+  CHECK_STATUS(perfopt_model_report(model, nullptr, 0, &needed), PERFOPT_ERR_BUFFER_TOO_SMALL, "needed");
+  std::string text(needed + 4096, '\0');
+  CHECK_STATUS(perfopt_model_report(model, text.data(), text.size(), &needed), PERFOPT_OK, "");
+  text.resize(needed - 1);
+  return text;
+}
+
+Fixture package_case(const std::string &name, const std::string &file) {
+  Fixture fx;
+  fx.path = packages() + "/" + file;
+  for (int i = 0; exists(packages() + "/" + name + ".input" + std::to_string(i) + ".npy"); ++i)
+    fx.inputs.push_back(read_npy(packages() + "/" + name + ".input" + std::to_string(i) + ".npy"));
+  for (int i = 0; exists(packages() + "/" + name + ".output" + std::to_string(i) + ".npy"); ++i)
+    fx.outputs.push_back(read_npy(packages() + "/" + name + ".output" + std::to_string(i) + ".npy"));
+  return fx;
+}
+
+// ONNX models from C: every call in every compile mode within 1e-4 of eager
+// (ONNX Runtime against PyTorch; the Python suite holds it to 1e-5 of
+// onnxruntime's own API), a recurrent state carried through inputs and
+// outputs, wrong inputs and broken files by status.
+TEST_CASE(onnx_from_c) {
+  if (packages().empty()) throw Failure{"PERFOPT_PACKAGES is not set (make test-cpp sets it)"};
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  for (const char *name : {"two_inputs", "recurrent"}) {
+    Fixture fx = package_case(name, std::string(name) + ".onnx");
+    auto inputs = fx.dl_inputs();
+    for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+      perfopt_model *model = load(optimizer, fx.path);
+      CHECK(perfopt_model_compile(model, mode, inputs.data(), inputs.size()) == PERFOPT_OK);
+      DLManagedTensor *outputs[4] = {};
+      size_t n = 0;
+      CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
+      CHECK(n == fx.outputs.size());
+      for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+      release(outputs, n);
+      CHECK_STATUS(perfopt_model_run_batched(model, inputs.data(), inputs.size(), 1, outputs, 4, &n), PERFOPT_OK,
+                   "");
+      for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+      release(outputs, n);
+      size_t needed = 0;
+      CHECK_STATUS(perfopt_model_warmup(model, inputs.data(), inputs.size(), 3, nullptr, 0, &needed), PERFOPT_OK,
+                   "");
+      CHECK(model_report(model).find("\"format\":\"onnx\"") != std::string::npos);
+      perfopt_model_free(model);
+    }
+  }
+  // The recurrent model's state: each step's new state is the next step's input.
+  Fixture step = package_case("recurrent", "recurrent.onnx");
+  perfopt_model *model = load(optimizer, step.path);
+  std::vector<DLTensor> inputs = step.dl_inputs();
+  DLManagedTensor *outputs[2] = {};
+  DLManagedTensor *previous = nullptr;
+  for (int i = 0; i < 5; ++i) {
+    size_t n = 0;
+    CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 2, &n), PERFOPT_OK, "");
+    CHECK(n == 2 && outputs[1]->dl_tensor.shape[1] == 64);
+    if (previous) previous->deleter(previous);
+    outputs[0]->deleter(outputs[0]);
+    previous = outputs[1];
+    inputs[1] = previous->dl_tensor;
+  }
+  previous->deleter(previous);
+  // Wrong inputs: the model's words for what it takes.
+  Fixture fx = package_case("two_inputs", "two_inputs.onnx");
+  perfopt_model *two = load(optimizer, fx.path);
+  std::vector<DLTensor> bad = fx.dl_inputs();
+  bad[0].dtype = DLDataType{kDLInt, 32, 1};
+  size_t n = 0;
+  CHECK_STATUS(perfopt_model_run(two, bad.data(), bad.size(), outputs, 2, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "takes float32 of shape [batch, 16]");
+  bad = fx.dl_inputs();
+  bad[0].ndim = 1;
+  CHECK_STATUS(perfopt_model_run(two, bad.data(), bad.size(), outputs, 2, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "[batch, 16]");
+  bad = fx.dl_inputs();
+  int64_t one_row[2] = {1, 4};
+  bad[1].shape = one_row;
+  CHECK_STATUS(perfopt_model_run(two, bad.data(), bad.size(), outputs, 2, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "`batch`");
+  perfopt_model_free(two);
+  perfopt_model_free(model);
+  struct Broken {
+    const char *file;
+    perfopt_status status;
+    const char *words;
+  };
+  for (const Broken &b : {Broken{"truncated.onnx", PERFOPT_ERR_MODEL_CORRUPT, "cut short"},
+                          Broken{"not_a_model.onnx", PERFOPT_ERR_MODEL_CORRUPT, "cut short"},
+                          Broken{"missing.onnx", PERFOPT_ERR_FILE_NOT_FOUND, "missing.onnx"}}) {
+    perfopt_model *broken = nullptr;
+    std::string path = packages() + "/" + b.file;
+    CHECK_STATUS(perfopt_model_load(optimizer, path.c_str(), nullptr, &broken), b.status, b.words);
+    CHECK(broken == nullptr);
+  }
+  perfopt_optimizer_free(optimizer);
+}
+
+// A named ONNX Runtime that is not there: a clear status naming it, in a
+// process of its own (ONNX Runtime loads once per process).
+TEST_CASE(onnx_without_its_runtime) {
+  if (packages().empty()) throw Failure{"PERFOPT_PACKAGES is not set (make test-cpp sets it)"};
+  perfopt_config config = cpu_config();
+  config.onnxruntime_library = "/nonexistent/libonnxruntime.so";
+  perfopt_optimizer *optimizer = new_optimizer(config);
+  perfopt_model *model = nullptr;
+  std::string path = packages() + "/two_inputs.onnx";
+  CHECK_STATUS(perfopt_model_load(optimizer, path.c_str(), nullptr, &model), PERFOPT_ERR_LOAD_FAILED,
+               "/nonexistent/libonnxruntime.so");
+  CHECK(std::string(perfopt_last_error()).find("pip install onnxruntime") != std::string::npos);
+  perfopt_optimizer_free(optimizer);
+}

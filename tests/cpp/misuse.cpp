@@ -257,7 +257,24 @@ int main() {
        PERFOPT_ERR_STRUCT_SIZE, "struct_size"},
       {"struct_size 4", [&] { return new_with([](perfopt_config &c) { c.struct_size = 4; }); },
        PERFOPT_ERR_STRUCT_SIZE, "struct_size"},
-      {"struct_size larger", [&] { return new_with([](perfopt_config &c) { c.struct_size += 8; }); },
+      {"struct_size larger with a tail that is not zero",
+       [&] {
+         // A newer header's struct: its fields past this library's must be
+         // zero (unknown settings are refused, not ignored).
+         struct {
+           perfopt_config c;
+           uint64_t newer_field;
+         } newer{};
+         (void)perfopt_config_default(&newer.c);
+         newer.c.device = "cpu";
+         newer.c.read_environment = 0;
+         newer.c.struct_size = sizeof newer;
+         newer.newer_field = 1;
+         perfopt_optimizer *o = nullptr;
+         perfopt_status s = perfopt_optimizer_new(&newer.c, &o);
+         perfopt_optimizer_free(o);
+         return s;
+       },
        PERFOPT_ERR_STRUCT_SIZE, "struct_size"},
       {"device empty", [&] { return new_with([](perfopt_config &c) { c.device = ""; }); },
        PERFOPT_ERR_INVALID_ARGUMENT, "unknown device"},

@@ -42,7 +42,7 @@ static const char *fixture(const char *name) {
 static perfopt_status optimizer_on(const char *device, perfopt_optimizer **out) {
   perfopt_config config;
   *out = NULL;
-  if (perfopt_abi_version() != 3) return PERFOPT_ERR_INTERNAL;
+  if (perfopt_abi_version() != 4) return PERFOPT_ERR_INTERNAL;
   perfopt_status status = perfopt_config_init(&config, sizeof config);
   if (status != PERFOPT_OK) return status;
   config.cudnn_benchmark = PERFOPT_AUTO;
@@ -55,6 +55,7 @@ static perfopt_status optimizer_on(const char *device, perfopt_optimizer **out) 
   config.read_environment = 0;
   config.device = device;
   config.compile_mode = NULL;
+  config.onnxruntime_library = NULL;
   return perfopt_optimizer_new(&config, out);
 }
 
@@ -271,7 +272,7 @@ static void release(DLManagedTensor *managed) {
 /* ------------------------------------------------------------------------ */
 
 static void test_version_and_abi(void) {
-  EXPECT(perfopt_abi_version() == 3);
+  EXPECT(perfopt_abi_version() == 4);
   EXPECT(strncmp(perfopt_version(), "perfopt 0.1.0", 13) == 0);
 }
 
@@ -741,6 +742,7 @@ static void test_options_with_the_tuning_fields(void) {
   options.outputs_on_device = 0;
   options.tuning_budget_ms = 500;
   options.tuning_cache_dir = "/tmp/perfopt-swift-tuning";
+  options.threads = 1;
   EXPECT(perfopt_model_set_options(model, &options) == PERFOPT_OK);
   EXPECT(perfopt_model_options_init(&options, sizeof options) == PERFOPT_OK);
   options.outputs_on_device = 0;

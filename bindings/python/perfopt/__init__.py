@@ -96,6 +96,7 @@ class Optimizer(Owner):
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
         malloc_tuning: Optional[bool] = None,
+        onnxruntime_library: Optional[str] = None,
         read_environment: bool = True,
     ):
         lib = _native.lib()
@@ -110,6 +111,7 @@ class Optimizer(Owner):
         config.intra_op_threads = c_int(intra_op_threads, "intra_op_threads", INT32)
         config.inter_op_threads = c_int(inter_op_threads, "inter_op_threads", INT32)
         config.malloc_tuning = _tri_state(malloc_tuning)
+        config.onnxruntime_library = c_string(onnxruntime_library, "onnxruntime_library")
         config.read_environment = int(bool(read_environment))
         handle = ctypes.c_void_p()
         check(lib.perfopt_optimizer_new(ctypes.byref(config), ctypes.byref(handle)))
@@ -131,8 +133,9 @@ class Optimizer(Owner):
         return out.value
 
     def load(self, path: str, name: Optional[str] = None) -> Model:
-        """Loads a TorchScript file or an AOTInductor package (.pt2) onto this
-        optimizer's device; the format is told from the file's contents."""
+        """Loads a TorchScript file, an AOTInductor package (.pt2) or an ONNX
+        model (.onnx) onto this optimizer's device; the format is told from
+        the file's contents."""
         return Model(self, path, name)
 
     def inference(self) -> "InferenceScope":

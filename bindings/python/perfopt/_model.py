@@ -110,8 +110,11 @@ class Model(Owner):
         memory_margin: Optional[float] = None,
         tuning_budget_ms: Optional[int] = None,
         tuning_cache_dir: Optional[str] = None,
+        threads: Optional[int] = None,
     ) -> None:
-        """Changes the options given; the others keep their defaults."""
+        """Changes the options given; the others keep their defaults.
+        threads: per call of this model, from its next compile on (0: the
+        optimizer's count, which max-autotune measures on the CPU)."""
         options = _native.perfopt_model_options()
         check(_native.lib().perfopt_model_options_init(ctypes.byref(options), ctypes.sizeof(options)))
         if outputs_on_device is not None:
@@ -128,6 +131,8 @@ class Model(Owner):
             options.tuning_budget_ms = c_int(tuning_budget_ms, "tuning_budget_ms", UINT32)
         if tuning_cache_dir is not None:
             options.tuning_cache_dir = c_string(tuning_cache_dir, "tuning_cache_dir")
+        if threads is not None:
+            options.threads = c_int(threads, "threads", UINT32)
         check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
 
     def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> Optional[str]:

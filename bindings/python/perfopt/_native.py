@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 #: The ABI this module was written against (PERFOPT_ABI_VERSION).
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 PERFOPT_AUTO = -1
 PERFOPT_NOT_BATCHED = -1
@@ -42,6 +42,7 @@ class perfopt_config(ctypes.Structure):
         ("intra_op_threads", ctypes.c_int32),
         ("inter_op_threads", ctypes.c_int32),
         ("malloc_tuning", ctypes.c_int32),
+        ("onnxruntime_library", ctypes.c_char_p),
     ]
 
 
@@ -57,6 +58,7 @@ class perfopt_model_options(ctypes.Structure):
         ("memory_margin", ctypes.c_double),
         ("tuning_budget_ms", ctypes.c_uint32),
         ("tuning_cache_dir", ctypes.c_char_p),
+        ("threads", ctypes.c_uint32),
     ]
 
 

@@ -1,12 +1,23 @@
-"""Export a PyTorch module as an AOTInductor package (.pt2) that perfopt
-loads: torch.export + torch._inductor.aoti_compile_and_package, verified
-against eager on the example, with failures explained in the user's terms.
+"""Export a PyTorch module in a form perfopt loads, chosen by the file's
+suffix, verified against eager on the example, with failures explained in the
+user's terms:
+
+- `.pt2`: an AOTInductor package (torch.export +
+  torch._inductor.aoti_compile_and_package);
+- `.onnx`: an ONNX model (torch.onnx.export with the dynamo exporter, one
+  file with its weights inside; checked with onnxruntime).
 
     import perfopt.export
     report = perfopt.export.export(vocoder, [mel], "vocoder.pt2", dynamic_batch=True)
-    print(report["relative_error"], report["compile_s"])
+    report = perfopt.export.export(vocoder, [mel], "vocoder.onnx", dynamic_batch=True)
+    print(report["relative_error"], report["export_s"])
 
-    python -m perfopt.export mypkg.models:make_vocoder vocoder.pt2 --input 1x80x100
+    python -m perfopt.export mypkg.models:make_vocoder vocoder.onnx --input 2x80x100
+
+A batch of 1 in the example: torch.export specialises a dimension of size 1
+(it cannot tell it from a broadcast), so a dynamic batch is traced on the
+example repeated to a batch of 2 and verified on the example itself; the
+report says so.
 
 Running models needs no torch in Python; exporting does (torch 2.11.0, the
 version perfopt runs on). The package records its example inputs' shapes and
@@ -26,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["export", "ExportError", "main"]
+__all__ = ["export", "export_onnx", "ExportError", "main"]
 
 
 class ExportError(RuntimeError):
@@ -113,6 +124,18 @@ def _symbols(program: Any) -> List[List[Optional[str]]]:
     return symbols
 
 
+def _traced_example(torch: Any, inputs: List[Any], dynamic_batch: bool) -> "tuple[List[Any], Optional[str]]":
+    """The example torch.export traces: a batch of 1 repeated to 2 when the
+    batch is dynamic (a size-1 dimension is specialised), with a note."""
+    tensors = [x for x in inputs if isinstance(x, torch.Tensor) and x.dim() > 0]
+    if not (dynamic_batch and tensors and all(x.shape[0] == 1 for x in tensors)):
+        return inputs, None
+    traced = [torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() > 0 else x for x in inputs]
+    return traced, ("the example's batch is 1, which torch.export specialises (a size-1 dimension looks "
+                    "like a broadcast): traced on the example repeated to a batch of 2, verified on the "
+                    "example itself")
+
+
 def _flat(value: Any) -> List[Any]:
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in _flat(v)]
@@ -136,10 +159,14 @@ def export(
     the inputs' device), with dimension 0 of every tensor input dynamic when
     `dynamic_batch`. Runs the package on the example and compares it with
     eager. Returns a report: path, device, dynamic_batch, inputs, relative
-    error, export and compile seconds. Raises ExportError, explained."""
+    error, export and compile seconds. Raises ExportError, explained.
+    A path ending in .onnx exports an ONNX model instead (see
+    `export_onnx`)."""
     torch = _torch()
+    if str(path).endswith(".onnx"):
+        return export_onnx(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch)
     if not str(path).endswith(".pt2"):
-        raise ExportError(f"{path}: AOTInductor packages end in .pt2")
+        raise ExportError(f"{path}: perfopt exports AOTInductor packages (.pt2) and ONNX models (.onnx)")
     inputs = list(example_inputs)
     tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
     if device is None:
@@ -158,11 +185,12 @@ def export(
         batch = torch.export.Dim("batch", min=1, **limit)
         dynamic_shapes = tuple({0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
 
+    traced, note = _traced_example(torch, inputs, dynamic_batch)
     started = time.perf_counter()
     with torch.no_grad():
         expected = _flat(module(*inputs))
         try:
-            program = torch.export.export(module, tuple(inputs), dynamic_shapes=dynamic_shapes)
+            program = torch.export.export(module, tuple(traced), dynamic_shapes=dynamic_shapes)
         except Exception as err:  # torch raises several kinds; each is explained
             raise _explain(err, dynamic_batch) from err
     exported_s = time.perf_counter() - started
@@ -209,6 +237,83 @@ def export(
         "relative_error": error,
         "export_s": round(exported_s, 2),
         "compile_s": round(compile_s, 2),
+        "notes": [note] if note else [],
+    }
+
+
+def export_onnx(
+    module: Any,
+    example_inputs: Sequence[Any],
+    path: str,
+    *,
+    dynamic_batch: bool = True,
+    max_batch: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Exports `module` called with `example_inputs` into one ONNX file at
+    `path` (torch.onnx.export, dynamo exporter, weights inside), with
+    dimension 0 of every tensor input dynamic when `dynamic_batch`. Runs it
+    with onnxruntime on the example and compares it with eager. Returns a
+    report: path, format, inputs, outputs, relative error, export seconds.
+    Raises ExportError, explained."""
+    torch = _torch()
+    try:
+        # Checks the export (perfopt runs the model with the same library).
+        onnxruntime: Any = importlib.import_module("onnxruntime")
+    except ImportError as err:
+        raise ExportError("exporting ONNX needs onnxruntime to check the file (pip install onnxruntime "
+                          "onnx onnxscript)") from err
+    inputs = [x.cpu() if isinstance(x, torch.Tensor) else x for x in example_inputs]
+    module = module.eval().cpu()
+    if any(not isinstance(x, torch.Tensor) for x in inputs):
+        raise ExportError("an ONNX model takes tensors only: pass the other arguments as tensors, or fix "
+                          "them inside the module")
+    names = _argument_names(module, len(inputs))
+    dynamic_shapes = None
+    if dynamic_batch and inputs:
+        limit = {"max": max_batch} if max_batch else {}
+        batch = torch.export.Dim("batch", min=1, **limit)
+        dynamic_shapes = tuple({0: batch} if x.dim() > 0 else None for x in inputs)
+    traced, note = _traced_example(torch, inputs, dynamic_batch)
+    started = time.perf_counter()
+    with torch.no_grad():
+        expected = _flat(module(*inputs))
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, tuple(traced), str(path), dynamo=True, dynamic_shapes=dynamic_shapes,
+                                  input_names=names, external_data=False, verbose=False)
+        except Exception as err:  # the exporter raises several kinds; each is explained
+            cause = err.__cause__ or err
+            if isinstance(cause, ImportError) or "onnxscript" in str(err):
+                raise ExportError("torch.onnx.export needs onnx and onnxscript (pip install onnx onnxscript)",
+                                  str(err)) from err
+            raise _explain(cause, dynamic_batch) from err
+    exported_s = time.perf_counter() - started
+    specs = [
+        {
+            "name": name,
+            "dtype": _dtype_name(x.dtype),
+            "shape": [-1 if dynamic_shapes and d == 0 else int(n) for d, n in enumerate(x.shape)],
+            "symbols": ["batch" if dynamic_shapes and d == 0 else None for d in range(x.dim())],
+        }
+        for name, x in zip(names, inputs)
+    ]
+    Path(str(path)).with_suffix(".inputs.json").write_text(json.dumps(specs))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
+    got = [torch.from_numpy(a) for a in session.run(None, feed)]
+    return {
+        "path": str(path),
+        "format": "onnx",
+        "device": "cpu",
+        "dynamic_batch": dynamic_batch,
+        "inputs": specs,
+        "outputs": len(expected),
+        "relative_error": _relative_error(got, expected),
+        "export_s": round(exported_s, 2),
+        "notes": [note] if note else [],
     }
 
 
@@ -226,10 +331,10 @@ def _parse_input(spec: str) -> Any:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m perfopt.export",
-        description="Export a PyTorch module as an AOTInductor package (.pt2) for perfopt.",
+        description="Export a PyTorch module for perfopt: an AOTInductor package (.pt2) or an ONNX model (.onnx).",
     )
     parser.add_argument("factory", help="module:function returning an nn.Module, or (module, example_inputs)")
-    parser.add_argument("output", help="the package to write (.pt2)")
+    parser.add_argument("output", help="the file to write: .pt2 (AOTInductor package) or .onnx")
     parser.add_argument("--input", action="append", default=[], help="an example input: 4x80x100[:dtype]")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     parser.add_argument("--static-batch", action="store_true", help="keep the example's batch size fixed")

@@ -87,13 +87,16 @@ public final class Model: @unchecked Sendable {
     ///   0: the device's default (2000 on the CPU, 1000 on CUDA).
     /// - tuningCacheDir: a folder where max-autotune remembers its choice per
     ///   model file, device, input shapes and perfopt version; nil: nothing is kept.
+    /// - threads: per call of this model, from its next compile on; 0: the
+    ///   optimizer's count (max-autotune measures it on the CPU).
     public func setOptions(outputsOnDevice: Bool = false,
                            errorTolerance: Double? = nil,
                            graphCacheSize: UInt32? = nil,
                            graphWarmupRuns: UInt32? = nil,
                            memoryMargin: Double? = nil,
                            tuningBudgetMs: UInt32 = 0,
-                           tuningCacheDir: String? = nil) throws(PerfOptError) {
+                           tuningCacheDir: String? = nil,
+                           threads: UInt32 = 0) throws(PerfOptError) {
         var options = perfopt_model_options()
         try check(perfopt_model_options_init(&options, cSize(of: perfopt_model_options.self)))
         options.outputs_on_device = outputsOnDevice ? 1 : 0
@@ -102,6 +105,7 @@ public final class Model: @unchecked Sendable {
         if let graphWarmupRuns = graphWarmupRuns { options.graph_warmup_runs = graphWarmupRuns }
         if let memoryMargin = memoryMargin { options.memory_margin = memoryMargin }
         options.tuning_budget_ms = tuningBudgetMs
+        options.threads = threads
         // The folder is copied by the call: its C string need only live that long.
         let status: StatusCode = withOptionalCString(tuningCacheDir) { dir in
             options.tuning_cache_dir = dir
@@ -118,7 +122,8 @@ public final class Model: @unchecked Sendable {
                        graphWarmupRuns: options.graphWarmupRuns,
                        memoryMargin: options.memoryMargin,
                        tuningBudgetMs: options.tuningBudgetMs,
-                       tuningCacheDir: options.tuningCacheDir)
+                       tuningCacheDir: options.tuningCacheDir,
+                       threads: options.threads)
     }
 
     // MARK: Running

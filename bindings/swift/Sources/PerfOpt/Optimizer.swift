@@ -19,6 +19,7 @@ public final class Optimizer: @unchecked Sendable {
                 intraOpThreads: Int32 = 0,
                 interOpThreads: Int32 = 0,
                 mallocTuning: Bool? = nil,
+                onnxruntimeLibrary: String? = nil,
                 readEnvironment: Bool = true) throws(PerfOptError) {
         try checkABI()
         var config = perfopt_config()
@@ -35,9 +36,12 @@ public final class Optimizer: @unchecked Sendable {
         var out: OpaquePointer?
         let status: StatusCode = withOptionalCString(device) { devicePtr in
             withOptionalCString(compileMode) { modePtr in
-                config.device = devicePtr
-                config.compile_mode = modePtr
-                return perfopt_optimizer_new(&config, &out)
+                withOptionalCString(onnxruntimeLibrary) { libraryPtr in
+                    config.device = devicePtr
+                    config.compile_mode = modePtr
+                    config.onnxruntime_library = libraryPtr
+                    return perfopt_optimizer_new(&config, &out)
+                }
             }
         }
         try check(status)
@@ -155,6 +159,8 @@ public enum Defaults {
         public let intraOpThreads: Int32
         public let interOpThreads: Int32
         public let mallocTuning: Bool?
+        /// The ONNX Runtime library ONNX models run on; nil: found.
+        public let onnxruntimeLibrary: String?
     }
 
     public static func config() throws(PerfOptError) -> Config {
@@ -170,7 +176,8 @@ public enum Defaults {
                       compileMode: c.compile_mode.map { String(cString: $0) },
                       intraOpThreads: c.intra_op_threads,
                       interOpThreads: c.inter_op_threads,
-                      mallocTuning: triState(c.malloc_tuning))
+                      mallocTuning: triState(c.malloc_tuning),
+                      onnxruntimeLibrary: c.onnxruntime_library.map { String(cString: $0) })
     }
 
     /// The model options perfopt starts from; change fields and pass to
@@ -184,7 +191,8 @@ public enum Defaults {
                             graphWarmupRuns: o.graph_warmup_runs,
                             memoryMargin: o.memory_margin,
                             tuningBudgetMs: o.tuning_budget_ms,
-                            tuningCacheDir: o.tuning_cache_dir.map { String(cString: $0) })
+                            tuningCacheDir: o.tuning_cache_dir.map { String(cString: $0) },
+                            threads: o.threads)
     }
 }
 
@@ -204,9 +212,12 @@ public struct ModelOptions: Sendable, Equatable {
     public var tuningBudgetMs: UInt32
     /// Where max-autotune remembers its choices; nil: nowhere.
     public var tuningCacheDir: String?
+    /// Threads per call, from the next compile on; 0: the optimizer's count
+    /// (max-autotune measures it on the CPU).
+    public var threads: UInt32
 
     public init(outputsOnDevice: Bool, errorTolerance: Double, graphCacheSize: UInt32, graphWarmupRuns: UInt32,
-                memoryMargin: Double, tuningBudgetMs: UInt32, tuningCacheDir: String?) {
+                memoryMargin: Double, tuningBudgetMs: UInt32, tuningCacheDir: String?, threads: UInt32 = 0) {
         self.outputsOnDevice = outputsOnDevice
         self.errorTolerance = errorTolerance
         self.graphCacheSize = graphCacheSize
@@ -214,6 +225,7 @@ public struct ModelOptions: Sendable, Equatable {
         self.memoryMargin = memoryMargin
         self.tuningBudgetMs = tuningBudgetMs
         self.tuningCacheDir = tuningCacheDir
+        self.threads = threads
     }
 }
 

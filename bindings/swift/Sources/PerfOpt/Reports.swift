@@ -58,6 +58,8 @@ public struct ModelReport: Codable, Sendable {
         public let why: String
     }
     public let name: String
+    /// "torchscript", "aotinductor" or "onnx".
+    public let format: String
     public let device: String
     public let calls: Int
     public let failedCalls: Int

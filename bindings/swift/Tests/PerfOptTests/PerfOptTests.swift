@@ -34,7 +34,7 @@ final class PerfOptTests: XCTestCase {
 
     func testVersionAndABI() throws {
         try checkABI()
-        XCTAssertEqual(abiVersion, 3)
+        XCTAssertEqual(abiVersion, 4)
         XCTAssertTrue(version.hasPrefix("perfopt 0.1.0"))
     }
 
@@ -378,6 +378,40 @@ final class PerfOptTests: XCTestCase {
         XCTAssertEqual(try model.runBatched([mel.tensor], maxBatch: 1).first?.shape, expected.shape)
         XCTAssertEqual(try model.methods().map(\.name), ["forward"])
         XCTAssertEqual(try model.outputCount(), 1)
+    }
+
+    /// An ONNX model runs like the other formats (ONNX Runtime, found beside
+    /// torch): every compile mode, a thread count of its own, warm-up,
+    /// batching, and the recurrent state passed through inputs and outputs.
+    func testOnnxModelRunsInEveryMode() throws {
+        let dir = try packages()
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: dir.appendingPathComponent("vocoder.onnx").path)
+        let mel = try Npy(contentsOf: dir.appendingPathComponent("vocoder.input0.npy"))
+        let expected = try Npy(contentsOf: dir.appendingPathComponent("vocoder.output0.npy"))
+        try model.setOptions(threads: 1)
+        for mode in ["none", "default", "reduce-overhead", "max-autotune"] {
+            XCTAssertNil(try model.compile(mode: mode, warmup: [mel.tensor]), mode)
+            let outputs = try model.run([mel.tensor])
+            XCTAssertEqual(outputs.first?.shape, expected.shape, mode)
+            XCTAssertLessThanOrEqual(relativeError(outputs.first?.floats ?? [], expected.floats), 1e-4, mode)
+        }
+        XCTAssertEqual(try model.report().format, "onnx")
+        XCTAssertTrue(try model.warmup([mel.tensor], iterations: 2).success)
+        XCTAssertEqual(try model.runBatched([mel.tensor], maxBatch: 1).first?.shape, expected.shape)
+        XCTAssertEqual(try model.methods().map(\.name), ["forward"])
+
+        let step = try optimizer.load(path: dir.appendingPathComponent("recurrent.onnx").path)
+        let chunk = try Npy(contentsOf: dir.appendingPathComponent("recurrent.input0.npy"))
+        var state = try Npy(contentsOf: dir.appendingPathComponent("recurrent.input1.npy")).tensor
+        for _ in 0..<3 {
+            let outputs = try step.run([chunk.tensor, state])
+            XCTAssertEqual(outputs.count, 2)
+            state = Tensor(floats: outputs[1].floats, shape: outputs[1].shape)
+        }
+        XCTAssertThrowsError(try optimizer.load(path: dir.appendingPathComponent("truncated.onnx").path)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .modelCorrupt)
+        }
     }
 
     /// Broken packages are refused with their own status, before libtorch sees them.

@@ -7,33 +7,23 @@
 use std::io::Read;
 use std::path::Path;
 
+use super::package::{package_models, PackageModel};
+use super::Format;
 use crate::error::{Error, ErrorKind, Result};
+#[cfg(test)]
 use crate::model_file::open_regular;
-use crate::package::{package_models, PackageModel};
 use crate::zip::{Zip, ZIP_LOCAL_HEADER};
 
-/// A model file's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// torch.jit.save: a zip with `<name>/data.pkl` and `<name>/code/`.
-    TorchScript,
-    /// torch._inductor.aoti_compile_and_package: a zip with compiled kernels.
-    Aoti,
+/// Whether a file's first bytes are a zip archive's (TorchScript files and
+/// AOTInductor packages both are).
+pub fn probe(head: &[u8]) -> bool {
+    head.starts_with(&ZIP_LOCAL_HEADER)
 }
 
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::TorchScript => "torchscript",
-            Format::Aoti => "aotinductor",
-        }
-    }
-}
 /// The result of [`inspect`].
 #[derive(Clone, Debug)]
 pub struct Inspected {
     pub format: Format,
-    pub size: u64,
     /// For packages: each model inside.
     pub models: Vec<PackageModel>,
 }
@@ -57,10 +47,9 @@ impl Opened {
     }
 }
 
-/// Checks a model file, tells its format, and keeps it open for the load.
-pub fn open_checked(path: &Path) -> Result<Opened> {
+/// Checks an open model file, tells its format, and keeps it open for the load.
+pub fn open_checked(mut file: std::fs::File, size: u64, path: &Path) -> Result<Opened> {
     use std::os::unix::io::AsRawFd;
-    let (mut file, size) = open_regular(path)?;
     let inspected = inspect_file(&mut file, size, path.display().to_string())?;
     let fd = file.as_raw_fd();
     let for_loaders = ["/proc/self/fd", "/dev/fd"]
@@ -105,7 +94,6 @@ fn inspect_file(file: &mut std::fs::File, size: u64, shown: String) -> Result<In
         let models = package_models(&mut zip, &entries)?;
         return Ok(Inspected {
             format: Format::Aoti,
-            size,
             models,
         });
     }
@@ -138,7 +126,6 @@ fn inspect_file(file: &mut std::fs::File, size: u64, shown: String) -> Result<In
     }
     Ok(Inspected {
         format: Format::TorchScript,
-        size,
         models: Vec::new(),
     })
 }
@@ -280,7 +267,8 @@ mod tests {
     fn loaders_read_the_file_that_was_checked() {
         let bytes = zip(&[("m/data.pkl", b"checked"), ("m/code/__torch__.py", b"y")]);
         let path = write("checked.pt", &bytes);
-        let opened = open_checked(&path).unwrap();
+        let (file, size) = open_regular(&path).unwrap();
+        let opened = open_checked(file, size, &path).unwrap();
         assert_eq!(opened.inspected.format, Format::TorchScript);
         // Another file put at the path after the check: the loaders' path
         // still names the checked one (before, libtorch opened the path again).

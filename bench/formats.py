@@ -1,0 +1,288 @@
+"""Every format side by side, in one process: each reference model exported
+as a TorchScript file, an AOTInductor package and an ONNX model, each loaded
+by perfopt and compiled with max-autotune (which measures its forms and the
+thread count), next to PyTorch eager and onnxruntime's own Python API at the
+thread count perfopt chose for the ONNX model. Timed in interleaved rounds
+(every contender once per round, in turn), so that a machine's drifting speed
+does not rank them.
+
+Also: the streaming VAD step at 1 and 2 threads while other processes keep
+the cores busy (perfopt's thread count per model), and the per-call cost of
+perfopt's Python binding over onnxruntime's on a tiny ONNX model.
+
+    python bench/formats.py [--models vad,speaker,...] [--batches 1,4] [--seconds 6]
+
+Writes docs/benchmarks/formats.json and docs/benchmarks/formats.md.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "bindings" / "python"))
+import models  # noqa: E402
+import perfopt  # noqa: E402
+import perfopt.export  # noqa: E402
+
+MODELS = ["vad", "speaker", "text_encoder", "small_encoder", "vocoder"]
+
+
+def export_all(workdir: Path, name: str, formats):
+    """Each form of `name` in `workdir`, exported once (dynamic batch, from a
+    batch-2 example); {format: path or the reason it failed}."""
+    module, inputs = models.build(name, 2)
+    out = {}
+    with torch.no_grad():
+        if "torchscript" in formats:
+            path = workdir / f"{name}.pt"
+            try:
+                torch.jit.save(torch.jit.trace(module, tuple(inputs), check_trace=False), str(path))
+                out["torchscript"] = path
+            except Exception as err:  # recorded in the table
+                out["torchscript"] = f"trace failed: {str(err).splitlines()[0]}"
+    for fmt, suffix in (("package", ".pt2"), ("onnx", ".onnx")):
+        if fmt not in formats:
+            continue
+        path = workdir / f"{name}{suffix}"
+        started = time.perf_counter()
+        try:
+            perfopt.export.export(module, inputs, str(path))
+            out[fmt] = path
+        except perfopt.export.ExportError as err:
+            out[fmt] = f"export failed: {err.reason}"
+        print(f"  {name}: {fmt} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return out
+
+
+def as_numpy(inputs):
+    return [x.numpy() for x in inputs]
+
+
+def interleaved(contenders, seconds, min_rounds=15, max_rounds=2000):
+    """p50 and spread (q25-q75 as a share of p50) per contender, timed in
+    rounds; each call's first runs are warm-up."""
+    for call in contenders.values():
+        for _ in range(3):
+            call()
+    times = {name: [] for name in contenders}
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - started < seconds):
+        for name, call in contenders.items():
+            t = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t)
+        rounds += 1
+    out = {}
+    for name, ts in times.items():
+        q25, p50, q75 = np.percentile(ts, [25, 50, 75])
+        out[name] = {"p50_ms": p50 * 1e3, "noise": (q75 - q25) / p50, "rounds": rounds}
+    return out
+
+
+def measure(opt, name, batch, paths, seconds):
+    import onnxruntime
+
+    module, inputs = models.build(name, batch)
+    arrays = as_numpy(inputs)
+    row = {"model": name, "batch": batch, "contenders": {}, "chosen": {}, "errors": {}}
+    calls = {}
+    with torch.inference_mode():
+        expected = module(*inputs)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    calls["pytorch eager"] = lambda: module(*inputs)
+    loaded = []
+    onnx_threads = None
+    for fmt, path in paths.items():
+        if not isinstance(path, Path):
+            row["chosen"][f"perfopt {fmt}"] = path
+            continue
+        model = opt.load(str(path), f"{name}-{fmt}")
+        loaded.append(model)
+        model.set_options(tuning_budget_ms=8000)
+        model.compile("max-autotune", arrays)
+        report = model.report()
+        threads = report["engine"].get("threads")
+        row["chosen"][f"perfopt {fmt}"] = report["compile"]["chosen"]
+        if fmt == "onnx":
+            onnx_threads = threads
+        got = model.run(*arrays)
+        row["errors"][f"perfopt {fmt}"] = max(
+            float(np.abs(g - w).max() / max(np.abs(w).max(), 1e-30)) for g, w in zip(got, expected))
+        calls[f"perfopt {fmt}"] = (lambda m: lambda: m.run(*arrays))(model)
+    if isinstance(paths.get("onnx"), Path):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = onnx_threads or 0
+        session = onnxruntime.InferenceSession(str(paths["onnx"]), options, providers=["CPUExecutionProvider"])
+        feed = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
+        calls[f"onnxruntime API ({onnx_threads} threads)"] = lambda: session.run(None, feed)
+    with torch.inference_mode():
+        row["contenders"] = interleaved(calls, seconds)
+    for model in loaded:
+        model.close()
+    return row
+
+
+def busy(stop):
+    while not stop.is_set():
+        sum(i * i for i in range(10000))
+
+
+def under_load(opt, paths, seconds):
+    """The streaming VAD step at 1 and 2 threads while two other processes
+    keep both cores busy."""
+    _, inputs = models.build("vad", 1)
+    arrays = as_numpy(inputs)
+    calls, loaded = {}, []
+    for fmt in ("torchscript", "onnx"):
+        if not isinstance(paths.get(fmt), Path):
+            continue
+        for threads in (1, 2):
+            model = opt.load(str(paths[fmt]), f"vad-{fmt}-{threads}")
+            model.set_options(threads=threads)
+            model.compile("default", arrays)
+            loaded.append(model)
+            calls[f"perfopt {fmt} at {threads} thread{'s' if threads > 1 else ''}"] = (
+                lambda m: lambda: m.run(*arrays))(model)
+    stop = multiprocessing.Event()
+    hogs = [multiprocessing.Process(target=busy, args=(stop,)) for _ in range(2)]
+    for h in hogs:
+        h.start()
+    try:
+        time.sleep(0.5)
+        result = interleaved(calls, seconds)
+    finally:
+        stop.set()
+        for h in hogs:
+            h.join()
+    for model in loaded:
+        model.close()
+    return result
+
+
+def call_cost(opt, workdir):
+    """perfopt's Python binding against onnxruntime's, on a 4x4 Linear."""
+    import onnxruntime
+
+    module, inputs = models.build("tiny", 1)
+    path = workdir / "tiny.onnx"
+    perfopt.export.export(module, [torch.randn(2, 4)], str(path))
+    x = inputs[0].numpy()
+    model = opt.load(str(path))
+    model.set_options(threads=1)
+    model.compile("default", [x])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    result = interleaved({"perfopt": lambda: model.run(x), "onnxruntime": lambda: session.run(None, {name: x})},
+                         3, min_rounds=2000, max_rounds=20000)
+    model.close()
+    return {k: v["p50_ms"] * 1e3 for k, v in result.items()}
+
+
+def markdown(results):
+    lines = [
+        "# Every format side by side (CPU)",
+        "",
+        results["machine"],
+        "",
+        "Each model is exported once from the same weights as a TorchScript file (traced), an AOTInductor "
+        "package and an ONNX model (`perfopt.export`), and each is loaded by perfopt's Python binding and "
+        "compiled with max-autotune, which measures the engine's forms at each thread count (1 and 2 here) "
+        "and keeps the fastest within its error tolerance. PyTorch eager and onnxruntime's own Python API "
+        "(at the thread count perfopt chose for the ONNX model) run beside them in the same process. p50 "
+        "latency in ms over interleaved rounds (each contender once per round, in turn), with in brackets "
+        "the ratio to PyTorch eager (lower is faster); noise is the interquartile range over p50. `make "
+        "bench` runs it (`python bench/formats.py`).",
+        "",
+    ]
+    for row in results["rows"]:
+        lines += [f"## {row['model']}, batch {row['batch']}", "",
+                  "| contender | p50 ms (vs eager) | noise | chose | rel. error vs eager |", "|---|---|---|---|---|"]
+        base = row["contenders"]["pytorch eager"]["p50_ms"]
+        for name, c in sorted(row["contenders"].items(), key=lambda kv: kv[1]["p50_ms"]):
+            chose = row["chosen"].get(name, "")
+            error = row["errors"].get(name)
+            lines.append(f"| {name} | {c['p50_ms']:.3f} ({c['p50_ms'] / base:.2f}) | {c['noise']:.0%} | {chose} | "
+                         f"{'' if error is None else f'{error:.1e}'} |")
+        for name, reason in row["chosen"].items():
+            if name not in row["contenders"]:
+                lines.append(f"| {name} | - | - | {reason} | |")
+        lines.append("")
+    if results.get("under_load"):
+        lines += ["## The streaming VAD step with the cores busy", "",
+                  "Two other processes keep both cores busy; one 512-sample chunk per call, batch 1.", "",
+                  "| contender | p50 ms | noise |", "|---|---|---|"]
+        for name, c in results["under_load"].items():
+            lines.append(f"| {name} | {c['p50_ms']:.3f} | {c['noise']:.0%} |")
+        lines.append("")
+    if results.get("call_cost_us"):
+        cost = results["call_cost_us"]
+        lines += ["## Per-call cost from Python (a 4x4 Linear as ONNX, 1 thread)", "",
+                  f"- perfopt's binding: {cost['perfopt']:.1f} us per call",
+                  f"- onnxruntime's own API: {cost['onnxruntime']:.1f} us per call", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--formats", default="torchscript,package,onnx")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "formats"))
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    formats = args.formats.split(",")
+    results = {
+        "machine": f"{time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()} "
+                   f"({os.cpu_count()} cores); torch {torch.__version__}; {perfopt.version()}",
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp, perfopt.Optimizer("cpu", read_environment=False) as opt:
+        workdir = Path(tmp)
+        exported = {}
+        for name in args.models.split(","):
+            exported[name] = export_all(workdir, name, formats)
+            for batch in [int(b) for b in args.batches.split(",")]:
+                print(f"measuring {name} at batch {batch}", file=sys.stderr)
+                results["rows"].append(measure(opt, name, batch, exported[name], args.seconds))
+        if "vad" in exported:
+            results["under_load"] = under_load(opt, exported["vad"], args.seconds)
+        if "onnx" in formats:
+            results["call_cost_us"] = call_cost(opt, workdir)
+    Path(args.out + ".json").write_text(json.dumps(results, indent=2, default=str))
+    text = markdown(results)
+    Path(args.out + ".md").write_text(text)
+    into_cpu_md(text)
+    print(text)
+
+
+def into_cpu_md(text):
+    """The tables, also in docs/benchmarks/cpu.md (between its markers)."""
+    cpu = ROOT / "docs" / "benchmarks" / "cpu.md"
+    begin, end = "<!-- formats:begin -->", "<!-- formats:end -->"
+    body = text.split("\n", 1)[1].replace("\n## ", "\n### ")
+    section = f"{begin}\n{body.strip()}\n{end}"
+    current = cpu.read_text()
+    if begin in current and end in current:
+        current = current[: current.index(begin)] + section + current[current.index(end) + len(end):]
+    else:
+        current = current.rstrip() + "\n\n## Every format side by side (TorchScript, package, ONNX)\n\n" + section + "\n"
+    cpu.write_text(current)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+//! Finding ONNX Runtime: perfopt loads `libonnxruntime` when the first ONNX
+//! model is loaded (the `ort` crate's load-dynamic: nothing is downloaded or
+//! linked at build time), from the first of
+//! 1. the path the optimizer's config names (`onnxruntime_library`),
+//! 2. `PERFOPT_ONNXRUNTIME`, then `ORT_DYLIB_PATH` (the `ort` crate's name),
+//! 3. the folder perfopt's own library is in,
+//! 4. the `onnxruntime` Python package beside the torch whose libtorch this
+//!    process runs (`make setup` installs both into .venv),
+//! 5. `libonnxruntime.so` through the dynamic loader's search path,
+//!
+//! and says every place it looked when none has it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, ErrorKind, Result};
+
+pub const ENV_LIBRARY: &str = "PERFOPT_ONNXRUNTIME";
+const ENV_ORT: &str = "ORT_DYLIB_PATH";
+
+#[cfg(target_os = "macos")]
+const LIBRARY_NAME: &str = "libonnxruntime.dylib";
+#[cfg(not(target_os = "macos"))]
+const LIBRARY_NAME: &str = "libonnxruntime.so";
+
+/// ONNX Runtime, loaded once per process.
+pub struct Runtime {
+    pub environment: ort::environment::Environment,
+    pub path: PathBuf,
+    pub version: String,
+    /// The execution providers this library has ("CPUExecutionProvider"...).
+    pub providers: Vec<String>,
+}
+
+static LOADED: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+
+/// The process's ONNX Runtime, loaded on first use from the first place
+/// that has it. A library that failed to load is tried again next time (a
+/// caller may fix the path).
+pub fn runtime(explicit: Option<&str>) -> Result<Arc<Runtime>> {
+    let mut loaded = LOADED.lock();
+    if let Some(runtime) = loaded.as_ref() {
+        if let Some(wanted) = explicit {
+            if Path::new(wanted) != runtime.path {
+                log::warn!(
+                    "ONNX Runtime is loaded from {} already; {wanted} is not loaded as well (one \
+                     per process)",
+                    runtime.path.display()
+                );
+            }
+        }
+        return Ok(runtime.clone());
+    }
+    let candidates = candidates(explicit);
+    let mut tried = Vec::new();
+    for (path, source) in &candidates {
+        match ort::init_from(path) {
+            Ok(builder) => {
+                let environment = builder
+                    .with_name("perfopt")
+                    .with_telemetry(false)
+                    .build()
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::LoadFailed,
+                            format!("ONNX Runtime from {}: {e}", path.display()),
+                        )
+                    })?;
+                let runtime = Arc::new(Runtime {
+                    environment,
+                    path: path.clone(),
+                    version: version(path),
+                    providers: providers(),
+                });
+                log::info!(
+                    "ONNX Runtime {} loaded from {} ({source})",
+                    runtime.version,
+                    path.display()
+                );
+                *loaded = Some(runtime.clone());
+                return Ok(runtime);
+            }
+            Err(err) => tried.push(format!("{} ({source}): {err}", path.display())),
+        }
+        // An explicit choice that fails is the answer: another library
+        // would not be the one the caller named.
+        if *source == "the optimizer's config" {
+            break;
+        }
+    }
+    Err(Error::new(
+        ErrorKind::LoadFailed,
+        format!(
+            "ONNX models need ONNX Runtime (libonnxruntime, 1.31 or newer), and none was found: \
+             install it (pip install onnxruntime), or name the library with {ENV_LIBRARY} or the \
+             optimizer's onnxruntime_library. Tried: {}",
+            tried.join("; ")
+        ),
+    ))
+}
+
+/// The places to look, in order, each with where it came from.
+fn candidates(explicit: Option<&str>) -> Vec<(PathBuf, &'static str)> {
+    let mut out: Vec<(PathBuf, &'static str)> = Vec::new();
+    if let Some(path) = explicit {
+        out.push((PathBuf::from(path), "the optimizer's config"));
+        return out;
+    }
+    for (variable, source) in [
+        (ENV_LIBRARY, "PERFOPT_ONNXRUNTIME"),
+        (ENV_ORT, "ORT_DYLIB_PATH"),
+    ] {
+        if let Some(value) = std::env::var_os(variable).filter(|v| !v.is_empty()) {
+            out.push((PathBuf::from(value), source));
+        }
+    }
+    if let Some(folder) = own_folder() {
+        let beside = folder.join(LIBRARY_NAME);
+        if beside.exists() {
+            out.push((beside, "beside perfopt's library"));
+        }
+    }
+    if let Some(found) = beside_torch() {
+        out.push((found, "the onnxruntime package beside torch"));
+    }
+    out.push((
+        PathBuf::from(LIBRARY_NAME),
+        "the dynamic loader's search path",
+    ));
+    out
+}
+
+/// The folder of the binary that holds this code (libperfopt, or a program
+/// perfopt is linked into).
+fn own_folder() -> Option<PathBuf> {
+    // SAFETY: Dl_info is plain data; all zeros is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr reads the address of a function of this library and
+    // fills `info`; the name it gives is valid while the library is loaded.
+    let found = unsafe { libc::dladdr(own_folder as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string from the loader.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = PathBuf::from(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
+    );
+    std::fs::canonicalize(path)
+        .ok()?
+        .parent()
+        .map(Path::to_path_buf)
+}
+
+/// `onnxruntime/capi/libonnxruntime.so*` in the site-packages folder whose
+/// `torch/lib` this process loaded libtorch from.
+fn beside_torch() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let libtorch = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libtorch_cpu.so"))?;
+    let site_packages = Path::new(libtorch).parent()?.parent()?.parent()?;
+    let capi = site_packages.join("onnxruntime").join("capi");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&capi)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// The loaded library's version ("1.31.1"), from its own OrtGetApiBase.
+fn version(path: &Path) -> String {
+    let unknown = || "(version unknown)".to_string();
+    let Ok(name) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return unknown();
+    };
+    // SAFETY: RTLD_NOLOAD only looks the library up (ort loaded it); the
+    // handle is closed below, and the library stays loaded by ort's own.
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return unknown();
+    }
+    // SAFETY: a symbol lookup in a live handle.
+    let symbol = unsafe { libc::dlsym(handle, c"OrtGetApiBase".as_ptr()) };
+    let version = (!symbol.is_null())
+        .then(|| {
+            // SAFETY: OrtGetApiBase's C signature, which ort itself calls;
+            // the version string is static in the library.
+            unsafe {
+                let get: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase =
+                    std::mem::transmute(symbol);
+                let base = get();
+                (!base.is_null()).then(|| {
+                    std::ffi::CStr::from_ptr(((*base).GetVersionString)())
+                        .to_string_lossy()
+                        .into_owned()
+                })
+            }
+        })
+        .flatten();
+    // SAFETY: the handle opened above, closed once.
+    unsafe { libc::dlclose(handle) };
+    version.unwrap_or_else(unknown)
+}
+
+/// The execution providers the loaded library was built with.
+fn providers() -> Vec<String> {
+    let api = ort::api();
+    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut count: std::ffi::c_int = 0;
+    // SAFETY: the loaded library's API; valid out pointers. The list is
+    // released below with the library's own function.
+    let status = unsafe { (api.GetAvailableProviders)(&mut list, &mut count) };
+    if !status.0.is_null() {
+        // SAFETY: a status the library made, released once.
+        unsafe { (api.ReleaseStatus)(status.0) };
+        return Vec::new();
+    }
+    if list.is_null() {
+        return Vec::new();
+    }
+    let names = (0..count.max(0) as usize)
+        .filter_map(|i| {
+            // SAFETY: `count` NUL-terminated names.
+            let name = unsafe { *list.add(i) };
+            (!name.is_null()).then(|| {
+                unsafe { std::ffi::CStr::from_ptr(name) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        })
+        .collect();
+    // SAFETY: the list the library gave, released once; so is a status.
+    let status = unsafe { (api.ReleaseAvailableProviders)(list, count) };
+    if !status.0.is_null() {
+        // SAFETY: a status the library made, released once.
+        unsafe { (api.ReleaseStatus)(status.0) };
+    }
+    names
+}
