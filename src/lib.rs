@@ -42,7 +42,7 @@ pub use autotune::Candidate;
 pub use batching::{Recommendation, Stop};
 pub use config::{CompileMode, Config};
 pub use device::{DeviceKind, DeviceRequest};
-pub use engine::{Argument, Format, MethodSchema};
+pub use engine::{Argument, Format, MethodSchema, TypeKind};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{BatchDims, Model, ModelOptions, ReportKind};
 pub use numerics::{relative_error, value_error};

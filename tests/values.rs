@@ -81,7 +81,7 @@ fn methods_are_listed_and_called_with_mixed_results() {
         .into_iter()
         .find(|m| m.name == "forward")
         .unwrap();
-    assert_eq!(forward.arguments[1].type_name, "int");
+    assert_eq!(forward.arguments[1].kind, perfopt::TypeKind::Int);
     model.run_args(chunk(0)).unwrap();
     let Value::Tuple(items) = model
         .call("encode", vec![Value::Tensor(read("stateful.chunk0.npy"))])

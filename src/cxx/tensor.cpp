@@ -4,6 +4,8 @@
 #include <ATen/DLConvertor.h>
 #include <ATen/Functions.h>
 
+#include <memory>
+
 #include "common.h"
 
 using perfopt_shim::guarded;
@@ -29,19 +31,35 @@ int pshim_tensor_from_owned(void *data, const int64_t *sizes, size_t ndim, int s
                             void (*release)(void *), void **out) {
   return guarded([&] {
     // The tensor owns `owner` from here: released with the storage, or now
-    // when the tensor cannot be made.
-    struct Owner {
+    // when the tensor cannot be made, exactly once either way (from_blob
+    // may fail after its storage took the deleter, which then runs).
+    struct Owned {
       void *owner;
       void (*release)(void *);
-      ~Owner() {
-        if (owner) release(owner);
+      bool released = false;
+      void release_once() {
+        if (!released) {
+          released = true;
+          release(owner);
+        }
       }
-    } held{owner, release};
-    auto options = at::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type));
-    at::Tensor t = at::from_blob(
-        data, at::IntArrayRef(sizes, ndim), [owner, release](void *) { release(owner); }, options);
-    held.owner = nullptr;
-    *out = new at::Tensor(std::move(t));
+    };
+    std::shared_ptr<Owned> held;
+    try {
+      held = std::make_shared<Owned>(Owned{owner, release});
+    } catch (...) {
+      release(owner);
+      throw;
+    }
+    try {
+      auto options = at::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type));
+      at::Tensor t = at::from_blob(
+          data, at::IntArrayRef(sizes, ndim), [held](void *) { held->release_once(); }, options);
+      *out = new at::Tensor(std::move(t));
+    } catch (...) {
+      held->release_once();
+      throw;
+    }
   });
 }
 

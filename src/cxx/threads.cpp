@@ -52,11 +52,27 @@ int find_openmp(struct dl_phdr_info *info, size_t, void *found) {
 }
 #endif
 
+#ifdef __APPLE__
+constexpr const char *kTorchCpu = "libtorch_cpu.dylib";
+#else
+constexpr const char *kTorchCpu = "libtorch_cpu.so";
+#endif
+
 const OpenMp &openmp() {
   static const OpenMp found = [] {
     OpenMp omp;
-    omp.set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-    omp.get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    // The OpenMP runtime libtorch itself was linked with: a lookup through
+    // libtorch_cpu's handle searches its own dependencies first, so another
+    // runtime in the process (numpy's or MKL's libiomp5) is not the one set.
+    if (void *torch = dlopen(kTorchCpu, RTLD_NOW | RTLD_NOLOAD)) {
+      omp.set = reinterpret_cast<SetThreads>(dlsym(torch, "omp_set_num_threads"));
+      omp.get = reinterpret_cast<GetThreads>(dlsym(torch, "omp_get_max_threads"));
+      dlclose(torch);  // loaded by the process: it stays
+    }
+    if (!omp.set || !omp.get) {
+      omp.set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+      omp.get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    }
 #ifdef __linux__
     if (!omp.set || !omp.get) {
       omp = OpenMp{};

@@ -11,7 +11,7 @@ use super::aoti_inputs::{self, InputChecks};
 use super::archive::Inspected;
 use super::package::{self, PackageModel};
 use super::unpacked::{self, Unpacked};
-use super::{Argument, Engine, Format, MethodSchema};
+use super::{Engine, Format, MethodSchema};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::torch::aoti::AotiPackage;
@@ -137,33 +137,10 @@ impl Aoti {
         if !checks.understood() {
             enable_input_checks();
         }
-        let arguments = (0..inputs)
-            .map(|i| Argument {
-                name: checks.name(i),
-                type_name: "Tensor".to_string(),
-                default: None,
-            })
-            .collect::<Vec<_>>();
-        let returns = match outputs {
-            Some(1) => "Tensor".to_string(),
-            Some(n) => format!("Tuple[{}]", vec!["Tensor"; n].join(", ")),
-            None => "List[Tensor]".to_string(),
-        };
-        let schema = format!(
-            "forward({}) -> {returns}",
-            arguments
-                .iter()
-                .map(|a| format!("Tensor {}", a.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let methods = vec![MethodSchema {
-            name: "forward".to_string(),
-            schema,
-            arguments,
-            returns: vec![returns],
-            vararg: false,
-        }];
+        let methods = vec![MethodSchema::tensors_forward(
+            (0..inputs).map(|i| checks.name(i)).collect(),
+            outputs,
+        )];
         let description = Json::object()
             .with("format", Format::Aoti.as_str())
             .with("form", "as compiled (AOTInductor)")

@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::value::Value;
 
-pub use schema::{Argument, MethodSchema};
+pub use schema::{Argument, MethodSchema, TypeKind};
 
 /// A model file's format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -124,7 +124,13 @@ impl Model {
             .methods()
             .iter()
             .find(|m| m.name == "forward" && m.returns_non_tensors())
-            .map(|m| m.returns.join(", "));
+            .map(|m| {
+                m.returns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
         Ok(Model {
             name,
             path: path.to_string(),

@@ -141,8 +141,18 @@ pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<C
     }
     let device = crate::device::describe(model.device());
     let shapes: Vec<String> = args.iter().map(Value::label).collect();
+    // The thread count the options ask for, and the count max-autotune
+    // measures up to (the optimizer's): a choice made under one is not the
+    // answer under another.
+    let threads = match model.options().threads {
+        0 => format!(
+            "threads measured up to {}",
+            crate::torch::settings::num_threads().unwrap_or(0)
+        ),
+        n => format!("threads {n}"),
+    };
     let what = format!(
-        "{} on {} {}, inputs [{}], tolerance {tolerance:e}",
+        "{} on {} {}, inputs [{}], tolerance {tolerance:e}, {threads}",
         model.name(),
         model.device(),
         device.name,
@@ -282,7 +292,7 @@ impl CacheEntry {
             threads: json
                 .get("threads")
                 .and_then(Json::as_f64)
-                .filter(|t| (1.0..=4096.0).contains(t))
+                .filter(|t| (1.0..=f64::from(crate::config::max_threads())).contains(t))
                 .map(|t| t as usize),
             candidates: json
                 .get("candidates")

@@ -101,6 +101,33 @@ def test_recurrent_state_passes_through_inputs_and_outputs(opt):
         assert model.report()["keeps_state"] is False
 
 
+def test_an_output_that_is_an_input_is_the_callers_own_copy(opt):
+    """ONNX Runtime returns a graph input that is also a graph output over
+    the input's memory: perfopt copies it, so the output neither follows the
+    caller's later writes nor dangles when the input was a temporary copy."""
+    path, (chunk, state) = case("passthrough")
+    for path in (path, str(PACKAGES / "input_as_output.onnx")):
+        check_passthrough(opt, path, chunk.copy(), state.copy())
+
+
+def check_passthrough(opt, path, chunk, state):
+    with opt.load(path) as model:
+        doubled, same = model.run(chunk, state)
+        np.testing.assert_array_equal(same, state)
+        np.testing.assert_allclose(doubled, chunk * 2)
+        kept = state.copy()
+        state[:] = 0
+        np.testing.assert_array_equal(same, kept)
+        torch = pytest.importorskip("torch")
+        # Non-contiguous: perfopt hands ONNX Runtime a contiguous copy, freed
+        # after the call.
+        strided = torch.from_numpy(np.ascontiguousarray(kept.T)).t()
+        assert not strided.is_contiguous()
+        for _ in range(3):
+            _, out = model.run(torch.from_numpy(chunk), strided, output="torch")
+            np.testing.assert_array_equal(out.numpy(), kept)
+
+
 def test_onnx_inputs_are_checked(opt):
     path, (x, y) = case("two_inputs")
     with opt.load(path) as model:

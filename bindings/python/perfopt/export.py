@@ -28,6 +28,7 @@ input before the compiled kernels see it: they index by the shared size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -35,7 +36,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 __all__ = ["export", "export_onnx", "ExportError", "main"]
 
@@ -134,6 +135,58 @@ def _traced_example(torch: Any, inputs: List[Any], dynamic_batch: bool) -> "tupl
     return traced, ("the example's batch is 1, which torch.export specialises (a size-1 dimension looks "
                     "like a broadcast): traced on the example repeated to a batch of 2, verified on the "
                     "example itself")
+
+
+@contextlib.contextmanager
+def _exporter_quiet() -> Iterator[None]:
+    """The ONNX exporter's warnings and log lines (torchvision's operators
+    skipped when torchvision is absent, a deprecation per call) say nothing
+    about the user's model: hidden while it runs; errors still raise."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _rename_outputs_named_like_inputs(path: str) -> None:
+    """A module that returns an input as it is (`return y, state`) is
+    exported with an Identity node whose output has the input's name, which
+    ONNX Runtime refuses ("Duplicate definition of name"): the output is
+    renamed `NAME_out`."""
+    onnx: Any = importlib.import_module("onnx")
+    model = onnx.load(str(path))
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    taken = inputs | {o for node in graph.node for o in node.output} | {i.name for i in graph.initializer}
+    renamed: Dict[str, str] = {}
+    for node in graph.node:  # in topological order: later readers see the new name
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+        for k, name in enumerate(node.output):
+            if name in inputs:
+                new = f"{name}_out"
+                while new in taken:
+                    new += "_"
+                taken.add(new)
+                renamed[name] = new
+                node.output[k] = new
+    if not renamed:
+        return
+    for output in graph.output:
+        if output.name in renamed:
+            output.name = renamed[output.name]
+    onnx.save(model, str(path))
 
 
 def _flat(value: Any) -> List[Any]:
@@ -278,10 +331,7 @@ def export_onnx(
     with torch.no_grad():
         expected = _flat(module(*inputs))
         try:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _exporter_quiet():
                 torch.onnx.export(module, tuple(traced), str(path), dynamo=True, dynamic_shapes=dynamic_shapes,
                                   input_names=names, external_data=False, verbose=False)
         except Exception as err:  # the exporter raises several kinds; each is explained
@@ -291,6 +341,7 @@ def export_onnx(
                                   str(err)) from err
             raise _explain(cause, dynamic_batch) from err
     exported_s = time.perf_counter() - started
+    _rename_outputs_named_like_inputs(path)
     specs = [
         {
             "name": name,

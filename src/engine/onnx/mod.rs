@@ -22,7 +22,7 @@ use ort::session::Session;
 use ort::value::ValueType;
 use parking_lot::Mutex;
 
-use super::{Argument, Engine, Format, LoadContext, MethodSchema, Variant};
+use super::{Engine, Format, LoadContext, MethodSchema, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::value::Value;
@@ -32,7 +32,7 @@ pub use proto::probe;
 
 /// A protobuf message is at most 2 GiB; larger models keep their weights in
 /// external data files, which ONNX Runtime reads from the model's folder.
-const MAX_MODEL_BYTES: u64 = 2 << 30;
+const MAX_MODEL_BYTES: u64 = (2 << 30) - 1;
 
 /// ONNX Runtime's graph optimisation levels perfopt measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +105,10 @@ pub fn load(file: std::fs::File, size: u64, context: &LoadContext) -> Result<Arc
             ),
         ));
     }
+    // The file is checked before ONNX Runtime is looked for: a damaged file
+    // is MODEL_CORRUPT on a host without the library too.
+    let bytes = read_all(&file, size, &shown)?;
+    proto::walk(&bytes, &shown)?;
     let runtime = runtime::runtime(context.onnxruntime)?;
     let meta = file
         .metadata()
@@ -120,8 +124,6 @@ pub fn load(file: std::fs::File, size: u64, context: &LoadContext) -> Result<Arc
         folder,
         runtime,
     });
-    let bytes = read_all(&source.file, size, &source.shown)?;
-    proto::walk(&bytes, &source.shown)?;
     if !matches!(context.device, tch::Device::Cpu) {
         log::info!(
             "{}: ONNX models run on the CPU in this perfopt (ONNX Runtime's providers here: {})",
@@ -166,7 +168,10 @@ impl Onnx {
             }
         }
         let outputs = session.outputs().len();
-        let methods = vec![schema(&inputs, outputs)];
+        let methods = vec![MethodSchema::tensors_forward(
+            inputs.iter().map(|i| i.name.clone()).collect(),
+            Some(outputs),
+        )];
         Ok(Onnx {
             session: Mutex::new(session),
             source,
@@ -277,34 +282,6 @@ fn shape_label(shape: &[i64], symbols: &[String]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-/// forward(Tensor x, Tensor state) -> Tuple[Tensor, Tensor]: the graph as
-/// the one method perfopt calls it by.
-fn schema(inputs: &[Input], outputs: usize) -> MethodSchema {
-    let arguments: Vec<Argument> = inputs
-        .iter()
-        .map(|input| Argument {
-            name: input.name.clone(),
-            type_name: "Tensor".to_string(),
-            default: None,
-        })
-        .collect();
-    let returns = match outputs {
-        1 => "Tensor".to_string(),
-        n => format!("Tuple[{}]", vec!["Tensor"; n].join(", ")),
-    };
-    let listed: Vec<String> = arguments
-        .iter()
-        .map(|a| format!("Tensor {}", a.name))
-        .collect();
-    MethodSchema {
-        name: "forward".to_string(),
-        schema: format!("forward({}) -> {returns}", listed.join(", ")),
-        arguments,
-        returns: vec![returns],
-        vararg: false,
-    }
-}
-
 fn run_error(err: ort::Error) -> Error {
     let kind = match err.code() {
         ort::error::ErrorCode::InvalidArgument => ErrorKind::InvalidArgument,
@@ -339,14 +316,28 @@ impl Engine for Onnx {
             let outputs = session.run(&inputs[..]).map_err(run_error)?;
             outputs.into_iter().map(|(_, value)| value).collect()
         };
-        // The inputs' memory is read by Run only; the views go first.
-        drop(inputs);
-        drop(tensors);
+        // ONNX Runtime hands a graph input that is also a graph output (the
+        // dynamo exporter writes `return y, state` so) back as a value over
+        // the input's memory, which it does not own: such an output is
+        // copied while the input is alive (it may be a copy made above).
+        let held: Vec<(usize, usize)> = tensors.iter().map(tensors::byte_range).collect();
         let mut results = values
             .into_iter()
             .enumerate()
-            .map(|(i, value)| tensors::output(value, i).map(Value::Tensor))
+            .map(|(i, value)| {
+                let out = tensors::output(value, i)?;
+                let (start, end) = tensors::byte_range(&out);
+                let shared = start < end && held.iter().any(|&(a, b)| start < b && a < end);
+                Ok(Value::Tensor(if shared {
+                    out.f_detach_copy()?
+                } else {
+                    out
+                }))
+            })
             .collect::<Result<Vec<Value>>>()?;
+        // The inputs' memory is read by Run only; the views go first.
+        drop(inputs);
+        drop(tensors);
         Ok(if results.len() == 1 {
             results.remove(0)
         } else {

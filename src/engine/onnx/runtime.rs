@@ -40,23 +40,39 @@ static LOADED: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
 /// that has it. A library that failed to load is tried again next time (a
 /// caller may fix the path).
 pub fn runtime(explicit: Option<&str>) -> Result<Arc<Runtime>> {
+    // Logged after the lock is released: a host's log callback may load a
+    // model itself.
+    let mut said = None;
+    let found = load_once(explicit, &mut said);
+    if let Some((level, line)) = said {
+        log::log!(level, "{line}");
+    }
+    found
+}
+
+fn load_once(
+    explicit: Option<&str>,
+    said: &mut Option<(log::Level, String)>,
+) -> Result<Arc<Runtime>> {
     let mut loaded = LOADED.lock();
     if let Some(runtime) = loaded.as_ref() {
         if let Some(wanted) = explicit {
-            if Path::new(wanted) != runtime.path {
-                log::warn!(
-                    "ONNX Runtime is loaded from {} already; {wanted} is not loaded as well (one \
-                     per process)",
-                    runtime.path.display()
-                );
+            if absolute(Path::new(wanted)) != runtime.path {
+                *said = Some((
+                    log::Level::Warn,
+                    format!(
+                        "ONNX Runtime is loaded from {} already; {wanted} is not loaded as well \
+                         (one per process)",
+                        runtime.path.display()
+                    ),
+                ));
             }
         }
         return Ok(runtime.clone());
     }
-    let candidates = candidates(explicit);
     let mut tried = Vec::new();
-    for (path, source) in &candidates {
-        match ort::init_from(path) {
+    for (path, source) in candidates(explicit) {
+        match ort::init_from(&path) {
             Ok(builder) => {
                 let environment = builder
                     .with_name("perfopt")
@@ -70,23 +86,26 @@ pub fn runtime(explicit: Option<&str>) -> Result<Arc<Runtime>> {
                     })?;
                 let runtime = Arc::new(Runtime {
                     environment,
-                    path: path.clone(),
-                    version: version(path),
+                    version: version(&path),
+                    path,
                     providers: providers(),
                 });
-                log::info!(
-                    "ONNX Runtime {} loaded from {} ({source})",
-                    runtime.version,
-                    path.display()
-                );
+                *said = Some((
+                    log::Level::Info,
+                    format!(
+                        "ONNX Runtime {} loaded from {} ({source})",
+                        runtime.version,
+                        runtime.path.display()
+                    ),
+                ));
                 *loaded = Some(runtime.clone());
                 return Ok(runtime);
             }
             Err(err) => tried.push(format!("{} ({source}): {err}", path.display())),
         }
-        // An explicit choice that fails is the answer: another library
-        // would not be the one the caller named.
-        if *source == "the optimizer's config" {
+        // A library the caller named (the config, an environment variable)
+        // that fails is the answer: another would not be the one named.
+        if !source.is_search() {
             break;
         }
     }
@@ -101,34 +120,66 @@ pub fn runtime(explicit: Option<&str>) -> Result<Arc<Runtime>> {
     ))
 }
 
-/// The places to look, in order, each with where it came from.
-fn candidates(explicit: Option<&str>) -> Vec<(PathBuf, &'static str)> {
-    let mut out: Vec<(PathBuf, &'static str)> = Vec::new();
-    if let Some(path) = explicit {
-        out.push((PathBuf::from(path), "the optimizer's config"));
-        return out;
+/// Where a candidate library came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Named {
+    Config,
+    Variable(&'static str),
+    BesidePerfopt,
+    BesideTorch,
+    LoaderPath,
+}
+
+impl Named {
+    /// Whether perfopt searched for it (a miss goes on to the next place),
+    /// rather than the caller naming it.
+    fn is_search(self) -> bool {
+        !matches!(self, Named::Config | Named::Variable(_))
     }
-    for (variable, source) in [
-        (ENV_LIBRARY, "PERFOPT_ONNXRUNTIME"),
-        (ENV_ORT, "ORT_DYLIB_PATH"),
-    ] {
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Named::Config => "the optimizer's config",
+            Named::Variable(name) => name,
+            Named::BesidePerfopt => "beside perfopt's library",
+            Named::BesideTorch => "the onnxruntime package beside torch",
+            Named::LoaderPath => "the dynamic loader's search path",
+        })
+    }
+}
+
+/// A path as the caller meant it: relative to the working folder (the
+/// `ort` crate would take it relative to the executable's).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The places to look, in order, each with where it came from.
+fn candidates(explicit: Option<&str>) -> Vec<(PathBuf, Named)> {
+    if let Some(path) = explicit {
+        return vec![(absolute(Path::new(path)), Named::Config)];
+    }
+    let mut out = Vec::new();
+    for variable in [ENV_LIBRARY, ENV_ORT] {
         if let Some(value) = std::env::var_os(variable).filter(|v| !v.is_empty()) {
-            out.push((PathBuf::from(value), source));
+            out.push((absolute(Path::new(&value)), Named::Variable(variable)));
+            // The first variable set is the caller's choice.
+            return out;
         }
     }
     if let Some(folder) = own_folder() {
         let beside = folder.join(LIBRARY_NAME);
         if beside.exists() {
-            out.push((beside, "beside perfopt's library"));
+            out.push((beside, Named::BesidePerfopt));
         }
     }
     if let Some(found) = beside_torch() {
-        out.push((found, "the onnxruntime package beside torch"));
+        out.push((found, Named::BesideTorch));
     }
-    out.push((
-        PathBuf::from(LIBRARY_NAME),
-        "the dynamic loader's search path",
-    ));
+    // A bare name: the dynamic loader searches its path for it.
+    out.push((PathBuf::from(LIBRARY_NAME), Named::LoaderPath));
     out
 }
 

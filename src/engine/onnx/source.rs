@@ -66,6 +66,9 @@ impl Source {
         // Each step hands the builder back inside its error: only the
         // message is kept.
         let step = |e: ort::Error<ort::session::builder::SessionBuilder>| failed(e.into());
+        // A session starts its thread pools when it is made: a child forked
+        // after this would inherit none of them.
+        crate::fork::mark_used();
         let mut builder = Session::builder(&self.runtime.environment)
             .map_err(failed)?
             .with_optimization_level(level)
@@ -73,6 +76,14 @@ impl Source {
             .with_intra_threads(settings.threads)
             .map_err(step)?
             .with_parallel_execution(settings.parallel)
+            .map_err(step)?
+            // The parallel form's inter-op pool at the form's count too (ONNX
+            // Runtime's default is every core).
+            .with_inter_threads(if settings.parallel {
+                settings.threads
+            } else {
+                1
+            })
             .map_err(step)?
             // Weights kept in external data files live beside the model.
             .with_config_entry(

@@ -214,3 +214,10 @@ pub fn output(value: DynValue, index: usize) -> Result<tch::Tensor> {
 pub fn fits(kind: tch::Kind, ty: TensorElementType) -> bool {
     ELEMENTS.iter().any(|e| e.kind == kind && e.onnx == ty)
 }
+
+/// The bytes a (contiguous) tensor's elements occupy, as addresses.
+pub fn byte_range(tensor: &tch::Tensor) -> (usize, usize) {
+    let start = tensor.data_ptr() as usize;
+    let bytes = tensor.numel() * tensor.kind().elt_size_in_bytes();
+    (start, start.saturating_add(bytes))
+}
