@@ -92,6 +92,35 @@ def test_outputs_own_their_memory(opt, which):
         assert bool((again == kept).all()) and bool((out == -1.0).all())
 
 
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_numpy_outputs_are_writable_and_the_callers(opt, which):
+    """NumPy marks arrays from a DLPack 0.x capsule read-only; perfopt's
+    outputs belong to the caller, so they are writable, without a copy."""
+    with opt.load(str(FIXTURES / "aliasing.pt")) as model:
+        x = np.ones((2, 3), np.float32)
+        (out,) = model.run(x, which)
+        kept = out.copy()
+        assert out.flags.writeable
+        out += 1.0  # before: "assignment destination is read-only"
+        np.testing.assert_array_equal(out, kept + 1.0)
+        (again,) = model.run(np.ones((2, 3), np.float32), which)
+        np.testing.assert_array_equal(again, kept)
+        del again
+        np.testing.assert_array_equal(out, kept + 1.0)
+
+
+def test_torch_outputs_made_inside_an_inference_scope_are_ordinary_tensors(opt):
+    """The service runs its models inside `with opt.inference():`; the
+    outputs it keeps are changed in place afterwards."""
+    torch = pytest.importorskip("torch")
+    with opt.load(str(FIXTURES / "aliasing.pt")) as model:
+        with opt.inference():
+            (out,) = model.run(torch.ones(2, 3), 0, output="torch")
+            assert torch.is_inference_mode_enabled()
+        assert not out.is_inference()
+        out.add_(1.0)  # before: "Inplace update to inference tensor outside InferenceMode"
+
+
 def test_batch_dims(opt):
     case = SCRIPTED["lstm_state"]
     inputs = [np.load(FIXTURES / f"lstm_state.input{i}.npy") for i in range(4)]

@@ -45,15 +45,26 @@ def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
     if output == "dlpack":
         converter = _as_dlpack
     elif output == "numpy":
-        import numpy as np
-
-        from_dlpack = np.from_dlpack
-        converter = lambda wrapped: wrapped.convert(from_dlpack)  # noqa: E731
+        # Writable: the caller owns its outputs.
+        converter = DLPackOutput.writable_numpy
     else:
         import torch
 
         torch_from_dlpack = torch.from_dlpack
-        converter = lambda wrapped: wrapped.convert(torch_from_dlpack)  # noqa: E731
+        inference_mode = torch.inference_mode
+        is_inference_mode_enabled = torch.is_inference_mode_enabled
+
+        def to_torch(wrapped: DLPackOutput) -> Any:
+            # Inside `with opt.inference():` (libtorch's inference mode on this
+            # thread) torch would make an inference tensor, which cannot be
+            # changed in place once the scope is over: outputs are made as
+            # ordinary tensors (the memory is perfopt's copy, not shared).
+            if is_inference_mode_enabled():
+                with inference_mode(False):
+                    return wrapped.convert(torch_from_dlpack)
+            return wrapped.convert(torch_from_dlpack)
+
+        converter = to_torch
     _converters[output] = converter
     return converter
 
