@@ -280,9 +280,18 @@ impl InputChecks {
                                 (Some(l), Some(h)) if l == h => format!("only {l}"),
                                 _ => format!("{} to {}", range(*low, "0"), range(*high, "any size")),
                             };
+                            // The bound comes from the export (torch.export's
+                            // range for the dimension), so the remedy is there.
+                            let remedy = if d == 0 {
+                                "re-export with the batch range it must accept \
+                                 (perfopt.export.export(..., batch_range=(1, N)))"
+                            } else {
+                                "re-export from an example as large as the largest input, or \
+                                 with that dimension dynamic"
+                            };
                             return Err(Error::invalid_argument(format!(
                                 "input {i}: dimension {d} is {n}; the package's compiled code accepts \
-                                 {accepted} there"
+                                 {accepted} there: {remedy}"
                             )));
                         }
                     }

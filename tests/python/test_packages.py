@@ -100,6 +100,31 @@ def test_export_report_of_the_fixture():
     for name in ("two_inputs", "vocoder"):
         assert report[name]["relative_error"] <= 1e-4
         assert report[name]["dynamic_batch"] is True
+        # The batch's symbol and the sizes the package accepts for it: not
+        # just -1 in the shape.
+        batch = report[name]["inputs"][0]["symbols"][0]
+        low, high = report[name]["dimension_ranges"][batch]
+        assert low >= 0 and (high is None or high > 1)
+
+
+def test_export_takes_a_batch_range_and_a_bound_hit_says_how_to_re_export(opt, tmp_path):
+    torch = pytest.importorskip("torch")
+    from perfopt.export import ExportError, export
+
+    module = torch.nn.Linear(4, 2).eval()
+    for bad in [(0, 4), (8, 4), ("a", 4)]:
+        with pytest.raises(ExportError, match="batch"):
+            export(module, [torch.randn(2, 4)], str(tmp_path / "bad.pt2"), batch_range=bad)
+    path = tmp_path / "ranged.pt2"
+    report = export(module, [torch.randn(2, 4)], str(path), batch_range=(1, 4))
+    batch = report["inputs"][0]["symbols"][0]
+    assert report["dimension_ranges"][batch] == [1, 4]
+    with opt.load(str(path)) as model:
+        assert model.run(np.ones((4, 4), np.float32))[0].shape == (4, 2)
+        with pytest.raises(PerfoptError) as err:
+            model.run(np.ones((5, 4), np.float32))
+        assert "accepts 0 to 4" in err.value.message or "1 to 4" in err.value.message
+        assert "batch_range" in err.value.message
 
 
 def test_input_specs_come_from_the_model():

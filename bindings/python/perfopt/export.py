@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["export", "export_onnx", "ExportError", "main"]
 
@@ -189,6 +189,41 @@ def _rename_outputs_named_like_inputs(path: str) -> None:
     onnx.save(model, str(path))
 
 
+def _batch_dim(torch: Any, max_batch: Optional[int], batch_range: Optional[Tuple[int, int]]) -> Any:
+    """torch.export's Dim for dimension 0: `batch_range=(min, max)`, else 1
+    to `max_batch` (or unbounded)."""
+    if batch_range is None:
+        low, high = 1, max_batch
+    else:
+        try:
+            low, high = (int(b) for b in batch_range)
+        except (TypeError, ValueError) as err:
+            raise ExportError(f"batch_range must be (min, max), got {batch_range!r}") from err
+        if max_batch is not None and max_batch != high:
+            raise ExportError(f"max_batch={max_batch} and batch_range={batch_range!r} disagree: give one")
+    if low < 1 or (high is not None and high < low):
+        raise ExportError(f"the batch range {low} to {high} is empty or starts below 1")
+    limit = {"max": high} if high else {}
+    return torch.export.Dim("batch", min=low, **limit)
+
+
+def _dimension_ranges(program: Any) -> Dict[str, List[Optional[int]]]:
+    """Each dynamic dimension's symbol and the sizes the exported program
+    accepts for it ([min, max]; max None: unbounded), as torch.export
+    recorded them (it narrows a range the model's code constrains)."""
+    out: Dict[str, List[Optional[int]]] = {}
+    for symbol, bounds in getattr(program, "range_constraints", {}).items():
+        def plain(value: Any) -> Optional[int]:
+            try:
+                number = int(value)
+            except Exception:  # sympy's infinities raise several kinds
+                return None
+            return number if abs(number) < 2**62 else None
+
+        out[str(symbol)] = [plain(bounds.lower), plain(bounds.upper)]
+    return out
+
+
 def _flat(value: Any) -> List[Any]:
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in _flat(v)]
@@ -205,19 +240,24 @@ def export(
     dynamic_batch: bool = True,
     device: Optional[str] = None,
     max_batch: Optional[int] = None,
+    batch_range: Optional[Tuple[int, int]] = None,
     inductor_configs: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Exports `module` (an nn.Module) called with `example_inputs` into an
     AOTInductor package at `path` (must end in .pt2) for `device` (default:
     the inputs' device), with dimension 0 of every tensor input dynamic when
-    `dynamic_batch`. Runs the package on the example and compares it with
-    eager. Returns a report: path, device, dynamic_batch, inputs, relative
-    error, export and compile seconds. Raises ExportError, explained.
+    `dynamic_batch`, over `batch_range=(min, max)` (default: 1 to
+    `max_batch`, or unbounded). Runs the package on the example and compares
+    it with eager. Returns a report: path, device, dynamic_batch, inputs,
+    the range each dynamic dimension accepts (`dimension_ranges`: torch.export
+    may narrow it from what the model's code does), relative error, export and
+    compile seconds. Raises ExportError, explained.
     A path ending in .onnx exports an ONNX model instead (see
     `export_onnx`)."""
     torch = _torch()
     if str(path).endswith(".onnx"):
-        return export_onnx(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch)
+        return export_onnx(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch,
+                           batch_range=batch_range)
     if not str(path).endswith(".pt2"):
         raise ExportError(f"{path}: perfopt exports AOTInductor packages (.pt2) and ONNX models (.onnx)")
     inputs = list(example_inputs)
@@ -234,8 +274,7 @@ def export(
 
     dynamic_shapes = None
     if dynamic_batch and tensors:
-        limit = {"max": max_batch} if max_batch else {}
-        batch = torch.export.Dim("batch", min=1, **limit)
+        batch = _batch_dim(torch, max_batch, batch_range)
         dynamic_shapes = tuple({0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
 
     traced, note = _traced_example(torch, inputs, dynamic_batch)
@@ -252,6 +291,16 @@ def export(
     tensor_inputs = [(name, x) for name, x in zip(names, inputs) if isinstance(x, torch.Tensor)]
     if len(symbols) != len(tensor_inputs):
         symbols = [[None] * x.dim() for _, x in tensor_inputs]
+    ranges = _dimension_ranges(program)
+    notes = [note] if note else []
+    batch_symbol = symbols[0][0] if symbols and symbols[0] else None
+    if dynamic_shapes is not None and batch_symbol in ranges:
+        low, high = ranges[batch_symbol]
+        asked = (batch_range[1] if batch_range else None) or max_batch
+        if high is not None and (asked is None or high < asked):
+            notes.append(f"the package accepts a batch of {low} to {high} only: torch.export narrowed the "
+                         f"range from the model's code and the example; export with batch_range=(1, N) for "
+                         f"more, or from a larger example")
     specs = [
         {
             "name": name,
@@ -290,7 +339,10 @@ def export(
         "relative_error": error,
         "export_s": round(exported_s, 2),
         "compile_s": round(compile_s, 2),
-        "notes": [note] if note else [],
+        # Each dynamic dimension's symbol (in `inputs[i]["symbols"]`) and the
+        # sizes the package accepts for it, [min, max] (max None: any).
+        "dimension_ranges": ranges,
+        "notes": notes,
     }
 
 
@@ -301,6 +353,7 @@ def export_onnx(
     *,
     dynamic_batch: bool = True,
     max_batch: Optional[int] = None,
+    batch_range: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, Any]:
     """Exports `module` called with `example_inputs` into one ONNX file at
     `path` (torch.onnx.export, dynamo exporter, weights inside), with
@@ -323,8 +376,7 @@ def export_onnx(
     names = _argument_names(module, len(inputs))
     dynamic_shapes = None
     if dynamic_batch and inputs:
-        limit = {"max": max_batch} if max_batch else {}
-        batch = torch.export.Dim("batch", min=1, **limit)
+        batch = _batch_dim(torch, max_batch, batch_range)
         dynamic_shapes = tuple({0: batch} if x.dim() > 0 else None for x in inputs)
     traced, note = _traced_example(torch, inputs, dynamic_batch)
     started = time.perf_counter()
@@ -390,6 +442,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     parser.add_argument("--static-batch", action="store_true", help="keep the example's batch size fixed")
     parser.add_argument("--max-batch", type=int, default=None, help="the largest batch the package accepts")
+    parser.add_argument("--batch-range", default=None, metavar="MIN:MAX",
+                        help="the batch sizes the model must accept, e.g. 1:4096")
     args = parser.parse_args(argv)
     module_name, _, function = args.factory.partition(":")
     sys.path.insert(0, str(Path.cwd()))
@@ -398,8 +452,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not inputs:
         parser.error("no example inputs: pass --input, or return (module, inputs) from the factory")
     try:
+        batch_range = None
+        if args.batch_range:
+            low, _, high = args.batch_range.partition(":")
+            try:
+                batch_range = (int(low), int(high))
+            except ValueError:
+                parser.error(f"--batch-range takes MIN:MAX, got {args.batch_range!r}")
         report = export(module, inputs, args.output, dynamic_batch=not args.static_batch,
-                        device=args.device or "cpu", max_batch=args.max_batch)
+                        device=args.device or "cpu", max_batch=args.max_batch, batch_range=batch_range)
     except ExportError as err:
         print(f"perfopt.export: {err.reason}", file=sys.stderr)
         return 1
