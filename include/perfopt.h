@@ -378,6 +378,12 @@ typedef struct perfopt_model_options {
    models run concurrently each at its own count. (ABI 4)
    */
   uint32_t threads;
+  /*
+   Everything perfopt_model_recommend_batch measures, in milliseconds
+   (0 to 600000): doubling batches, then the batches worth it compared
+   in interleaved rounds; 0 (default): 5000. (ABI 4)
+   */
+  uint32_t batch_budget_ms;
 } perfopt_model_options;
 
 /*

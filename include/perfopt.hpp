@@ -115,6 +115,7 @@ class Options {
   Options &tuning_cache_dir(std::string dir) { cache_dir_ = std::move(dir); return *this; }
   /// Threads per call of this model, from its next compile on (0: the optimizer's).
   Options &threads(uint32_t n) { options_.threads = n; return *this; }
+  Options &batch_budget_ms(uint32_t ms) { options_.batch_budget_ms = ms; return *this; }
 
   const perfopt_model_options *get() {
     options_.tuning_cache_dir = cache_dir_.empty() ? nullptr : cache_dir_.c_str();

@@ -3,16 +3,14 @@
 //! The service picks a batch size from total GPU memory alone (4, 2 or 1).
 //! perfopt measures instead: peak memory at a few batch sizes, fitted to
 //! `fixed + per_sample * batch`, gives the largest batch that fits in free
-//! memory under a safety margin; throughput at doubling batch sizes gives the
-//! knee where larger batches stop paying. The recommendation is the smaller.
+//! memory under a safety margin; throughput at doubling batch sizes, then
+//! the batches worth it compared in interleaved rounds, gives the largest
+//! batch within noise of the fastest. The recommendation is the smaller.
 //! Everything here is pure arithmetic, tested with injected figures.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
-
-/// Throughput must grow by at least this factor when the batch doubles for
-/// the larger batch to be worth it.
-pub const KNEE_GAIN: f64 = 1.05;
+pub use crate::throughput::{choose, Compared, KNEE_GAIN};
 
 /// A least-squares line through (batch, bytes): (per_sample, fixed).
 pub fn fit_memory(points: &[(i64, u64)]) -> Option<(f64, f64)> {
@@ -42,16 +40,6 @@ pub fn max_batch_for_memory(free: u64, margin: f64, per_sample: f64, fixed: f64)
     }
     let usable = free as f64 * (1.0 - margin) - fixed;
     Some(((usable / per_sample).floor() as i64).max(0))
-}
-
-/// The knee: the first batch after which doubling adds less than KNEE_GAIN
-/// throughput. Points are (batch, samples per second) in increasing batch
-/// order; `None` while throughput is still growing at the last point.
-pub fn throughput_knee(points: &[(i64, f64)]) -> Option<i64> {
-    points
-        .windows(2)
-        .find(|w| w[1].1 < w[0].1 * KNEE_GAIN)
-        .map(|w| w[0].0)
 }
 
 /// Splits `total` samples into chunks of at most `chunk`, running each with
@@ -147,6 +135,12 @@ pub struct Recommendation {
     pub margin: f64,
     pub memory_source: String,
     pub reason: String,
+    /// The batches compared in interleaved rounds, and how many rounds.
+    pub compared: Vec<Compared>,
+    pub rounds: usize,
+    pub budget_ms: u64,
+    /// How sure the choice is, in words.
+    pub confidence: String,
 }
 
 impl Recommendation {
@@ -154,6 +148,24 @@ impl Recommendation {
     /// measured batch when neither limit was found.
     pub fn decide(&mut self) {
         let largest = self.throughput_points.last().map_or(1, |p| p.0);
+        let choice = choose(&self.compared);
+        if let Some(choice) = &choice {
+            self.throughput_knee = Some(choice.batch);
+            let how = match choice.paired {
+                true => format!("{} interleaved rounds", self.rounds),
+                false => "their median times (too few interleaved rounds to pair)".to_string(),
+            };
+            self.confidence = match choice.within_noise.as_slice() {
+                [_] => format!("sure: every other batch measured was slower per sample, by {how}"),
+                many => format!(
+                    "batches {} run within noise of each other by {how}: the largest is chosen",
+                    many.iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+        }
         let knee = self.throughput_knee.unwrap_or(largest);
         self.batch = match self.memory_limit {
             Some(limit) => knee.min(limit).max(1),
@@ -163,10 +175,20 @@ impl Recommendation {
             (Some(limit), _) if limit < knee => {
                 format!("memory: {limit} samples fit in free memory under the margin")
             }
-            (_, Some(knee)) => format!(
-                "throughput: doubling past {knee} adds less than {:.0}%",
-                (KNEE_GAIN - 1.0) * 100.0
-            ),
+            (_, Some(knee)) if knee < largest || choice.is_none() => match &choice {
+                Some(choice) if choice.fastest == knee => {
+                    format!("throughput: batch {knee} is the fastest measured")
+                }
+                Some(choice) => format!(
+                    "throughput: batch {knee} is within noise of the fastest (batch {}), and the \
+                     larger is preferred",
+                    choice.fastest
+                ),
+                None => format!(
+                    "throughput: doubling past {knee} adds less than {:.0}%",
+                    (KNEE_GAIN - 1.0) * 100.0
+                ),
+            },
             _ => match self.stopped {
                 Stop::Budget => format!(
                     "the measuring budget ran out after batch {largest}, while throughput was \
@@ -185,7 +207,11 @@ impl Recommendation {
                     "{largest} is the largest batch measured within the model's own limit, and \
                      throughput was still growing there"
                 ),
-                Stop::Knee | Stop::LargestTrial => {
+                Stop::Knee => format!(
+                    "throughput: {largest}, the largest batch measured, is as fast as any (larger \
+                     batches stopped paying)"
+                ),
+                Stop::LargestTrial => {
                     format!("throughput still grew at {largest}, the largest batch perfopt tries")
                 }
             },
@@ -206,6 +232,24 @@ impl Recommendation {
                     Stop::ModelLimit => "the model's batch limit",
                     Stop::LargestTrial => "largest batch tried",
                 },
+            )
+            .with("confidence", self.confidence.as_str())
+            .with("rounds", self.rounds)
+            .with("budget_ms", self.budget_ms)
+            .with(
+                "compared",
+                Json::Array(
+                    self.compared
+                        .iter()
+                        .map(|c| {
+                            Json::object()
+                                .with("batch", c.batch)
+                                .with("samples_per_s", (c.samples_per_s * 10.0).round() / 10.0)
+                                .with("noise", (c.noise * 1000.0).round() / 1000.0)
+                                .with("runs", c.runs)
+                        })
+                        .collect(),
+                ),
             )
             .with("memory_limit_batch", self.memory_limit)
             .with("throughput_knee_batch", self.throughput_knee)
@@ -272,11 +316,36 @@ mod tests {
         assert_eq!(max_batch_for_memory(MIB, 0.1, 0.0, 0.0), None);
     }
 
+    fn compared(points: &[(i64, f64, f64)]) -> Vec<Compared> {
+        points
+            .iter()
+            .map(|&(batch, samples_per_s, noise)| Compared {
+                batch,
+                samples_per_s,
+                noise,
+                runs: 10,
+                per_round: Vec::new(),
+            })
+            .collect()
+    }
+
     #[test]
-    fn knee_is_where_doubling_stops_paying() {
-        let points = [(1, 100.0), (2, 190.0), (4, 360.0), (8, 370.0), (16, 372.0)];
-        assert_eq!(throughput_knee(&points), Some(4));
-        assert_eq!(throughput_knee(&[(1, 100.0), (2, 200.0)]), None);
+    fn the_report_says_how_sure_it_is() {
+        let mut r = Recommendation {
+            throughput_points: vec![(1, 100.0), (2, 190.0), (4, 200.0), (8, 199.0)],
+            compared: compared(&[(2, 190.0, 0.08), (4, 200.0, 0.08), (8, 199.0, 0.08)]),
+            rounds: 1,
+            stopped: Stop::Knee,
+            ..Default::default()
+        };
+        r.decide();
+        assert_eq!(r.batch, 8);
+        assert!(r.confidence.contains("2, 4, 8"), "{}", r.confidence);
+        r.compared = compared(&[(2, 100.0, 0.01), (4, 200.0, 0.01), (8, 150.0, 0.01)]);
+        r.decide();
+        assert_eq!(r.batch, 4);
+        assert!(r.confidence.starts_with("sure"), "{}", r.confidence);
+        assert!(r.reason.contains("fastest"), "{}", r.reason);
     }
 
     #[test]

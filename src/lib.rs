@@ -35,6 +35,7 @@ pub(crate) mod last_error;
 pub(crate) mod logging;
 pub(crate) mod model_file;
 pub(crate) mod numerics;
+pub(crate) mod throughput;
 pub(crate) mod torch;
 pub(crate) mod zip;
 

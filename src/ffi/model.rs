@@ -67,6 +67,10 @@ pub struct perfopt_model_options {
     /// count, and max-autotune measures the count on the CPU. Per model: two
     /// models run concurrently each at its own count. (ABI 4)
     pub threads: u32,
+    /// Everything perfopt_model_recommend_batch measures, in milliseconds
+    /// (0 to 600000): doubling batches, then the batches worth it compared
+    /// in interleaved rounds; 0 (default): 5000. (ABI 4)
+    pub batch_budget_ms: u32,
 }
 
 /// Every struct_size of perfopt_model_options this library accepts: ABI 2
@@ -91,6 +95,7 @@ fn c_options(options: &ModelOptions) -> perfopt_model_options {
         // The default has no folder; a string perfopt owns is never handed out.
         tuning_cache_dir: std::ptr::null(),
         threads: options.threads,
+        batch_budget_ms: options.batch_budget_ms,
     }
 }
 
@@ -223,6 +228,7 @@ pub extern "C" fn perfopt_model_set_options(
             tuning_budget_ms: c.tuning_budget_ms,
             tuning_cache_dir: cache.map(str::to_string),
             threads: c.threads,
+            batch_budget_ms: c.batch_budget_ms,
         })
     })
 }

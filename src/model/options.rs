@@ -32,6 +32,8 @@ pub struct ModelOptions {
     /// Threads per call, from the next compile on; 0: the optimizer's count
     /// (max-autotune measures it on the CPU).
     pub threads: u32,
+    /// Everything recommend_batch measures, in milliseconds; 0: 5000.
+    pub batch_budget_ms: u32,
 }
 
 impl Default for ModelOptions {
@@ -45,6 +47,7 @@ impl Default for ModelOptions {
             tuning_budget_ms: 0,
             tuning_cache_dir: None,
             threads: 0,
+            batch_budget_ms: 0,
         }
     }
 }
@@ -79,6 +82,12 @@ impl ModelOptions {
             return Err(Error::invalid_argument(format!(
                 "tuning_budget_ms is {}; it must be 0 (the device's default) to {MAX_TUNING_BUDGET_MS}",
                 self.tuning_budget_ms
+            )));
+        }
+        if self.batch_budget_ms > MAX_TUNING_BUDGET_MS {
+            return Err(Error::invalid_argument(format!(
+                "batch_budget_ms is {}; it must be 0 (5000) to {MAX_TUNING_BUDGET_MS}",
+                self.batch_budget_ms
             )));
         }
         let limit = crate::config::max_threads();
@@ -132,6 +141,10 @@ mod tests {
             },
             ModelOptions {
                 threads: u32::MAX,
+                ..Default::default()
+            },
+            ModelOptions {
+                batch_budget_ms: u32::MAX,
                 ..Default::default()
             },
         ] {

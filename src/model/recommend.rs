@@ -1,7 +1,9 @@
 //! recommend_batch: a batch size from measured memory (peak at batch 1, 2, 4
 //! and 8, fitted to fixed + per-sample bytes) and throughput (doubling
-//! batches until it stops paying, within a time budget), remembered for
-//! run_batched, with a report that says why it stopped.
+//! batches until it stops paying, then the batches worth it compared in
+//! interleaved rounds, the largest within noise of the fastest chosen),
+//! within a time budget (the options' batch_budget_ms), remembered for
+//! run_batched, with a report that says why it stopped and how sure it is.
 
 use std::time::{Duration, Instant};
 
@@ -12,11 +14,17 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::torch::settings::InferenceModeGuard;
 use crate::value::Value;
 
-/// The throughput trials stop at this batch or this time.
+/// The throughput trials stop at this batch.
 const MAX_TRIAL_BATCH: i64 = 512;
-const TRIAL_BUDGET: Duration = Duration::from_secs(5);
+/// The measuring budget when the options give none (batch_budget_ms 0).
+pub const DEFAULT_BUDGET_MS: u32 = 5000;
 const WARMUP_PER_TRIAL: usize = 3;
-const TIMED_PER_TRIAL: usize = 5;
+const TIMED_PER_TRIAL: usize = 3;
+/// The doubling trials use up to this share of the budget; the interleaved
+/// rounds the rest.
+const EXPLORATION_SHARE: f64 = 0.5;
+/// Interleaved rounds stop here, budget or not.
+const MAX_ROUNDS: usize = 200;
 
 impl Model {
     /// Measures peak memory at batch 1, 2, 4 and 8 and throughput at doubling
@@ -101,7 +109,15 @@ impl Model {
                         batching::max_batch_for_memory(free, margin, per_sample, fixed);
                 }
             }
-            self.throughput_trials(&mut rec, &batch_of, &run, engine.batch_limit())?;
+            let budget = Duration::from_millis(u64::from(match self.options().batch_budget_ms {
+                0 => DEFAULT_BUDGET_MS,
+                ms => ms,
+            }));
+            rec.budget_ms = budget.as_millis() as u64;
+            let started = Instant::now();
+            let times =
+                self.throughput_trials(&mut rec, &batch_of, &run, engine.batch_limit(), budget)?;
+            self.interleaved_rounds(&mut rec, &times, &batch_of, &run, budget, started)?;
             Ok(rec)
         })();
         if let Some(state) = &saved {
@@ -126,15 +142,18 @@ impl Model {
         Ok(rec)
     }
 
-    /// Throughput at doubling batches within the memory limit and a time
-    /// budget; says why it stopped.
+    /// Throughput at doubling batches within the memory limit and a share
+    /// of the budget; says why it stopped. Returns each batch's timed runs.
     fn throughput_trials(
         &self,
         rec: &mut Recommendation,
         batch_of: &dyn Fn(i64) -> Result<Vec<Value>>,
         run: &dyn Fn(&[Value]) -> Result<()>,
         model_limit: Option<i64>,
-    ) -> Result<()> {
+        budget: Duration,
+    ) -> Result<Vec<(i64, Vec<Duration>)>> {
+        let budget = budget.mul_f64(EXPLORATION_SHARE);
+        let mut measured = Vec::new();
         let started = Instant::now();
         let mut b = 1i64;
         let mut last_trial = Duration::ZERO;
@@ -152,7 +171,7 @@ impl Model {
                 break;
             }
             // A doubled batch takes up to twice as long as the last trial.
-            if b > 1 && started.elapsed() + last_trial * 2 > TRIAL_BUDGET {
+            if b > 1 && started.elapsed() + last_trial * 2 > budget {
                 rec.stopped = Stop::Budget;
                 break;
             }
@@ -188,13 +207,97 @@ impl Model {
             let median = crate::stats::Summary::of(&times).map_or(f64::INFINITY, |s| s.p50_ms);
             rec.throughput_points
                 .push((b, b as f64 * 1e3 / median.max(1e-6)));
-            rec.throughput_knee = batching::throughput_knee(&rec.throughput_points);
-            if rec.throughput_knee.is_some() {
+            measured.push((b, times));
+            if crate::throughput::exploration_done(&rec.throughput_points) {
                 rec.stopped = Stop::Knee;
                 break;
             }
             b *= 2;
         }
+        Ok(measured)
+    }
+
+    /// The batches measured, each run once per round in turn until the
+    /// budget is spent, so that a machine's drifting speed does not rank
+    /// them (the slowest per sample left out when a round of all would not
+    /// fit the budget three times); their throughput, noise and per-round
+    /// times go to `rec.compared`.
+    fn interleaved_rounds(
+        &self,
+        rec: &mut Recommendation,
+        times: &[(i64, Vec<Duration>)],
+        batch_of: &dyn Fn(i64) -> Result<Vec<Value>>,
+        run: &dyn Fn(&[Value]) -> Result<()>,
+        budget: Duration,
+        started: Instant,
+    ) -> Result<()> {
+        let median = |runs: &[Duration]| {
+            quartiles(runs.iter().map(Duration::as_secs_f64).collect()).map_or(0.0, |q| q.1)
+        };
+        // Fastest per sample first, then dropped from the end until three
+        // rounds fit what is left of the budget.
+        let mut worth: Vec<(i64, f64)> = times.iter().map(|(b, runs)| (*b, median(runs))).collect();
+        worth.sort_by(|x, y| (x.1 / x.0 as f64).total_cmp(&(y.1 / y.0 as f64)));
+        let left = budget.saturating_sub(started.elapsed()).as_secs_f64();
+        while worth.len() > 2 && worth.iter().map(|w| w.1).sum::<f64>() * 3.0 > left {
+            worth.pop();
+        }
+        worth.sort_by_key(|w| w.0);
+        let inputs = worth
+            .iter()
+            .map(|&(b, _)| batch_of(b).map(|args| (b, args)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); inputs.len()];
+        let mut round_time = Duration::ZERO;
+        while inputs.len() > 1
+            && rec.rounds < MAX_ROUNDS
+            && started.elapsed() + round_time <= budget
+        {
+            let round_started = Instant::now();
+            for ((b, args), kept) in inputs.iter().zip(per_round.iter_mut()) {
+                let t = Instant::now();
+                run(args)?;
+                kept.push(t.elapsed().as_secs_f64() / *b as f64);
+            }
+            round_time = round_started.elapsed();
+            rec.rounds += 1;
+        }
+        rec.compared = inputs
+            .iter()
+            .zip(per_round)
+            .filter_map(|((b, _), rounds)| {
+                // Too few rounds to rank on: the doubling trials' runs too.
+                let per_sample: Vec<f64> = if rounds.len() >= 3 {
+                    rounds.clone()
+                } else {
+                    let trials = times.iter().find(|(batch, _)| batch == b)?;
+                    trials
+                        .1
+                        .iter()
+                        .map(|d| d.as_secs_f64() / *b as f64)
+                        .chain(rounds.iter().copied())
+                        .collect()
+                };
+                let (q25, median, q75) = quartiles(per_sample.clone())?;
+                Some(batching::Compared {
+                    batch: *b,
+                    samples_per_s: 1.0 / median.max(1e-12),
+                    noise: (q75 - q25) / median.max(1e-12),
+                    runs: per_sample.len(),
+                    per_round: rounds,
+                })
+            })
+            .collect();
         Ok(())
     }
+}
+
+/// The 25th, 50th and 75th percentiles (nearest rank).
+fn quartiles(mut values: Vec<f64>) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.25), at(0.5), at(0.75)))
 }

@@ -743,6 +743,7 @@ static void test_options_with_the_tuning_fields(void) {
   options.tuning_budget_ms = 500;
   options.tuning_cache_dir = "/tmp/perfopt-swift-tuning";
   options.threads = 1;
+  options.batch_budget_ms = 0;
   EXPECT(perfopt_model_set_options(model, &options) == PERFOPT_OK);
   EXPECT(perfopt_model_options_init(&options, sizeof options) == PERFOPT_OK);
   options.outputs_on_device = 0;

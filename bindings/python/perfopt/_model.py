@@ -122,10 +122,12 @@ class Model(Owner):
         tuning_budget_ms: Optional[int] = None,
         tuning_cache_dir: Optional[str] = None,
         threads: Optional[int] = None,
+        batch_budget_ms: Optional[int] = None,
     ) -> None:
         """Changes the options given; the others keep their defaults.
         threads: per call of this model, from its next compile on (0: the
-        optimizer's count, which max-autotune measures on the CPU)."""
+        optimizer's count, which max-autotune measures on the CPU).
+        batch_budget_ms: everything recommend_batch measures (0: 5000)."""
         options = _native.perfopt_model_options()
         check(_native.lib().perfopt_model_options_init(ctypes.byref(options), ctypes.sizeof(options)))
         if outputs_on_device is not None:
@@ -144,6 +146,8 @@ class Model(Owner):
             options.tuning_cache_dir = c_string(tuning_cache_dir, "tuning_cache_dir")
         if threads is not None:
             options.threads = c_int(threads, "threads", UINT32)
+        if batch_budget_ms is not None:
+            options.batch_budget_ms = c_int(batch_budget_ms, "batch_budget_ms", UINT32)
         check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
 
     def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> Optional[str]:

@@ -59,6 +59,7 @@ class perfopt_model_options(ctypes.Structure):
         ("tuning_budget_ms", ctypes.c_uint32),
         ("tuning_cache_dir", ctypes.c_char_p),
         ("threads", ctypes.c_uint32),
+        ("batch_budget_ms", ctypes.c_uint32),
     ]
 
 

@@ -89,6 +89,8 @@ public final class Model: @unchecked Sendable {
     ///   model file, device, input shapes and perfopt version; nil: nothing is kept.
     /// - threads: per call of this model, from its next compile on; 0: the
     ///   optimizer's count (max-autotune measures it on the CPU).
+    /// - batchBudgetMs: everything `recommendBatch` measures, 0 to 600000 ms;
+    ///   0: 5000.
     public func setOptions(outputsOnDevice: Bool = false,
                            errorTolerance: Double? = nil,
                            graphCacheSize: UInt32? = nil,
@@ -96,7 +98,8 @@ public final class Model: @unchecked Sendable {
                            memoryMargin: Double? = nil,
                            tuningBudgetMs: UInt32 = 0,
                            tuningCacheDir: String? = nil,
-                           threads: UInt32 = 0) throws(PerfOptError) {
+                           threads: UInt32 = 0,
+                           batchBudgetMs: UInt32 = 0) throws(PerfOptError) {
         var options = perfopt_model_options()
         try check(perfopt_model_options_init(&options, cSize(of: perfopt_model_options.self)))
         options.outputs_on_device = outputsOnDevice ? 1 : 0
@@ -106,6 +109,7 @@ public final class Model: @unchecked Sendable {
         if let memoryMargin = memoryMargin { options.memory_margin = memoryMargin }
         options.tuning_budget_ms = tuningBudgetMs
         options.threads = threads
+        options.batch_budget_ms = batchBudgetMs
         // The folder is copied by the call: its C string need only live that long.
         let status: StatusCode = withOptionalCString(tuningCacheDir) { dir in
             options.tuning_cache_dir = dir
@@ -123,7 +127,8 @@ public final class Model: @unchecked Sendable {
                        memoryMargin: options.memoryMargin,
                        tuningBudgetMs: options.tuningBudgetMs,
                        tuningCacheDir: options.tuningCacheDir,
-                       threads: options.threads)
+                       threads: options.threads,
+                       batchBudgetMs: options.batchBudgetMs)
     }
 
     // MARK: Running

@@ -192,7 +192,8 @@ public enum Defaults {
                             memoryMargin: o.memory_margin,
                             tuningBudgetMs: o.tuning_budget_ms,
                             tuningCacheDir: o.tuning_cache_dir.map { String(cString: $0) },
-                            threads: o.threads)
+                            threads: o.threads,
+                            batchBudgetMs: o.batch_budget_ms)
     }
 }
 
@@ -215,9 +216,12 @@ public struct ModelOptions: Sendable, Equatable {
     /// Threads per call, from the next compile on; 0: the optimizer's count
     /// (max-autotune measures it on the CPU).
     public var threads: UInt32
+    /// Everything `recommendBatch` measures, in ms (0 to 600000); 0: 5000.
+    public var batchBudgetMs: UInt32
 
     public init(outputsOnDevice: Bool, errorTolerance: Double, graphCacheSize: UInt32, graphWarmupRuns: UInt32,
-                memoryMargin: Double, tuningBudgetMs: UInt32, tuningCacheDir: String?, threads: UInt32 = 0) {
+                memoryMargin: Double, tuningBudgetMs: UInt32, tuningCacheDir: String?, threads: UInt32 = 0,
+                batchBudgetMs: UInt32 = 0) {
         self.outputsOnDevice = outputsOnDevice
         self.errorTolerance = errorTolerance
         self.graphCacheSize = graphCacheSize
@@ -226,6 +230,7 @@ public struct ModelOptions: Sendable, Equatable {
         self.tuningBudgetMs = tuningBudgetMs
         self.tuningCacheDir = tuningCacheDir
         self.threads = threads
+        self.batchBudgetMs = batchBudgetMs
     }
 }
 
