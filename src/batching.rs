@@ -156,6 +156,11 @@ impl Recommendation {
                 false => "their median times (too few interleaved rounds to pair)".to_string(),
             };
             self.confidence = match choice.within_noise.as_slice() {
+                _ if self.compared.len() == 1 => format!(
+                    "only batch {} was measured again: the budget left no time to compare \
+                     others",
+                    choice.batch
+                ),
                 [_] => format!("sure: every other batch measured was slower per sample, by {how}"),
                 many => format!(
                     "batches {} run within noise of each other by {how}: the largest is chosen",

@@ -67,9 +67,10 @@ pub struct perfopt_model_options {
     /// count, and max-autotune measures the count on the CPU. Per model: two
     /// models run concurrently each at its own count. (ABI 4)
     pub threads: u32,
-    /// Everything perfopt_model_recommend_batch measures, in milliseconds
-    /// (0 to 600000): doubling batches, then the batches worth it compared
-    /// in interleaved rounds; 0 (default): 5000. (ABI 4)
+    /// What perfopt_model_recommend_batch spends on throughput, in
+    /// milliseconds (0 to 600000): doubling batches, then the batches worth
+    /// it compared in interleaved rounds (the memory probes come first; the
+    /// last round may run past it); 0 (default): 5000. (ABI 4)
     pub batch_budget_ms: u32,
 }
 

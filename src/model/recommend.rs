@@ -254,10 +254,30 @@ impl Model {
             && started.elapsed() + round_time <= budget
         {
             let round_started = Instant::now();
+            let mut out_of_memory = None;
             for ((b, args), kept) in inputs.iter().zip(per_round.iter_mut()) {
                 let t = Instant::now();
-                run(args)?;
-                kept.push(t.elapsed().as_secs_f64() / *b as f64);
+                match run(args) {
+                    Ok(()) => kept.push(t.elapsed().as_secs_f64() / *b as f64),
+                    // Several batches' inputs are alive at once here: a batch
+                    // that fitted alone may not; it is past the limit.
+                    Err(err) if err.kind() == ErrorKind::OutOfMemory => {
+                        out_of_memory = Some(*b);
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            if let Some(b) = out_of_memory {
+                if self.device.kind == crate::device::DeviceKind::Cuda {
+                    let _ = crate::torch::memory::device_empty_cache();
+                }
+                rec.memory_limit = Some(rec.memory_limit.map_or(b / 2, |l| l.min(b / 2)));
+                // The rounds so far are kept whole: the last one is cut.
+                for kept in per_round.iter_mut() {
+                    kept.truncate(rec.rounds);
+                }
+                break;
             }
             round_time = round_started.elapsed();
             rec.rounds += 1;

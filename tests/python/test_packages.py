@@ -115,6 +115,8 @@ def test_export_takes_a_batch_range_and_a_bound_hit_says_how_to_re_export(opt, t
     for bad in [(0, 4), (8, 4), ("a", 4)]:
         with pytest.raises(ExportError, match="batch"):
             export(module, [torch.randn(2, 4)], str(tmp_path / "bad.pt2"), batch_range=bad)
+    with pytest.raises(ExportError, match="dynamic"):
+        export(module, [torch.randn(2, 4)], str(tmp_path / "bad.pt2"), batch_range=(1, 4), dynamic_batch=False)
     path = tmp_path / "ranged.pt2"
     report = export(module, [torch.randn(2, 4)], str(path), batch_range=(1, 4))
     batch = report["inputs"][0]["symbols"][0]

@@ -109,6 +109,33 @@ def test_numpy_outputs_are_writable_and_the_callers(opt, which):
         np.testing.assert_array_equal(out, kept + 1.0)
 
 
+def test_large_numpy_outputs_are_writable_views_that_outlive_everything_else(opt, tmp_path):
+    """Above 64 KiB an output is a writable view of perfopt's buffer, not a
+    copy: it stays valid after the model and every other reference are gone,
+    and a model that returns one tensor twice gets two independent arrays."""
+    torch = pytest.importorskip("torch")
+    import gc
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            y = x * 2.0
+            return y, y
+
+    path = tmp_path / "twice.pt"
+    torch.jit.script(Twice()).save(str(path))
+    x = np.arange(256 * 128, dtype=np.float32).reshape(256, 128)  # 128 KiB
+    with opt.load(str(path)) as model:
+        first, second = model.run(x)
+    assert first.flags.writeable and second.flags.writeable
+    first[0, 0] = -1.0
+    assert second[0, 0] == 0.0, "the two outputs are not views of one buffer"
+    del second, model
+    gc.collect()
+    np.testing.assert_array_equal(first[1:], x[1:] * 2)
+    first += 1.0
+    np.testing.assert_array_equal(first[1:], x[1:] * 2 + 1)
+
+
 def test_torch_outputs_made_inside_an_inference_scope_are_ordinary_tensors(opt):
     """The service runs its models inside `with opt.inference():`; the
     outputs it keeps are changed in place afterwards."""

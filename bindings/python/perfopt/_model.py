@@ -69,6 +69,15 @@ def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
     return converter
 
 
+def _per_call(convert: Callable[[DLPackOutput], Any]) -> Callable[[DLPackOutput], Any]:
+    """The converter for one call's outputs: NumPy's remembers the memory
+    it viewed, so that outputs sharing it are not views of one buffer."""
+    if convert is not DLPackOutput.writable_numpy:
+        return convert
+    views: List[Tuple[int, int]] = []
+    return lambda wrapped: wrapped.writable_numpy(views)
+
+
 def _as_dlpack(wrapped: DLPackOutput) -> Any:
     return wrapped
 
@@ -228,7 +237,7 @@ class Model(Owner):
         lib = _native.lib()
         check(lib.perfopt_model_call(self._ptr, name, values.pointer, values.count, ctypes.byref(result)))
         try:
-            return read_result(result.contents, convert)
+            return read_result(result.contents, _per_call(convert))
         finally:
             lib.perfopt_value_free(result)
 
@@ -327,6 +336,7 @@ class Model(Owner):
             )
 
     def _outputs(self, call: Callable[[Any, int, Any], int], convert: Callable[[DLPackOutput], Any]) -> List[Any]:
+        convert = _per_call(convert)
         slots = _slots
         outputs = slots.outputs
         count = slots.count

@@ -116,19 +116,28 @@ class DLPackOutput:
 
         return self.convert(np.from_dlpack)
 
-    def writable_numpy(self) -> Any:
+    def writable_numpy(self, views: Optional[List[Tuple[int, int]]] = None) -> Any:
         """This output as a writable NumPy array. np.from_dlpack marks arrays
         from a DLPack 0.x capsule read-only, though the caller owns them:
         NumPy takes the tensor (and frees it when its array goes); a small
         output is copied (cheaper than a view's Python objects: 64 KiB copy
         in about the time a view takes to make), a larger one is a writable
-        view of the same memory that keeps NumPy's array alive."""
+        view of the same memory that keeps NumPy's array alive. `views`: the
+        memory this call's earlier outputs were viewed over; an output over
+        the same memory (a model that returns one tensor twice) is copied,
+        so that writing one output never changes another."""
         array = self.convert(_numpy().from_dlpack)
         if array.flags.writeable:
             return array
         if array.nbytes <= _COPY_AT_MOST or not array.flags.c_contiguous:
             return array.copy()
-        buffer: Any = (ctypes.c_char * array.nbytes).from_address(array.__array_interface__["data"][0])
+        start = array.__array_interface__["data"][0]
+        end = start + array.nbytes
+        if views is not None:
+            if any(start < e and s < end for s, e in views):
+                return array.copy()
+            views.append((start, end))
+        buffer: Any = (ctypes.c_char * array.nbytes).from_address(start)
         buffer._owner = array
         return _numpy().frombuffer(buffer, array.dtype).reshape(array.shape)
 

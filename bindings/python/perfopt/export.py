@@ -192,6 +192,7 @@ def _rename_outputs_named_like_inputs(path: str) -> None:
 def _batch_dim(torch: Any, max_batch: Optional[int], batch_range: Optional[Tuple[int, int]]) -> Any:
     """torch.export's Dim for dimension 0: `batch_range=(min, max)`, else 1
     to `max_batch` (or unbounded)."""
+    max_batch = max_batch or None  # 0: no bound, as before
     if batch_range is None:
         low, high = 1, max_batch
     else:
@@ -214,10 +215,10 @@ def _dimension_ranges(program: Any) -> Dict[str, List[Optional[int]]]:
     out: Dict[str, List[Optional[int]]] = {}
     for symbol, bounds in getattr(program, "range_constraints", {}).items():
         def plain(value: Any) -> Optional[int]:
-            try:
-                number = int(value)
-            except Exception:  # sympy's infinities raise several kinds
+            # A sympy Integer, or torch's int_oo (unbounded), which is not.
+            if not getattr(value, "is_Integer", False):
                 return None
+            number = int(value)
             return number if abs(number) < 2**62 else None
 
         out[str(symbol)] = [plain(bounds.lower), plain(bounds.upper)]
@@ -255,6 +256,8 @@ def export(
     A path ending in .onnx exports an ONNX model instead (see
     `export_onnx`)."""
     torch = _torch()
+    if batch_range is not None and not dynamic_batch:
+        raise ExportError("batch_range needs a dynamic batch: drop dynamic_batch=False, or the range")
     if str(path).endswith(".onnx"):
         return export_onnx(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch,
                            batch_range=batch_range)
