@@ -379,9 +379,10 @@ typedef struct perfopt_model_options {
    */
   uint32_t threads;
   /*
-   Everything perfopt_model_recommend_batch measures, in milliseconds
-   (0 to 600000): doubling batches, then the batches worth it compared
-   in interleaved rounds; 0 (default): 5000. (ABI 4)
+   What perfopt_model_recommend_batch spends on throughput, in
+   milliseconds (0 to 600000): doubling batches, then the batches worth
+   it compared in interleaved rounds (the memory probes come first; the
+   last round may run past it); 0 (default): 5000. (ABI 4)
    */
   uint32_t batch_budget_ms;
 } perfopt_model_options;
