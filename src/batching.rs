@@ -293,6 +293,7 @@ impl Recommendation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::throughput::tests::compared;
 
     const MIB: u64 = 1 << 20;
 
@@ -319,19 +320,6 @@ mod tests {
             Some(0)
         );
         assert_eq!(max_batch_for_memory(MIB, 0.1, 0.0, 0.0), None);
-    }
-
-    fn compared(points: &[(i64, f64, f64)]) -> Vec<Compared> {
-        points
-            .iter()
-            .map(|&(batch, samples_per_s, noise)| Compared {
-                batch,
-                samples_per_s,
-                noise,
-                runs: 10,
-                per_round: Vec::new(),
-            })
-            .collect()
     }
 
     #[test]

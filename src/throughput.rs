@@ -99,7 +99,7 @@ pub fn choose(compared: &[Compared]) -> Option<Choice> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -113,7 +113,9 @@ mod tests {
         assert!(exploration_done(&[(1, 100.0), (2, 200.0), (4, 150.0)]));
     }
 
-    fn compared(points: &[(i64, f64, f64)]) -> Vec<Compared> {
+    /// Batches with (samples/s, noise) and no interleaved rounds (also the
+    /// batching tests' figures).
+    pub(crate) fn compared(points: &[(i64, f64, f64)]) -> Vec<Compared> {
         points
             .iter()
             .map(|&(batch, samples_per_s, noise)| Compared {
