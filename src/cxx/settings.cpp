@@ -15,26 +15,6 @@
 
 namespace perfopt_shim {
 
-namespace {
-// A host may call perfopt from its thread-exit destructors (a pthread key's,
-// as Swift's Foundation.Thread does), after this thread's C++ thread-locals
-// were destroyed: the flag (trivially destructible, so never destroyed) says
-// so, and the destroyed string is then never touched.
-thread_local bool last_error_gone = false;
-struct LastError {
-  std::string text;
-  ~LastError() { last_error_gone = true; }
-};
-thread_local LastError last_error;
-}  // namespace
-
-void set_last_error(std::string message) {
-  if (!last_error_gone) last_error.text = std::move(message);
-}
-void clear_last_error() {
-  if (!last_error_gone) last_error.text.clear();
-}
-
 std::string json_string(const std::string &text) {
   std::string out = "\"";
   for (unsigned char c : text) {
@@ -64,7 +44,7 @@ using perfopt_shim::guarded;
 extern "C" {
 
 const char *pshim_last_error(void) {
-  return perfopt_shim::last_error_gone ? "" : perfopt_shim::last_error.text.c_str();
+  return perfopt_shim::last_error_text();
 }
 
 const char *pshim_torch_version(void) {

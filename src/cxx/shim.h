@@ -58,9 +58,6 @@ void pshim_inference_mode_abandon(void *guard);
 int pshim_inference_mode_is_enabled(int *out);
 /* Memory of an accelerator device (CUDA here), from its caching allocator. */
 int pshim_accelerator_memory_info(int32_t device_index, uint64_t *free_bytes, uint64_t *total_bytes);
-/* CUDA device properties; PSHIM_UNSUPPORTED where the CUDA translation unit was not built. */
-int pshim_cuda_device_properties(int32_t device_index, char *name, size_t name_len, int32_t *major,
-                                 int32_t *minor, uint64_t *total_bytes, int32_t *multiprocessors);
 
 /* ---- threads.cpp: a thread count per call ---------------------------------
  * OpenMP's thread count is a setting of the calling thread: set around one
@@ -187,7 +184,13 @@ int pshim_host_counting_install(int enable);
 void pshim_host_counting_read(uint64_t *current, uint64_t *peak);
 void pshim_host_counting_reset_peak(void);
 
-/* ---- cuda.cpp: CUDA streams and graphs (PSHIM_UNSUPPORTED without CUDA) ----- */
+/* ---- cuda.cpp: CUDA streams and graphs ------------------------------------
+ * Built as its own library, libperfopt_cuda.so.0, and loaded by src/torch/cuda.rs
+ * the first time CUDA is used (never linked: libperfopt needs no CUDA
+ * library). Its messages come from pshim_cuda_last_error, not pshim_last_error. */
+const char *pshim_cuda_last_error(void);
+int pshim_cuda_device_properties(int32_t device_index, char *name, size_t name_len, int32_t *major,
+                                 int32_t *minor, uint64_t *total_bytes, int32_t *multiprocessors);
 /* Waits for the calling thread's current stream of one device (not the whole device). */
 int pshim_cuda_stream_synchronize(int32_t device_index);
 /* A capture in progress: start() makes a side stream current on this thread

@@ -230,11 +230,4 @@ void send_value(const c10::IValue &value, pshim_node_sink sink, void *ctx) {
   }
 }
 
-std::vector<at::Tensor> tensors_of_ptrs(void *const *inputs, size_t n) {
-  std::vector<at::Tensor> tensors;
-  tensors.reserve(n);
-  for (size_t i = 0; i < n; ++i) tensors.push_back(*static_cast<const at::Tensor *>(inputs[i]));
-  return tensors;
-}
-
 }  // namespace perfopt_shim

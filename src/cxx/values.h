@@ -37,6 +37,12 @@ c10::IValue to_ivalue_untyped(const pshim_node *nodes, size_t n_nodes, size_t *c
 void send_value(const c10::IValue &value, pshim_node_sink sink, void *ctx);
 
 // The tensors of a tensor-only node list (each node PSHIM_TENSOR).
-std::vector<at::Tensor> tensors_of_ptrs(void *const *inputs, size_t n);
+// Inline: the separately loaded CUDA part (cuda.cpp) uses it too.
+inline std::vector<at::Tensor> tensors_of_ptrs(void *const *inputs, size_t n) {
+  std::vector<at::Tensor> tensors;
+  tensors.reserve(n);
+  for (size_t i = 0; i < n; ++i) tensors.push_back(*static_cast<const at::Tensor *>(inputs[i]));
+  return tensors;
+}
 
 }  // namespace perfopt_shim

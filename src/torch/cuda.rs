@@ -1,10 +1,14 @@
-//! CUDA: device properties, stream synchronisation and CUDA graphs
-//! (src/cxx/cuda.cpp; src/cxx/cuda_stub.cpp answers "unsupported" in builds
-//! without CUDA headers).
+//! CUDA: device properties, stream synchronisation and CUDA graphs, from
+//! src/cxx/cuda.cpp. That file is a library of its own, libperfopt_cuda.so.0
+//! (build.rs), loaded here the first time CUDA is used: libperfopt itself
+//! needs no CUDA library, so it loads beside a CPU-only torch, and a build
+//! without CUDA headers has no such library and says so.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use super::check;
+use super::check_with;
 use super::values::{self, NodeSink};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -17,36 +21,127 @@ struct RawGraph {
     _private: [u8; 0],
 }
 
-extern "C" {
-    fn pshim_cuda_device_properties(
-        index: i32,
-        name: *mut c_char,
-        name_len: usize,
-        major: *mut i32,
-        minor: *mut i32,
-        total: *mut u64,
-        multiprocessors: *mut i32,
-    ) -> c_int;
-    fn pshim_cuda_stream_synchronize(index: i32) -> c_int;
-    fn pshim_capture_start(index: i32, out: *mut *mut RawCapture) -> c_int;
-    fn pshim_capture_begin(capture: *mut RawCapture) -> c_int;
-    fn pshim_capture_end(
-        capture: *mut RawCapture,
-        static_inputs: *const *mut c_void,
-        n_inputs: usize,
-        static_outputs: *const *mut c_void,
-        n_outputs: usize,
-        out: *mut *mut RawGraph,
-    ) -> c_int;
-    fn pshim_capture_abort(capture: *mut RawCapture);
-    fn pshim_graph_replay(
-        graph: *mut RawGraph,
-        inputs: *const *mut c_void,
-        n_inputs: usize,
-        sink: NodeSink,
-        ctx: *mut c_void,
-    ) -> c_int;
-    fn pshim_graph_free(graph: *mut RawGraph);
+const LIBRARY_NAME: &str = "libperfopt_cuda.so.0";
+
+type LastErrorFn = unsafe extern "C" fn() -> *const c_char;
+
+/// libperfopt_cuda.so.0's functions (src/cxx/shim.h's cuda.cpp section).
+struct Functions {
+    last_error: LastErrorFn,
+    device_properties: unsafe extern "C" fn(
+        i32,
+        *mut c_char,
+        usize,
+        *mut i32,
+        *mut i32,
+        *mut u64,
+        *mut i32,
+    ) -> c_int,
+    stream_synchronize: unsafe extern "C" fn(i32) -> c_int,
+    capture_start: unsafe extern "C" fn(i32, *mut *mut RawCapture) -> c_int,
+    capture_begin: unsafe extern "C" fn(*mut RawCapture) -> c_int,
+    capture_end: unsafe extern "C" fn(
+        *mut RawCapture,
+        *const *mut c_void,
+        usize,
+        *const *mut c_void,
+        usize,
+        *mut *mut RawGraph,
+    ) -> c_int,
+    capture_abort: unsafe extern "C" fn(*mut RawCapture),
+    graph_replay: unsafe extern "C" fn(
+        *mut RawGraph,
+        *const *mut c_void,
+        usize,
+        NodeSink,
+        *mut c_void,
+    ) -> c_int,
+    graph_free: unsafe extern "C" fn(*mut RawGraph),
+    // Never unloaded: graphs and the functions above point into it.
+    _library: libloading::Library,
+}
+
+static FUNCTIONS: OnceLock<std::result::Result<Functions, String>> = OnceLock::new();
+
+/// The CUDA part, loaded once; its failure is the same answer every time.
+fn functions() -> Result<&'static Functions> {
+    FUNCTIONS
+        .get_or_init(load)
+        .as_ref()
+        .map_err(|message| Error::new(ErrorKind::UnsupportedDevice, message.clone()))
+}
+
+/// Where libperfopt_cuda.so.0 may lie: beside the binary holding perfopt
+/// (libperfopt.so, or a program linking libperfopt.a), in ../lib from it
+/// (the CLI in bin/), and for cargo's test programs in target/<profile>/deps,
+/// in target/<profile>/ (where build.rs puts it). Nowhere else: a planted
+/// file in a shared folder must not be loaded.
+fn candidates() -> Vec<PathBuf> {
+    let Some(folder) = crate::library_folder::own_folder() else {
+        return Vec::new();
+    };
+    let mut found = vec![
+        folder.join(LIBRARY_NAME),
+        folder.join("../lib").join(LIBRARY_NAME),
+    ];
+    if folder.file_name().is_some_and(|name| name == "deps") {
+        found.push(folder.join("..").join(LIBRARY_NAME));
+    }
+    found
+}
+
+fn load() -> std::result::Result<Functions, String> {
+    if !cfg!(perfopt_cuda) {
+        return Err(
+            "perfopt was built without CUDA headers: no CUDA streams, graphs or device properties"
+                .to_string(),
+        );
+    }
+    let candidates = candidates();
+    let Some(path) = candidates.iter().find(|path| path.exists()) else {
+        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        let looked = if looked.is_empty() {
+            "the folder of perfopt's own binary could not be found".to_string()
+        } else {
+            format!("looked for {}", looked.join(", "))
+        };
+        return Err(format!(
+            "perfopt's CUDA part ({LIBRARY_NAME}) was not found beside libperfopt ({looked}): \
+             CUDA streams, graphs and device properties need it; install it with libperfopt"
+        ));
+    };
+    // SAFETY: perfopt's own library, built with it; its initialisers only
+    // register nothing beyond libtorch's CUDA parts, which are loaded already
+    // wherever CUDA is in use.
+    let library = unsafe { libloading::Library::new(path) }
+        .map_err(|err| format!("loading {}: {err}", path.display()))?;
+    // SAFETY: each symbol's type is its declaration in src/cxx/shim.h.
+    unsafe {
+        macro_rules! symbol {
+            ($name:literal) => {
+                *library
+                    .get(concat!($name, "\0").as_bytes())
+                    .map_err(|err| format!("{}: {err}", path.display()))?
+            };
+        }
+        Ok(Functions {
+            last_error: symbol!("pshim_cuda_last_error"),
+            device_properties: symbol!("pshim_cuda_device_properties"),
+            stream_synchronize: symbol!("pshim_cuda_stream_synchronize"),
+            capture_start: symbol!("pshim_capture_start"),
+            capture_begin: symbol!("pshim_capture_begin"),
+            capture_end: symbol!("pshim_capture_end"),
+            capture_abort: symbol!("pshim_capture_abort"),
+            graph_replay: symbol!("pshim_graph_replay"),
+            graph_free: symbol!("pshim_graph_free"),
+            _library: library,
+        })
+    }
+}
+
+/// A status of libperfopt_cuda.so.0 as a Result, with that library's message.
+fn check(functions: &Functions, status: c_int, what: &str) -> Result<()> {
+    check_with(status, functions.last_error, what)
 }
 
 pub struct CudaProperties {
@@ -60,10 +155,12 @@ pub struct CudaProperties {
 pub fn device_properties(index: i32) -> Result<CudaProperties> {
     let mut name = [0 as c_char; 256];
     let (mut major, mut minor, mut total, mut sms) = (0, 0, 0u64, 0);
+    let cuda = functions()?;
     // SAFETY: buffer and length match; valid out pointers.
     check(
+        cuda,
         unsafe {
-            pshim_cuda_device_properties(
+            (cuda.device_properties)(
                 index,
                 name.as_mut_ptr(),
                 name.len(),
@@ -90,9 +187,11 @@ pub fn device_properties(index: i32) -> Result<CudaProperties> {
 /// Waits for this thread's current stream on one device (not the whole
 /// device: other threads' streams go on).
 pub fn synchronize_stream(index: i32) -> Result<()> {
+    let cuda = functions()?;
     // SAFETY: plain value argument.
     check(
-        unsafe { pshim_cuda_stream_synchronize(index) },
+        cuda,
+        unsafe { (cuda.stream_synchronize)(index) },
         "waiting for the CUDA stream",
     )
 }
@@ -105,24 +204,28 @@ fn tensor_ptrs(tensors: &[tch::Tensor]) -> Vec<*mut c_void> {
 /// ends. Dropping it without `end` aborts it (capture_end always runs).
 pub struct Capture {
     raw: *mut RawCapture,
+    cuda: &'static Functions,
 }
 
 impl Capture {
     pub fn start(device_index: i32) -> Result<Capture> {
+        let cuda = functions()?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid out pointer.
         check(
-            unsafe { pshim_capture_start(device_index, &mut raw) },
+            cuda,
+            unsafe { (cuda.capture_start)(device_index, &mut raw) },
             "starting a CUDA graph capture",
         )?;
-        Ok(Capture { raw })
+        Ok(Capture { raw, cuda })
     }
 
     /// Starts recording (after the warm-up runs on the side stream).
     pub fn begin(&mut self) -> Result<()> {
         // SAFETY: a live capture on this thread.
         check(
-            unsafe { pshim_capture_begin(self.raw) },
+            self.cuda,
+            unsafe { (self.cuda.capture_begin)(self.raw) },
             "beginning a CUDA graph capture",
         )
     }
@@ -133,15 +236,16 @@ impl Capture {
         static_inputs: &[tch::Tensor],
         static_outputs: &[tch::Tensor],
     ) -> Result<Graph> {
-        let raw = self.raw;
+        let (raw, cuda) = (self.raw, self.cuda);
         std::mem::forget(self);
         let (inputs, outputs) = (tensor_ptrs(static_inputs), tensor_ptrs(static_outputs));
         let mut graph = std::ptr::null_mut();
         // SAFETY: a live capture, consumed here (end always releases it);
         // live tensors; valid out pointer.
         check(
+            cuda,
             unsafe {
-                pshim_capture_end(
+                (cuda.capture_end)(
                     raw,
                     inputs.as_ptr(),
                     inputs.len(),
@@ -155,6 +259,7 @@ impl Capture {
         Ok(Graph {
             raw: graph,
             inputs: static_inputs.len(),
+            cuda,
         })
     }
 }
@@ -162,7 +267,7 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         // SAFETY: a live capture, released once.
-        unsafe { pshim_capture_abort(self.raw) }
+        unsafe { (self.cuda.capture_abort)(self.raw) }
     }
 }
 
@@ -171,6 +276,7 @@ impl Drop for Capture {
 pub struct Graph {
     raw: *mut RawGraph,
     inputs: usize,
+    cuda: &'static Functions,
 }
 
 // SAFETY: a graph is only used under its owner's lock.
@@ -179,7 +285,7 @@ unsafe impl Send for Graph {}
 impl Drop for Graph {
     fn drop(&mut self) {
         // SAFETY: raw came from the shim and is freed once.
-        unsafe { pshim_graph_free(self.raw) }
+        unsafe { (self.cuda.graph_free)(self.raw) }
     }
 }
 
@@ -196,12 +302,13 @@ impl Graph {
             ));
         }
         let ptrs: Vec<*mut c_void> = inputs.iter().map(|t| t.as_ptr() as *mut c_void).collect();
-        let raw = self.raw;
-        let results = values::collect(
+        let (raw, cuda) = (self.raw, self.cuda);
+        let results = values::collect_with(
             || "replaying a CUDA graph".to_string(),
+            cuda.last_error,
             |sink, ctx| {
                 // SAFETY: exclusive access through &mut self; live tensors.
-                unsafe { pshim_graph_replay(raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
+                unsafe { (cuda.graph_replay)(raw, ptrs.as_ptr(), ptrs.len(), sink, ctx) }
             },
         )?;
         results
@@ -214,5 +321,22 @@ impl Graph {
                 )),
             })
             .collect()
+    }
+}
+
+#[cfg(all(test, perfopt_cuda))]
+mod tests {
+    #[test]
+    fn the_cuda_part_loads_and_answers_with_its_own_messages() {
+        // Without a GPU, libperfopt_cuda.so.0 still loads (libtorch's CUDA
+        // libraries are installed) and its failure carries its own message.
+        match super::device_properties(0) {
+            Ok(properties) => assert!(!properties.name.is_empty()),
+            Err(err) => assert!(
+                err.to_string()
+                    .contains("cudaGetDeviceProperties(0) failed"),
+                "{err}"
+            ),
+        }
     }
 }

@@ -35,12 +35,21 @@ extern "C" {
 /// Converts a shim status into a Result, reading the message while it is
 /// still valid (the next shim call on this thread replaces it).
 pub(crate) fn check(status: c_int, what: &str) -> Result<()> {
+    check_with(status, pshim_last_error, what)
+}
+
+/// [`check`] for a library with its own last error (libperfopt_cuda.so.0).
+pub(crate) fn check_with(
+    status: c_int,
+    last_error: unsafe extern "C" fn() -> *const c_char,
+    what: &str,
+) -> Result<()> {
     if status == PSHIM_OK {
         return Ok(());
     }
-    // SAFETY: pshim_last_error returns a pointer to a thread-local std::string
-    // that lives until the next shim call on this thread; we copy it at once.
-    let message = unsafe { CStr::from_ptr(pshim_last_error()) }
+    // SAFETY: last_error returns a pointer to a thread-local std::string that
+    // lives until the next call into its library on this thread; copied at once.
+    let message = unsafe { CStr::from_ptr(last_error()) }
         .to_string_lossy()
         .into_owned();
     let kind = match status {

@@ -177,12 +177,21 @@ pub(crate) fn collect(
     what: impl FnOnce() -> String,
     call: impl FnOnce(NodeSink, *mut c_void) -> std::ffi::c_int,
 ) -> Result<Vec<Value>> {
+    collect_with(what, super::pshim_last_error, call)
+}
+
+/// [`collect`] for a library with its own last error (libperfopt_cuda.so.0).
+pub(crate) fn collect_with(
+    what: impl FnOnce() -> String,
+    last_error: unsafe extern "C" fn() -> *const std::ffi::c_char,
+    call: impl FnOnce(NodeSink, *mut c_void) -> std::ffi::c_int,
+) -> Result<Vec<Value>> {
     let mut collector = Collector::default();
     let status = call(collect_node, (&mut collector as *mut Collector).cast());
     // Decode even on failure, so that tensors already received are dropped.
     let values = collector.decode();
     if status != super::PSHIM_OK {
-        super::check(status, &what())?;
+        super::check_with(status, last_error, &what())?;
     }
     values
 }

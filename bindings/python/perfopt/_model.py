@@ -4,7 +4,7 @@ from __future__ import annotations
 import ctypes
 import json
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, overload
 
 from . import _native
 from ._checks import INT32, UINT32, c_int, c_string
@@ -15,6 +15,9 @@ from ._tensors import DLPackOutput, InputBatch
 from ._values import ValueBatch, is_tensor, read_result
 
 if TYPE_CHECKING:
+    import numpy
+    import torch
+
     from . import Optimizer
 
 _OUTPUTS8 = ctypes.c_void_p * 8
@@ -208,6 +211,15 @@ class Model(Owner):
             lambda b, n, need: lib.perfopt_model_warmup_args(ptr, values.pointer, values.count, iterations, b, n, need),
         )
 
+    @overload
+    def run(self, *inputs: Any, output: Literal["numpy"] = ...) -> List[numpy.ndarray]: ...
+    @overload
+    def run(self, *inputs: Any, output: Literal["torch"]) -> List[torch.Tensor]: ...
+    @overload
+    def run(self, *inputs: Any, output: Literal["dlpack"]) -> List[DLPackOutput]: ...
+    @overload
+    def run(self, *inputs: Any, output: str) -> List[Any]: ...
+
     def run(self, *inputs: Any, output: str = "numpy") -> List[Any]:
         """Runs forward; its tensors, flattened. Non-tensor arguments (an int
         sample rate, a flag) are passed as the schema wants them. A forward
@@ -240,6 +252,15 @@ class Model(Owner):
             return read_result(result.contents, _per_call(convert))
         finally:
             lib.perfopt_value_free(result)
+
+    @overload
+    def run_batched(self, *inputs: Any, max_batch: int = 0, output: Literal["numpy"] = ...) -> List[numpy.ndarray]: ...
+    @overload
+    def run_batched(self, *inputs: Any, max_batch: int = 0, output: Literal["torch"]) -> List[torch.Tensor]: ...
+    @overload
+    def run_batched(self, *inputs: Any, max_batch: int = 0, output: Literal["dlpack"]) -> List[DLPackOutput]: ...
+    @overload
+    def run_batched(self, *inputs: Any, max_batch: int = 0, output: str) -> List[Any]: ...
 
     def run_batched(self, *inputs: Any, max_batch: int = 0, output: str = "numpy") -> List[Any]:
         """Runs inputs of any batch size (see set_batch_dims) in chunks of at

@@ -161,7 +161,8 @@ def _preload_torch() -> Optional[str]:
     dirs = _torch_lib_dirs()
     if not dirs:
         return None
-    for name in ("libc10.so", "libtorch_cpu.so", "libc10_cuda.so", "libtorch_cuda.so", "libtorch.so"):
+    # libtorch.so brings libtorch_cuda.so where the torch has CUDA.
+    for name in ("libc10.so", "libtorch_cpu.so", "libtorch.so"):
         path = dirs[0] / name
         if path.exists():
             try:

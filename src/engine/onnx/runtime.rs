@@ -169,7 +169,7 @@ fn candidates(explicit: Option<&str>) -> Vec<(PathBuf, Named)> {
             return out;
         }
     }
-    if let Some(folder) = own_folder() {
+    if let Some(folder) = crate::library_folder::own_folder() {
         let beside = folder.join(LIBRARY_NAME);
         if beside.exists() {
             out.push((beside, Named::BesidePerfopt));
@@ -181,28 +181,6 @@ fn candidates(explicit: Option<&str>) -> Vec<(PathBuf, Named)> {
     // A bare name: the dynamic loader searches its path for it.
     out.push((PathBuf::from(LIBRARY_NAME), Named::LoaderPath));
     out
-}
-
-/// The folder of the binary that holds this code (libperfopt, or a program
-/// perfopt is linked into).
-fn own_folder() -> Option<PathBuf> {
-    // SAFETY: Dl_info is plain data; all zeros is a valid value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr reads the address of a function of this library and
-    // fills `info`; the name it gives is valid while the library is loaded.
-    let found = unsafe { libc::dladdr(own_folder as *const libc::c_void, &mut info) };
-    if found == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: a NUL-terminated string from the loader.
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let path = PathBuf::from(
-        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
-    );
-    std::fs::canonicalize(path)
-        .ok()?
-        .parent()
-        .map(Path::to_path_buf)
 }
 
 /// `onnxruntime/capi/libonnxruntime.so*` in the site-packages folder whose
