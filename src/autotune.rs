@@ -11,10 +11,12 @@
 //! everything compile does from the first (reference) run on: before a
 //! candidate is built, the runs it needs (admission, warm-up, the minimum
 //! rounds) are estimated from the reference run's time, and a candidate the
-//! budget cannot cover is not measured. A candidate clearly behind after the
-//! minimum rounds stops being timed. When fewer than two candidates could be
-//! measured, there is nothing to choose between: the model runs as loaded,
-//! the cheapest safe choice, and the report says why.
+//! budget cannot cover is not measured. The reference run's time is a warm
+//! run's (src/model/compile.rs), never a first run's alone. A candidate
+//! clearly behind after the minimum rounds stops being timed. When fewer than
+//! two candidates could be measured, there is nothing to choose between: the
+//! model runs as loaded, the cheapest safe choice, and the report says why,
+//! with the budget that would have covered two when the budget was short.
 
 use std::time::{Duration, Instant};
 
@@ -85,9 +87,12 @@ pub struct Settings<'a> {
     /// When compile started: the budget counts from here.
     pub started: Instant,
     pub tolerance: f64,
-    /// The fp32 eager result, and what that run took.
+    /// The fp32 eager result, and what one run of it takes.
     pub reference: &'a Value,
     pub reference_time: Duration,
+    /// Whether `reference_time` is a warm run's (else the first run's: the
+    /// budget held no second run).
+    pub reference_warm: bool,
     /// What the model as it came is called ("as loaded", "as compiled").
     pub as_loaded: &'a str,
     /// Runs one executor on the tuning inputs, finished (synchronised).
@@ -126,12 +131,31 @@ fn p50(times: &[Duration]) -> Option<f64> {
     Summary::of(times).map(|s| s.p50_ms)
 }
 
+/// What one run costs, as the notes say it.
+fn run_cost(settings: &Settings<'_>, per_run: Duration) -> String {
+    let ms = per_run.as_secs_f64() * 1e3;
+    if settings.reference_warm {
+        format!("one warm run takes about {ms:.1} ms")
+    } else {
+        format!("its first run took {ms:.1} ms and no second run fit the budget")
+    }
+}
+
+/// The budget that covers what compile spent before tuning (`before`) and
+/// two candidates' admission, warm-up and minimum rounds at `per_run` each,
+/// with the 5% kept for the work after measuring.
+fn budget_for_two(before: Duration, per_run: Duration) -> Duration {
+    let runs = 2 * (1 + WARMUP_RUNS as u32) + 2 * MIN_ROUNDS as u32;
+    (before + per_run * runs) * 20 / 19
+}
+
 pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     // The work after the measurements (the report, the tuning cache's copy
     // of the chosen form) comes out of the same budget: on 2 cores up to 3%
     // of it, so measuring stops at 95%.
     let measuring = settings.budget * 19 / 20;
     let elapsed = || settings.started.elapsed();
+    let before = elapsed();
     let per_run = settings.reference_time.max(Duration::from_micros(1));
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
@@ -148,9 +172,9 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             per_run * (1 + WARMUP_RUNS as u32) + per_run * (MIN_ROUNDS as u32) * (admitted + 1);
         if elapsed() + need > measuring {
             candidate.note = Some(format!(
-                "not measured: the budget of {} ms cannot cover it (one run takes about {:.1} ms)",
+                "not measured: the budget of {} ms cannot cover it ({})",
                 settings.budget.as_millis(),
-                per_run.as_secs_f64() * 1e3
+                run_cost(settings, per_run)
             ));
             continue;
         }
@@ -195,6 +219,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
 
     // Interleaved rounds within the budget.
     let mut rounds = 0;
+    let mut budget_ended_rounds = false;
     while measured.len() >= 2 && rounds < MAX_ROUNDS {
         let round_cost: Duration = measured
             .iter()
@@ -202,6 +227,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             .map(|m| m.times.iter().min().copied().unwrap_or(per_run))
             .sum();
         if elapsed() + round_cost > measuring {
+            budget_ended_rounds = true;
             break;
         }
         for m in measured.iter_mut().filter(|m| m.active) {
@@ -244,6 +270,12 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     for m in &measured {
         let c = &mut candidates[m.index];
         c.runs = m.times.len();
+        if m.active && m.times.len() < MIN_ROUNDS && c.note.is_none() {
+            c.note = Some(format!(
+                "timed in {} of the {MIN_ROUNDS} rounds a comparison needs before the budget ran out",
+                m.times.len()
+            ));
+        }
         c.p50_ms = p50(&m.times).map(round3);
         // The rounds ran it: leave its state as it was found.
         if let Err(err) = restore(&m.executor, &m.state) {
@@ -256,11 +288,12 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         .collect();
     if comparable.len() < 2 {
         let any_within = candidates.iter().any(|c| c.within_tolerance);
-        let budget_short = candidates.iter().any(|c| {
-            c.note
-                .as_deref()
-                .is_some_and(|n| n.starts_with("not measured"))
-        });
+        let budget_short = budget_ended_rounds
+            || candidates.iter().any(|c| {
+                c.note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("not measured"))
+            });
         let (why, warning) = if !any_within && !candidates.is_empty() && !budget_short {
             let message = format!(
                 "max-autotune: no candidate stayed within the error tolerance {:e} of the fp32 \
@@ -271,11 +304,13 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         } else if budget_short {
             (
                 format!(
-                    "the budget of {} ms could not cover measuring two candidates (one run takes \
-                     about {:.1} ms): kept the model {}, the cheapest safe choice",
+                    "the budget of {} ms could not cover measuring two candidates ({}): kept the \
+                     model {}, the cheapest safe choice; a budget of about {} ms would (the \
+                     tuning_budget_ms option)",
                     settings.budget.as_millis(),
-                    per_run.as_secs_f64() * 1e3,
-                    settings.as_loaded
+                    run_cost(settings, per_run),
+                    settings.as_loaded,
+                    budget_for_two(before, per_run).as_millis()
                 ),
                 None,
             )
@@ -291,8 +326,8 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         } else {
             (
                 format!(
-                    "fewer than two candidates ran within the error tolerance (see each one's \
-                     note): kept the model {}, the cheapest safe choice",
+                    "fewer than two candidates could be compared (see each one's note): kept the \
+                     model {}, the cheapest safe choice",
                     settings.as_loaded
                 ),
                 None,
@@ -339,5 +374,18 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         why,
         candidates,
         warning: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_for_two_covers_their_runs_and_what_came_before() {
+        // 2 x (admission + warm-up) + 2 x 3 rounds = 10 runs of 100 ms, after
+        // 50 ms spent, plus the 5% kept for the work after measuring.
+        let budget = budget_for_two(Duration::from_millis(50), Duration::from_millis(100));
+        assert_eq!(budget.as_millis(), 1105);
     }
 }

@@ -112,6 +112,43 @@ fn max_autotune_reports_every_candidate() {
 }
 
 #[test]
+fn max_autotune_short_of_budget_says_which_budget_would_do() {
+    let fx = fixture("encoder");
+    let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();
+    model
+        .set_options(perfopt::ModelOptions {
+            tuning_budget_ms: 1,
+            ..model.options()
+        })
+        .unwrap();
+    model
+        .compile(Some(CompileMode::MaxAutotune), Some(args(&fx.inputs)))
+        .unwrap();
+    let report = model.report();
+    let Json::Str(why) = field(&report, &["compile", "why"]) else {
+        panic!("{report}")
+    };
+    assert!(
+        why.contains("the budget of 1 ms could not cover measuring two candidates")
+            && why.contains("a budget of about")
+            && why.contains("ms would (the tuning_budget_ms option)"),
+        "{why}"
+    );
+    // The summary and the candidates' notes never disagree: a candidate
+    // within tolerance was either compared or says why not.
+    let Json::Array(candidates) = field(&report, &["compile", "candidates"]) else {
+        panic!("{report}")
+    };
+    for candidate in candidates {
+        let compared = matches!(candidate.get("runs"), Some(Json::Int(n)) if *n >= 3);
+        let explained = matches!(candidate.get("note"), Some(Json::Str(_)));
+        assert!(compared || explained, "{candidate}");
+    }
+    let outputs = model.run(clone_all(&fx.inputs)).unwrap();
+    assert!(relative_error(&outputs, &fx.outputs).unwrap() <= 1e-5);
+}
+
+#[test]
 fn max_autotune_without_inputs_tunes_on_the_first_run() {
     let fx = fixture("two_inputs");
     let model = Model::load(cpu_optimizer(), &fx.path, None).unwrap();

@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::graphs::GraphCache;
 use crate::json::Json;
-use crate::numerics::{self, NumericFlags};
+use crate::numerics::NumericFlags;
 use crate::stats::millis;
 use crate::torch::settings::InferenceModeGuard;
 use crate::value::{self, Value};
@@ -131,7 +131,7 @@ impl Model {
     }
 
     /// Runs `work` and puts the engine's state back as it was.
-    fn keeping_state<T>(
+    pub(super) fn keeping_state<T>(
         &self,
         engine: &Arc<dyn Engine>,
         work: impl FnOnce() -> Result<T>,
@@ -356,58 +356,19 @@ impl Model {
         Ok((compiled, warning))
     }
 
-    /// The reference result: the model as loaded, in full fp32 precision
-    /// (TF32 off on CUDA), leaving its state as found. Errors in reports are
-    /// measured against it.
-    pub fn reference(&self, args: Vec<Value>) -> Result<Value> {
-        self.check_args("forward", &args)?;
-        let args = self.to_device(args)?;
-        let _one = self.one_at_a_time()?;
-        let original = self.original.clone();
-        let _inference = InferenceModeGuard::enter()?;
-        crate::fork::mark_used();
-        let value = self.keeping_state(&original, || {
-            let run = || {
-                let value = original.call("forward", &args)?;
-                self.synchronize()?;
-                Ok(value)
-            };
-            if self.device.kind == DeviceKind::Cuda {
-                numerics::with_flags(NumericFlags::IEEE, run)
-            } else {
-                run()
-            }
-        })?;
-        super::outputs::finish(value, &[], false)
-    }
-
     fn measure_candidates(
         &self,
         args: &[Value],
         started: Instant,
     ) -> Result<(Compiled, Option<String>)> {
         let options = self.options();
-        let cuda = self.device.kind == DeviceKind::Cuda;
         let original = self.original.clone();
         let _inference = InferenceModeGuard::enter()?;
         crate::fork::mark_used();
 
-        // The reference: the model as loaded, in full fp32 precision. Its
-        // time tells the tuner what one run costs.
-        let reference_started = Instant::now();
-        let reference = self.keeping_state(&original, || {
-            let run = || {
-                let value = original.call("forward", args)?;
-                self.synchronize()?;
-                Ok(value)
-            };
-            if cuda {
-                numerics::with_flags(NumericFlags::IEEE, run)
-            } else {
-                run()
-            }
-        })?;
-        let reference_time = reference_started.elapsed();
+        let budget = self.tuning_budget();
+        let (reference, reference_time, reference_warm) =
+            self.timed_reference(args, started, budget)?;
 
         let as_loaded = super::report::as_loaded_label(original.as_ref());
         let trials = self.trials(&original, &as_loaded, args);
@@ -419,11 +380,12 @@ impl Model {
         let outcome = autotune::tune(
             trials,
             &Settings {
-                budget: self.tuning_budget(),
+                budget,
                 started,
                 tolerance: options.error_tolerance,
                 reference: &reference,
                 reference_time,
+                reference_warm,
                 as_loaded: &as_loaded,
                 run: &run,
             },

@@ -18,6 +18,7 @@ mod memory;
 mod options;
 mod outputs;
 mod recommend;
+mod reference;
 mod report;
 mod tuning_cache;
 
