@@ -269,17 +269,6 @@ pub fn run(optimizer: Arc<Optimizer>, options: &BenchOptions) -> Result<Vec<Cont
     Ok(contenders)
 }
 
-fn batch_size(options: &BenchOptions) -> f64 {
-    options
-        .args
-        .iter()
-        .find_map(|spec| match spec {
-            ArgSpec::Shape { shape, .. } => shape.first().copied(),
-            _ => None,
-        })
-        .unwrap_or(1) as f64
-}
-
 /// The table, one row per model and mode.
 pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> String {
     let several = options.models.len() > 1;
@@ -297,7 +286,7 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
         .unwrap_or(4)
         .max(16);
     out += &format!(
-        "{:<width$} {:>11} {:>10} {:>10} {:>7} {:>10} {:>12} {:>10} {:>20}  {}\n",
+        "{:<width$} {:>11} {:>10} {:>10} {:>7} {:>10} {:>18} {:>10} {:>20}  {}\n",
         "mode",
         "cold start",
         "compile",
@@ -313,7 +302,7 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
         .first()
         .map(|c| c.times.clone())
         .unwrap_or_default();
-    let batch = batch_size(options);
+    let batch = inputs::samples_per_call(&options.args);
     for (i, c) in contenders.iter().enumerate() {
         if let Some(failed) = &c.failed {
             out += &format!("{:<width$} failed: {failed}\n", c.label(several));
@@ -326,7 +315,11 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
                 .map_or("-".into(), |s| format!("{:.3} ms", f(s)))
         };
         let throughput = latency.as_ref().map_or("-".into(), |s| {
-            format!("{:.1}/s", batch * 1e3 / s.mean_ms.max(1e-9))
+            let calls = 1e3 / s.mean_ms.max(1e-9);
+            match batch {
+                Some(samples) => format!("{:.1} samples/s", samples * calls),
+                None => format!("{calls:.1} calls/s"),
+            }
         });
         let noise = c
             .noise()
@@ -337,7 +330,7 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
             Speedup::of(&baseline, &c.times).map_or("-".into(), |s| s.verdict())
         };
         out += &format!(
-            "{:<width$} {:>8.1} ms {:>7.1} ms {:>10} {:>7} {:>10} {:>12} {:>10.1e} {:>20}  {}\n",
+            "{:<width$} {:>8.1} ms {:>7.1} ms {:>10} {:>7} {:>10} {:>18} {:>10.1e} {:>20}  {}\n",
             c.label(several),
             c.cold_start_ms,
             c.compile_ms,
@@ -400,7 +393,7 @@ pub fn to_json(options: &BenchOptions, device: &str, contenders: &[Contender]) -
         .first()
         .map(|c| c.times.clone())
         .unwrap_or_default();
-    let batch = batch_size(options);
+    let batch = inputs::samples_per_call(&options.args);
     let rows = contenders
         .iter()
         .map(|c| {
@@ -418,7 +411,13 @@ pub fn to_json(options: &BenchOptions, device: &str, contenders: &[Contender]) -
                 .with("noise", c.noise().map(round3))
                 .with(
                     "throughput_samples_per_s",
-                    latency.map(|s| (batch * 1e4 / s.mean_ms.max(1e-9)).round() / 10.0),
+                    latency.and_then(|s| {
+                        batch.map(|samples| (samples * 1e4 / s.mean_ms.max(1e-9)).round() / 10.0)
+                    }),
+                )
+                .with(
+                    "throughput_calls_per_s",
+                    latency.map(|s| (1e4 / s.mean_ms.max(1e-9)).round() / 10.0),
                 )
                 .with("peak_memory_bytes", c.peak_memory)
                 .with("relative_error", c.relative_error)

@@ -4,7 +4,8 @@
 
 use std::str::FromStr;
 
-use perfopt::{Error, MethodSchema, Result, Value};
+use perfopt::json::Json;
+use perfopt::{Error, MethodSchema, Result, TypeKind, Value};
 
 /// One argument as given on the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,6 +142,9 @@ fn make(name: &str, shape: &[i64], kind: tch::Kind, fill: Fill) -> tch::Tensor {
 /// The command line's arguments as values, in order; tensors are named by
 /// the schema's argument at their position, scalars must name theirs.
 pub fn values(specs: &[ArgSpec], forward: Option<&MethodSchema>, fill: Fill) -> Result<Vec<Value>> {
+    if let Some(hint) = forward.and_then(|f| missing_argument(specs.len(), f)) {
+        return Err(Error::invalid_argument(hint));
+    }
     specs
         .iter()
         .enumerate()
@@ -169,6 +173,75 @@ pub fn values(specs: &[ArgSpec], forward: Option<&MethodSchema>, fill: Fill) -> 
             })
         })
         .collect()
+}
+
+/// The first required argument of forward() past the `given` ones, as the
+/// option that gives it.
+fn missing_argument(given: usize, forward: &MethodSchema) -> Option<String> {
+    let argument = forward
+        .arguments
+        .iter()
+        .skip(given)
+        .find(|a| a.default.is_none())?;
+    let name = &argument.name;
+    let option = match &argument.kind {
+        TypeKind::Tensor => format!("--input SHAPE[:DTYPE] or --input-file {name}.npy"),
+        TypeKind::Int => format!("--arg {name}=VALUE:int"),
+        TypeKind::Float => format!("--arg {name}=VALUE:float"),
+        TypeKind::Bool => format!("--arg {name}=true:bool"),
+        TypeKind::Str => format!("--arg {name}=VALUE:str"),
+        other => {
+            return Some(format!(
+                "forward() also needs `{name}` ({other}), which the command line cannot give"
+            ))
+        }
+    };
+    Some(format!(
+        "forward() also needs `{name}` ({}): add {option}, in forward()'s order",
+        argument.kind
+    ))
+}
+
+/// The inputs perfopt.export recorded beside `model` (NAME.inputs.json),
+/// with `batch` for each dynamic size; `None` when there is no such file.
+pub fn recorded(model: &str, batch: i64) -> Option<Result<Vec<ArgSpec>>> {
+    let path = std::path::Path::new(model).with_extension("inputs.json");
+    let text = std::fs::read_to_string(&path).ok()?;
+    let bad = |why: String| Error::invalid_argument(format!("{}: {why}", path.display()));
+    let parse = || -> Result<Vec<ArgSpec>> {
+        let list = Json::parse(&text).map_err(bad)?;
+        list.as_array()
+            .iter()
+            .map(|spec| {
+                let dtype = spec
+                    .get("dtype")
+                    .and_then(Json::as_str)
+                    .unwrap_or("float32");
+                let sizes: Vec<String> = spec
+                    .get("shape")
+                    .map(Json::as_array)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|size| match size.as_f64() {
+                        Some(n) if n >= 0.0 => Ok((n as i64).to_string()),
+                        Some(_) => Ok(batch.to_string()),
+                        None => Err(bad(format!("a size that is not a number in {spec}"))),
+                    })
+                    .collect::<Result<_>>()?;
+                parse_shape(&format!("{}:{dtype}", sizes.join("x")))
+            })
+            .collect()
+    };
+    Some(parse())
+}
+
+/// Samples per call: the first shaped input's dimension 0; `None` when no
+/// input gives it (saved arrays, scalars), and throughput is then calls/s.
+pub fn samples_per_call(specs: &[ArgSpec]) -> Option<f64> {
+    specs.iter().find_map(|spec| match spec {
+        ArgSpec::Shape { shape, .. } => shape.first().map(|&n| n as f64),
+        _ => None,
+    })
 }
 
 /// "4x80x100:float", "sr=16000", "x.npy": for tables.

@@ -48,11 +48,13 @@ enum Command {
     /// throughput, relative error against the first model in fp32, and how each row
     /// compares with the first; rows are timed in interleaved rounds. Two files of one
     /// model compare the formats.
+    #[command(after_help = RECORDED)]
     Bench(BenchArgs),
     /// Recommend a batch size from measured memory and throughput
     ///
     /// From one sample (size 1 along the batch dimension): peak memory and throughput
     /// measured at several batch sizes, the service's fixed rule shown beside it.
+    #[command(after_help = RECORDED)]
     Batch(BatchArgs),
     /// Print the versions of perfopt, libtorch and CUDA
     Version,
@@ -117,13 +119,22 @@ struct ModelArguments {
     int_max: i64,
 }
 
+/// Where no argument is given, the inputs come from NAME.inputs.json beside
+/// the (first) model, as perfopt.export writes it.
+const RECORDED: &str =
+    "Without --input, --input-file or --arg, the inputs are those perfopt.export \
+                        recorded beside the model (NAME.inputs.json).";
+
 impl ModelArguments {
-    /// The three kinds of argument in the order they were given; at least
-    /// one is needed (`example` shows one to the user).
+    /// The three kinds of argument in the order they were given, else the
+    /// inputs recorded beside `model` (NAME.inputs.json) with `batch` for
+    /// their dynamic sizes; `example` shows the user an --input.
     fn in_order(
         &self,
         matches: &ArgMatches,
         command: &str,
+        model: &str,
+        batch: i64,
         example: &str,
     ) -> Result<Vec<ArgSpec>, String> {
         let mut ordered: Vec<(usize, ArgSpec)> = Vec::new();
@@ -137,10 +148,21 @@ impl ModelArguments {
         }
         ordered.sort_by_key(|(index, _)| *index);
         if ordered.is_empty() {
-            return Err(format!(
-                "{command} needs the model's arguments, e.g. --input {example} \
-                 (perfopt {command} --help says how)"
-            ));
+            return match inputs::recorded(model, batch) {
+                Some(Ok(specs)) => {
+                    let labels: Vec<String> = specs.iter().map(inputs::label).collect();
+                    eprintln!(
+                        "perfopt: inputs [{}] as recorded beside {model} (NAME.inputs.json)",
+                        labels.join(", ")
+                    );
+                    Ok(specs)
+                }
+                Some(Err(err)) => Err(err.to_string()),
+                None => Err(format!(
+                    "{command} needs the model's arguments, e.g. --input {example}, or a \
+                     NAME.inputs.json beside the model (perfopt {command} --help says how)"
+                )),
+            };
         }
         Ok(ordered.into_iter().map(|(_, spec)| spec).collect())
     }
@@ -153,6 +175,9 @@ struct BenchArgs {
     models: Vec<String>,
     #[command(flatten)]
     arguments: ModelArguments,
+    /// The size of each dynamic dimension of recorded inputs (NAME.inputs.json)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    batch: i64,
     /// A compile mode: none, default, reduce-overhead or max-autotune (repeatable;
     /// default: all four)
     #[arg(long, value_name = "M", value_parser = parse_mode)]
@@ -270,7 +295,9 @@ fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<(), String> {
     } else {
         args.mode.clone()
     };
-    let arguments = args.arguments.in_order(matches, "bench", "4x80x100")?;
+    let arguments =
+        args.arguments
+            .in_order(matches, "bench", &args.models[0], args.batch, "4x80x100")?;
     let optimizer = Arc::new(Optimizer::new(&args.optimizer.config()).map_err(|e| e.to_string())?);
     let options = BenchOptions {
         models: args.models.clone(),
@@ -304,7 +331,9 @@ fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<(), String> {
 }
 
 fn batch(args: &BatchArgs, matches: &ArgMatches) -> Result<(), String> {
-    let arguments = args.arguments.in_order(matches, "batch", "1x80x100")?;
+    let arguments = args
+        .arguments
+        .in_order(matches, "batch", &args.model, 1, "1x80x100")?;
     let optimizer = Arc::new(Optimizer::new(&args.optimizer.config()).map_err(|e| e.to_string())?);
     let service_rule = optimizer.optimal_batch_size();
     let model_path = args.model.clone();

@@ -213,3 +213,67 @@ fn batch_recommends_from_one_sample() {
         text(&output)
     );
 }
+
+#[test]
+fn without_arguments_the_recorded_inputs_are_used() {
+    // make_fixtures.py writes vocoder.inputs.json ([-1, 80, 32]) beside it.
+    let vocoder = fixture("vocoder.pt");
+    let quick = [
+        "--mode",
+        "none",
+        "--iterations",
+        "2",
+        "--seconds",
+        "1",
+        "--device",
+        "cpu",
+    ];
+    let output = perfopt(&[&["bench", vocoder.as_str(), "--batch", "3"], &quick[..]].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("as recorded beside"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("inputs [3x80x32:float]"),
+        "{}",
+        text(&output)
+    );
+    // Throughput says its unit: samples where the batch is known, else calls.
+    assert!(text(&output).contains(" samples/s"), "{}", text(&output));
+    let x = fixture("two_inputs.input0.npy");
+    let y = fixture("two_inputs.input1.npy");
+    let files = perfopt(
+        &[
+            &[
+                "bench",
+                &fixture("two_inputs.pt"),
+                "--input-file",
+                &x,
+                "--input-file",
+                &y,
+            ],
+            &quick[..],
+        ]
+        .concat(),
+    );
+    assert!(files.status.success(), "{}", text(&files));
+    assert!(text(&files).contains(" calls/s"), "{}", text(&files));
+}
+
+#[test]
+fn a_missing_argument_is_named_with_the_option_that_gives_it() {
+    let model = fixture("two_inputs.pt");
+    let output = perfopt(&[
+        "bench", &model, "--input", "2x16", "--mode", "none", "--device", "cpu",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "forward() also needs `y` (Tensor): add --input SHAPE[:DTYPE] or --input-file y.npy"
+        ),
+        "{}",
+        text(&output)
+    );
+}
