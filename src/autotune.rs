@@ -156,6 +156,9 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     let measuring = settings.budget * 19 / 20;
     let elapsed = || settings.started.elapsed();
     let before = elapsed();
+    // The most the budget fell short by: what a refused candidate or the
+    // cut rounds would have needed, from compile's start.
+    let mut wanted = Duration::ZERO;
     let per_run = settings.reference_time.max(Duration::from_micros(1));
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
@@ -171,6 +174,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         let need =
             per_run * (1 + WARMUP_RUNS as u32) + per_run * (MIN_ROUNDS as u32) * (admitted + 1);
         if elapsed() + need > measuring {
+            wanted = wanted.max(elapsed() + need);
             candidate.note = Some(format!(
                 "not measured: the budget of {} ms cannot cover it ({})",
                 settings.budget.as_millis(),
@@ -228,6 +232,8 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             .sum();
         if elapsed() + round_cost > measuring {
             budget_ended_rounds = true;
+            let rounds_left = MIN_ROUNDS.saturating_sub(rounds).max(1) as u32;
+            wanted = wanted.max(elapsed() + round_cost * rounds_left);
             break;
         }
         for m in measured.iter_mut().filter(|m| m.active) {
@@ -271,10 +277,15 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         let c = &mut candidates[m.index];
         c.runs = m.times.len();
         if m.active && m.times.len() < MIN_ROUNDS && c.note.is_none() {
-            c.note = Some(format!(
-                "timed in {} of the {MIN_ROUNDS} rounds a comparison needs before the budget ran out",
-                m.times.len()
-            ));
+            c.note = Some(if budget_ended_rounds {
+                format!(
+                    "timed in {} of the {MIN_ROUNDS} rounds a comparison needs before the budget \
+                     ran out",
+                    m.times.len()
+                )
+            } else {
+                "not compared: no other candidate was admitted (see their notes)".to_string()
+            });
         }
         c.p50_ms = p50(&m.times).map(round3);
         // The rounds ran it: leave its state as it was found.
@@ -305,12 +316,15 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             (
                 format!(
                     "the budget of {} ms could not cover measuring two candidates ({}): kept the \
-                     model {}, the cheapest safe choice; a budget of about {} ms would (the \
-                     tuning_budget_ms option)",
+                     model {}, the cheapest safe choice; a budget of about {} ms would \
+                     (tuning_budget_ms; --tuning-budget)",
                     settings.budget.as_millis(),
                     run_cost(settings, per_run),
                     settings.as_loaded,
-                    budget_for_two(before, per_run).as_millis()
+                    budget_for_two(before, per_run)
+                        .max(wanted * 20 / 19)
+                        .max(settings.budget + Duration::from_millis(1))
+                        .as_millis()
                 ),
                 None,
             )

@@ -131,7 +131,7 @@ fn max_autotune_short_of_budget_says_which_budget_would_do() {
     assert!(
         why.contains("the budget of 1 ms could not cover measuring two candidates")
             && why.contains("a budget of about")
-            && why.contains("ms would (the tuning_budget_ms option)"),
+            && why.contains("ms would (tuning_budget_ms; --tuning-budget)"),
         "{why}"
     );
     // The summary and the candidates' notes never disagree: a candidate

@@ -38,12 +38,17 @@ pub fn parse_shape(s: &str) -> Result<ArgSpec> {
         "float64" | "f64" | "double" => tch::Kind::Double,
         "int64" | "i64" | "long" => tch::Kind::Int64,
         "int32" | "i32" | "int" => tch::Kind::Int,
+        "bfloat16" | "bf16" => tch::Kind::BFloat16,
+        "int16" | "i16" => tch::Kind::Int16,
+        "int8" | "i8" => tch::Kind::Int8,
+        "uint8" | "u8" => tch::Kind::Uint8,
         "bool" => tch::Kind::Bool,
         other => {
             return Err(bad(
                 s,
                 &format!(
-                "unknown dtype {other:?}; accepted: float32, float16, float64, int64, int32, bool"
+                "unknown dtype {other:?}; accepted: float32, float16, bfloat16, float64, int64, \
+                     int32, int16, int8, uint8, bool"
             ),
             ))
         }
@@ -118,8 +123,19 @@ fn make(name: &str, shape: &[i64], kind: tch::Kind, fill: Fill) -> tch::Tensor {
             tch::Tensor::full(shape, full, (kind, cpu))
         }
         tch::Kind::Bool => tch::Tensor::ones(shape, (kind, cpu)),
-        tch::Kind::Int64 | tch::Kind::Int => {
-            tch::Tensor::randint(fill.int_max.max(1), shape, (kind, cpu))
+        tch::Kind::Int64
+        | tch::Kind::Int
+        | tch::Kind::Int16
+        | tch::Kind::Int8
+        | tch::Kind::Uint8 => {
+            // Within the kind's range: 127 for int8, 255 for uint8, 32767 for int16.
+            let top = match kind {
+                tch::Kind::Int8 => 127,
+                tch::Kind::Uint8 => 255,
+                tch::Kind::Int16 => 32767,
+                _ => i64::MAX,
+            };
+            tch::Tensor::randint(fill.int_max.clamp(1, top), shape, (kind, cpu))
         }
         _ => {
             let float = (tch::Kind::Float, cpu);
@@ -184,7 +200,11 @@ fn missing_argument(given: usize, forward: &MethodSchema) -> Option<String> {
         .skip(given)
         .find(|a| a.default.is_none())?;
     let name = &argument.name;
-    let option = match &argument.kind {
+    let kind = match &argument.kind {
+        TypeKind::Optional(inner) => inner.as_ref(),
+        kind => kind,
+    };
+    let option = match kind {
         TypeKind::Tensor => format!("--input SHAPE[:DTYPE] or --input-file {name}.npy"),
         TypeKind::Int => format!("--arg {name}=VALUE:int"),
         TypeKind::Float => format!("--arg {name}=VALUE:float"),
@@ -202,14 +222,22 @@ fn missing_argument(given: usize, forward: &MethodSchema) -> Option<String> {
     ))
 }
 
-/// The inputs perfopt.export recorded beside `model` (NAME.inputs.json),
-/// with `batch` for each dynamic size; `None` when there is no such file.
-pub fn recorded(model: &str, batch: i64) -> Option<Result<Vec<ArgSpec>>> {
+/// The inputs perfopt.export recorded beside `model` (NAME.inputs.json)
+/// and that file's path, with `batch` for each dynamic size; `None` when
+/// there is no such file.
+pub fn recorded(model: &str, batch: i64) -> Option<(String, Result<Vec<ArgSpec>>)> {
     let path = std::path::Path::new(model).with_extension("inputs.json");
-    let text = std::fs::read_to_string(&path).ok()?;
-    let bad = |why: String| Error::invalid_argument(format!("{}: {why}", path.display()));
+    if !path.exists() {
+        return None;
+    }
+    let shown = path.display().to_string();
+    let bad = |why: String| Error::invalid_argument(format!("{shown}: {why}"));
     let parse = || -> Result<Vec<ArgSpec>> {
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
         let list = Json::parse(&text).map_err(bad)?;
+        if !matches!(list, Json::Array(_)) {
+            return Err(bad("expected a list of input specs".to_string()));
+        }
         list.as_array()
             .iter()
             .map(|spec| {
@@ -217,22 +245,26 @@ pub fn recorded(model: &str, batch: i64) -> Option<Result<Vec<ArgSpec>>> {
                     .get("dtype")
                     .and_then(Json::as_str)
                     .unwrap_or("float32");
-                let sizes: Vec<String> = spec
+                let shape = spec
                     .get("shape")
                     .map(Json::as_array)
                     .unwrap_or_default()
                     .iter()
                     .map(|size| match size.as_f64() {
-                        Some(n) if n >= 0.0 => Ok((n as i64).to_string()),
-                        Some(_) => Ok(batch.to_string()),
+                        Some(n) if n >= 0.0 => Ok(n as i64),
+                        Some(_) => Ok(batch),
                         None => Err(bad(format!("a size that is not a number in {spec}"))),
                     })
-                    .collect::<Result<_>>()?;
-                parse_shape(&format!("{}:{dtype}", sizes.join("x")))
+                    .collect::<Result<Vec<i64>>>()?;
+                // The dtype through --input's table (the same names).
+                match parse_shape(&format!("0:{dtype}")).map_err(|e| bad(e.to_string()))? {
+                    ArgSpec::Shape { kind, .. } => Ok(ArgSpec::Shape { shape, kind }),
+                    _ => unreachable!("parse_shape makes shapes"),
+                }
             })
             .collect()
     };
-    Some(parse())
+    Some((shown.clone(), parse()))
 }
 
 /// Samples per call: the first shaped input's dimension 0; `None` when no

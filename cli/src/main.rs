@@ -149,15 +149,15 @@ impl ModelArguments {
         ordered.sort_by_key(|(index, _)| *index);
         if ordered.is_empty() {
             return match inputs::recorded(model, batch) {
-                Some(Ok(specs)) => {
+                Some((path, Ok(specs))) => {
                     let labels: Vec<String> = specs.iter().map(inputs::label).collect();
                     eprintln!(
-                        "perfopt: inputs [{}] as recorded beside {model} (NAME.inputs.json)",
+                        "perfopt: inputs [{}] as recorded in {path}",
                         labels.join(", ")
                     );
                     Ok(specs)
                 }
-                Some(Err(err)) => Err(err.to_string()),
+                Some((_, Err(err))) => Err(err.to_string()),
                 None => Err(format!(
                     "{command} needs the model's arguments, e.g. --input {example}, or a \
                      NAME.inputs.json beside the model (perfopt {command} --help says how)"

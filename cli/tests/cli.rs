@@ -231,7 +231,7 @@ fn without_arguments_the_recorded_inputs_are_used() {
     let output = perfopt(&[&["bench", vocoder.as_str(), "--batch", "3"], &quick[..]].concat());
     assert!(output.status.success(), "{}", text(&output));
     assert!(
-        text(&output).contains("as recorded beside"),
+        text(&output).contains("as recorded in") && text(&output).contains("vocoder.inputs.json"),
         "{}",
         text(&output)
     );
