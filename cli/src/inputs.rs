@@ -30,9 +30,9 @@ fn bad(s: &str, why: &str) -> Error {
     Error::invalid_argument(format!("{s:?}: {why}"))
 }
 
-pub fn parse_shape(s: &str) -> Result<ArgSpec> {
-    let (dims, dtype) = s.split_once(':').unwrap_or((s, "float32"));
-    let kind = match dtype {
+/// A dtype's name as `--input` and NAME.inputs.json spell it.
+fn kind_of(dtype: &str) -> Result<tch::Kind> {
+    Ok(match dtype {
         "float32" | "f32" | "float" => tch::Kind::Float,
         "float16" | "f16" | "half" => tch::Kind::Half,
         "float64" | "f64" | "double" => tch::Kind::Double,
@@ -44,15 +44,17 @@ pub fn parse_shape(s: &str) -> Result<ArgSpec> {
         "uint8" | "u8" => tch::Kind::Uint8,
         "bool" => tch::Kind::Bool,
         other => {
-            return Err(bad(
-                s,
-                &format!(
+            return Err(Error::invalid_argument(format!(
                 "unknown dtype {other:?}; accepted: float32, float16, bfloat16, float64, int64, \
-                     int32, int16, int8, uint8, bool"
-            ),
-            ))
+                 int32, int16, int8, uint8, bool"
+            )))
         }
-    };
+    })
+}
+
+pub fn parse_shape(s: &str) -> Result<ArgSpec> {
+    let (dims, dtype) = s.split_once(':').unwrap_or((s, "float32"));
+    let kind = kind_of(dtype).map_err(|e| bad(s, &e.to_string()))?;
     let shape = dims
         .split('x')
         .map(|d| d.trim().parse::<i64>().ok().filter(|&n| n >= 0))
@@ -256,11 +258,8 @@ pub fn recorded(model: &str, batch: i64) -> Option<(String, Result<Vec<ArgSpec>>
                         None => Err(bad(format!("a size that is not a number in {spec}"))),
                     })
                     .collect::<Result<Vec<i64>>>()?;
-                // The dtype through --input's table (the same names).
-                match parse_shape(&format!("0:{dtype}")).map_err(|e| bad(e.to_string()))? {
-                    ArgSpec::Shape { kind, .. } => Ok(ArgSpec::Shape { shape, kind }),
-                    _ => unreachable!("parse_shape makes shapes"),
-                }
+                let kind = kind_of(dtype).map_err(|e| bad(e.to_string()))?;
+                Ok(ArgSpec::Shape { shape, kind })
             })
             .collect()
     };
