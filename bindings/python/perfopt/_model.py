@@ -11,7 +11,7 @@ from ._checks import INT32, UINT32, c_int, c_string
 from ._owner import Owner
 from ._status import PerfoptError, Status, check, last_error
 from ._status import read_json as _read_json
-from ._tensors import DLPackOutput, InputBatch
+from ._tensors import HOST, DLPackOutput, InputBatch, NotATensor
 from ._values import ValueBatch, is_tensor, read_result
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
         converter = _as_dlpack
     elif output == "numpy":
         # Writable: the caller owns its outputs.
-        converter = DLPackOutput.writable_numpy
+        converter = _writable_numpy
     else:
         import torch
 
@@ -72,10 +72,13 @@ def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
     return converter
 
 
+_writable_numpy = DLPackOutput.writable_numpy
+
+
 def _per_call(convert: Callable[[DLPackOutput], Any]) -> Callable[[DLPackOutput], Any]:
     """The converter for one call's outputs: NumPy's remembers the memory
     it viewed, so that outputs sharing it are not views of one buffer."""
-    if convert is not DLPackOutput.writable_numpy:
+    if convert is not _writable_numpy:
         return convert
     views: List[Tuple[int, int]] = []
     return lambda wrapped: wrapped.writable_numpy(views)
@@ -118,6 +121,9 @@ class Model(Owner):
         # What forward() returns where that cannot be tensors only ("" when it
         # can, or is not known), read from its schema on the first run().
         self._forward_refusal: Optional[str] = None
+        # Where outputs are, when known without reading each (on the host
+        # unless outputs_on_device is set).
+        self._outputs_device: Optional[Tuple[int, int]] = HOST
 
     @staticmethod
     def _free(handle: ctypes.c_void_p) -> None:
@@ -144,6 +150,7 @@ class Model(Owner):
         check(_native.lib().perfopt_model_options_init(ctypes.byref(options), ctypes.sizeof(options)))
         if outputs_on_device is not None:
             options.outputs_on_device = int(bool(outputs_on_device))
+            self._outputs_device = None if outputs_on_device else HOST
         if error_tolerance is not None:
             options.error_tolerance = error_tolerance
         if graph_cache_size is not None:
@@ -225,13 +232,16 @@ class Model(Owner):
         sample rate, a flag) are passed as the schema wants them. A forward
         whose schema returns anything but tensors is refused without running
         (use call())."""
-        args = list(inputs)
-        convert = _consumer(output)
-        self._refuse_non_tensor_forward("run")
-        if not _all_tensors(args):
-            result = self.call("forward", *args, output=output)
-            return _flatten(result)
-        batch = InputBatch(args)
+        # The usual call (arrays or tensors in, NumPy out) runs on every chunk
+        # of a stream: each step here is counted (a ctypes call costs about
+        # a microsecond), see docs/benchmarks/formats.md's per-call cost.
+        convert = _converters.get(output) or _consumer(output)
+        if self._forward_refusal != "":
+            self._refuse_non_tensor_forward("run")
+        try:
+            batch = InputBatch(inputs)
+        except NotATensor:
+            return _flatten(self.call("forward", *inputs, output=output))
         ptr = self._ptr
         return self._outputs(
             lambda outs, cap, count: _native.lib().perfopt_model_run(ptr, batch.pointer, batch.count, outs, cap, count),
@@ -357,18 +367,24 @@ class Model(Owner):
             )
 
     def _outputs(self, call: Callable[[Any, int, Any], int], convert: Callable[[DLPackOutput], Any]) -> List[Any]:
-        convert = _per_call(convert)
         slots = _slots
         outputs = slots.outputs
         count = slots.count
         status = call(outputs, 8, slots.count_ref)
-        if status == Status.BUFFER_TOO_SMALL and count.value > 8:
-            # More than 8 outputs: they wait in the library; no second run.
-            outputs = (ctypes.c_void_p * count.value)()
-            status = _native.lib().perfopt_model_take_outputs(self._ptr, outputs, count.value, ctypes.byref(count))
-        check(status)
-        wrapped = [DLPackOutput(outputs[i]) for i in range(count.value)]
+        if status != Status.OK:
+            if status == Status.BUFFER_TOO_SMALL and count.value > 8:
+                # More than 8 outputs: they wait in the library; no second run.
+                outputs = (ctypes.c_void_p * count.value)()
+                status = _native.lib().perfopt_model_take_outputs(self._ptr, outputs, count.value, ctypes.byref(count))
+            check(status)
         # An output not converted (a consumer failed) is freed with its owner.
+        wrapped = [DLPackOutput(address) for address in outputs[:count.value]]
+        if convert is _writable_numpy:
+            # NumPy's converter remembers the memory it viewed, so that
+            # outputs sharing it are not views of one buffer.
+            views: List[Tuple[int, int]] = []
+            device = self._outputs_device
+            return [w.writable_numpy(views, device) for w in wrapped]
         return [convert(w) for w in wrapped]
 
     def report(self) -> Dict[str, Any]:
