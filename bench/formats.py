@@ -38,30 +38,27 @@ import perfopt.export  # noqa: E402
 MODELS = ["vad", "speaker", "text_encoder", "small_encoder", "vocoder"]
 
 
+# The bench's names for perfopt.export's bundle forms.
+FORMS = {"torchscript": "torchscript", "package": "aotinductor", "onnx": "onnx"}
+
+
 def export_all(workdir: Path, name: str, formats):
-    """Each form of `name` in `workdir`, exported once (dynamic batch, from a
-    batch-2 example); {format: path or the reason it failed}."""
+    """`name` exported once as a bundle (perfopt.export: dynamic batch, from
+    a batch-2 example) holding each of `formats`; {format: its file, or the
+    reason it failed; "bundle": the folder}."""
     module, inputs = models.build(name, 2)
-    out = {}
-    with torch.no_grad():
-        if "torchscript" in formats:
-            path = workdir / f"{name}.pt"
-            try:
-                torch.jit.save(torch.jit.trace(module, tuple(inputs), check_trace=False), str(path))
-                out["torchscript"] = path
-            except Exception as err:  # recorded in the table
-                out["torchscript"] = f"trace failed: {str(err).splitlines()[0]}"
-    for fmt, suffix in (("package", ".pt2"), ("onnx", ".onnx")):
-        if fmt not in formats:
-            continue
-        path = workdir / f"{name}{suffix}"
-        started = time.perf_counter()
-        try:
-            perfopt.export.export(module, inputs, str(path))
-            out[fmt] = path
-        except perfopt.export.ExportError as err:
-            out[fmt] = f"export failed: {err.reason}"
-        print(f"  {name}: {fmt} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    folder = workdir / f"{name}.perfopt"
+    started = time.perf_counter()
+    try:
+        report = perfopt.export.export(module, inputs, str(folder), formats=[FORMS[f] for f in formats])
+    except perfopt.export.ExportError as err:
+        return {fmt: f"export failed: {err.reason}" for fmt in formats}
+    print(f"  {name}: exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    made = {form["format"]: folder / form["file"] for form in report["forms"]}
+    failed = {form["format"]: form["reason"] for form in report["failed"]}
+    out = {fmt: made.get(FORMS[fmt], f"export failed: {failed.get(FORMS[fmt], '?')}") for fmt in formats}
+    if len(made) > 1:
+        out["bundle"] = folder
     return out
 
 
@@ -110,7 +107,8 @@ def measure(opt, name, batch, paths, seconds):
             continue
         model = opt.load(str(path), f"{name}-{fmt}")
         loaded.append(model)
-        model.set_options(tuning_budget_ms=8000)
+        # The bundle measures every form's candidates: the forms' budgets together.
+        model.set_options(tuning_budget_ms=8000 * (len(FORMS) if fmt == "bundle" else 1))
         model.compile("max-autotune", arrays)
         report = model.report()
         threads = report["engine"].get("threads")
@@ -198,16 +196,30 @@ def markdown(results):
         "",
         results["machine"],
         "",
-        "Each model is exported once from the same weights as a TorchScript file (traced), an AOTInductor "
-        "package and an ONNX model (`perfopt.export`), and each is loaded by perfopt's Python binding and "
-        "compiled with max-autotune, which measures the engine's forms at each thread count (1 and 2 here) "
-        "and keeps the fastest within its error tolerance. PyTorch eager and onnxruntime's own Python API "
+        "Each model is exported once from the same weights as a bundle (`perfopt.export` to `NAME.perfopt`) "
+        "holding a TorchScript file (traced), an AOTInductor package and an ONNX model; each form is loaded "
+        "by perfopt's Python binding and compiled with max-autotune, which measures the engine's forms at "
+        "each thread count (1 and 2 here) and keeps the fastest within its error tolerance, and so is the "
+        "bundle itself (*perfopt bundle*: max-autotune across all three forms, its choice in the `chose` "
+        "column). PyTorch eager and onnxruntime's own Python API "
         "(at the thread count perfopt chose for the ONNX model) run beside them in the same process. p50 "
         "latency in ms over interleaved rounds (each contender once per round, in turn), with in brackets "
         "the ratio to PyTorch eager (lower is faster); noise is the interquartile range over p50. `make "
         "bench` runs it (`python bench/formats.py`).",
         "",
     ]
+    bundle_rows = [r for r in results["rows"] if "perfopt bundle" in r["contenders"]]
+    if bundle_rows:
+        lines += ["## perfopt's choice from the bundle against the fastest contender", "",
+                  "| model | batch | fastest contender | its p50 ms | the bundle chose | its p50 ms | ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in bundle_rows:
+            others = {n: c for n, c in row["contenders"].items() if n != "perfopt bundle"}
+            best, fastest = min(others.items(), key=lambda kv: kv[1]["p50_ms"])
+            mine = row["contenders"]["perfopt bundle"]["p50_ms"]
+            lines.append(f"| {row['model']} | {row['batch']} | {best} | {fastest['p50_ms']:.3f} | "
+                         f"{row['chosen'].get('perfopt bundle', '')} | {mine:.3f} | {mine / fastest['p50_ms']:.2f} |")
+        lines.append("")
     for row in results["rows"]:
         lines += [f"## {row['model']}, batch {row['batch']}", "",
                   "| contender | p50 ms (vs eager) | noise | chose | rel. error vs eager |", "|---|---|---|---|---|"]

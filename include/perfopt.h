@@ -282,7 +282,7 @@ enum perfopt_status
    */
   PERFOPT_COMPILE_SKIPPED = 20,
   /*
-   The model path is a directory, a named pipe, a socket or a device, not a regular file.
+   The model path is a named pipe, a socket, a device, or a directory that is not a bundle (a folder perfopt.export wrote), not a regular file.
    */
   PERFOPT_ERR_NOT_A_FILE = 21,
   /*
@@ -554,11 +554,14 @@ PERFOPT_MUST_USE perfopt_status perfopt_model_options_default(struct perfopt_mod
 PERFOPT_MUST_USE perfopt_status perfopt_model_options_init(struct perfopt_model_options *options, size_t struct_size);
 
 /*
- Loads a model file onto the optimizer's device: a TorchScript file
- (torch.jit.save) or an AOTInductor package (.pt2), told apart by their
- contents. `name` (may be NULL: the file's stem) labels logs and reports.
- A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a directory or named pipe
- PERFOPT_ERR_NOT_A_FILE, a file that is not a model PERFOPT_ERR_LOAD_FAILED,
+ Loads a model onto the optimizer's device: a TorchScript file
+ (torch.jit.save), an AOTInductor package (.pt2) or an ONNX model, told
+ apart by their contents, or a bundle (a folder perfopt.export wrote,
+ NAME.perfopt: its first form that loads; max-autotune measures them all).
+ `name` (may be NULL: the file's stem) labels logs and reports.
+ A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a named pipe or a folder
+ that is not a bundle PERFOPT_ERR_NOT_A_FILE, a file that is not a model
+ (or a bundle none of whose forms loads) PERFOPT_ERR_LOAD_FAILED,
  a truncated archive PERFOPT_ERR_MODEL_CORRUPT, a package made for another
  device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
  is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.

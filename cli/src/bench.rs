@@ -348,8 +348,10 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
             "\n{} measured each candidate on these inputs (interleaved rounds):\n",
             c.label(several)
         );
+        // As wide as the longest name (a bundle's name their form too).
+        let width = c.candidates.iter().fold(52, |w, c| w.max(c.name.len()));
         out += &format!(
-            "  {:<52} {:>10} {:>5} {:>10}  {}\n",
+            "  {:<width$} {:>10} {:>5} {:>10}  {}\n",
             "candidate", "p50", "runs", "rel error", "kept"
         );
         for cand in &c.candidates {
@@ -369,7 +371,7 @@ pub fn table(options: &BenchOptions, device: &str, contenders: &[Contender]) -> 
                 "over tolerance".to_string()
             };
             out += &format!(
-                "  {:<52} {:>10} {:>5} {:>10}  {}\n",
+                "  {:<width$} {:>10} {:>5} {:>10}  {}\n",
                 cand.name, p50, cand.runs, error, kept
             );
         }

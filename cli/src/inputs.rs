@@ -224,11 +224,15 @@ fn missing_argument(given: usize, forward: &MethodSchema) -> Option<String> {
     ))
 }
 
-/// The inputs perfopt.export recorded beside `model` (NAME.inputs.json)
-/// and that file's path, with `batch` for each dynamic size; `None` when
-/// there is no such file.
+/// The inputs perfopt.export recorded beside `model` (NAME.inputs.json),
+/// or inside a bundle (NAME.perfopt/inputs.json), and that file's path, with
+/// `batch` for each dynamic size; `None` when there is no such file.
 pub fn recorded(model: &str, batch: i64) -> Option<(String, Result<Vec<ArgSpec>>)> {
-    let path = std::path::Path::new(model).with_extension("inputs.json");
+    let model = std::path::Path::new(model);
+    let path = match model.is_dir() {
+        true => model.join("inputs.json"),
+        false => model.with_extension("inputs.json"),
+    };
     if !path.exists() {
         return None;
     }

@@ -28,7 +28,10 @@ inline std::string field(const std::string &object, const std::string &key) {
 }
 
 inline std::vector<InputSpec> read_input_specs(const std::string &model_path) {
-  std::string path = model_path.substr(0, model_path.rfind('.')) + ".inputs.json";
+  // A bundle (a folder, NAME.perfopt) keeps them inside.
+  std::ifstream folder_probe(model_path + "/inputs.json");
+  std::string path = folder_probe ? model_path + "/inputs.json"
+                                  : model_path.substr(0, model_path.rfind('.')) + ".inputs.json";
   std::ifstream file(path);
   if (!file) throw std::runtime_error(path + ": no input specs beside the model (perfopt.export writes them)");
   std::stringstream text;

@@ -10,6 +10,7 @@
 pub(crate) mod aoti;
 mod aoti_inputs;
 mod archive;
+pub(crate) mod bundle;
 pub(crate) mod onnx;
 mod package;
 mod schema;
@@ -39,6 +40,13 @@ pub enum Format {
 }
 
 impl Format {
+    const ALL: [Format; 3] = [Format::TorchScript, Format::Aoti, Format::Onnx];
+
+    /// The format [`Format::as_str`] names.
+    pub fn named(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Format::TorchScript => "torchscript",
@@ -218,9 +226,12 @@ pub fn at_threads(engine: &Arc<dyn Engine>, threads: usize) -> Result<Arc<dyn En
 pub struct Loaded {
     pub engine: Arc<dyn Engine>,
     pub file_size: u64,
+    /// For a bundle: which form was loaded, and its other forms.
+    pub bundle: Option<bundle::Bundle>,
 }
 
 /// What a load needs besides the file.
+#[derive(Clone, Copy)]
 pub struct LoadContext<'a> {
     /// The path, as messages name it.
     pub path: &'a str,
@@ -261,8 +272,26 @@ const WAYS: [Way; 2] = [
 /// Bytes the probes look at.
 const HEAD: usize = 16;
 
-/// Loads a model file in whichever format its contents say.
+/// Loads a model file in whichever format its contents say, or a bundle's
+/// first form that loads.
 pub fn load(context: &LoadContext) -> Result<Loaded> {
+    match bundle::is_folder(Path::new(context.path)) {
+        true => bundle::load(context),
+        false => load_file(context),
+    }
+}
+
+/// The files whose content is the model: the file, or a bundle's manifest
+/// and forms (the tuning cache hashes them).
+pub fn content_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    match bundle::is_folder(path) {
+        true => bundle::content_files(path),
+        false => Ok(vec![path.to_path_buf()]),
+    }
+}
+
+/// Loads a model file in whichever format its contents say.
+fn load_file(context: &LoadContext) -> Result<Loaded> {
     use std::os::unix::fs::FileExt;
     let (file, size) = crate::model_file::open_regular(Path::new(context.path))?;
     let mut head = [0u8; HEAD];
@@ -294,6 +323,7 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
     Ok(Loaded {
         engine: (way.load)(file, size, context)?,
         file_size: size,
+        bundle: None,
     })
 }
 

@@ -53,7 +53,7 @@ pub enum perfopt_status {
     /// Not a failure: compilation was skipped on this device (MPS, as the
     /// service does) and the model stays usable as loaded; perfopt_last_error() says why.
     PERFOPT_COMPILE_SKIPPED = 20,
-    /// The model path is a directory, a named pipe, a socket or a device, not a regular file.
+    /// The model path is a named pipe, a socket, a device, or a directory that is not a bundle (a folder perfopt.export wrote), not a regular file.
     PERFOPT_ERR_NOT_A_FILE = 21,
     /// The model is valid but perfopt cannot run it as it is (a cpp-only AOTInductor package, a torch.export program without compiled code, a result perfopt cannot pass on such as a dict).
     PERFOPT_ERR_UNSUPPORTED_MODEL = 22,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::forms::form_label;
 use super::Model;
 use crate::autotune::Trial;
 use crate::device::DeviceKind;
@@ -14,45 +15,66 @@ use crate::numerics::NumericFlags;
 use crate::value::Value;
 
 impl Model {
-    /// The candidates, the first being the model as loaded.
+    /// The candidates, the first being the model as loaded: each form's
+    /// (a bundle has several) as loaded and optimised, at each thread count.
     pub(super) fn trials<'a>(
         &'a self,
-        original: &Arc<dyn Engine>,
+        forms: &[(Option<String>, Arc<dyn Engine>)],
         as_loaded: &str,
         args: &'a [Value],
     ) -> Vec<Trial<'a>> {
-        let mut forms: Vec<(String, Option<Variant>)> = vec![(as_loaded.to_string(), None)];
-        forms.extend(
-            original
-                .tuning_variants()
-                .into_iter()
-                .map(|v| (v.label().to_string(), Some(v))),
-        );
+        let original = &self.original;
         let cuda = self.device.kind == DeviceKind::Cuda;
-        let mut trials: Vec<Trial<'a>> = Vec::new();
         let thread_counts = self.thread_candidates();
-        for (label, variant) in &forms {
-            for &threads in &thread_counts {
-                let source = original.clone();
-                let variant = variant.clone();
-                let name = match threads {
-                    Some(n) => format!("{label} at {n} thread{}", if n == 1 { "" } else { "s" }),
-                    None => label.clone(),
-                };
-                trials.push(Trial {
-                    name,
-                    label: label.clone(),
-                    // Built at the count it runs at (oneDNN fixes a
-                    // primitive's count when it is made).
-                    build: Box::new(move || {
-                        let source = self.at_threads(source, threads)?;
-                        Ok(Executor::Plain(match &variant {
-                            Some(variant) => source.build_variant(variant)?,
-                            None => source,
-                        }))
-                    }),
-                });
+        // Each form's candidates in turn: its as-loaded ones first, so that
+        // a budget too short for all still compares the forms.
+        let mut per_form: Vec<Vec<Trial<'a>>> = Vec::new();
+        for (form, engine) in forms {
+            let mut trials: Vec<Trial<'a>> = Vec::new();
+            let mut variants: Vec<(String, Option<Variant>)> =
+                vec![(engine.as_loaded_label(), None)];
+            variants.extend(
+                engine
+                    .tuning_variants()
+                    .into_iter()
+                    .map(|v| (v.label().to_string(), Some(v))),
+            );
+            for (label, variant) in &variants {
+                let label = form_label(form.as_deref(), label);
+                for &threads in &thread_counts {
+                    let source = engine.clone();
+                    let variant = variant.clone();
+                    let name = match threads {
+                        Some(n) => {
+                            format!("{label} at {n} thread{}", if n == 1 { "" } else { "s" })
+                        }
+                        None => label.clone(),
+                    };
+                    trials.push(Trial {
+                        name,
+                        label: label.clone(),
+                        // Built at the count it runs at (oneDNN fixes a
+                        // primitive's count when it is made).
+                        build: Box::new(move || {
+                            let source = self.at_threads(source, threads)?;
+                            Ok(Executor::Plain(match &variant {
+                                Some(variant) => source.build_variant(variant)?,
+                                None => source,
+                            }))
+                        }),
+                    });
+                }
             }
+            per_form.push(trials);
+        }
+        let mut queues: Vec<_> = per_form.into_iter().map(Vec::into_iter).collect();
+        let mut trials: Vec<Trial<'a>> = Vec::new();
+        loop {
+            let round: Vec<Trial<'a>> = queues.iter_mut().filter_map(Iterator::next).collect();
+            if round.is_empty() {
+                break;
+            }
+            trials.extend(round);
         }
         if cuda {
             // Graphs over the best optimised form, with TF32 and cuDNN
@@ -64,9 +86,12 @@ impl Model {
                         tf32,
                         cudnn_benchmark,
                     };
-                    let label = best
-                        .as_ref()
-                        .map_or_else(|| as_loaded.to_string(), |v| v.label().to_string());
+                    let label = form_label(
+                        forms.first().and_then(|(form, _)| form.as_deref()),
+                        &best
+                            .as_ref()
+                            .map_or_else(|| as_loaded.to_string(), |v| v.label().to_string()),
+                    );
                     let source = original.clone();
                     let best = best.clone();
                     trials.push(Trial {

@@ -363,6 +363,14 @@ impl Model {
     ) -> Result<(Compiled, Option<String>)> {
         let options = self.options();
         let original = self.original.clone();
+        // A bundle's other forms, loaded outside inference mode (a
+        // TorchScript form's attributes stay ordinary tensors) and before
+        // the budget's clock starts (loading is not measuring).
+        let (forms, unmeasured) = self.forms_to_measure();
+        let started = match self.forms {
+            Some(_) => Instant::now(),
+            None => started,
+        };
         let _inference = InferenceModeGuard::enter()?;
         crate::fork::mark_used();
 
@@ -370,8 +378,11 @@ impl Model {
         let (reference, reference_time, reference_warm) =
             self.timed_reference(args, started, budget)?;
 
-        let as_loaded = super::report::as_loaded_label(original.as_ref());
-        let trials = self.trials(&original, &as_loaded, args);
+        let as_loaded = super::forms::form_label(
+            forms[0].0.as_deref(),
+            &super::report::as_loaded_label(original.as_ref()),
+        );
+        let trials = self.trials(&forms, &as_loaded, args);
         let run = |executor: &Executor| -> Result<Value> {
             let value = executor.forward(args)?;
             self.synchronize()?;
@@ -393,6 +404,7 @@ impl Model {
         let executor = outcome
             .executor
             .unwrap_or_else(|| Executor::Plain(self.original.clone()));
+        self.release_other_forms();
         Ok((
             Compiled {
                 executor,
@@ -400,6 +412,7 @@ impl Model {
                 chosen: outcome.chosen,
                 why: outcome.why,
                 candidates: outcome.candidates,
+                notes: unmeasured,
                 ..Compiled::as_loaded(self.original.clone())
             },
             outcome.warning,

@@ -14,6 +14,7 @@ mod batched;
 mod candidates;
 mod compile;
 mod exclusive;
+mod forms;
 mod memory;
 mod options;
 mod outputs;
@@ -85,6 +86,8 @@ pub struct Model {
     exclusive: Option<exclusive::Exclusive>,
     /// forward()'s return type, when it holds more than tensors (run refuses).
     non_tensor_returns: Option<String>,
+    /// A bundle's forms; `None` for a model file.
+    forms: Option<forms::Forms>,
 }
 
 impl Model {
@@ -96,13 +99,7 @@ impl Model {
         // and must know it is still the one that was loaded.
         let file_identity = tuning_cache::FileIdentity::of(Path::new(path));
         let device = optimizer.device();
-        let loaded = engine::load(&engine::LoadContext {
-            path,
-            device: device.to_tch(),
-            cores: crate::device::host::cores(),
-            threads: crate::torch::settings::num_threads().unwrap_or(1).max(1) as usize,
-            onnxruntime: optimizer.config().onnxruntime_library.as_deref(),
-        })?;
+        let loaded = engine::load(&forms::load_context(&optimizer, path))?;
         let name = name.map(str::to_string).unwrap_or_else(|| {
             Path::new(path)
                 .file_stem()
@@ -151,6 +148,7 @@ impl Model {
             built_forms: Mutex::new(Vec::new()),
             exclusive: writes_state.then(exclusive::Exclusive::new),
             non_tensor_returns,
+            forms: loaded.bundle.map(forms::Forms::new),
         })
     }
 
@@ -205,8 +203,9 @@ impl Model {
         self.device
     }
 
+    /// The format of the form that runs now (a bundle's chosen form).
     pub fn format(&self) -> Format {
-        self.original.format()
+        self.live_engine(&self.current()).format()
     }
 
     pub fn options(&self) -> ModelOptions {

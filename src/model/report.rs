@@ -138,7 +138,9 @@ impl Model {
         Json::object()
             .with("name", self.name.as_str())
             .with("path", self.path.as_str())
-            .with("format", self.format().as_str())
+            // The format of the form that runs now (a bundle's choice).
+            .with("format", self.live_engine(&compiled).format().as_str())
+            .with("bundle", self.forms.as_ref().map(|f| f.to_json()))
             .with("file_bytes", self.file_size)
             .with("device", self.device.to_string())
             .with("load_ms", millis(self.load_time))

@@ -94,6 +94,8 @@ pub struct FileIdentity {
     size: u64,
     modified_ns: i128,
     changed_ns: i128,
+    /// A bundle's files, each rewritten in place or replaced (0: a file).
+    files: u64,
 }
 
 impl FileIdentity {
@@ -107,6 +109,7 @@ impl FileIdentity {
             size: m.size(),
             modified_ns: ns(m.mtime(), m.mtime_nsec()),
             changed_ns: ns(m.ctime(), m.ctime_nsec()),
+            files: super::forms::files_identity(path)?,
         })
     }
 }
@@ -127,12 +130,7 @@ pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<C
             if now.is_none() { "is gone" } else { "changed" }
         )));
     }
-    let model_hash = content_hash(path).map_err(|err| {
-        cache_error(format!(
-            "reading {} for the tuning cache: {err}",
-            model.path()
-        ))
-    })?;
+    let model_hash = super::forms::model_hash(path)?;
     if FileIdentity::of(path) != now {
         return Err(cache_error(format!(
             "the model file {} changed while the tuning cache read it",
@@ -338,7 +336,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) -> Result<()> {
     trusted_folder(&key.dir)?;
     let mut module = None;
-    if entry.label != "as loaded" {
+    // The TorchScript model as loaded ("as loaded", or a bundle's
+    // "torchscript: as loaded") is the model file itself: nothing to save.
+    if !entry.label.ends_with("as loaded") {
         if let Some(engine) = engine {
             // A form that cannot be saved is built again on a hit.
             if let Some(bytes) = engine.save()? {
@@ -432,13 +432,15 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
             model.device()
         )));
     }
-    let original = model.original.clone();
+    // A bundle's choice names its form, loaded now if it is not the one
+    // loaded first (nothing else of the bundle is loaded).
+    let (original, label) = model.form_of_label(&entry.label)?;
     // The form is made at the count it runs at (see Model::built_form).
     let source = model.at_threads(original.clone(), entry.threads)?;
-    let engine: Arc<dyn Engine> = if entry.label == original.as_loaded_label() {
+    let engine: Arc<dyn Engine> = if label == original.as_loaded_label() {
         source
     } else {
-        let variant = Variant::new(entry.label.as_str());
+        let variant = Variant::new(label);
         let saved = match checked_module(key, &json)? {
             Some(saved) => source.load_saved(saved.to_str().unwrap_or_default(), &variant)?,
             None => None,

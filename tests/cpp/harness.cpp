@@ -944,6 +944,56 @@ TEST_CASE(onnx_from_c) {
   perfopt_optimizer_free(optimizer);
 }
 
+// A bundle (a folder of one model's forms, perfopt.export's NAME.perfopt)
+// from C: loaded like a file, every compile mode within 1e-4 of eager, and
+// max-autotune measuring the forms against each other.
+TEST_CASE(bundle_from_c) {
+  if (packages().empty()) throw Failure{"PERFOPT_PACKAGES is not set (make test-cpp sets it)"};
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx = package_case("two_inputs", "two_inputs.perfopt");
+  auto inputs = fx.dl_inputs();
+  for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+    perfopt_model *model = load(optimizer, fx.path);
+    CHECK(perfopt_model_compile(model, mode, inputs.data(), inputs.size()) == PERFOPT_OK);
+    DLManagedTensor *outputs[4] = {};
+    size_t n = 0;
+    CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
+    CHECK(n == fx.outputs.size());
+    for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+    release(outputs, n);
+    std::string report = model_report(model);
+    CHECK(report.find("\"bundle\":{\"forms\":[\"onnx\",\"torchscript\"]") != std::string::npos);
+    if (std::string(mode) == "max-autotune") {
+      CHECK(report.find("\"name\":\"onnx: ") != std::string::npos);
+      CHECK(report.find("\"name\":\"torchscript: ") != std::string::npos);
+    }
+    perfopt_model_free(model);
+  }
+  perfopt_optimizer_free(optimizer);
+}
+
+// A bundle whose first form cannot load here (no ONNX Runtime): the next
+// form is loaded, and the report says why (a process of its own, as below).
+TEST_CASE(bundle_without_onnx_runtime) {
+  if (packages().empty()) throw Failure{"PERFOPT_PACKAGES is not set (make test-cpp sets it)"};
+  perfopt_config config = cpu_config();
+  config.onnxruntime_library = "/nonexistent/libonnxruntime.so";
+  perfopt_optimizer *optimizer = new_optimizer(config);
+  Fixture fx = package_case("two_inputs", "two_inputs.perfopt");
+  perfopt_model *model = load(optimizer, fx.path);
+  std::string report = model_report(model);
+  CHECK(report.find("\"format\":\"torchscript\"") != std::string::npos);
+  CHECK(report.find("the onnx form did not load") != std::string::npos);
+  auto inputs = fx.dl_inputs();
+  DLManagedTensor *outputs[4] = {};
+  size_t n = 0;
+  CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
+  for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+  release(outputs, n);
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
 // A named ONNX Runtime that is not there: a clear status naming it, in a
 // process of its own (ONNX Runtime loads once per process).
 TEST_CASE(onnx_without_its_runtime) {

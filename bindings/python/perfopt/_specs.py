@@ -28,7 +28,8 @@ def input_specs(model_path: str) -> Optional[List[Dict[str, Any]]]:
                     if "perfopt_inputs" in metadata:
                         found: List[Dict[str, Any]] = json.loads(metadata["perfopt_inputs"])
                         return found
-    beside = path.with_suffix(".inputs.json")
+    # A bundle (a folder) keeps them inside.
+    beside = path / "inputs.json" if path.is_dir() else path.with_suffix(".inputs.json")
     if beside.exists():
         specs: List[Dict[str, Any]] = json.loads(beside.read_text())
         return specs

@@ -5,11 +5,16 @@ user's terms:
 - `.pt2`: an AOTInductor package (torch.export +
   torch._inductor.aoti_compile_and_package);
 - `.onnx`: an ONNX model (torch.onnx.export with the dynamo exporter, one
-  file with its weights inside; checked with onnxruntime).
+  file with its weights inside; checked with onnxruntime);
+- `.pt`: a TorchScript file (torch.jit.trace, or torch.jit.script);
+- `.perfopt`: a bundle, a folder holding the model in each of those forms
+  that exports here (`formats=[...]` narrows it), which perfopt loads like a
+  file and whose forms max-autotune measures against each other.
 
     import perfopt.export
     report = perfopt.export.export(vocoder, [mel], "vocoder.pt2", dynamic_batch=True)
     report = perfopt.export.export(vocoder, [mel], "vocoder.onnx", dynamic_batch=True)
+    report = perfopt.export.export(vocoder, [mel], "vocoder.perfopt")
     print(report["relative_error"], report["export_s"])
 
     python -m perfopt.export mypkg.models:make_vocoder vocoder.onnx --input 2x80x100
@@ -243,6 +248,7 @@ def export(
     max_batch: Optional[int] = None,
     batch_range: Optional[Tuple[int, int]] = None,
     inductor_configs: Optional[Dict[str, Any]] = None,
+    formats: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """Exports `module` (an nn.Module) called with `example_inputs` into an
     AOTInductor package at `path` (must end in .pt2) for `device` (default:
@@ -254,15 +260,27 @@ def export(
     may narrow it from what the model's code does), relative error, export and
     compile seconds. Raises ExportError, explained.
     A path ending in .onnx exports an ONNX model instead (see
-    `export_onnx`)."""
+    `export_onnx`), .pt a TorchScript file, .perfopt a bundle of the
+    `formats` given (default: every one; see perfopt._bundle)."""
     torch = _torch()
     if batch_range is not None and not dynamic_batch:
         raise ExportError("batch_range needs a dynamic batch: drop dynamic_batch=False, or the range")
+    if str(path).endswith(".perfopt"):
+        from ._bundle import export_bundle
+
+        return export_bundle(module, example_inputs, path, formats=formats, dynamic_batch=dynamic_batch,
+                             device=device, max_batch=max_batch, batch_range=batch_range,
+                             inductor_configs=inductor_configs)
+    if str(path).endswith(".pt"):
+        from ._bundle import export_torchscript
+
+        return export_torchscript(module, example_inputs, path, dynamic_batch=dynamic_batch)
     if str(path).endswith(".onnx"):
         return export_onnx(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch,
                            batch_range=batch_range)
     if not str(path).endswith(".pt2"):
-        raise ExportError(f"{path}: perfopt exports AOTInductor packages (.pt2) and ONNX models (.onnx)")
+        raise ExportError(f"{path}: perfopt exports AOTInductor packages (.pt2), ONNX models (.onnx), TorchScript "
+                          f"(.pt) and bundles of them (.perfopt)")
     inputs = list(example_inputs)
     tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
     if device is None:
@@ -437,10 +455,12 @@ def _parse_input(spec: str) -> Any:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m perfopt.export",
-        description="Export a PyTorch module for perfopt: an AOTInductor package (.pt2) or an ONNX model (.onnx).",
+        description="Export a PyTorch module for perfopt: an AOTInductor package (.pt2), an ONNX model (.onnx), "
+                    "TorchScript (.pt), or a bundle of them all (.perfopt).",
     )
     parser.add_argument("factory", help="module:function returning an nn.Module, or (module, example_inputs)")
-    parser.add_argument("output", help="the file to write: .pt2 (AOTInductor package) or .onnx")
+    parser.add_argument("output", help="what to write: .pt2 (AOTInductor package), .onnx, .pt, or .perfopt (a bundle)")
+    parser.add_argument("--formats", default=None, help="a bundle's forms, e.g. onnx,torchscript (default: all)")
     parser.add_argument("--input", action="append", default=[], help="an example input: 4x80x100[:dtype]")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     parser.add_argument("--static-batch", action="store_true", help="keep the example's batch size fixed")
@@ -463,7 +483,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except ValueError:
                 parser.error(f"--batch-range takes MIN:MAX, got {args.batch_range!r}")
         report = export(module, inputs, args.output, dynamic_batch=not args.static_batch,
-                        device=args.device or "cpu", max_batch=args.max_batch, batch_range=batch_range)
+                        device=args.device or "cpu", max_batch=args.max_batch, batch_range=batch_range,
+                        formats=args.formats.split(",") if args.formats else None)
     except ExportError as err:
         print(f"perfopt.export: {err.reason}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ public enum Status: Int32, Sendable {
     case modelCorrupt = 19
     /// Not a failure: `Model.compile` returns its note instead of throwing.
     case compileSkipped = 20
-    /// The model path is a directory, a named pipe, a socket or a device.
+    /// The model path is a named pipe, a socket, a device, or a folder that is not a bundle.
     case notAFile = 21
     /// A valid model file perfopt cannot run as it is (a cpp-only AOTInductor package).
     case unsupportedModel = 22

@@ -16,11 +16,16 @@ public struct InputSpec: Codable, Sendable, Equatable {
     }
 
     /// The specs recorded beside the model at `path` (`vocoder.pt` ->
-    /// `vocoder.inputs.json`); nil when there is no such file. A file that
-    /// does not decode throws `.invalidArgument` naming it.
+    /// `vocoder.inputs.json`; a bundle folder keeps them inside,
+    /// `vad.perfopt/inputs.json`); nil when there is no such file. A file
+    /// that does not decode throws `.invalidArgument` naming it.
     public static func recorded(besideModelAt path: String) throws(PerfOptError) -> [InputSpec]? {
         let model = URL(fileURLWithPath: path)
-        let specs = model.deletingPathExtension().appendingPathExtension("inputs.json")
+        var isFolder: ObjCBool = false
+        let bundle = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue
+        let specs = bundle
+            ? model.appendingPathComponent("inputs.json")
+            : model.deletingPathExtension().appendingPathExtension("inputs.json")
         guard let data = try? Data(contentsOf: specs) else { return nil }
         do {
             return try JSONDecoder().decode([InputSpec].self, from: data)

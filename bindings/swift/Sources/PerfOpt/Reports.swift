@@ -57,9 +57,19 @@ public struct ModelReport: Codable, Sendable {
         public let chosen: String
         public let why: String
     }
+    /// A bundle's forms (perfopt.export's NAME.perfopt folder): each form's
+    /// format, the one loaded first, and notes on forms left out.
+    public struct Forms: Codable, Sendable {
+        public let forms: [String]
+        public let loaded: String
+        public let notes: [String]
+    }
     public let name: String
-    /// "torchscript", "aotinductor" or "onnx".
+    /// "torchscript", "aotinductor" or "onnx": the format of the form that
+    /// runs now (a bundle's chosen form).
     public let format: String
+    /// nil for a model file.
+    public let bundle: Forms?
     public let device: String
     public let calls: Int
     public let failedCalls: Int

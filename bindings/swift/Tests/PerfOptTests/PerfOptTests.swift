@@ -414,6 +414,30 @@ final class PerfOptTests: XCTestCase {
         }
     }
 
+    /// A bundle (perfopt.export's NAME.perfopt folder) loads like a file;
+    /// max-autotune measures its forms against each other and runs the winner.
+    func testBundleRunsTheFormMaxAutotuneChose() throws {
+        let dir = try packages()
+        let path = dir.appendingPathComponent("two_inputs.perfopt").path
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: path)
+        let inputs = try (0..<2).map { try Npy(contentsOf: dir.appendingPathComponent("two_inputs.input\($0).npy")) }
+        let expected = try (0..<2).map {
+            try Npy(contentsOf: dir.appendingPathComponent("two_inputs.output\($0).npy"))
+        }
+        XCTAssertEqual(try model.report().bundle?.forms, ["onnx", "torchscript"])
+        XCTAssertNil(try model.compile(mode: "max-autotune", warmup: inputs.map(\.tensor)))
+        let report = try model.report()
+        XCTAssertTrue(["onnx", "torchscript"].contains(report.format), report.format)
+        XCTAssertTrue(report.compile.chosen.hasPrefix(report.format + ": "), report.compile.chosen)
+        let outputs = try model.run(inputs.map(\.tensor))
+        XCTAssertEqual(outputs.count, expected.count)
+        for (got, want) in zip(outputs, expected) {
+            XCTAssertLessThanOrEqual(relativeError(got.floats, want.floats), 1e-4)
+        }
+        XCTAssertEqual(try InputSpec.recorded(besideModelAt: path)?.map(\.name), ["x", "y"])
+    }
+
     /// Broken packages are refused with their own status, before libtorch sees them.
     func testBrokenPackagesAreRefusedByStatus() throws {
         let dir = try packages()

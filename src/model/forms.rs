@@ -1,0 +1,243 @@
+//! A bundle's forms (src/engine/bundle.rs) as the model sees them: the form
+//! loaded, and the others, loaded the first time max-autotune measures them
+//! or a remembered choice names one, then kept. A bundle's candidates are
+//! labelled with their form ("onnx: graph optimisation extended"), which is
+//! how a remembered choice finds its form again.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Model;
+use crate::engine::bundle::{self, Bundle, FormFile};
+use crate::engine::{Engine, LoadContext};
+use crate::error::{Error, ErrorKind, Result};
+use crate::json::Json;
+use crate::optimizer::Optimizer;
+
+/// Each form max-autotune measures (`None`: a model that is not a bundle)
+/// with its engine as loaded.
+pub(super) type FormEngines = Vec<(Option<String>, Arc<dyn Engine>)>;
+
+pub struct Forms {
+    loaded: String,
+    others: Vec<FormFile>,
+    /// The other forms loaded so far, by format name.
+    engines: Mutex<Vec<(String, Arc<dyn Engine>)>>,
+    notes: Vec<String>,
+}
+
+impl Forms {
+    pub fn new(bundle: Bundle) -> Forms {
+        Forms {
+            loaded: bundle.loaded.format,
+            others: bundle.others,
+            engines: Mutex::new(Vec::new()),
+            notes: bundle.notes,
+        }
+    }
+
+    /// For the model report: the forms, the one loaded first, and notes.
+    pub fn to_json(&self) -> Json {
+        let mut names = vec![Json::from(self.loaded.as_str())];
+        names.extend(self.others.iter().map(|f| Json::from(f.format.as_str())));
+        Json::object()
+            .with("forms", Json::Array(names))
+            .with("loaded", self.loaded.as_str())
+            .with(
+                "notes",
+                Json::Array(self.notes.iter().map(|n| Json::from(n.as_str())).collect()),
+            )
+    }
+}
+
+/// A candidate's label naming its form when the model is a bundle.
+pub fn form_label(form: Option<&str>, label: &str) -> String {
+    match form {
+        Some(form) => format!("{form}: {label}"),
+        None => label.to_string(),
+    }
+}
+
+/// BLAKE3 over a model's content: the file's, or for a bundle each file's
+/// (the manifest's and every form's), named. Each file is opened as a model
+/// file is (a pipe or a device listed as a form is refused, never read).
+pub fn model_hash(path: &Path) -> Result<String> {
+    let files = crate::engine::content_files(path)?;
+    let read = |file: &Path| -> Result<String> {
+        let (opened, _) = crate::model_file::open_regular(file)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(opened).map_err(|err| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("reading {} for the tuning cache: {err}", file.display()),
+            )
+        })?;
+        Ok(hasher.finalize().to_hex().to_string())
+    };
+    if let [file] = files.as_slice() {
+        return read(file);
+    }
+    let mut hasher = blake3::Hasher::new();
+    for file in &files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        for part in [name.unwrap_or_default(), read(file)?] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// A bundle's files as they are now (each file's device, inode, size and
+/// times, hashed; 0 for a model file): a form rewritten in place leaves the
+/// folder's own times as they were. `None` when one cannot be read.
+pub fn files_identity(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    if !bundle::is_folder(path) {
+        return Some(0);
+    }
+    let mut hasher = blake3::Hasher::new();
+    for file in crate::engine::content_files(path).ok()? {
+        let m = std::fs::metadata(file).ok()?;
+        for n in [m.dev(), m.ino(), m.size()] {
+            hasher.update(&n.to_le_bytes());
+        }
+        for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+            hasher.update(&n.to_le_bytes());
+        }
+    }
+    let bytes = hasher.finalize();
+    Some(u64::from_le_bytes(bytes.as_bytes()[..8].try_into().ok()?))
+}
+
+/// What loading `path` for `optimizer` needs.
+pub(super) fn load_context<'a>(optimizer: &'a Optimizer, path: &'a str) -> LoadContext<'a> {
+    LoadContext {
+        path,
+        device: optimizer.device().to_tch(),
+        cores: crate::device::host::cores(),
+        threads: crate::torch::settings::num_threads().unwrap_or(1).max(1) as usize,
+        onnxruntime: optimizer.config().onnxruntime_library.as_deref(),
+    }
+}
+
+impl Model {
+    /// Every form max-autotune measures, each with its engine as loaded
+    /// (`None` as the form of a model that is not a bundle), and why any
+    /// other form was not measured: it did not load, or it is not the same
+    /// model to a caller (its methods, its state, its batch bounds differ
+    /// from the form loaded first, which the model's checks and batching
+    /// follow).
+    pub(super) fn forms_to_measure(&self) -> (FormEngines, Vec<String>) {
+        let Some(forms) = &self.forms else {
+            return (vec![(None, self.original.clone())], Vec::new());
+        };
+        let first = &self.original;
+        let mut measured = vec![(Some(forms.loaded.clone()), first.clone())];
+        let mut left_out = Vec::new();
+        for form in &forms.others {
+            let engine = match self.other_form(forms, form) {
+                Ok(engine) => engine,
+                Err(err) => {
+                    left_out.push(format!("the {} form was not measured: {err}", form.format));
+                    continue;
+                }
+            };
+            let signature = |e: &Arc<dyn Engine>| -> Vec<(String, (usize, Option<usize>))> {
+                e.methods()
+                    .iter()
+                    .map(|m| (m.name.clone(), m.arity()))
+                    .collect()
+            };
+            let differs = if engine.writes_state() != first.writes_state() {
+                Some("keeps state where the first form does not, or the other way round")
+            } else if signature(&engine) != signature(first) {
+                Some("has other methods or arguments than the first form")
+            } else if (engine.fixed_batch(), engine.batch_limit())
+                != (first.fixed_batch(), first.batch_limit())
+            {
+                Some("accepts other batch sizes than the first form")
+            } else {
+                None
+            };
+            match differs {
+                Some(why) => left_out.push(format!(
+                    "the {} form was not measured: it {why}",
+                    form.format
+                )),
+                None => measured.push((Some(form.format.clone()), engine)),
+            }
+        }
+        (measured, left_out)
+    }
+
+    /// Lets go of the other forms loaded for measuring (the chosen one is
+    /// held by what runs).
+    pub(super) fn release_other_forms(&self) {
+        if let Some(forms) = &self.forms {
+            let released = std::mem::take(&mut *forms.engines.lock());
+            drop(released);
+        }
+    }
+
+    fn other_form(&self, forms: &Forms, form: &FormFile) -> Result<Arc<dyn Engine>> {
+        let loaded = |engines: &[(String, Arc<dyn Engine>)]| {
+            engines
+                .iter()
+                .find(|(name, _)| *name == form.format)
+                .map(|(_, engine)| engine.clone())
+        };
+        if let Some(engine) = loaded(&forms.engines.lock()) {
+            return Ok(engine);
+        }
+        // Loaded with no lock held (a package takes seconds; a log callback
+        // may call back into the model).
+        let path = form.path.to_string_lossy();
+        let engine = bundle::load_form(
+            form,
+            &LoadContext {
+                path: &path,
+                ..load_context(&self.optimizer, &self.path)
+            },
+        )?
+        .engine;
+        let engine = {
+            let mut engines = forms.engines.lock();
+            match loaded(&engines) {
+                Some(first) => first, // another thread loaded it meanwhile
+                None => {
+                    engines.push((form.format.clone(), engine.clone()));
+                    engine
+                }
+            }
+        };
+        log::info!("model {}: loaded its {} form", self.name, form.format);
+        Ok(engine)
+    }
+
+    /// The form a remembered label names, as loaded, and the label within
+    /// that form ("onnx: frozen" -> the ONNX form, "frozen").
+    pub(super) fn form_of_label<'a>(&self, label: &'a str) -> Result<(Arc<dyn Engine>, &'a str)> {
+        let Some(forms) = &self.forms else {
+            return Ok((self.original.clone(), label));
+        };
+        let damaged = || {
+            Error::new(
+                ErrorKind::Internal,
+                format!("the remembered choice {label:?} names no form of this bundle: damaged"),
+            )
+        };
+        let (form, rest) = label.split_once(": ").ok_or_else(damaged)?;
+        if form == forms.loaded {
+            return Ok((self.original.clone(), rest));
+        }
+        let file = forms
+            .others
+            .iter()
+            .find(|f| f.format == form)
+            .ok_or_else(damaged)?;
+        Ok((self.other_form(forms, file)?, rest))
+    }
+}

@@ -1,0 +1,182 @@
+"""Bundles (NAME.perfopt: one model in several forms, written by
+perfopt.export) through the Python binding: loaded like a file, equal to
+eager in every compile mode, max-autotune measuring form against form and
+remembering the winning form, exports that record what failed, and broken
+bundles refused by status."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import perfopt
+import perfopt.export
+from perfopt import PerfoptError, Status
+
+from test_packages import PACKAGES
+
+pytest.importorskip("onnxruntime")
+BUNDLE = PACKAGES / "two_inputs.perfopt"
+
+
+def example():
+    inputs = [np.load(p) for p in sorted(PACKAGES.glob("two_inputs.input*.npy"))]
+    outputs = [np.load(p) for p in sorted(PACKAGES.glob("two_inputs.output*.npy"))]
+    return inputs, outputs
+
+
+@pytest.fixture(scope="module")
+def opt():
+    with perfopt.Optimizer("cpu", read_environment=False) as optimizer:
+        yield optimizer
+
+
+@pytest.mark.parametrize("mode", ["none", "default", "reduce-overhead", "max-autotune"])
+def test_a_bundle_runs_like_eager_in_every_mode(opt, mode):
+    inputs, expected = example()
+    with opt.load(str(BUNDLE)) as model:
+        model.compile(mode, inputs)
+        for got, want in zip(model.run(*inputs), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        for got, want in zip(model.run_batched(*inputs, max_batch=1), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        report = model.report()
+        assert report["name"] == "two_inputs"
+        assert report["bundle"]["forms"] == ["onnx", "torchscript"]
+        assert report["bundle"]["loaded"] == "onnx"
+
+
+def test_max_autotune_measures_every_form_and_the_cache_remembers_which(opt, tmp_path):
+    inputs, expected = example()
+    cache = tmp_path / "tuning"
+    with opt.load(str(BUNDLE)) as model:
+        model.set_options(tuning_cache_dir=str(cache))
+        model.compile("max-autotune", inputs)
+        compiled = model.report()["compile"]
+        names = [c["name"] for c in compiled["candidates"]]
+        assert any(n.startswith("onnx: ") for n in names), names
+        assert any(n.startswith("torchscript: ") for n in names), names
+        measured = [c for c in compiled["candidates"] if c["runs"] > 0]
+        assert {c["name"].split(":")[0] for c in measured} == {"onnx", "torchscript"}, compiled
+        chosen = compiled["chosen"]
+        assert chosen.split(":")[0] in ("onnx", "torchscript")
+    # The next start: the remembered form, nothing measured.
+    with opt.load(str(BUNDLE)) as model:
+        model.set_options(tuning_cache_dir=str(cache))
+        model.compile("max-autotune", inputs)
+        report = model.report()
+        assert report["compile"]["chosen"] == chosen
+        assert "nothing measured" in report["compile"]["tuning"]["cache_result"]
+        assert report["format"] == chosen.split(":")[0]
+        for got, want in zip(model.run(*inputs), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # A planted choice naming a form the bundle does not have: measured again.
+    entry = next(cache.glob("*.json"))
+    planted = json.loads(entry.read_text())
+    planted["label"] = "pytorch: frozen"
+    entry.write_text(json.dumps(planted))
+    with opt.load(str(BUNDLE)) as model:
+        model.set_options(tuning_cache_dir=str(cache))
+        model.compile("max-autotune", inputs)
+        tuning = model.report()["compile"]["tuning"]
+        assert "names no form of this bundle" in tuning["cache_unreadable"], tuning
+
+
+def test_export_records_the_forms_that_failed(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x, factor: float):
+            return x * factor
+
+    with pytest.raises(perfopt.export.ExportError) as failed:
+        perfopt.export.export(Scaled(), [torch.ones(2, 3), 2.0], str(tmp_path / "scaled.perfopt"),
+                              formats=["onnx"])
+    assert "no form exported" in str(failed.value) and "onnx" in str(failed.value)
+    with pytest.raises(perfopt.export.ExportError, match="unknown format"):
+        perfopt.export.export(Scaled(), [torch.ones(2, 3), 2.0], str(tmp_path / "x.perfopt"), formats=["tflite"])
+    taken = tmp_path / "taken.perfopt"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(perfopt.export.ExportError, match="not a perfopt bundle"):
+        perfopt.export.export(torch.nn.Linear(3, 2), [torch.ones(2, 3)], str(taken), formats=["torchscript"])
+    # A TorchScript-only bundle: one form, loaded and run.
+    linear = torch.nn.Linear(3, 2).eval()
+    report = perfopt.export.export(linear, [torch.ones(2, 3)], str(tmp_path / "linear.perfopt"),
+                                   formats=["torchscript"])
+    assert [f["format"] for f in report["forms"]] == ["torchscript"] and not report["failed"]
+    assert json.loads((tmp_path / "linear.perfopt" / "inputs.json").read_text())[0]["shape"] == [-1, 3]
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(tmp_path / "linear.perfopt")) as m:
+        x = np.ones((4, 3), np.float32)
+        np.testing.assert_allclose(m.run(x)[0], linear(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
+
+
+def test_broken_bundles_are_refused_by_status(opt, tmp_path):
+    def copy(name):
+        target = tmp_path / name
+        shutil.copytree(BUNDLE, target)
+        return target
+
+    escaping = copy("escaping.perfopt")
+    manifest = json.loads((escaping / "manifest.json").read_text())
+    manifest["forms"][0]["file"] = "../two_inputs.onnx"
+    (escaping / "manifest.json").write_text(json.dumps(manifest))
+    missing = copy("missing.perfopt")
+    for form in ("model.onnx", "model.pt"):
+        (missing / form).unlink()
+    lying = copy("lying.perfopt")
+    manifest = json.loads((lying / "manifest.json").read_text())
+    manifest["forms"] = [{"format": "torchscript", "file": "model.onnx"}]
+    (lying / "manifest.json").write_text(json.dumps(manifest))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path, status, words in [
+        (escaping, Status.LOAD_FAILED, "plain name"),
+        (missing, Status.FILE_NOT_FOUND, "no form of the bundle"),  # every form failed so
+        (lying, Status.LOAD_FAILED, "of the onnx format"),
+        (plain, Status.NOT_A_FILE, "directory"),
+    ]:
+        with pytest.raises(PerfoptError) as refused:
+            opt.load(str(path))
+        assert refused.value.status == status and words in str(refused.value), (path, refused.value)
+
+
+def test_a_form_that_is_not_the_same_model_to_a_caller_is_not_measured(opt, tmp_path):
+    """A form whose methods or state differ from the first form's (a bundle
+    put together by hand) is left out of max-autotune, with a note: the
+    model's checks, methods and state follow the first form."""
+    from test_models import FIXTURES
+
+    folder = tmp_path / "mixed.perfopt"
+    shutil.copytree(BUNDLE, folder)
+    shutil.copy(FIXTURES / "stateful.pt", folder / "model.pt")
+    inputs, expected = example()
+    with opt.load(str(folder)) as model:
+        model.compile("max-autotune", inputs)
+        compiled = model.report()["compile"]
+        assert all(c["name"].startswith("onnx: ") for c in compiled["candidates"]), compiled
+        assert any("the torchscript form was not measured" in n for n in compiled["notes"]), compiled["notes"]
+        for got, want in zip(model.run(*inputs), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_re_export_keeps_the_bundle_that_was_there(tmp_path):
+    torch = pytest.importorskip("torch")
+    linear = torch.nn.Linear(3, 2).eval()
+    folder = tmp_path / "linear.perfopt"
+    perfopt.export.export(linear, [torch.ones(2, 3)], str(folder), formats=["torchscript"])
+    before = sorted(p.name for p in folder.iterdir())
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x, factor: float):
+            return x * factor
+
+    with pytest.raises(perfopt.export.ExportError, match="no form exported"):
+        perfopt.export.export(Scaled(), [torch.ones(2, 3), 2.0], str(folder), formats=["onnx"])
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["linear.perfopt"]  # no staging folder left
+    with pytest.raises(perfopt.export.ExportError, match="formats is a list"):
+        perfopt.export.export(linear, [torch.ones(2, 3)], str(folder), formats="onnx")
+    # Exported again with other forms: the folder holds those only.
+    perfopt.export.export(linear, [torch.ones(2, 3)], str(folder), formats=[" onnx", "onnx"])
+    assert sorted(p.name for p in folder.iterdir()) == ["inputs.json", "manifest.json", "model.onnx"]
