@@ -68,15 +68,20 @@ def as_numpy(inputs):
 
 def interleaved(contenders, seconds, min_rounds=15, max_rounds=2000):
     """p50 and spread (q25-q75 as a share of p50) per contender, timed in
-    rounds; each call's first runs are warm-up."""
+    rounds (the order rotating), each call's first runs being warm-up."""
     for call in contenders.values():
         for _ in range(3):
             call()
     times = {name: [] for name in contenders}
     started = time.perf_counter()
     rounds = 0
+    order = list(contenders.items())
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - started < seconds):
-        for name, call in contenders.items():
+        # Each round starts one contender later: whoever runs after a
+        # contender whose threads still spin (ONNX Runtime's, for a moment
+        # after each call) is a different one each round.
+        shift = rounds % len(order)
+        for name, call in order[shift:] + order[:shift]:
             t = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - t)

@@ -225,14 +225,34 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     let mut rounds = 0;
     let mut budget_ended_rounds = false;
     while measured.len() >= 2 && rounds < MAX_ROUNDS {
-        let round_cost: Duration = measured
-            .iter()
-            .filter(|m| m.active)
-            .map(|m| m.times.iter().min().copied().unwrap_or(per_run))
-            .sum();
+        let cost = |m: &Measured| m.times.iter().min().copied().unwrap_or(per_run);
+        // Too many candidates for the rounds a comparison needs (a slow
+        // model, many forms): the slowest so far stop being timed, so that
+        // at least the two fastest are compared rather than none.
+        let rounds_left = MIN_ROUNDS.saturating_sub(rounds).max(1) as u32;
+        if (1..MIN_ROUNDS).contains(&rounds) {
+            loop {
+                let active: Vec<usize> = (0..measured.len())
+                    .filter(|&i| measured[i].active)
+                    .collect();
+                let round_cost: Duration = active.iter().map(|&i| cost(&measured[i])).sum();
+                if active.len() <= 2 || elapsed() + round_cost * rounds_left <= measuring {
+                    break;
+                }
+                let slowest = *active
+                    .iter()
+                    .max_by_key(|&&i| cost(&measured[i]))
+                    .expect("active");
+                measured[slowest].active = false;
+                candidates[measured[slowest].index].note = Some(format!(
+                    "stopped after {rounds} round(s): the budget could not time every candidate \
+                     {MIN_ROUNDS} times, and its fastest run was the slowest left"
+                ));
+            }
+        }
+        let round_cost: Duration = measured.iter().filter(|m| m.active).map(cost).sum();
         if elapsed() + round_cost > measuring {
             budget_ended_rounds = true;
-            let rounds_left = MIN_ROUNDS.saturating_sub(rounds).max(1) as u32;
             wanted = wanted.max(elapsed() + round_cost * rounds_left);
             break;
         }

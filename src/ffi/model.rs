@@ -147,7 +147,8 @@ pub extern "C" fn perfopt_model_options_init(
 /// `name` (may be NULL: the file's stem) labels logs and reports.
 /// A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a named pipe or a folder
 /// that is not a bundle PERFOPT_ERR_NOT_A_FILE, a file that is not a model
-/// (or a bundle none of whose forms loads) PERFOPT_ERR_LOAD_FAILED,
+/// PERFOPT_ERR_LOAD_FAILED (a bundle none of whose forms loads: the forms'
+/// status when they all failed alike, else PERFOPT_ERR_LOAD_FAILED),
 /// a truncated archive PERFOPT_ERR_MODEL_CORRUPT, a package made for another
 /// device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
 /// is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.

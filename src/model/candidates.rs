@@ -86,12 +86,11 @@ impl Model {
                         tf32,
                         cudnn_benchmark,
                     };
-                    let label = form_label(
-                        forms.first().and_then(|(form, _)| form.as_deref()),
-                        &best
-                            .as_ref()
-                            .map_or_else(|| as_loaded.to_string(), |v| v.label().to_string()),
-                    );
+                    // `as_loaded` names its form already.
+                    let form = forms.first().and_then(|(form, _)| form.as_deref());
+                    let label = best
+                        .as_ref()
+                        .map_or_else(|| as_loaded.to_string(), |v| form_label(form, v.label()));
                     let source = original.clone();
                     let best = best.clone();
                     trials.push(Trial {

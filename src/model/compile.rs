@@ -366,9 +366,16 @@ impl Model {
         // A bundle's other forms, loaded outside inference mode (a
         // TorchScript form's attributes stay ordinary tensors) and before
         // the budget's clock starts (loading is not measuring).
-        let (forms, unmeasured) = self.forms_to_measure();
+        let (forms, mut unmeasured) = self.forms_to_measure();
+        let _release = super::forms::ReleaseOtherForms(self);
         let started = match self.forms {
-            Some(_) => Instant::now(),
+            Some(_) => {
+                unmeasured.push(format!(
+                    "the bundle's forms were loaded in {:.0} ms, outside the tuning budget",
+                    millis(started.elapsed())
+                ));
+                Instant::now()
+            }
             None => started,
         };
         let _inference = InferenceModeGuard::enter()?;
@@ -404,7 +411,6 @@ impl Model {
         let executor = outcome
             .executor
             .unwrap_or_else(|| Executor::Plain(self.original.clone()));
-        self.release_other_forms();
         Ok((
             Compiled {
                 executor,

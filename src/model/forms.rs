@@ -66,6 +66,9 @@ pub fn form_label(form: Option<&str>, label: &str) -> String {
 pub fn model_hash(path: &Path) -> Result<String> {
     let files = crate::engine::content_files(path)?;
     let read = |file: &Path| -> Result<String> {
+        if !file.exists() {
+            return Ok("missing".to_string()); // a form that cannot be chosen
+        }
         let (opened, _) = crate::model_file::open_regular(file)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update_reader(opened).map_err(|err| {
@@ -100,7 +103,11 @@ pub fn files_identity(path: &Path) -> Option<u64> {
     }
     let mut hasher = blake3::Hasher::new();
     for file in crate::engine::content_files(path).ok()? {
-        let m = std::fs::metadata(file).ok()?;
+        // A form that is missing cannot be chosen: it counts as missing.
+        let Ok(m) = std::fs::metadata(file) else {
+            hasher.update(b"missing");
+            continue;
+        };
         for n in [m.dev(), m.ino(), m.size()] {
             hasher.update(&n.to_le_bytes());
         }
@@ -120,6 +127,15 @@ pub(super) fn load_context<'a>(optimizer: &'a Optimizer, path: &'a str) -> LoadC
         cores: crate::device::host::cores(),
         threads: crate::torch::settings::num_threads().unwrap_or(1).max(1) as usize,
         onnxruntime: optimizer.config().onnxruntime_library.as_deref(),
+    }
+}
+
+/// Lets go of the other forms when max-autotune is done, whichever way.
+pub(super) struct ReleaseOtherForms<'a>(pub &'a Model);
+
+impl Drop for ReleaseOtherForms<'_> {
+    fn drop(&mut self) {
+        self.0.release_other_forms();
     }
 }
 
@@ -145,24 +161,7 @@ impl Model {
                     continue;
                 }
             };
-            let signature = |e: &Arc<dyn Engine>| -> Vec<(String, (usize, Option<usize>))> {
-                e.methods()
-                    .iter()
-                    .map(|m| (m.name.clone(), m.arity()))
-                    .collect()
-            };
-            let differs = if engine.writes_state() != first.writes_state() {
-                Some("keeps state where the first form does not, or the other way round")
-            } else if signature(&engine) != signature(first) {
-                Some("has other methods or arguments than the first form")
-            } else if (engine.fixed_batch(), engine.batch_limit())
-                != (first.fixed_batch(), first.batch_limit())
-            {
-                Some("accepts other batch sizes than the first form")
-            } else {
-                None
-            };
-            match differs {
+            match bundle::differs(first.as_ref(), engine.as_ref()) {
                 Some(why) => left_out.push(format!(
                     "the {} form was not measured: it {why}",
                     form.format
@@ -173,8 +172,8 @@ impl Model {
         (measured, left_out)
     }
 
-    /// Lets go of the other forms loaded for measuring (the chosen one is
-    /// held by what runs).
+    /// Lets go of the other forms loaded (the chosen one is held by what
+    /// runs); a later max-autotune loads them again.
     pub(super) fn release_other_forms(&self) {
         if let Some(forms) = &self.forms {
             let released = std::mem::take(&mut *forms.engines.lock());
@@ -238,6 +237,8 @@ impl Model {
             .iter()
             .find(|f| f.format == form)
             .ok_or_else(damaged)?;
-        Ok((self.other_form(forms, file)?, rest))
+        let engine = self.other_form(forms, file)?;
+        self.release_other_forms(); // held by what runs, not kept for later
+        Ok((engine, rest))
     }
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -93,15 +94,44 @@ def export_torchscript(module: Any, example_inputs: Sequence[Any], path: str, *,
 
 
 def _write(path: Path, text: str) -> None:
-    """Written under a temporary name, then renamed into place, readable as
-    the user's umask allows (as the model files are)."""
-    handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".perfopt-", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
+    """Written under a temporary name, then renamed into place; created as
+    any file is (readable as the user's umask allows, as the model files)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with open(temporary, "x") as file:
         file.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
     os.replace(temporary, path)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for
+    every thread, for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    """The finished bundle at `folder`; an earlier one there is moved aside
+    first and put back if the move fails, then removed."""
+    if not folder.exists():
+        staging.rename(folder)
+        return
+    previous = Path(tempfile.mkdtemp(dir=str(folder.parent), prefix=f".{folder.name}.previous-"))
+    previous.rmdir()  # a free name, which the rename takes
+    folder.rename(previous)
+    try:
+        staging.rename(folder)
+    except BaseException:
+        previous.rename(folder)
+        raise
+    if previous.is_symlink():  # a link to a bundle elsewhere: the link goes, not its target
+        previous.unlink()
+    else:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def _is_bundle(folder: Path) -> bool:
@@ -153,9 +183,9 @@ def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
     wanted = _checked_formats(formats)
     if folder.exists() and not _is_bundle(folder) and (not folder.is_dir() or any(folder.iterdir())):
         raise ExportError(f"{folder} exists and is not a perfopt bundle: choose a new folder")
-    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=str(folder.parent), prefix=f".{folder.name}.partial-"))
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         forms, failed, specs, device = _export_forms(module, example_inputs, folder.name, staging, wanted, options)
         if not forms:
@@ -167,11 +197,7 @@ def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
                     "dynamic_batch": options.get("dynamic_batch", True)}
         _write(staging / "inputs.json", json.dumps(specs))
         _write(staging / "manifest.json", json.dumps(manifest, indent=2))
-        previous = folder.parent / f".{folder.name}.previous-{os.getpid()}"
-        if folder.exists():
-            folder.rename(previous)
-        staging.rename(folder)
-        shutil.rmtree(previous, ignore_errors=True)
+        _swap_into_place(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"path": str(folder), "forms": forms, "failed": failed, "inputs": specs}

@@ -265,13 +265,13 @@ def export(
     torch = _torch()
     if batch_range is not None and not dynamic_batch:
         raise ExportError("batch_range needs a dynamic batch: drop dynamic_batch=False, or the range")
-    if str(path).endswith(".perfopt"):
+    if Path(str(path)).suffix == ".perfopt":  # "x.perfopt/" too
         from ._bundle import export_bundle
 
         return export_bundle(module, example_inputs, path, formats=formats, dynamic_batch=dynamic_batch,
                              device=device, max_batch=max_batch, batch_range=batch_range,
                              inductor_configs=inductor_configs)
-    if str(path).endswith(".pt"):
+    if Path(str(path)).suffix == ".pt":
         from ._bundle import export_torchscript
 
         return export_torchscript(module, example_inputs, path, dynamic_batch=dynamic_batch)
