@@ -376,7 +376,16 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             warning,
         };
     }
-    let best = comparable
+    // A candidate stopped as clearly behind keeps the times of its early
+    // rounds; on a machine whose speed drifts they can look faster than the
+    // survivors' later ones, so the choice is among the survivors.
+    let survivors: Vec<&Measured> = comparable.iter().copied().filter(|m| m.active).collect();
+    let pool = if survivors.is_empty() {
+        &comparable
+    } else {
+        &survivors
+    };
+    let best = pool
         .iter()
         .min_by(|a, b| {
             p50(&a.times)
