@@ -47,6 +47,18 @@ fn fixture(name: &str) -> String {
     fixtures().join(name).display().to_string()
 }
 
+/// Options for a bench or batch run that is only checked, not read.
+const QUICK: [&str; 8] = [
+    "--mode",
+    "none",
+    "--iterations",
+    "2",
+    "--seconds",
+    "1",
+    "--device",
+    "cpu",
+];
+
 #[test]
 fn every_command_has_help() {
     for (args, says) in [
@@ -151,16 +163,6 @@ fn arguments_keep_their_order_across_options() {
     // two_inputs takes x [2, 16] then y [2, 4].
     let x = fixture("two_inputs.input0.npy");
     let model = fixture("two_inputs.pt");
-    let common = [
-        "--mode",
-        "none",
-        "--iterations",
-        "2",
-        "--seconds",
-        "1",
-        "--device",
-        "cpu",
-    ];
     let right = perfopt(
         &[
             &[
@@ -171,7 +173,7 @@ fn arguments_keep_their_order_across_options() {
                 "--input",
                 "2x4",
             ],
-            &common[..],
+            &QUICK[..],
         ]
         .concat(),
     );
@@ -187,7 +189,7 @@ fn arguments_keep_their_order_across_options() {
                 "--input-file",
                 &x,
             ],
-            &common[..],
+            &QUICK[..],
         ]
         .concat(),
     );
@@ -218,17 +220,7 @@ fn batch_recommends_from_one_sample() {
 fn without_arguments_the_recorded_inputs_are_used() {
     // make_fixtures.py writes vocoder.inputs.json ([-1, 80, 32]) beside it.
     let vocoder = fixture("vocoder.pt");
-    let quick = [
-        "--mode",
-        "none",
-        "--iterations",
-        "2",
-        "--seconds",
-        "1",
-        "--device",
-        "cpu",
-    ];
-    let output = perfopt(&[&["bench", vocoder.as_str(), "--batch", "3"], &quick[..]].concat());
+    let output = perfopt(&[&["bench", vocoder.as_str(), "--batch", "3"], &QUICK[..]].concat());
     assert!(output.status.success(), "{}", text(&output));
     assert!(
         text(&output).contains("as recorded in") && text(&output).contains("vocoder.inputs.json"),
@@ -254,7 +246,7 @@ fn without_arguments_the_recorded_inputs_are_used() {
                 "--input-file",
                 &y,
             ],
-            &quick[..],
+            &QUICK[..],
         ]
         .concat(),
     );

@@ -287,13 +287,7 @@ fn takes_every_call(first: &dyn Engine, other: &dyn Engine) -> bool {
         let (required, most) = method.arity();
         other.methods().iter().any(|m| {
             let (other_required, other_most) = m.arity();
-            m.name == method.name
-                && other_required <= required
-                && match (other_most, most) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(o), Some(f)) => o >= f,
-                }
+            m.name == method.name && other_required <= required && reaches(other_most, most)
         })
     })
 }
@@ -308,11 +302,16 @@ fn takes_every_batch(first: &dyn Engine, other: &dyn Engine) -> bool {
             other.fixed_batch().is_none_or(|b| b == batch)
                 && limit(other).is_none_or(|l| l >= batch)
         }
-        None => match (limit(other), limit(first)) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(o), Some(f)) => o >= f,
-        },
+        None => reaches(limit(other), limit(first)),
+    }
+}
+
+/// Whether an upper bound (`None`: none) reaches at least as far as another.
+fn reaches<T: PartialOrd>(bound: Option<T>, than: Option<T>) -> bool {
+    match (bound, than) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(b), Some(t)) => b >= t,
     }
 }
 

@@ -2,13 +2,16 @@
 //! loaded, and the others, loaded the first time max-autotune measures them
 //! or a remembered choice names one, then kept. A bundle's candidates are
 //! labelled with their form ("onnx: graph optimisation extended"), which is
-//! how a remembered choice finds its form again.
+//! how a remembered choice finds its form again. Here too what a model's
+//! content is, a file's or a bundle's: its hash and its identity (the tuning
+//! cache's key, and its check that what was hashed is what was loaded).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::tuning_cache::content_hash;
 use super::Model;
 use crate::engine::bundle::{self, Bundle, FormFile};
 use crate::engine::{Engine, LoadContext};
@@ -70,14 +73,12 @@ pub fn model_hash(path: &Path) -> Result<String> {
             return Ok("missing".to_string()); // a form that cannot be chosen
         }
         let (opened, _) = crate::model_file::open_regular(file)?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(opened).map_err(|err| {
+        content_hash(opened).map_err(|err| {
             Error::new(
                 ErrorKind::Internal,
                 format!("reading {} for the tuning cache: {err}", file.display()),
             )
-        })?;
-        Ok(hasher.finalize().to_hex().to_string())
+        })
     };
     if let [file] = files.as_slice() {
         return read(file);
@@ -93,30 +94,60 @@ pub fn model_hash(path: &Path) -> Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-/// A bundle's files as they are now (each file's device, inode, size and
-/// times, hashed; 0 for a model file): a form rewritten in place leaves the
-/// folder's own times as they were. `None` when one cannot be read.
+/// What identifies the file a model was loaded from: a file replaced
+/// (renamed over: another inode) or rewritten (its change time moves, which
+/// no caller can set back) after the load is another file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+    /// A bundle's files, each rewritten in place or replaced (0: a file).
+    files: u64,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> Option<FileIdentity> {
+        let files = files_identity(path)?;
+        Some(FileIdentity {
+            files,
+            ..FileIdentity::of_file(path)?
+        })
+    }
+
+    /// The identity of `path` itself (a bundle's files not looked into).
+    pub fn of_file(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Some(FileIdentity {
+            device: m.dev(),
+            inode: m.ino(),
+            size: m.size(),
+            modified_ns: ns(m.mtime(), m.mtime_nsec()),
+            changed_ns: ns(m.ctime(), m.ctime_nsec()),
+            files: 0,
+        })
+    }
+}
+
+/// A bundle's files as they are now (each file's identity, hashed; 0 for a
+/// model file): a form rewritten in place leaves the folder's own times as
+/// they were. A missing form counts as missing (it cannot be chosen);
+/// `None` when the manifest cannot be read.
 pub fn files_identity(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
+    use std::hash::{Hash, Hasher};
     if !bundle::is_folder(path) {
         return Some(0);
     }
-    let mut hasher = blake3::Hasher::new();
+    // Compared within this process only: the std hasher's fixed keys do.
+    let mut hasher = std::hash::DefaultHasher::new();
     for file in crate::engine::content_files(path).ok()? {
-        // A form that is missing cannot be chosen: it counts as missing.
-        let Ok(m) = std::fs::metadata(file) else {
-            hasher.update(b"missing");
-            continue;
-        };
-        for n in [m.dev(), m.ino(), m.size()] {
-            hasher.update(&n.to_le_bytes());
-        }
-        for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
-            hasher.update(&n.to_le_bytes());
-        }
+        FileIdentity::of_file(&file).hash(&mut hasher);
     }
-    let bytes = hasher.finalize();
-    Some(u64::from_le_bytes(bytes.as_bytes()[..8].try_into().ok()?))
+    Some(hasher.finish())
 }
 
 /// What loading `path` for `optimizer` needs.

@@ -65,7 +65,7 @@ pub struct Model {
     original: Arc<dyn Engine>,
     file_size: u64,
     /// The model file as it was when loaded (device, inode, size, times).
-    file_identity: Option<tuning_cache::FileIdentity>,
+    file_identity: Option<forms::FileIdentity>,
     load_time: Duration,
     options: RwLock<ModelOptions>,
     /// Swapped whole by compile; a run works on the clone it took.
@@ -97,7 +97,7 @@ impl Model {
         let started = Instant::now();
         // Before anything reads it: the tuning cache later hashes the file,
         // and must know it is still the one that was loaded.
-        let file_identity = tuning_cache::FileIdentity::of(Path::new(path));
+        let file_identity = forms::FileIdentity::of(Path::new(path));
         let device = optimizer.device();
         let loaded = engine::load(&forms::load_context(&optimizer, path))?;
         let name = name.map(str::to_string).unwrap_or_else(|| {

@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::forms::FileIdentity;
 use super::{Compiled, Model};
 use crate::autotune::Candidate;
 use crate::engine::{Engine, Variant};
@@ -77,41 +78,11 @@ fn cache_error(message: String) -> Error {
     Error::new(ErrorKind::Internal, message)
 }
 
-/// BLAKE3 of a file's whole content, as hex.
-fn content_hash(path: &Path) -> std::io::Result<String> {
+/// BLAKE3 of everything `content` holds (an open file), as hex.
+pub(super) fn content_hash(content: impl std::io::Read) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(std::fs::File::open(path)?)?;
+    hasher.update_reader(content)?;
     Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// What identifies the file a model was loaded from: a file replaced
-/// (renamed over: another inode) or rewritten (its change time moves, which
-/// no caller can set back) after the load is another file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileIdentity {
-    device: u64,
-    inode: u64,
-    size: u64,
-    modified_ns: i128,
-    changed_ns: i128,
-    /// A bundle's files, each rewritten in place or replaced (0: a file).
-    files: u64,
-}
-
-impl FileIdentity {
-    pub fn of(path: &Path) -> Option<FileIdentity> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        Some(FileIdentity {
-            device: m.dev(),
-            inode: m.ino(),
-            size: m.size(),
-            modified_ns: ns(m.mtime(), m.mtime_nsec()),
-            changed_ns: ns(m.ctime(), m.ctime_nsec()),
-            files: super::forms::files_identity(path)?,
-        })
-    }
 }
 
 /// The cache key of this compile. The model's content is hashed now, so the
@@ -380,7 +351,8 @@ fn checked_module(key: &CacheKey, json: &Json) -> Result<Option<PathBuf>> {
         ));
     }
     let path = key.dir.join(key.module_file(recorded));
-    let actual = content_hash(&path)
+    let actual = std::fs::File::open(&path)
+        .and_then(content_hash)
         .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))?;
     if actual != recorded {
         return Err(Error::new(

@@ -863,6 +863,17 @@ Fixture package_case(const std::string &name, const std::string &file) {
   return fx;
 }
 
+// One perfopt_model_run on the fixture's inputs: as many outputs as eager
+// gave, each within 1e-4 of it.
+void check_run_matches_eager(perfopt_model *model, const Fixture &fx, std::vector<DLTensor> &inputs) {
+  DLManagedTensor *outputs[4] = {};
+  size_t n = 0;
+  CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
+  CHECK(n == fx.outputs.size());
+  for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+  release(outputs, n);
+}
+
 // ONNX models from C: every call in every compile mode within 1e-4 of eager
 // (ONNX Runtime against PyTorch; the Python suite holds it to 1e-5 of
 // onnxruntime's own API), a recurrent state carried through inputs and
@@ -876,12 +887,9 @@ TEST_CASE(onnx_from_c) {
     for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
       perfopt_model *model = load(optimizer, fx.path);
       CHECK(perfopt_model_compile(model, mode, inputs.data(), inputs.size()) == PERFOPT_OK);
+      check_run_matches_eager(model, fx, inputs);
       DLManagedTensor *outputs[4] = {};
       size_t n = 0;
-      CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
-      CHECK(n == fx.outputs.size());
-      for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
-      release(outputs, n);
       CHECK_STATUS(perfopt_model_run_batched(model, inputs.data(), inputs.size(), 1, outputs, 4, &n), PERFOPT_OK,
                    "");
       for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
@@ -955,12 +963,7 @@ TEST_CASE(bundle_from_c) {
   for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
     perfopt_model *model = load(optimizer, fx.path);
     CHECK(perfopt_model_compile(model, mode, inputs.data(), inputs.size()) == PERFOPT_OK);
-    DLManagedTensor *outputs[4] = {};
-    size_t n = 0;
-    CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
-    CHECK(n == fx.outputs.size());
-    for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
-    release(outputs, n);
+    check_run_matches_eager(model, fx, inputs);
     std::string report = model_report(model);
     CHECK(report.find("\"bundle\":{\"forms\":[\"onnx\",\"torchscript\"]") != std::string::npos);
     if (std::string(mode) == "max-autotune") {
@@ -985,11 +988,7 @@ TEST_CASE(bundle_without_onnx_runtime) {
   CHECK(report.find("\"format\":\"torchscript\"") != std::string::npos);
   CHECK(report.find("the onnx form did not load") != std::string::npos);
   auto inputs = fx.dl_inputs();
-  DLManagedTensor *outputs[4] = {};
-  size_t n = 0;
-  CHECK_STATUS(perfopt_model_run(model, inputs.data(), inputs.size(), outputs, 4, &n), PERFOPT_OK, "");
-  for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
-  release(outputs, n);
+  check_run_matches_eager(model, fx, inputs);
   perfopt_model_free(model);
   perfopt_optimizer_free(optimizer);
 }

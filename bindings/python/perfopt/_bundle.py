@@ -43,7 +43,7 @@ def export_torchscript(module: Any, example_inputs: Sequence[Any], path: str, *,
     example, torch.jit.script where tracing fails), loads it back and
     compares it with eager; with `dynamic_batch`, also at another batch
     (a traced module may have fixed the example's). Raises ExportError."""
-    from .export import ExportError, _argument_names, _dtype_name, _flat, _relative_error, _torch
+    from .export import ExportError, _argument_names, _batch_specs, _flat, _relative_error, _torch
 
     torch = _torch()
     inputs = [x.cpu() if isinstance(x, torch.Tensor) else x for x in example_inputs]
@@ -82,10 +82,8 @@ def export_torchscript(module: Any, example_inputs: Sequence[Any], path: str, *,
         "path": str(path),
         "format": "torchscript",
         "made_by": made_by,
-        "inputs": [{"name": n, "dtype": _dtype_name(x.dtype),
-                    "shape": [-1 if dynamic_batch and d == 0 else int(s) for d, s in enumerate(x.shape)],
-                    "symbols": ["batch" if dynamic_batch and d == 0 else None for d in range(x.dim())]}
-                   for n, x in zip(names, inputs) if isinstance(x, torch.Tensor)],
+        "inputs": _batch_specs([(n, x) for n, x in zip(names, inputs) if isinstance(x, torch.Tensor)],
+                               dynamic_batch),
         "outputs": len(expected),
         "relative_error": error,
         "export_s": round(time.perf_counter() - started, 2),

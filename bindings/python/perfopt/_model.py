@@ -75,13 +75,15 @@ def _consumer(output: str) -> Callable[[DLPackOutput], Any]:
 _writable_numpy = DLPackOutput.writable_numpy
 
 
-def _per_call(convert: Callable[[DLPackOutput], Any]) -> Callable[[DLPackOutput], Any]:
+def _per_call(convert: Callable[[DLPackOutput], Any],
+              device: Optional[Tuple[int, int]] = None) -> Callable[[DLPackOutput], Any]:
     """The converter for one call's outputs: NumPy's remembers the memory
-    it viewed, so that outputs sharing it are not views of one buffer."""
+    it viewed, so that outputs sharing it are not views of one buffer, and
+    takes `device` (where the outputs are, when known) rather than read it."""
     if convert is not _writable_numpy:
         return convert
     views: List[Tuple[int, int]] = []
-    return lambda wrapped: wrapped.writable_numpy(views)
+    return lambda wrapped: wrapped.writable_numpy(views, device)
 
 
 def _as_dlpack(wrapped: DLPackOutput) -> Any:
@@ -379,12 +381,7 @@ class Model(Owner):
             check(status)
         # An output not converted (a consumer failed) is freed with its owner.
         wrapped = [DLPackOutput(address) for address in outputs[:count.value]]
-        if convert is _writable_numpy:
-            # NumPy's converter remembers the memory it viewed, so that
-            # outputs sharing it are not views of one buffer.
-            views: List[Tuple[int, int]] = []
-            device = self._outputs_device
-            return [w.writable_numpy(views, device) for w in wrapped]
+        convert = _per_call(convert, self._outputs_device)
         return [convert(w) for w in wrapped]
 
     def report(self) -> Dict[str, Any]:

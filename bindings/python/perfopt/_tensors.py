@@ -240,10 +240,10 @@ class NotATensor(TypeError):
     a list): the caller passes it as a value instead."""
 
 
-def _is_numpy_scalar(value: Any) -> bool:
-    from ._values import is_numpy_scalar  # _values imports this module
+def _is_tensor(value: Any) -> bool:
+    from ._values import is_tensor  # _values imports this module
 
-    return is_numpy_scalar(value)
+    return is_tensor(value)
 
 
 class InputBatch:
@@ -283,10 +283,9 @@ class InputBatch:
         return self._address_slow(value)
 
     def _address_slow(self, value: Any) -> int:
-        module = type(value).__module__
-        if not module.startswith(("torch", "numpy")) or _is_numpy_scalar(value):
+        if not _is_tensor(value):
             raise NotATensor(f"{type(value).__name__} is not an array or a tensor")
-        if module.startswith("torch"):
+        if type(value).__module__.startswith("torch"):
             import torch.utils.dlpack
 
             # A lazily negated or conjugated view (`z.conj().imag`) stores the

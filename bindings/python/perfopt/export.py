@@ -41,7 +41,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["export", "export_onnx", "ExportError", "main"]
 
@@ -230,6 +230,15 @@ def _dimension_ranges(program: Any) -> Dict[str, List[Optional[int]]]:
     return out
 
 
+def _batch_specs(named: Iterable[Tuple[str, Any]], dynamic_batch: bool) -> List[Dict[str, Any]]:
+    """The recorded specs of (name, tensor) inputs whose one dynamic size,
+    if any, is dimension 0, the batch (ONNX's and TorchScript's exports)."""
+    return [{"name": name, "dtype": _dtype_name(x.dtype),
+             "shape": [-1 if dynamic_batch and d == 0 else int(n) for d, n in enumerate(x.shape)],
+             "symbols": ["batch" if dynamic_batch and d == 0 else None for d in range(x.dim())]}
+            for name, x in named]
+
+
 def _flat(value: Any) -> List[Any]:
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in _flat(v)]
@@ -415,15 +424,7 @@ def export_onnx(
             raise _explain(cause, dynamic_batch) from err
     exported_s = time.perf_counter() - started
     _rename_outputs_named_like_inputs(path)
-    specs = [
-        {
-            "name": name,
-            "dtype": _dtype_name(x.dtype),
-            "shape": [-1 if dynamic_shapes and d == 0 else int(n) for d, n in enumerate(x.shape)],
-            "symbols": ["batch" if dynamic_shapes and d == 0 else None for d in range(x.dim())],
-        }
-        for name, x in zip(names, inputs)
-    ]
+    specs = _batch_specs(zip(names, inputs), bool(dynamic_shapes))
     Path(str(path)).with_suffix(".inputs.json").write_text(json.dumps(specs))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
