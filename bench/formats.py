@@ -1,5 +1,7 @@
 """Every format side by side, in one process: each reference model exported
-as a TorchScript file, an AOTInductor package and an ONNX model, each loaded
+as a TorchScript file, an AOTInductor package, an ONNX model and an
+ExecuTorch program (exported in a process of its own, within a time limit:
+its lowering of a recurrent model can run for many minutes), each loaded
 by perfopt and compiled with max-autotune (which measures its forms and the
 thread count), next to PyTorch eager and onnxruntime's own Python API at the
 thread count perfopt chose for the ONNX model. Timed in interleaved rounds
@@ -19,6 +21,7 @@ import json
 import multiprocessing
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +43,29 @@ MODELS = ["vad", "speaker", "text_encoder", "small_encoder", "vocoder"]
 
 # The bench's names for perfopt.export's bundle forms.
 FORMS = {"torchscript": "torchscript", "package": "aotinductor", "onnx": "onnx"}
+# The longest an ExecuTorch export may take here.
+EXECUTORCH_EXPORT_LIMIT_S = 300
+
+
+def export_executorch(workdir: Path, name: str):
+    """`name` as an ExecuTorch program (the same weights: models.build is
+    seeded), exported in a fresh process killed after
+    EXECUTORCH_EXPORT_LIMIT_S; its path, or the reason it failed."""
+    path = workdir / f"{name}.pte"
+    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(ROOT / 'bindings' / 'python')!r}]; "
+            f"import models, perfopt.export; module, inputs = models.build({name!r}, 2); "
+            f"perfopt.export.export(module, inputs, {str(path)!r})")
+    started = time.perf_counter()
+    try:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=EXECUTORCH_EXPORT_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        return f"export failed: ExecuTorch's lowering took over {EXECUTORCH_EXPORT_LIMIT_S} s"
+    if run.returncode != 0:
+        errors = [line for line in run.stderr.splitlines() if "Error:" in line]
+        return f"export failed: {errors[-1].split('Error: ', 1)[-1] if errors else run.returncode}"
+    print(f"  {name}: ExecuTorch program exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return path
 
 
 def export_all(workdir: Path, name: str, formats):
@@ -50,13 +76,16 @@ def export_all(workdir: Path, name: str, formats):
     folder = workdir / f"{name}.perfopt"
     started = time.perf_counter()
     try:
-        report = perfopt.export.export(module, inputs, str(folder), formats=[FORMS[f] for f in formats])
+        report = perfopt.export.export(module, inputs, str(folder), formats=[FORMS[f] for f in formats if f in FORMS])
     except perfopt.export.ExportError as err:
-        return {fmt: f"export failed: {err.reason}" for fmt in formats}
+        return {fmt: f"export failed: {err.reason}" for fmt in formats if fmt in FORMS}
     print(f"  {name}: exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     made = {form["format"]: folder / form["file"] for form in report["forms"]}
     failed = {form["format"]: form["reason"] for form in report["failed"]}
-    out = {fmt: made.get(FORMS[fmt], f"export failed: {failed.get(FORMS[fmt], '?')}") for fmt in formats}
+    out = {fmt: made.get(FORMS[fmt], f"export failed: {failed.get(FORMS[fmt], '?')}") for fmt in formats
+           if fmt in FORMS}
+    if "executorch" in formats:
+        out["executorch"] = export_executorch(workdir, name)
     if len(made) > 1:
         out["bundle"] = folder
     return out
@@ -202,11 +231,13 @@ def markdown(results):
         results["machine"],
         "",
         "Each model is exported once from the same weights as a bundle (`perfopt.export` to `NAME.perfopt`) "
-        "holding a TorchScript file (traced), an AOTInductor package and an ONNX model; each form is loaded "
+        "holding a TorchScript file (traced), an AOTInductor package, an ONNX model and an ExecuTorch program "
+        "(XNNPACK, batch up to 64, exported on its own: not in the bundle); each form is loaded "
         "by perfopt's Python binding and compiled with max-autotune, which measures the engine's forms at "
         "each thread count (1 and 2 here) and keeps the fastest within its error tolerance, and so is the "
-        "bundle itself (*perfopt bundle*: max-autotune across all three forms, its choice in the `chose` "
-        "column). PyTorch eager and onnxruntime's own Python API "
+        "bundle itself (*perfopt bundle*: max-autotune across its forms, its choice in the `chose` "
+        "column). "
+        "ExecuTorch's thread pool is one per process (both cores), so its row has no thread count. PyTorch eager and onnxruntime's own Python API "
         "(at the thread count perfopt chose for the ONNX model) run beside them in the same process. p50 "
         "latency in ms over interleaved rounds (each contender once per round, in turn), with in brackets "
         "the ratio to PyTorch eager (lower is faster); noise is the interquartile range over p50. `make "
@@ -257,7 +288,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--formats", default="torchscript,package,onnx")
+    parser.add_argument("--formats", default="torchscript,package,onnx,executorch")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "formats"))
     args = parser.parse_args()
@@ -297,7 +328,7 @@ def into_cpu_md(text):
     if begin in current and end in current:
         current = current[: current.index(begin)] + section + current[current.index(end) + len(end):]
     else:
-        current = current.rstrip() + "\n\n## Every format side by side (TorchScript, package, ONNX)\n\n" + section + "\n"
+        current = current.rstrip() + "\n\n## Every format side by side (TorchScript, package, ONNX, ExecuTorch)\n\n" + section + "\n"
     cpu.write_text(current)
 
 

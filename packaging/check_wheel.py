@@ -56,10 +56,11 @@ def check_archive(wheel: Path, unpacked: Path) -> None:
     needed, runpath = dynamic_section(library)
     extra = sorted(set(needed) - ALLOWED_NEEDED)
     assert not extra, f"libperfopt.so.0 needs {extra}: a CPU-only torch does not have them"
-    cuda = unpacked / "perfopt" / "libperfopt_cuda.so.0"
-    if cuda.exists():
-        print(f", libperfopt_cuda.so.0 {cuda.stat().st_size / 2**20:.1f} MiB", end="")
-        runpath += dynamic_section(cuda)[1]
+    for name in ("libperfopt_cuda.so.0", "libperfopt_executorch.so.0"):
+        part = unpacked / "perfopt" / name
+        if part.exists():
+            print(f", {name} {part.stat().st_size / 2**20:.1f} MiB", end="")
+            runpath += dynamic_section(part)[1]
     print(f"; needs {', '.join(n for n in needed if n.startswith(('libtorch', 'libc10')))}")
     foreign = [entry for entry in runpath if not entry.startswith("$ORIGIN")]
     assert not foreign, f"the wheel's libraries search {foreign}: folders of the build machine"
@@ -74,7 +75,7 @@ def fresh_venv(venv: Path, wheel: Path) -> Path:
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     ours = Path(sysconfig.get_paths()["purelib"])
-    for name in ["torch", "nvidia", "numpy", "numpy.libs"]:
+    for name in ["torch", "nvidia", "numpy", "numpy.libs", "executorch"]:
         if (ours / name).exists():
             (site / name).symlink_to(ours / name)
     return python
@@ -102,6 +103,12 @@ def main() -> None:
     assert not build_paths, f"ldd {installed} finds libraries of the build machine: {build_paths}"
     assert "not found" not in ldd, ldd
     print(f"fresh venv {venv}: perfopt from {installed}; ldd resolves libtorch through site-packages")
+    # The ExecuTorch part finds ExecuTorch's runtime in the executorch package.
+    part = Path(installed).parent / "libperfopt_executorch.so.0"
+    if part.exists() and (Path(installed).parents[1] / "executorch").exists():
+        ldd = subprocess.run(["ldd", str(part)], check=True, capture_output=True, text=True).stdout
+        assert "not found" not in ldd and "executorch/lib/libexecutorch.so" in ldd, ldd
+        print(f"{part.name} resolves ExecuTorch's runtime through site-packages")
     subprocess.run([str(python), str(ROOT / "examples" / "python" / "tts_backend.py"), str(fixtures)],
                    check=True, env=env, cwd="/")
 

@@ -1,5 +1,5 @@
 //! Where perfopt's own binary lies, for the files that travel beside it
-//! (ONNX Runtime's library, perfopt's CUDA part).
+//! (ONNX Runtime's library, perfopt's CUDA and ExecuTorch parts).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,23 @@ pub(crate) fn own_folder() -> Option<PathBuf> {
         .ok()?
         .parent()
         .map(Path::to_path_buf)
+}
+
+/// Where a part of perfopt built as a library of its own (`name`:
+/// libperfopt_cuda.so.0, libperfopt_executorch.so.0) may lie: beside the
+/// binary holding perfopt (libperfopt.so, or a program linking libperfopt.a),
+/// in ../lib from it (the CLI in bin/), and for cargo's test programs in
+/// target/<profile>/deps, in target/<profile>/ (where build.rs puts it).
+/// Nowhere else: a planted file in a shared folder must not be loaded.
+pub(crate) fn part_candidates(name: &str) -> Vec<PathBuf> {
+    let Some(folder) = own_folder() else {
+        return Vec::new();
+    };
+    let mut found = vec![folder.join(name), folder.join("../lib").join(name)];
+    if folder.file_name().is_some_and(|n| n == "deps") {
+        found.push(folder.join("..").join(name));
+    }
+    found
 }
 
 /// The file mapped at `address`, from /proc/self/maps (Linux): an absolute

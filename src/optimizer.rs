@@ -396,6 +396,7 @@ impl Optimizer {
             .with("cudnn_version", version::cudnn())
             .with("device", device_json)
             .with("threads", threads)
+            .with("engines", crate::engine::engines())
             .with("settings", settings)
             .with("compile", compile)
             .with(

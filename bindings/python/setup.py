@@ -1,9 +1,11 @@
 """Builds the package with libperfopt inside it (as llama-cpp-python's wheels
 carry llama.cpp): `pip install ./bindings/python` after `make build`, or
 `make wheel`. The library comes from PERFOPT_BUNDLE_LIBRARY, else the
-checkout's build/lib, with its CUDA part (libperfopt_cuda.so.0) where the
-build has one; both find libtorch beside them in site-packages (their run-time
-search path is set to $ORIGIN/../torch/lib and nothing of the build machine),
+checkout's build/lib, with its CUDA part (libperfopt_cuda.so.0) and its
+ExecuTorch part (libperfopt_executorch.so.0) where the build has them; each
+finds its libraries beside it in site-packages (their run-time search path is
+set to $ORIGIN/../torch/lib, or the executorch package's lib, and nothing of
+the build machine),
 or perfopt's loader preloads the installed torch's libraries. Without a built
 library the package is the bindings alone and looks for the library at run
 time (PERFOPT_LIBRARY)."""
@@ -30,6 +32,9 @@ def library() -> Path:
 RUNPATHS = {
     "libperfopt.so.0": "$ORIGIN/../torch/lib",
     "libperfopt_cuda.so.0": "$ORIGIN/../torch/lib:$ORIGIN/../nvidia/cu13/lib",
+    # ExecuTorch's runtime, from the executorch wheel (pip install --no-deps
+    # executorch==1.5.1): without it .pte programs say how to get it.
+    "libperfopt_executorch.so.0": "$ORIGIN/../executorch/lib",
 }
 
 
@@ -59,9 +64,9 @@ class BuildWithLibrary(build_py):
             target = Path(self.build_lib) / "perfopt" / "libperfopt.so.0"
             bundle(source, target)
             print(f"perfopt: bundled {source} as {target} ({target.stat().st_size >> 20} MiB)", file=sys.stderr)
-            cuda = source.parent / "libperfopt_cuda.so.0"
-            if cuda.exists():
-                bundle(cuda, target.parent / cuda.name)
+            for part in ("libperfopt_cuda.so.0", "libperfopt_executorch.so.0"):
+                if (source.parent / part).exists():
+                    bundle(source.parent / part, target.parent / part)
         else:
             print(f"perfopt: no library at {source} (run `make build`): the package will look for "
                   "libperfopt at run time (PERFOPT_LIBRARY)", file=sys.stderr)

@@ -210,17 +210,18 @@ pub struct Bundle {
 pub fn load(context: &LoadContext) -> Result<Loaded> {
     let dir = Path::new(context.path);
     let (mut forms, mut notes) = forms(dir)?;
-    // ONNX Runtime runs on the CPU here: on a GPU the forms that run on it
-    // are loaded first.
+    // ONNX Runtime and ExecuTorch run on the CPU here: on a GPU the forms
+    // that run on it are loaded first.
     if context.device != tch::Device::Cpu && forms.len() > 1 {
-        if let Some(at) = forms.iter().position(|f| f.format == Format::Onnx.as_str()) {
-            let onnx = forms.remove(at);
+        let cpu_only = |f: &FormFile| Format::named(&f.format).is_some_and(Format::cpu_only);
+        let (cpu, gpu): (Vec<FormFile>, Vec<FormFile>) = forms.into_iter().partition(cpu_only);
+        for form in &cpu {
             notes.push(format!(
-                "the onnx form runs on the CPU: on {:?} it comes last",
-                context.device
+                "the {} form runs on the CPU: on {:?} it comes last",
+                form.format, context.device
             ));
-            forms.push(onnx);
         }
+        forms = gpu.into_iter().chain(cpu).collect();
     }
     let mut kinds = Vec::new();
     for (i, form) in forms.iter().enumerate() {
@@ -331,14 +332,14 @@ mod tests {
         let (dir, found) = bundle(
             r#"{"format": "perfopt-bundle", "version": 1, "forms": [
                 {"format": "onnx", "file": "model.onnx"},
-                {"format": "executorch", "file": "../model.pte"},
+                {"format": "tensorrt", "file": "../model.plan"},
                 {"format": "torchscript", "file": "model.pt"}]}"#,
         );
         let (forms, notes) = found.unwrap();
         let names: Vec<&str> = forms.iter().map(|f| f.format.as_str()).collect();
         assert_eq!(names, ["onnx", "torchscript"]);
         assert_eq!(forms[0].path, dir.path().join("model.onnx"));
-        assert!(notes[0].contains("no executorch engine"), "{notes:?}");
+        assert!(notes[0].contains("no tensorrt engine"), "{notes:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub(crate) mod aoti;
 mod aoti_inputs;
 mod archive;
 pub(crate) mod bundle;
+mod executorch;
 pub(crate) mod onnx;
 mod package;
 mod schema;
@@ -37,10 +38,17 @@ pub enum Format {
     Aoti,
     /// An ONNX model (torch.onnx.export), run by ONNX Runtime.
     Onnx,
+    /// An ExecuTorch program (.pte), run by ExecuTorch's runtime.
+    ExecuTorch,
 }
 
 impl Format {
-    const ALL: [Format; 3] = [Format::TorchScript, Format::Aoti, Format::Onnx];
+    const ALL: [Format; 4] = [
+        Format::TorchScript,
+        Format::Aoti,
+        Format::Onnx,
+        Format::ExecuTorch,
+    ];
 
     /// The format [`Format::as_str`] names.
     pub fn named(name: &str) -> Option<Format> {
@@ -52,7 +60,14 @@ impl Format {
             Format::TorchScript => "torchscript",
             Format::Aoti => "aotinductor",
             Format::Onnx => "onnx",
+            Format::ExecuTorch => "executorch",
         }
+    }
+
+    /// Whether this perfopt runs the format on the host's CPU whatever the
+    /// device (its runtime's GPU providers are not used here).
+    pub fn cpu_only(self) -> bool {
+        matches!(self, Format::Onnx | Format::ExecuTorch)
     }
 }
 
@@ -184,6 +199,12 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// Why a call's thread count is not the model's to set (a runtime whose
+    /// pool is one per process); `None`: it is, and max-autotune measures it.
+    fn threads_fixed(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The largest batch (dimension 0) the model accepts, when it has one
     /// (a package compiled with bounds); batching stays within it.
     fn batch_limit(&self) -> Option<i64> {
@@ -209,11 +230,35 @@ pub trait Engine: Send + Sync {
     }
 }
 
+/// The engines this library has, for the optimizer's report: each format,
+/// whether it can run here, and its runtime (a runtime loaded at the first
+/// model of its format is not loaded to tell).
+pub fn engines() -> Json {
+    Json::Array(
+        Format::ALL
+            .iter()
+            .map(|&format| {
+                let described = match format {
+                    Format::TorchScript | Format::Aoti => Json::object()
+                        .with("available", true)
+                        .with("runtime", "libtorch (linked)"),
+                    Format::Onnx => Json::object().with("available", Json::Null).with(
+                        "runtime",
+                        "libonnxruntime, looked for at the first ONNX model",
+                    ),
+                    Format::ExecuTorch => executorch::availability(),
+                };
+                described.with("format", format.as_str())
+            })
+            .collect(),
+    )
+}
+
 /// `engine` at `threads` threads per call: its own form when it keeps its
 /// own pools, else a form that sets the calling thread's OpenMP count
 /// around each call.
 pub fn at_threads(engine: &Arc<dyn Engine>, threads: usize) -> Result<Arc<dyn Engine>> {
-    if engine.threads() == Some(threads) {
+    if engine.threads() == Some(threads) || engine.threads_fixed().is_some() {
         return Ok(engine.clone());
     }
     match engine.with_threads(threads)? {
@@ -255,7 +300,7 @@ struct Way {
     looks_like: &'static str,
 }
 
-const WAYS: [Way; 2] = [
+const WAYS: [Way; 3] = [
     Way {
         probe: archive::probe,
         load: load_zip_format,
@@ -266,6 +311,11 @@ const WAYS: [Way; 2] = [
         probe: onnx::probe,
         load: onnx::load,
         looks_like: "ONNX models (.onnx) are protobuf ModelProto messages",
+    },
+    Way {
+        probe: executorch::probe,
+        load: executorch::load,
+        looks_like: "ExecuTorch programs (.pte) start with an ET12 flatbuffer",
     },
 ];
 

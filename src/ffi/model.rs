@@ -141,15 +141,15 @@ pub extern "C" fn perfopt_model_options_init(
 }
 
 /// Loads a model onto the optimizer's device: a TorchScript file
-/// (torch.jit.save), an AOTInductor package (.pt2) or an ONNX model, told
-/// apart by their contents, or a bundle (a folder perfopt.export wrote,
+/// (torch.jit.save), an AOTInductor package (.pt2), an ONNX model or an
+/// ExecuTorch program (.pte), told apart by their contents, or a bundle (a folder perfopt.export wrote,
 /// NAME.perfopt: its first form that loads; max-autotune measures them all).
 /// `name` (may be NULL: the file's stem) labels logs and reports.
 /// A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a named pipe or a folder
 /// that is not a bundle PERFOPT_ERR_NOT_A_FILE, a file that is not a model
 /// PERFOPT_ERR_LOAD_FAILED (a bundle none of whose forms loads: the forms'
 /// status when they all failed alike, else PERFOPT_ERR_LOAD_FAILED),
-/// a truncated archive PERFOPT_ERR_MODEL_CORRUPT, a package made for another
+/// a truncated archive or program PERFOPT_ERR_MODEL_CORRUPT, a package made for another
 /// device PERFOPT_ERR_UNSUPPORTED_DEVICE, a package perfopt cannot run as it
 /// is (cpp-only) PERFOPT_ERR_UNSUPPORTED_MODEL.
 #[must_use]

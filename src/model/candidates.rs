@@ -41,7 +41,12 @@ impl Model {
             );
             for (label, variant) in &variants {
                 let label = form_label(form.as_deref(), label);
-                for &threads in &thread_counts {
+                // A runtime whose pool is the process's runs at its count.
+                let counts = match engine.threads_fixed() {
+                    Some(_) => vec![None],
+                    None => thread_counts.clone(),
+                };
+                for &threads in &counts {
                     let source = engine.clone();
                     let variant = variant.clone();
                     let name = match threads {

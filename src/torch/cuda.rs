@@ -5,7 +5,6 @@
 //! without CUDA headers has no such library and says so.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use super::check_with;
@@ -71,25 +70,6 @@ fn functions() -> Result<&'static Functions> {
         .map_err(|message| Error::new(ErrorKind::UnsupportedDevice, message.clone()))
 }
 
-/// Where libperfopt_cuda.so.0 may lie: beside the binary holding perfopt
-/// (libperfopt.so, or a program linking libperfopt.a), in ../lib from it
-/// (the CLI in bin/), and for cargo's test programs in target/<profile>/deps,
-/// in target/<profile>/ (where build.rs puts it). Nowhere else: a planted
-/// file in a shared folder must not be loaded.
-fn candidates() -> Vec<PathBuf> {
-    let Some(folder) = crate::library_folder::own_folder() else {
-        return Vec::new();
-    };
-    let mut found = vec![
-        folder.join(LIBRARY_NAME),
-        folder.join("../lib").join(LIBRARY_NAME),
-    ];
-    if folder.file_name().is_some_and(|name| name == "deps") {
-        found.push(folder.join("..").join(LIBRARY_NAME));
-    }
-    found
-}
-
 fn load() -> std::result::Result<Functions, String> {
     if !cfg!(perfopt_cuda) {
         return Err(
@@ -97,7 +77,7 @@ fn load() -> std::result::Result<Functions, String> {
                 .to_string(),
         );
     }
-    let candidates = candidates();
+    let candidates = crate::library_folder::part_candidates(LIBRARY_NAME);
     let Some(path) = candidates.iter().find(|path| path.exists()) else {
         let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         let looked = if looked.is_empty() {

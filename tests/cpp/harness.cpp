@@ -993,6 +993,65 @@ TEST_CASE(bundle_without_onnx_runtime) {
   perfopt_optimizer_free(optimizer);
 }
 
+// ExecuTorch programs from C: every compile mode within 1e-4 of eager,
+// run_batched in chunks within the program's bound, shapes past the bound
+// and broken files by status, and a bundle whose first form is the program.
+TEST_CASE(executorch_from_c) {
+  if (packages().empty()) throw Failure{"PERFOPT_PACKAGES is not set (make test-cpp sets it)"};
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  Fixture fx = package_case("two_inputs", "two_inputs.pte");
+  auto inputs = fx.dl_inputs();
+  for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+    perfopt_model *model = load(optimizer, fx.path);
+    CHECK_STATUS(perfopt_model_compile(model, mode, inputs.data(), inputs.size()), PERFOPT_OK, "");
+    check_run_matches_eager(model, fx, inputs);
+    DLManagedTensor *outputs[4] = {};
+    size_t n = 0;
+    CHECK_STATUS(perfopt_model_run_batched(model, inputs.data(), inputs.size(), 1, outputs, 4, &n), PERFOPT_OK, "");
+    for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+    release(outputs, n);
+    CHECK(model_report(model).find("\"format\":\"executorch\"") != std::string::npos);
+    perfopt_model_free(model);
+  }
+  // Past the program's batch bound (8), and a dtype it does not take.
+  perfopt_model *model = load(optimizer, fx.path);
+  std::vector<float> big(9 * 16, 0.5f), big_b(9 * 4, 0.5f);
+  int64_t big_shape[2] = {9, 16}, big_shape_b[2] = {9, 4};
+  auto past = inputs;
+  past[0].data = big.data();
+  past[0].shape = big_shape;
+  past[1].data = big_b.data();
+  past[1].shape = big_shape_b;
+  DLManagedTensor *outputs[4] = {};
+  size_t n = 0;
+  CHECK_STATUS(perfopt_model_run(model, past.data(), past.size(), outputs, 4, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "shape [<=8, 16]");
+  // run_batched splits what one call cannot take.
+  CHECK_STATUS(perfopt_model_run_batched(model, past.data(), past.size(), 0, outputs, 4, &n), PERFOPT_OK, "");
+  CHECK(n == 2 && outputs[0]->dl_tensor.shape[0] == 9);
+  release(outputs, n);
+  perfopt_model_free(model);
+  Fixture fixed = package_case("two_inputs", "static_two.pte");
+  model = load(optimizer, fixed.path);
+  check_run_matches_eager(model, fixed, inputs);
+  CHECK_STATUS(perfopt_model_run(model, past.data(), past.size(), outputs, 4, &n), PERFOPT_ERR_INVALID_ARGUMENT,
+               "shape [2, 16]");
+  perfopt_model_free(model);
+  std::string truncated = packages() + "/truncated.pte";
+  CHECK_STATUS(perfopt_model_load(optimizer, truncated.c_str(), nullptr, &model), PERFOPT_ERR_MODEL_CORRUPT,
+               "truncated.pte");
+  // The bundle: the program first, TorchScript measured beside it.
+  Fixture bundle = package_case("two_inputs", "two_inputs_pte.perfopt");
+  model = load(optimizer, bundle.path);
+  CHECK_STATUS(perfopt_model_compile(model, "max-autotune", inputs.data(), inputs.size()), PERFOPT_OK, "");
+  check_run_matches_eager(model, bundle, inputs);
+  std::string report = model_report(model);
+  CHECK(report.find("\"name\":\"executorch: as compiled\"") != std::string::npos);
+  CHECK(report.find("\"name\":\"torchscript: ") != std::string::npos);
+  perfopt_model_free(model);
+  perfopt_optimizer_free(optimizer);
+}
+
 // A named ONNX Runtime that is not there: a clear status naming it, in a
 // process of its own (ONNX Runtime loads once per process).
 TEST_CASE(onnx_without_its_runtime) {

@@ -133,8 +133,9 @@ class Optimizer(Owner):
         return out.value
 
     def load(self, path: str, name: Optional[str] = None) -> Model:
-        """Loads a TorchScript file, an AOTInductor package (.pt2) or an ONNX
-        model (.onnx) onto this optimizer's device; the format is told from
+        """Loads a TorchScript file, an AOTInductor package (.pt2), an ONNX
+        model (.onnx), an ExecuTorch program (.pte) or a bundle (.perfopt)
+        onto this optimizer's device; the format is told from
         the file's contents."""
         return Model(self, path, name)
 

@@ -2,8 +2,9 @@
 
 A bundle is a folder (`NAME.perfopt`) holding one model in every form that
 exports on this machine, each verified against eager on the example:
-`model.onnx`, `model.pt2` (an AOTInductor package for the export's device)
-and `model.pt` (TorchScript), with `manifest.json` naming them (the first is
+`model.onnx`, `model.pt2` (an AOTInductor package for the export's device),
+`model.pt` (TorchScript), and when asked for `model.pte` (an ExecuTorch
+program, the form phones run), with `manifest.json` naming them (the first is
 the form perfopt loads first; max-autotune measures them all) and saying what
 failed and why, and `inputs.json` (the example inputs' names, dtypes and
 shapes, as NAME.inputs.json beside a single file). perfopt loads the folder
@@ -21,9 +22,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 # The order the forms are tried and listed in: ONNX Runtime starts a model
-# fastest (the form perfopt loads first), then the package, then TorchScript.
-FORMATS = ("onnx", "aotinductor", "torchscript")
-_FILES = {"onnx": "model.onnx", "aotinductor": "model.pt2", "torchscript": "model.pt"}
+# fastest (the form perfopt loads first), then the package, then TorchScript,
+# then ExecuTorch. ExecuTorch is in a bundle when asked for (formats=[...]):
+# its lowering of a recurrent model ran for over 13 minutes and 6 GB here (an
+# LSTM over 160 frames) where the other forms took a minute, and its batch
+# is bounded, so beside an unbounded first form max-autotune leaves it out.
+FORMATS = ("onnx", "aotinductor", "torchscript", "executorch")
+DEFAULT_FORMATS = ("onnx", "aotinductor", "torchscript")
+_FILES = {"onnx": "model.onnx", "aotinductor": "model.pt2", "torchscript": "model.pt", "executorch": "model.pte"}
 _MADE_BY = {
     "onnx": "torch.onnx.export (dynamo), checked with onnxruntime",
     "aotinductor": "torch.export + torch._inductor.aoti_compile_and_package",
@@ -143,7 +149,7 @@ def _checked_formats(formats: Optional[Sequence[str]]) -> List[str]:
     from .export import ExportError
 
     if formats is None:
-        return list(FORMATS)
+        return list(DEFAULT_FORMATS)
     if isinstance(formats, str) or not formats:
         raise ExportError(f"formats is a list of {', '.join(FORMATS)}, got {formats!r}")
     wanted = list(dict.fromkeys(f.strip() for f in formats))  # in order, once each
@@ -158,6 +164,11 @@ def _export_form(fmt: str, file: Path, module: Any, example_inputs: Sequence[Any
 
     if fmt == "torchscript":
         return export_torchscript(module, example_inputs, str(file), dynamic_batch=options["dynamic_batch"])
+    if fmt == "executorch":
+        from ._executorch import export_executorch
+
+        return export_executorch(module, example_inputs, str(file), dynamic_batch=options["dynamic_batch"],
+                                 max_batch=options["max_batch"], batch_range=options["batch_range"])
     if fmt == "onnx":
         return export_onnx(module, example_inputs, str(file), dynamic_batch=options["dynamic_batch"],
                            max_batch=options["max_batch"], batch_range=options["batch_range"])
@@ -167,7 +178,7 @@ def _export_form(fmt: str, file: Path, module: Any, example_inputs: Sequence[Any
 def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
                   formats: Optional[Sequence[str]] = None, **options: Any) -> Dict[str, Any]:
     """Exports `module` into the bundle folder `path` in each of `formats`
-    (default: all of FORMATS) that exports here; a form that fails is
+    (default: DEFAULT_FORMATS; FORMATS adds ExecuTorch) that exports here; a form that fails is
     recorded with its reason, and the export fails only when none worked.
     The folder is written beside `path` and moved into place whole, so an
     earlier bundle there stays as it was until the new one is complete.

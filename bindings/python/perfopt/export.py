@@ -7,6 +7,7 @@ user's terms:
 - `.onnx`: an ONNX model (torch.onnx.export with the dynamo exporter, one
   file with its weights inside; checked with onnxruntime);
 - `.pt`: a TorchScript file (torch.jit.trace, or torch.jit.script);
+- `.pte`: an ExecuTorch program (XNNPACK; see perfopt._executorch);
 - `.perfopt`: a bundle, a folder holding the model in each of those forms
   that exports here (`formats=[...]` narrows it), which perfopt loads like a
   file and whose forms max-autotune measures against each other.
@@ -284,12 +285,17 @@ def export(
         from ._bundle import export_torchscript
 
         return export_torchscript(module, example_inputs, path, dynamic_batch=dynamic_batch)
+    if Path(str(path)).suffix == ".pte":
+        from ._executorch import export_executorch
+
+        return export_executorch(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch,
+                                 batch_range=batch_range)
     if str(path).endswith(".onnx"):
         return export_onnx(module, example_inputs, path, dynamic_batch=dynamic_batch, max_batch=max_batch,
                            batch_range=batch_range)
     if not str(path).endswith(".pt2"):
         raise ExportError(f"{path}: perfopt exports AOTInductor packages (.pt2), ONNX models (.onnx), TorchScript "
-                          f"(.pt) and bundles of them (.perfopt)")
+                          f"(.pt), ExecuTorch programs (.pte) and bundles of them (.perfopt)")
     inputs = list(example_inputs)
     tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
     if device is None:
@@ -460,8 +466,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "TorchScript (.pt), or a bundle of them all (.perfopt).",
     )
     parser.add_argument("factory", help="module:function returning an nn.Module, or (module, example_inputs)")
-    parser.add_argument("output", help="what to write: .pt2 (AOTInductor package), .onnx, .pt, or .perfopt (a bundle)")
-    parser.add_argument("--formats", default=None, help="a bundle's forms, e.g. onnx,torchscript (default: all)")
+    parser.add_argument("output", help="what to write: .pt2 (AOTInductor package), .onnx, .pt, .pte (ExecuTorch), "
+                        "or .perfopt (a bundle)")
+    parser.add_argument("--formats", default=None,
+                        help="a bundle's forms, e.g. onnx,torchscript (default: onnx,aotinductor,torchscript; "
+                             "executorch when named)")
     parser.add_argument("--input", action="append", default=[], help="an example input: 4x80x100[:dtype]")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     parser.add_argument("--static-batch", action="store_true", help="keep the example's batch size fixed")

@@ -438,6 +438,27 @@ final class PerfOptTests: XCTestCase {
         XCTAssertEqual(try InputSpec.recorded(besideModelAt: path)?.map(\.name), ["x", "y"])
     }
 
+    /// An ExecuTorch program (.pte) runs like eager; a truncated one is refused by status.
+    func testExecuTorchProgramRunsLikeEager() throws {
+        let dir = try packages()
+        let optimizer = try Optimizer(device: "cpu", readEnvironment: false)
+        let model = try optimizer.load(path: dir.appendingPathComponent("two_inputs.pte").path)
+        let inputs = try (0..<2).map { try Npy(contentsOf: dir.appendingPathComponent("two_inputs.input\($0).npy")) }
+        let expected = try (0..<2).map {
+            try Npy(contentsOf: dir.appendingPathComponent("two_inputs.output\($0).npy"))
+        }
+        XCTAssertNil(try model.compile(mode: "max-autotune", warmup: inputs.map(\.tensor)))
+        XCTAssertEqual(try model.report().format, "executorch")
+        let outputs = try model.run(inputs.map(\.tensor))
+        XCTAssertEqual(outputs.count, expected.count)
+        for (got, want) in zip(outputs, expected) {
+            XCTAssertLessThanOrEqual(relativeError(got.floats, want.floats), 1e-4)
+        }
+        XCTAssertThrowsError(try optimizer.load(path: dir.appendingPathComponent("truncated.pte").path)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .modelCorrupt, "\(error)")
+        }
+    }
+
     /// Broken packages are refused with their own status, before libtorch sees them.
     func testBrokenPackagesAreRefusedByStatus() throws {
         let dir = try packages()
