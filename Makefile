@@ -64,9 +64,10 @@ build: setup
 	@# (copying in place would rewrite pages a process has mapped).
 	cp -f target/release/libperfopt.so $(BUILD)/lib/.libperfopt.so.0.new && mv -f $(BUILD)/lib/.libperfopt.so.0.new $(BUILD)/lib/libperfopt.so.0
 	ln -sf libperfopt.so.0 $(BUILD)/lib/libperfopt.so
-	rm -f $(BUILD)/lib/libperfopt_cuda.so* $(BUILD)/lib/libperfopt_executorch.so*
-	if [ -f target/release/libperfopt_cuda.so.0 ]; then cp -f target/release/libperfopt_cuda.so.0 $(BUILD)/lib/; fi
-	if [ -f target/release/libperfopt_executorch.so.0 ]; then cp -f target/release/libperfopt_executorch.so.0 $(BUILD)/lib/; fi
+	@# The parts (CUDA, ExecuTorch) likewise, and none of an earlier build stays.
+	for part in libperfopt_cuda.so.0 libperfopt_executorch.so.0; do \
+		if [ -f target/release/$$part ]; then cp -f target/release/$$part $(BUILD)/lib/.$$part.new && \
+			mv -f $(BUILD)/lib/.$$part.new $(BUILD)/lib/$$part; else rm -f $(BUILD)/lib/$$part; fi; done
 	cp -f target/release/libperfopt.a $(BUILD)/lib/
 	cp -f target/release/perfopt $(BUILD)/bin/.perfopt.new && mv -f $(BUILD)/bin/.perfopt.new $(BUILD)/bin/perfopt
 	cp -f include/perfopt.h $(BUILD)/include/

@@ -82,7 +82,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(perfopt_executorch)");
     // The part's link flags are GNU ld's (Linux); elsewhere (macOS) perfopt
     // is built without it for now.
-    match find_executorch(&torch_lib).filter(|_| linux) {
+    match linux.then(|| find_executorch(&torch_lib)).flatten() {
         Some(executorch) => {
             build_executorch_library(&out_dir, &executorch);
             println!("cargo:rustc-cfg=perfopt_executorch");
@@ -235,10 +235,17 @@ fn find_executorch(torch_lib: &Path) -> Option<PathBuf> {
     if env::var_os("PERFOPT_NO_EXECUTORCH").is_some_and(|v| v != "0") {
         return None;
     }
-    let root = torch_lib.parent()?.parent()?.join("executorch");
+    let site_packages = torch_lib.parent()?.parent()?;
+    let root = site_packages.join("executorch");
     let version = root.join("version.py");
-    // Installing, upgrading or removing the wheel builds the part again.
-    println!("cargo:rerun-if-changed={}", version.display());
+    // Installing, upgrading or removing the wheel builds the part again (a
+    // path that does not exist would rerun this script at every build).
+    let watched = if version.exists() {
+        &version
+    } else {
+        site_packages
+    };
+    println!("cargo:rerun-if-changed={}", watched.display());
     let found = fs::read_to_string(&version).unwrap_or_default();
     // "1.5.1" or a local build of it ("1.5.1+cpu"), not "1.5.10".
     let wanted = [

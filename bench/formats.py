@@ -75,6 +75,8 @@ def export_all(workdir: Path, name: str, formats):
     module, inputs = models.build(name, 2)
     folder = workdir / f"{name}.perfopt"
     started = time.perf_counter()
+    if not [f for f in formats if f in FORMS]:  # ExecuTorch alone
+        return {"executorch": export_executorch(workdir, name)}
     try:
         report = perfopt.export.export(module, inputs, str(folder), formats=[FORMS[f] for f in formats if f in FORMS])
     except perfopt.export.ExportError as err:

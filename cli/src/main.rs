@@ -43,9 +43,10 @@ enum Command {
     Info(InfoArgs),
     /// Measure a model in every compile mode, side by side
     ///
-    /// Loads each model (TorchScript .pt, AOTInductor .pt2 or ONNX .onnx) once per
-    /// compile mode and prints cold start, compile time, p50 with its noise, p99,
-    /// throughput, relative error against the first model in fp32, and how each row
+    /// Loads each model (TorchScript .pt, AOTInductor .pt2, ONNX .onnx, ExecuTorch .pte
+    /// or a bundle .perfopt) once per compile mode and prints cold start, compile time,
+    /// p50 with its noise, p99, throughput, relative error against the first model in
+    /// fp32, and how each row
     /// compares with the first; rows are timed in interleaved rounds. Two files of one
     /// model compare the formats.
     #[command(after_help = RECORDED)]

@@ -93,6 +93,7 @@ impl Model {
         compiled.requested_source = source;
         compiled.compile_time = started.elapsed();
         compiled.notes.extend(self.other_methods_note(&compiled));
+        compiled.notes.extend(self.threads_not_set_note(&compiled));
         let summary = format!(
             "compiled {} in {:.1} ms: {} ({})",
             self.name,
@@ -111,6 +112,14 @@ impl Model {
     }
 
     /// What compilation does to the methods other than forward().
+    /// Why the model's `threads` option does not apply to the form that runs,
+    /// where it does not (a runtime whose pool is the process's).
+    fn threads_not_set_note(&self, compiled: &Compiled) -> Option<String> {
+        let threads = self.options().threads;
+        let why = compiled.executor.engine()?.threads_fixed()?;
+        (threads != 0).then(|| format!("the threads option ({threads}) does not apply: {why}"))
+    }
+
     fn other_methods_note(&self, compiled: &Compiled) -> Option<String> {
         let others: Vec<&str> = self
             .original

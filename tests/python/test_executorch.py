@@ -129,8 +129,22 @@ def test_export_says_when_the_lowering_fixed_the_batch(tmp_path):
             return self.cell(x, (h, c))
 
     args = [torch.randn(2, 8), torch.zeros(2, 8), torch.zeros(2, 8)]
+    path = tmp_path / "step.pte"
+    perfopt.export.export(torch.nn.Linear(8, 8), [torch.randn(2, 8)], str(path))
     with pytest.raises(perfopt.export.ExportError, match="fixed the batch at 2"):
-        perfopt.export.export(Step(), args, str(tmp_path / "step.pte"))
-    assert not (tmp_path / "step.pte").exists()
+        perfopt.export.export(Step(), args, str(path))
+    # The program there before is as it was, and nothing half-made is left.
+    with perfopt.Optimizer("cpu", read_environment=False) as opt, opt.load(str(path)) as earlier:
+        assert len(earlier.methods()[0]["arguments"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.inputs.json", "step.pte"]
     report = perfopt.export.export(Step(), args, str(tmp_path / "step.pte"), dynamic_batch=False)
     assert report["relative_error"] < 1e-5
+
+
+def test_a_thread_count_is_said_not_to_apply(opt):
+    inputs, _ = example()
+    with opt.load(str(PROGRAM)) as model:
+        model.set_options(threads=1)
+        model.compile("none")
+        notes = model.report()["compile"]["notes"]
+        assert any("threads option (1) does not apply" in n for n in notes), notes

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # The batch bound of a program exported with a dynamic batch and no bound
 # given: its planned memory holds activations for this many samples.
@@ -45,14 +46,17 @@ def export_executorch(module: Any, example_inputs: Sequence[Any], path: str, *, 
     module = module.eval().cpu()
     names = _argument_names(module, len(inputs))
     notes = []
+    batched = [x.dim() > 0 for x in inputs]
     dynamic_shapes = None
-    if dynamic_batch and inputs:
+    bound = None
+    if dynamic_batch and any(batched):
         if not max_batch and not batch_range:
             max_batch = max([DEFAULT_MAX_BATCH, *(x.shape[0] for x in inputs if x.dim() > 0)])
             notes.append(f"the program takes a batch of at most {max_batch} (its memory is planned for it); "
                          f"export with max_batch=N for another bound")
         batch = _batch_dim(torch, max_batch, batch_range)
-        dynamic_shapes = tuple({0: batch} if x.dim() > 0 else None for x in inputs)
+        dynamic_shapes = tuple({0: batch} if b else None for b in batched)
+        bound = batch_range[1] if batch_range else max_batch
     traced, note = _traced_example(torch, inputs, dynamic_batch)
     notes += [note] if note else []
     started = time.perf_counter()
@@ -64,39 +68,43 @@ def export_executorch(module: Any, example_inputs: Sequence[Any], path: str, *, 
             raise _explain(err, dynamic_batch) from err
         try:
             edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
-            fixed = _batch_fixed_by_lowering(edge.exported_program(), dynamic_shapes)
-            lowered = edge.to_executorch()
         except Exception as err:  # the lowering raises several kinds
-            text = str(err)
-            raise ExportError(f"ExecuTorch could not lower the exported program: "
-                              f"{text.splitlines()[0] if text else type(err).__name__}", text) from err
-    if fixed is not None:
-        raise ExportError(f"ExecuTorch's lowering fixed the batch at {fixed} (its decomposition of one of the "
-                          f"model's operators needs it): export with dynamic_batch=False for a program of the "
-                          f"example's batch")
-    Path(str(path)).write_bytes(lowered.buffer)
+            raise _lowering_failed(err) from err
+        fixed = _batch_fixed_by_lowering(edge.exported_program(), dynamic_shapes)
+        if fixed is not None:
+            raise ExportError(f"ExecuTorch's lowering fixed the batch at {fixed} (its decomposition of one of the "
+                              f"model's operators needs it): export with dynamic_batch=False for a program of the "
+                              f"example's batch")
+        try:
+            lowered = edge.to_executorch()
+        except Exception as err:  # as above
+            raise _lowering_failed(err) from err
     exported_s = time.perf_counter() - started
     specs = _batch_specs(zip(names, inputs), bool(dynamic_shapes))
+    # Written beside and checked there, then moved over `path`: a program
+    # that fails its check never replaces one that was there.
+    target = Path(str(path))
+    staged = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    staged.write_bytes(lowered.buffer)
     try:
-        got = _run_with_perfopt(str(path), inputs)
-        if dynamic_shapes:  # another batch too: a plan made for the example's alone would fail it
-            other = [x[:1] for x in inputs] if inputs[0].shape[0] > 1 else [torch.cat([x, x]) for x in inputs]
+        got = _run_with_perfopt(str(staged), inputs)
+        _check(got, expected, inputs[0].shape[0] if batched[0] else None)
+        other = _other_batch(torch, inputs, batched, batch_range, bound) if dynamic_shapes else None
+        if other is not None:  # a plan made for the example's batch alone would fail another
             with torch.no_grad():
-                error = _relative_error(_run_with_perfopt(str(path), other), _flat(module(*other)))
-            if error > 1e-3:
-                raise ExportError(f"the program's outputs at batch {other[0].shape[0]} differ from eager "
-                                  f"(relative error {error:.1e})")
-    except BaseException:
-        Path(str(path)).unlink(missing_ok=True)  # nothing unchecked stays
-        raise
-    Path(str(path)).with_suffix(".inputs.json").write_text(json.dumps(specs))
+                _check(_run_with_perfopt(str(staged), other), _flat(module(*other)),
+                       next(x.shape[0] for x, b in zip(other, batched) if b))
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+    target.with_suffix(".inputs.json").write_text(json.dumps(specs))
     return {
         "path": str(path),
         "format": "executorch",
         "made_by": "torch.export + executorch to_edge_transform_and_lower (XNNPACK), checked with perfopt",
         "device": "cpu",
         "dynamic_batch": dynamic_batch,
-        "max_batch": max_batch if dynamic_shapes else None,
+        "max_batch": bound,
         "inputs": specs,
         "outputs": len(expected),
         "relative_error": _relative_error(got, expected),
@@ -105,17 +113,50 @@ def export_executorch(module: Any, example_inputs: Sequence[Any], path: str, *, 
     }
 
 
+def _lowering_failed(err: BaseException) -> Any:
+    from .export import ExportError
+
+    text = str(err)
+    return ExportError(f"ExecuTorch could not lower the exported program: "
+                       f"{text.splitlines()[0] if text else type(err).__name__}", text)
+
+
+def _check(got: Sequence[Any], want: Sequence[Any], batch: Optional[int]) -> None:
+    """The program's outputs against eager's, within 1e-3 (relative)."""
+    from .export import ExportError, _relative_error
+
+    error = _relative_error(got, want)
+    if error > 1e-3:
+        raise ExportError(f"the program's outputs{f' at batch {batch}' if batch else ''} differ from eager "
+                          f"(relative error {error:.1e})")
+
+
+def _other_batch(torch: Any, inputs: Sequence[Any], batched: Sequence[bool], batch_range: Any,
+                 bound: Optional[int]) -> Optional[List[Any]]:
+    """The inputs at another batch the program takes (the batched inputs cut
+    to, or repeated up to, it), or None where it takes one batch only."""
+    example = next(x.shape[0] for x, b in zip(inputs, batched) if b)
+    low = batch_range[0] if batch_range else 1
+    high = bound or example * 2
+    other = low if example != low else min(example + 1, high)
+    if other == example:
+        return None
+    return [torch.cat([x] * -(-other // example))[:other] if b else x for x, b in zip(inputs, batched)]
+
+
 def _batch_fixed_by_lowering(program: Any, dynamic_shapes: Any) -> Optional[int]:
-    """The batch the lowered program's first input has when the export asked
-    for a dynamic one and the lowering made it a number; None otherwise."""
+    """The batch a user input of the lowered program has when the export
+    asked for a dynamic one and the lowering made it a number; None when
+    every such input kept its symbol."""
     if not dynamic_shapes:
         return None
-    for node in program.graph.nodes:
-        value = node.meta.get("val") if node.op == "placeholder" else None
-        user = node.name in program.graph_signature.user_inputs
-        if value is not None and user and getattr(value, "dim", lambda: 0)() > 0:
+    user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    for node, wanted in zip(user, dynamic_shapes):
+        value = node.meta.get("val")
+        if wanted and value is not None and value.dim() > 0:
             first = str(value.shape[0])  # a SymInt the lowering specialised prints as its number
-            return int(first) if first.isdigit() else None
+            if first.isdigit():
+                return int(first)
     return None
 
 

@@ -14,6 +14,9 @@
 //!   not a dimension, and checks only the element count against its plan:
 //!   perfopt checks the rest); batching stays within the bound. A static
 //!   program takes its own shapes.
+//!   A program exported elsewhere with a static batch and a dynamic later
+//!   dimension ([8, <=T]) is taken as batch-dynamic too: ExecuTorch's
+//!   metadata does not say which dimension varies.
 //! - Memory: a program whose inputs or outputs are not planned by itself
 //!   (it would keep the caller's memory, or hand back none), or are laid
 //!   out in another dimension order than row-major, is refused at load.
@@ -97,8 +100,8 @@ pub struct ExecuTorch {
 pub fn load(file: std::fs::File, _size: u64, context: &LoadContext) -> Result<Arc<dyn Engine>> {
     use std::os::unix::io::AsRawFd;
     let shown = context.path.to_string();
-    // ExecuTorch maps the file it opens by name: the descriptor's name is
-    // the file perfopt checked, wherever the path points now.
+    // ExecuTorch opens the file by name: the descriptor's name is the file
+    // perfopt checked, wherever the path points now.
     let by_descriptor = format!("/proc/self/fd/{}", file.as_raw_fd());
     let source = match std::path::Path::new(&by_descriptor).exists() {
         true => by_descriptor,

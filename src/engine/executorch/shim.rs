@@ -174,8 +174,8 @@ fn kind_of(code: i32, other: ErrorKind) -> ErrorKind {
         // NotSupported, NotImplemented, OperatorMissing, InvalidExternalData,
         // DelegateInvalidCompatibility: what this build cannot run.
         0x10 | 0x11 | 0x14 | 0x24 | 0x30 => ErrorKind::UnsupportedModel,
-        // MemoryAllocationFailed, OutOfResources.
-        0x21 | 0x25 => ErrorKind::OutOfMemory,
+        // MemoryAllocationFailed, OutOfResources, DelegateMemoryAllocationFailed.
+        0x21 | 0x25 | 0x31 => ErrorKind::OutOfMemory,
         // InvalidProgram.
         0x23 => ErrorKind::ModelCorrupt,
         // AccessFailed: the file could not be read.
