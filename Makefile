@@ -35,7 +35,7 @@ CARGO_CLIPPY := cargo clippy $(CARGO_SOURCE)
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all setup build header lint fixtures packages wheel install examples test test-rust test-cpp test-python \
+.PHONY: all setup build build-lite header lint fixtures packages wheel install examples test test-rust test-cpp test-python test-lite \
 	test-install test-swift bench bench-gpu fuzz memcheck gpu-bundle demo clean distclean
 
 PREFIX ?= /usr/local
@@ -71,6 +71,23 @@ build: setup
 	cp -f target/release/libperfopt.a $(BUILD)/lib/
 	cp -f target/release/perfopt $(BUILD)/bin/.perfopt.new && mv -f $(BUILD)/bin/.perfopt.new $(BUILD)/bin/perfopt
 	cp -f include/perfopt.h $(BUILD)/include/
+	$(MAKE) --no-print-directory build-lite
+
+# The lite library (docs/ios.md): the ONNX Runtime and ExecuTorch engines
+# only, no libtorch among its dependencies, the same header:
+# build/lite/lib/libperfopt.so.0 and its ExecuTorch part. Built in a target
+# folder of its own (another feature set), finding the executorch wheel in
+# the venv (no torch to find it by).
+LITE := $(BUILD)/lite
+build-lite: setup
+	PERFOPT_SITE_PACKAGES="$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+		$(CARGO) build $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
+	mkdir -p $(LITE)/lib
+	cp -f target/lite/release/libperfopt.so $(LITE)/lib/.libperfopt.so.0.new && mv -f $(LITE)/lib/.libperfopt.so.0.new $(LITE)/lib/libperfopt.so.0
+	ln -sf libperfopt.so.0 $(LITE)/lib/libperfopt.so
+	part=libperfopt_executorch.so.0; if [ -f target/lite/release/$$part ]; then \
+		cp -f target/lite/release/$$part $(LITE)/lib/.$$part.new && mv -f $(LITE)/lib/.$$part.new $(LITE)/lib/$$part; \
+		else rm -f $(LITE)/lib/$$part; fi
 
 # Regenerates include/perfopt.h from src/ffi (build.rs writes it to OUT_DIR).
 header: setup
@@ -226,6 +243,7 @@ gpu-bundle: build
 lint: setup
 	cargo fmt --all -- --check
 	$(CARGO_CLIPPY) $(CARGO_FLAGS) --all-targets -- -D warnings
+	$(CARGO_CLIPPY) $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite -- -D warnings
 	$(VENV)/bin/python tests/architecture.py
 	cd bindings/python && $(VENV)/bin/python -m mypy --check-untyped-defs --warn-unused-ignores perfopt
 
@@ -257,7 +275,23 @@ test-python: build fixtures packages
 	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so PYTHONPATH=$(ROOT)/bindings/python \
 		$(VENV)/bin/python -m pytest -q tests/python
 
-test: build lint test-rust test-cpp test-python test-install test-swift
+# The suites that apply to the lite library, run on it (build/lite/lib): the
+# core's unit tests built without libtorch, the C harness's cases for its engines and those that need no model, the safety
+# cases on the fixtures' ONNX forms, no libtorch among its dependencies
+# (ldd), and the Python suites of its engines through PERFOPT_LIBRARY. No
+# torch is loaded to find ONNX Runtime beside, so it is named.
+ONNXRUNTIME_LIBRARY = $$(ls $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/onnxruntime/capi/libonnxruntime.so.1* | tail -n 1)
+test-lite: build fixtures packages
+	$(CARGO) test $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
+	cmake -S tests/cpp -B $(BUILD)/tests-lite -DPERFOPT_ROOT=$(ROOT) -DPERFOPT_LIB_DIR=$(LITE)/lib -DPERFOPT_LITE=ON \
+		-DPERFOPT_FIXTURES=$(BUILD)/fixtures -DPERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" \
+		-DPERFOPT_ONNXRUNTIME="$(ONNXRUNTIME_LIBRARY)" -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build $(BUILD)/tests-lite -j 2
+	ctest --test-dir $(BUILD)/tests-lite --output-on-failure
+	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" PERFOPT_LIBRARY=$(LITE)/lib/libperfopt.so \
+		PYTHONPATH=$(ROOT)/bindings/python $(VENV)/bin/python -m pytest -q tests/python/test_lite.py tests/python/test_onnx.py tests/python/test_executorch.py
+
+test: build lint test-rust test-cpp test-python test-lite test-install test-swift
 	@echo "make test: every suite passed"
 
 # The main job: what the optimizer detects and applies, then two small models

@@ -1,6 +1,8 @@
-//! Build script: finds libtorch through torch-sys, compiles the C++ shim
-//! against the same headers, builds the CUDA part as its own library
-//! (libperfopt_cuda.so.0, loaded at run time), sets rpaths and the SONAME, and
+//! Build script: in the full build (the `torch` feature) finds libtorch
+//! through torch-sys, compiles the C++ shim against the same headers, builds
+//! the CUDA part as its own library (libperfopt_cuda.so.0, loaded at run
+//! time) and sets rpaths; in both builds builds the ExecuTorch part where
+//! the executorch wheel is found, sets the SONAME, and
 //! generates the C header with cbindgen into OUT_DIR (the checked-in copy in
 //! include/ is compared with it by tests/header.rs).
 
@@ -53,7 +55,47 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PERFOPT_NO_CUDA");
     println!("cargo:rerun-if-env-changed=PERFOPT_NO_EXECUTORCH");
 
+    println!("cargo:rerun-if-env-changed=PERFOPT_SITE_PACKAGES");
+
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    // The Python packages folder the executorch wheel is looked for in:
+    // torch's (the full build), or the one named (the lite build has no
+    // torch to find it by).
+    let site_packages = match env::var_os("CARGO_FEATURE_TORCH") {
+        Some(_) => Some(link_libtorch(&out_dir, linux)),
+        None => env::var_os("PERFOPT_SITE_PACKAGES").map(PathBuf::from),
+    };
+
+    println!("cargo::rustc-check-cfg=cfg(perfopt_executorch)");
+    // The part's link flags are GNU ld's (Linux); elsewhere (macOS) perfopt
+    // is built without it for now.
+    match site_packages
+        .filter(|_| linux)
+        .and_then(|s| find_executorch(&s))
+    {
+        Some(executorch) => {
+            build_executorch_library(&out_dir, &executorch);
+            println!("cargo:rustc-cfg=perfopt_executorch");
+        }
+        None => {
+            if let Some(profile_dir) = profile_dir(&out_dir) {
+                let _ = fs::remove_file(profile_dir.join(EXECUTORCH_LIBRARY));
+            }
+        }
+    }
+    if linux {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libperfopt.so.0");
+    }
+
+    generate_status_table(&out_dir);
+    generate_header(&out_dir);
+}
+
+/// The full build: compiles the C++ shim against libtorch's headers, builds
+/// the CUDA part where the CUDA headers are, links libtorch and sets the
+/// rpaths that find it. Returns the Python packages folder torch is in.
+fn link_libtorch(out_dir: &Path, linux: bool) -> PathBuf {
     let torch_lib = PathBuf::from(
         env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB"),
     );
@@ -63,33 +105,17 @@ fn main() {
         torch_root.join("include/torch/csrc/api/include"),
     ];
 
-    let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
     println!("cargo::rustc-check-cfg=cfg(perfopt_cuda)");
-    compile_shim(&out_dir, &includes);
+    compile_shim(out_dir, &includes);
     match find_cuda(&torch_lib) {
         Some(cuda) => {
-            build_cuda_library(&out_dir, &includes, &cuda, &torch_lib);
+            build_cuda_library(out_dir, &includes, &cuda, &torch_lib);
             println!("cargo:rustc-cfg=perfopt_cuda");
         }
         // An earlier build's CUDA part must not be shipped by this one.
         None => {
-            if let Some(profile_dir) = profile_dir(&out_dir) {
+            if let Some(profile_dir) = profile_dir(out_dir) {
                 let _ = fs::remove_file(profile_dir.join(CUDA_LIBRARY));
-            }
-        }
-    }
-
-    println!("cargo::rustc-check-cfg=cfg(perfopt_executorch)");
-    // The part's link flags are GNU ld's (Linux); elsewhere (macOS) perfopt
-    // is built without it for now.
-    match linux.then(|| find_executorch(&torch_lib)).flatten() {
-        Some(executorch) => {
-            build_executorch_library(&out_dir, &executorch);
-            println!("cargo:rustc-cfg=perfopt_executorch");
-        }
-        None => {
-            if let Some(profile_dir) = profile_dir(&out_dir) {
-                let _ = fs::remove_file(profile_dir.join(EXECUTORCH_LIBRARY));
             }
         }
     }
@@ -112,12 +138,10 @@ fn main() {
     if linux {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,$ORIGIN/../torch/lib");
     }
-    if linux {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libperfopt.so.0");
-    }
-
-    generate_status_table(&out_dir);
-    generate_header(&out_dir);
+    torch_root
+        .parent()
+        .expect("torch's folder has a parent")
+        .to_path_buf()
 }
 
 /// The status enum in src/ffi/status.rs is the one table of codes: from it
@@ -227,15 +251,14 @@ const EXECUTORCH_LIBRARIES: [&str; 4] = [
     "executorch_threadpool",
 ];
 
-/// The executorch wheel beside torch (site-packages/executorch) at
+/// The executorch wheel in `site_packages` (beside torch) at
 /// EXECUTORCH_VERSION, with its headers and libraries. None without it (or
 /// with another version, or PERFOPT_NO_EXECUTORCH set): perfopt is built
 /// without its ExecuTorch part and says so at a .pte.
-fn find_executorch(torch_lib: &Path) -> Option<PathBuf> {
+fn find_executorch(site_packages: &Path) -> Option<PathBuf> {
     if env::var_os("PERFOPT_NO_EXECUTORCH").is_some_and(|v| v != "0") {
         return None;
     }
-    let site_packages = torch_lib.parent()?.parent()?;
     let root = site_packages.join("executorch");
     let version = root.join("version.py");
     // Installing, upgrading or removing the wheel builds the part again (a

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::torch::settings as shim;
+use crate::runtime::settings as shim;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -110,11 +110,11 @@ impl Device {
         index: None,
     };
 
-    pub fn to_tch(self) -> tch::Device {
+    pub fn to_tch(self) -> crate::runtime::Device {
         match self.kind {
-            DeviceKind::Cpu => tch::Device::Cpu,
-            DeviceKind::Cuda => tch::Device::Cuda(self.index.unwrap_or(0)),
-            DeviceKind::Mps => tch::Device::Mps,
+            DeviceKind::Cpu => crate::runtime::Device::Cpu,
+            DeviceKind::Cuda => crate::runtime::Device::Cuda(self.index.unwrap_or(0)),
+            DeviceKind::Mps => crate::runtime::Device::Mps,
         }
     }
 }
@@ -208,7 +208,7 @@ pub fn describe(device: Device) -> DeviceInfo {
         }
         DeviceKind::Cuda => {
             let index = device.index.unwrap_or(0) as i32;
-            match crate::torch::cuda::device_properties(index) {
+            match crate::runtime::cuda::device_properties(index) {
                 Ok(props) => {
                     info.name = props.name;
                     info.total_memory = Some(props.total_memory);

@@ -78,6 +78,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+#[cfg(feature = "torch")]
 impl From<tch::TchError> for Error {
     fn from(err: tch::TchError) -> Self {
         let text = err.to_string();

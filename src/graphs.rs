@@ -19,8 +19,9 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::numerics::{FlagsGuard, NumericFlags};
+use crate::runtime::cuda::{Capture, Graph};
+use crate::runtime::{Device, Tensor};
 use crate::stats::millis;
-use crate::torch::cuda::{Capture, Graph};
 use crate::value::Value;
 
 /// Held shared by every perfopt run on a CUDA device and exclusively by a
@@ -276,7 +277,7 @@ impl GraphCache {
         let _gate = DEVICE_GATE.write();
         let _flags = self.flags.map(FlagsGuard::set).transpose()?;
         // Static inputs: the graph reads its inputs from these buffers.
-        let device = tch::Device::Cuda(self.device_index as usize);
+        let device = Device::Cuda(self.device_index as usize);
         let static_args: Vec<Value> = args
             .iter()
             .map(|value| match value {
@@ -284,9 +285,9 @@ impl GraphCache {
                 other => Ok(other.shallow_clone()),
             })
             .collect::<Result<_>>()?;
-        let static_inputs: Vec<tch::Tensor> = static_args
+        let static_inputs: Vec<Tensor> = static_args
             .iter()
-            .filter_map(|v| v.as_tensor().map(tch::Tensor::shallow_clone))
+            .filter_map(|v| v.as_tensor().map(Tensor::shallow_clone))
             .collect();
         let saved = self.engine.save_state()?;
         let mut capture = Capture::start(self.device_index)?;
@@ -327,7 +328,7 @@ impl GraphCache {
             let _gate = DEVICE_GATE.read();
             return self.engine.call("forward", args);
         };
-        let inputs: Vec<&tch::Tensor> = args.iter().filter_map(Value::as_tensor).collect();
+        let inputs: Vec<&Tensor> = args.iter().filter_map(Value::as_tensor).collect();
         let outputs = {
             let _gate = DEVICE_GATE.read();
             // One replay at a time per graph: its static buffers are shared.
@@ -377,6 +378,7 @@ impl GraphCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Kind;
 
     fn key(n: i64) -> ShapeKey {
         ShapeKey(vec![format!("{n}x3")])
@@ -399,10 +401,7 @@ mod tests {
     #[test]
     fn keys_name_shapes_and_scalar_values() {
         let args = [
-            Value::Tensor(tch::Tensor::zeros(
-                [4, 3],
-                (tch::Kind::Float, tch::Device::Cpu),
-            )),
+            Value::Tensor(Tensor::zeros([4, 3], (Kind::Float, Device::Cpu))),
             Value::Int(16000),
         ];
         assert_eq!(ShapeKey::of(&args).label(), "4x3:Float@Cpu, 16000");

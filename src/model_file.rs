@@ -52,6 +52,7 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
 
 /// Bytes free to this user on the file system holding `path` (statvfs);
 /// `None` when it cannot be read.
+#[cfg(feature = "torch")]
 pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;

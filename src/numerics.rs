@@ -4,7 +4,8 @@
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::Result;
-use crate::torch::settings as shim;
+use crate::runtime::settings as shim;
+use crate::runtime::{Device, Kind, Tensor};
 use crate::value::Value;
 
 /// The libtorch flags a candidate may change.
@@ -93,7 +94,7 @@ pub fn with_flags<T>(flags: NumericFlags, work: impl FnOnce() -> Result<T>) -> R
 }
 
 /// The flags libtorch has now.
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 pub fn current() -> Result<NumericFlags> {
     Ok(NumericFlags {
         tf32: shim::fp32_precision("cuda", "matmul")? == "tf32",
@@ -103,7 +104,7 @@ pub fn current() -> Result<NumericFlags> {
 
 /// max |a - b| / max |b| over every output (∞ when shapes or counts differ;
 /// exact comparison for integer and boolean outputs).
-pub fn relative_error(outputs: &[tch::Tensor], reference: &[tch::Tensor]) -> Result<f64> {
+pub fn relative_error(outputs: &[Tensor], reference: &[Tensor]) -> Result<f64> {
     if outputs.len() != reference.len() {
         return Ok(f64::INFINITY);
     }
@@ -116,12 +117,8 @@ pub fn relative_error(outputs: &[tch::Tensor], reference: &[tch::Tensor]) -> Res
             continue;
         }
         let floating = a.is_floating_point() || b.is_floating_point();
-        let a = a
-            .f_to_device(tch::Device::Cpu)?
-            .f_to_kind(tch::Kind::Double)?;
-        let b = b
-            .f_to_device(tch::Device::Cpu)?
-            .f_to_kind(tch::Kind::Double)?;
+        let a = a.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
+        let b = b.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
         let diff = a.f_sub(&b)?.f_abs()?.f_max()?.f_double_value(&[])?;
         let error = if floating {
             let scale = b.f_abs()?.f_max()?.f_double_value(&[])?;
@@ -174,21 +171,21 @@ mod tests {
 
     #[test]
     fn relative_error_of_outputs() {
-        let b = tch::Tensor::from_slice(&[1.0f32, -2.0, 4.0]);
-        let a = tch::Tensor::from_slice(&[1.0f32, -2.0, 4.004]);
+        let b = Tensor::from_slice(&[1.0f32, -2.0, 4.0]);
+        let a = Tensor::from_slice(&[1.0f32, -2.0, 4.004]);
         let err = relative_error(&[a], &[b.shallow_clone()]).unwrap();
         assert!((err - 0.001).abs() < 1e-6, "{err}");
         assert_eq!(
             relative_error(&[b.shallow_clone()], &[b.shallow_clone()]).unwrap(),
             0.0
         );
-        let shorter = tch::Tensor::from_slice(&[1.0f32]);
+        let shorter = Tensor::from_slice(&[1.0f32]);
         assert!(relative_error(&[shorter], &[b.shallow_clone()])
             .unwrap()
             .is_infinite());
         assert!(relative_error(&[], &[b]).unwrap().is_infinite());
-        let ints = tch::Tensor::from_slice(&[1i64, 2]);
-        let other = tch::Tensor::from_slice(&[1i64, 3]);
+        let ints = Tensor::from_slice(&[1i64, 2]);
+        let other = Tensor::from_slice(&[1i64, 3]);
         assert_eq!(
             relative_error(&[ints.shallow_clone()], &[ints.shallow_clone()]).unwrap(),
             0.0
@@ -196,6 +193,8 @@ mod tests {
         assert!(relative_error(&[other], &[ints]).unwrap().is_infinite());
     }
 
+    // The lite build has no TF32 or cuDNN flags to set.
+    #[cfg(feature = "torch")]
     #[test]
     fn flags_are_restored() {
         let before = current().unwrap();

@@ -9,7 +9,7 @@ use crate::device::{self, host, Availability, Device, DeviceKind};
 use crate::environment::{self, EnvVarRecord};
 use crate::error::Result;
 use crate::json::Json;
-use crate::torch::settings as shim;
+use crate::runtime::settings as shim;
 use crate::version;
 
 /// One setting the optimizer decided on: what it asked libtorch for and why,

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::optimizer::Optimizer;
-use crate::torch::settings::InferenceModeGuard;
+use crate::runtime::settings::InferenceModeGuard;
 
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
 /// Scopes released from another thread while their thread runs: their
@@ -69,7 +69,7 @@ fn innermost_open() -> Option<u64> {
 
 /// Whether libtorch's inference mode is on for the calling thread.
 pub fn inference_mode_enabled() -> Result<bool> {
-    crate::torch::settings::inference_mode_enabled()
+    crate::runtime::settings::inference_mode_enabled()
 }
 
 pub struct InferenceScope {

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::runtime::Tensor;
 
 /// One argument or result.
 pub enum Value {
@@ -12,7 +13,7 @@ pub enum Value {
     Int(i64),
     Double(f64),
     Str(String),
-    Tensor(tch::Tensor),
+    Tensor(Tensor),
     List(Vec<Value>),
     Tuple(Vec<Value>),
 }
@@ -32,7 +33,7 @@ impl Value {
         }
     }
 
-    pub fn as_tensor(&self) -> Option<&tch::Tensor> {
+    pub fn as_tensor(&self) -> Option<&Tensor> {
         match self {
             Value::Tensor(t) => Some(t),
             _ => None,
@@ -54,13 +55,13 @@ impl Value {
     }
 
     /// Every tensor in the tree, in order.
-    pub fn tensors(&self) -> Vec<&tch::Tensor> {
+    pub fn tensors(&self) -> Vec<&Tensor> {
         let mut out = Vec::new();
         self.collect_tensors(&mut out);
         out
     }
 
-    fn collect_tensors<'a>(&'a self, out: &mut Vec<&'a tch::Tensor>) {
+    fn collect_tensors<'a>(&'a self, out: &mut Vec<&'a Tensor>) {
         match self {
             Value::Tensor(t) => out.push(t),
             Value::List(items) | Value::Tuple(items) => {
@@ -73,13 +74,13 @@ impl Value {
     /// The tensors of a result made only of tensors (a tensor, or tuples and
     /// lists of them, nested), flattened in order; anything else says what
     /// the model returned.
-    pub fn into_tensors(self) -> Result<Vec<tch::Tensor>> {
+    pub fn into_tensors(self) -> Result<Vec<Tensor>> {
         let mut out = Vec::new();
         self.flatten_into(&mut out)?;
         Ok(out)
     }
 
-    fn flatten_into(self, out: &mut Vec<tch::Tensor>) -> Result<()> {
+    fn flatten_into(self, out: &mut Vec<Tensor>) -> Result<()> {
         match self {
             Value::Tensor(t) => {
                 out.push(t);
@@ -98,10 +99,7 @@ impl Value {
     }
 
     /// Applies `f` to every tensor, keeping the tree's shape.
-    pub fn map_tensors(
-        self,
-        f: &mut impl FnMut(tch::Tensor) -> Result<tch::Tensor>,
-    ) -> Result<Value> {
+    pub fn map_tensors(self, f: &mut impl FnMut(Tensor) -> Result<Tensor>) -> Result<Value> {
         Ok(match self {
             Value::Tensor(t) => Value::Tensor(f(t)?),
             Value::List(items) => Value::List(
@@ -167,14 +165,14 @@ impl fmt::Debug for Value {
     }
 }
 
-impl From<tch::Tensor> for Value {
-    fn from(t: tch::Tensor) -> Self {
+impl From<Tensor> for Value {
+    fn from(t: Tensor) -> Self {
         Value::Tensor(t)
     }
 }
 
 /// Tensors as arguments.
-pub fn tensor_args(tensors: Vec<tch::Tensor>) -> Vec<Value> {
+pub fn tensor_args(tensors: Vec<Tensor>) -> Vec<Value> {
     tensors.into_iter().map(Value::Tensor).collect()
 }
 
@@ -189,7 +187,7 @@ mod tests {
 
     #[test]
     fn flattens_tensor_results_and_names_others() {
-        let t = || Value::Tensor(tch::Tensor::from_slice(&[1.0f32, 2.0]));
+        let t = || Value::Tensor(Tensor::from_slice(&[1.0f32, 2.0]));
         let nested = Value::Tuple(vec![t(), Value::List(vec![t(), t()])]);
         assert_eq!(nested.tensors().len(), 3);
         assert_eq!(nested.into_tensors().unwrap().len(), 3);

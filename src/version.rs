@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::sync::OnceLock;
 
-use crate::torch::settings as shim;
+use crate::runtime::settings as shim;
 
 pub const PERFOPT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -25,16 +25,22 @@ pub fn cudnn() -> Option<String> {
         .map(|v| format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100))
 }
 
-/// "perfopt 0.1.0 (libtorch 2.11.0, cuda 13.0)", built once.
+/// "perfopt 0.1.0 (libtorch 2.11.0, cuda 13.0)", or in the build without
+/// libtorch "perfopt 0.1.0 (lite: ONNX Runtime and ExecuTorch, no
+/// libtorch)", built once.
 pub fn full_version() -> &'static CString {
     static FULL: OnceLock<CString> = OnceLock::new();
     FULL.get_or_init(|| {
-        let cuda = cuda_runtime().unwrap_or_else(|| "none".to_string());
-        CString::new(format!(
-            "perfopt {PERFOPT_VERSION} (libtorch {}, cuda {cuda})",
-            shim::torch_version()
-        ))
-        .expect("version text has no NUL")
+        let built_on = match cfg!(feature = "torch") {
+            true => format!(
+                "libtorch {}, cuda {}",
+                shim::torch_version(),
+                cuda_runtime().unwrap_or_else(|| "none".to_string())
+            ),
+            false => "lite: ONNX Runtime and ExecuTorch, no libtorch".to_string(),
+        };
+        CString::new(format!("perfopt {PERFOPT_VERSION} ({built_on})"))
+            .expect("version text has no NUL")
     })
 }
 

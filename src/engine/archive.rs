@@ -14,12 +14,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model_file::open_regular;
 use crate::zip::{Zip, ZIP_LOCAL_HEADER};
 
-/// Whether a file's first bytes are a zip archive's (TorchScript files and
-/// AOTInductor packages both are).
-pub fn probe(head: &[u8]) -> bool {
-    head.starts_with(&ZIP_LOCAL_HEADER)
-}
-
 /// The result of [`inspect`].
 #[derive(Clone, Debug)]
 pub struct Inspected {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use super::{Engine, Format, LoadContext, Loaded};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
+use crate::runtime::Device;
 
 pub const MANIFEST: &str = "manifest.json";
 /// What `format` says in a bundle's manifest.
@@ -212,7 +213,7 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
     let (mut forms, mut notes) = forms(dir)?;
     // ONNX Runtime and ExecuTorch run on the CPU here: on a GPU the forms
     // that run on it are loaded first.
-    if context.device != tch::Device::Cpu && forms.len() > 1 {
+    if context.device != Device::Cpu && forms.len() > 1 {
         let cpu_only = |f: &FormFile| Format::named(&f.format).is_some_and(Format::cpu_only);
         let (cpu, gpu): (Vec<FormFile>, Vec<FormFile>) = forms.into_iter().partition(cpu_only);
         for form in &cpu {

@@ -7,16 +7,22 @@
 //! (tests/architecture.py checks it); docs/adding-an-engine.md says how to
 //! add one.
 
+#[cfg(feature = "torch")]
 pub(crate) mod aoti;
+#[cfg(feature = "torch")]
 mod aoti_inputs;
+#[cfg(feature = "torch")]
 mod archive;
 pub(crate) mod bundle;
 mod executorch;
 pub(crate) mod onnx;
+#[cfg(feature = "torch")]
 mod package;
 mod schema;
 mod threaded;
+#[cfg(feature = "torch")]
 pub(crate) mod torchscript;
+#[cfg(feature = "torch")]
 mod unpacked;
 
 use std::any::Any;
@@ -25,6 +31,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
+use crate::runtime::Device;
 use crate::value::Value;
 
 pub use schema::{Argument, MethodSchema, TypeKind};
@@ -92,6 +99,8 @@ impl Variant {
 }
 
 /// A saved state, opaque to the core (each engine knows its own).
+// Read back by engines with state (TorchScript's); the lite build has none.
+#[cfg_attr(not(feature = "torch"), allow(dead_code))]
 pub struct State(pub(crate) Box<dyn Any + Send + Sync>);
 
 /// What the model core needs of a format.
@@ -239,9 +248,7 @@ pub fn engines() -> Json {
             .iter()
             .map(|&format| {
                 let described = match format {
-                    Format::TorchScript | Format::Aoti => Json::object()
-                        .with("available", true)
-                        .with("runtime", "libtorch (linked)"),
+                    Format::TorchScript | Format::Aoti => libtorch_engines(),
                     Format::Onnx => Json::object().with("available", Json::Null).with(
                         "runtime",
                         "libonnxruntime, looked for at the first ONNX model",
@@ -252,6 +259,18 @@ pub fn engines() -> Json {
             })
             .collect(),
     )
+}
+
+/// TorchScript's and AOTInductor's runtime, in this build.
+fn libtorch_engines() -> Json {
+    match cfg!(feature = "torch") {
+        true => Json::object()
+            .with("available", true)
+            .with("runtime", "libtorch (linked)"),
+        false => Json::object()
+            .with("available", false)
+            .with("runtime", "none: the build without libtorch"),
+    }
 }
 
 /// `engine` at `threads` threads per call: its own form when it keeps its
@@ -280,9 +299,10 @@ pub struct Loaded {
 pub struct LoadContext<'a> {
     /// The path, as messages name it.
     pub path: &'a str,
-    pub device: tch::Device,
+    pub device: Device,
     /// The host's cores (a package runs concurrent calls on that many
     /// model containers, at most 8).
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
     pub cores: usize,
     /// The optimizer's intra-op thread count (an engine with its own pools
     /// starts at it).
@@ -302,7 +322,7 @@ struct Way {
 
 const WAYS: [Way; 3] = [
     Way {
-        probe: archive::probe,
+        probe: zip_probe,
         load: load_zip_format,
         looks_like: "TorchScript files (torch.jit.save) and AOTInductor packages (.pt2) are zip \
                      archives",
@@ -377,8 +397,15 @@ fn load_file(context: &LoadContext) -> Result<Loaded> {
     })
 }
 
+/// TorchScript files and AOTInductor packages are zip archives (the lite
+/// build recognises them to say it cannot run them).
+fn zip_probe(head: &[u8]) -> bool {
+    head.starts_with(&crate::zip::ZIP_LOCAL_HEADER)
+}
+
 /// TorchScript files and AOTInductor packages: zip archives told apart by
 /// their entries.
+#[cfg(feature = "torch")]
 fn load_zip_format(
     file: std::fs::File,
     size: u64,
@@ -398,4 +425,18 @@ fn load_zip_format(
         }
         _ => Arc::new(torchscript::TorchScript::load(source, path, device)?),
     })
+}
+
+/// TorchScript files and AOTInductor packages need libtorch.
+#[cfg(not(feature = "torch"))]
+fn load_zip_format(_: std::fs::File, _: u64, context: &LoadContext) -> Result<Arc<dyn Engine>> {
+    Err(Error::new(
+        ErrorKind::UnsupportedModel,
+        format!(
+            "{} is a zip archive (a TorchScript file or an AOTInductor package), which runs on \
+             libtorch: {}; load its .onnx or .pte export, or use the full library",
+            context.path,
+            crate::runtime::WITHOUT_LIBTORCH
+        ),
+    ))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{Engine, Format, MethodSchema, State, Variant};
 use crate::error::Result;
 use crate::json::Json;
-use crate::torch::threads::CallThreads;
+use crate::runtime::threads::CallThreads;
 use crate::value::Value;
 
 pub struct Threaded {

@@ -8,7 +8,8 @@
 use std::ffi::c_void;
 
 use crate::error::{Error, Result};
-use crate::torch::{settings, tensor};
+use crate::runtime::Tensor;
+use crate::runtime::{settings, tensor};
 
 pub const kDLCPU: i32 = 1;
 pub const kDLCUDA: i32 = 2;
@@ -84,7 +85,7 @@ fn dtype_name(dtype: DLDataType) -> Option<&'static str> {
 /// `tensor` points to a DLTensor whose `shape` and `strides` (when not NULL)
 /// hold `ndim` values and whose data is valid as described until the call
 /// that uses the result returns.
-pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tensor> {
+pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<Tensor> {
     // SAFETY: the caller's contract, passed on.
     unsafe { tensor_from_dl_named(tensor, &|| name.to_string()) }
 }
@@ -94,10 +95,7 @@ pub unsafe fn tensor_from_dl(tensor: &DLTensor, name: &str) -> Result<tch::Tenso
 ///
 /// # Safety
 /// As [`tensor_from_dl`].
-pub unsafe fn tensor_from_dl_named(
-    tensor: &DLTensor,
-    name: &dyn Fn() -> String,
-) -> Result<tch::Tensor> {
+pub unsafe fn tensor_from_dl_named(tensor: &DLTensor, name: &dyn Fn() -> String) -> Result<Tensor> {
     let bad = |what: String| Err(Error::invalid_argument(format!("{}: {what}", name())));
     if !(0..=MAX_NDIM).contains(&tensor.ndim) {
         return bad(format!(
@@ -218,7 +216,7 @@ pub unsafe fn tensor_from_dl_named(
 }
 
 /// A tensor handed to the caller as a DLManagedTensor it owns.
-pub fn tensor_to_managed(tensor: &tch::Tensor) -> Result<*mut DLManagedTensor> {
+pub fn tensor_to_managed(tensor: &Tensor) -> Result<*mut DLManagedTensor> {
     Ok(tensor::to_dlpack(tensor)?.cast())
 }
 

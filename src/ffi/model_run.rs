@@ -15,6 +15,7 @@ use super::status::perfopt_status;
 use super::value::{perfopt_value, result_tree, values_from};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
+use crate::runtime::Tensor;
 use crate::value::{self, Value};
 
 /// Most inputs one call accepts; far above any model's.
@@ -28,7 +29,7 @@ pub(crate) unsafe fn tensors_from(
     inputs: *const DLTensor,
     n: usize,
     what: &str,
-) -> Result<Vec<tch::Tensor>> {
+) -> Result<Vec<Tensor>> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -71,11 +72,11 @@ const MAX_WAITING_MODELS: usize = 16;
 thread_local! {
     /// Per model (its token), the outputs of this thread's last call on it
     /// that had too few slots, for perfopt_model_take_outputs.
-    static WAITING: RefCell<Vec<(usize, Vec<tch::Tensor>)>> = const { RefCell::new(Vec::new()) };
+    static WAITING: RefCell<Vec<(usize, Vec<Tensor>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Takes the outputs waiting for `model` on this thread.
-fn take_waiting(model: usize) -> Option<Vec<tch::Tensor>> {
+fn take_waiting(model: usize) -> Option<Vec<Tensor>> {
     // `try_with`: a thread whose locals are gone (a host's thread-exit
     // destructor) has no outputs waiting, and keeps none.
     WAITING
@@ -89,7 +90,7 @@ fn take_waiting(model: usize) -> Option<Vec<tch::Tensor>> {
 }
 
 /// Keeps outputs waiting for `model` on this thread, in place of older ones.
-fn keep_waiting(model: usize, results: Vec<tch::Tensor>) {
+fn keep_waiting(model: usize, results: Vec<Tensor>) {
     let _ = WAITING.try_with(|waiting| {
         let mut waiting = waiting.borrow_mut();
         waiting.retain(|(owner, _)| *owner != model);
@@ -107,7 +108,7 @@ fn run_into(
     outputs: *mut *mut DLManagedTensor,
     outputs_capacity: usize,
     n_outputs: *mut usize,
-    run: impl FnOnce(&Model) -> Result<Vec<tch::Tensor>>,
+    run: impl FnOnce(&Model) -> Result<Vec<Tensor>>,
 ) -> perfopt_status {
     boundary(|| {
         require_out(n_outputs, "n_outputs")?;
@@ -141,7 +142,7 @@ fn run_into(
 /// `n_outputs` is valid for a write.
 unsafe fn hand_out(
     model: usize,
-    results: Vec<tch::Tensor>,
+    results: Vec<Tensor>,
     outputs: *mut *mut DLManagedTensor,
     capacity: usize,
     n_outputs: *mut usize,

@@ -8,6 +8,7 @@ use super::Model;
 use crate::batching::{self, Recommendation};
 use crate::error::{Error, Result};
 use crate::json::Json;
+use crate::runtime::Tensor;
 use crate::value::Value;
 
 /// Ranks perfopt accepts (as DLPack inputs).
@@ -168,8 +169,8 @@ fn padded(args: Vec<Value>, batched: &[(usize, usize)], extra: i64) -> Result<Ve
                 (Value::Tensor(t), Some(&(_, d))) => {
                     let mut shape = t.size();
                     shape[d] = extra;
-                    let zeros = tch::Tensor::f_zeros(&shape, (t.kind(), t.device()))?;
-                    Ok(Value::Tensor(tch::Tensor::f_cat(&[&t, &zeros], d as i64)?))
+                    let zeros = Tensor::f_zeros(&shape, (t.kind(), t.device()))?;
+                    Ok(Value::Tensor(Tensor::f_cat(&[&t, &zeros], d as i64)?))
                 }
                 (arg, _) => Ok(arg),
             },
@@ -191,7 +192,7 @@ impl Model {
     /// Runs arguments of any batch size in chunks of at most `max_batch` (0:
     /// the remembered, recommended or service size), halving the chunk on
     /// out-of-memory; outputs are concatenated along their batch dimensions.
-    pub fn run_batched(&self, args: Vec<Value>, max_batch: i64) -> Result<Vec<tch::Tensor>> {
+    pub fn run_batched(&self, args: Vec<Value>, max_batch: i64) -> Result<Vec<Tensor>> {
         if max_batch < 0 {
             return Err(Error::invalid_argument(format!(
                 "max_batch is {max_batch}; 0 means automatic"
@@ -274,7 +275,7 @@ impl Model {
             },
             || {
                 if cuda {
-                    let _ = crate::torch::memory::device_empty_cache();
+                    let _ = crate::runtime::memory::device_empty_cache();
                 }
             },
         )?;
@@ -299,9 +300,9 @@ impl Model {
         }
         (0..outputs_per_chunk)
             .map(|k| {
-                let parts: Vec<&tch::Tensor> = chunks.iter().map(|c| &c[k]).collect();
+                let parts: Vec<&Tensor> = chunks.iter().map(|c| &c[k]).collect();
                 let d = dims.output(k) as i64;
-                tch::Tensor::f_cat(&parts, d).map_err(|e| {
+                Tensor::f_cat(&parts, d).map_err(|e| {
                     Error::from(e).context(format!("joining output {k} along dimension {d}"))
                 })
             })
@@ -312,12 +313,10 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{Device, Kind};
 
     fn t(shape: &[i64]) -> Value {
-        Value::Tensor(tch::Tensor::zeros(
-            shape,
-            (tch::Kind::Float, tch::Device::Cpu),
-        ))
+        Value::Tensor(Tensor::zeros(shape, (Kind::Float, Device::Cpu)))
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Model {
     fn thread_candidates(&self) -> Vec<Option<usize>> {
         match self.options().threads {
             0 if self.device.kind == DeviceKind::Cpu => {
-                let all = crate::torch::settings::num_threads().unwrap_or(1).max(1) as usize;
+                let all = crate::runtime::settings::num_threads().unwrap_or(1).max(1) as usize;
                 let mut counts = vec![all, all / 2, all / 4, 1];
                 counts.retain(|&n| n >= 1);
                 counts.sort_unstable();

@@ -26,8 +26,8 @@ use crate::executor::Executor;
 use crate::graphs::GraphCache;
 use crate::json::Json;
 use crate::numerics::NumericFlags;
+use crate::runtime::settings::InferenceModeGuard;
 use crate::stats::millis;
-use crate::torch::settings::InferenceModeGuard;
 use crate::value::{self, Value};
 
 /// Runs that let TorchScript's profiling executor specialise for the

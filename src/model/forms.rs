@@ -156,7 +156,7 @@ pub(super) fn load_context<'a>(optimizer: &'a Optimizer, path: &'a str) -> LoadC
         path,
         device: optimizer.device().to_tch(),
         cores: crate::device::host::cores(),
-        threads: crate::torch::settings::num_threads().unwrap_or(1).max(1) as usize,
+        threads: crate::runtime::settings::num_threads().unwrap_or(1).max(1) as usize,
         onnxruntime: optimizer.config().onnxruntime_library.as_deref(),
     }
 }

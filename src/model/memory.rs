@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::device::{Device, DeviceKind};
 use crate::error::Result;
-use crate::torch::memory::{self, HostCounting};
-use crate::torch::settings;
+use crate::runtime::memory::{self, HostCounting};
+use crate::runtime::settings;
 
 /// The CUDA allocator's peak before perfopt last reset it for a
 /// measurement, so that reports keep the process's true peak.
@@ -55,7 +55,7 @@ pub fn peak_during(device: Device, work: impl FnOnce() -> Result<()>) -> Result<
 pub fn measurement_source(device: Device) -> &'static str {
     match device.kind {
         DeviceKind::Cuda => "CUDA caching allocator peak per batch; free device memory",
-        _ => "libtorch CPU allocator peak per batch (tensors); available host memory",
+        _ => memory::HOST_PEAK_SOURCE,
     }
 }
 

@@ -36,8 +36,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::graphs;
 use crate::optimizer::Optimizer;
+use crate::runtime::settings::InferenceModeGuard;
+use crate::runtime::Tensor;
 use crate::stats::{millis, LatencyWindow};
-use crate::torch::settings::InferenceModeGuard;
 use crate::value::{self, Value};
 
 pub use batched::BatchDims;
@@ -301,7 +302,7 @@ impl Model {
     /// a run's own host copy waits for what it needs).
     pub(crate) fn synchronize(&self) -> Result<()> {
         if let (DeviceKind::Cuda, Some(index)) = (self.device.kind, self.device.index) {
-            crate::torch::cuda::synchronize_stream(index as i32)?;
+            crate::runtime::cuda::synchronize_stream(index as i32)?;
         }
         Ok(())
     }
@@ -368,17 +369,17 @@ impl Model {
     /// be on the host or on the model's device; outputs land on the host
     /// unless `outputs_on_device` is set, and never share memory with an
     /// input or a parameter.
-    pub fn run(&self, inputs: Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>> {
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         self.run_args(value::tensor_args(inputs))
     }
 
     /// As [`Model::run`], with arguments of any kind.
-    pub fn run_args(&self, args: Vec<Value>) -> Result<Vec<tch::Tensor>> {
+    pub fn run_args(&self, args: Vec<Value>) -> Result<Vec<Tensor>> {
         let _one = self.one_at_a_time()?;
         self.run_args_held(args)
     }
 
-    fn run_args_held(&self, args: Vec<Value>) -> Result<Vec<tch::Tensor>> {
+    fn run_args_held(&self, args: Vec<Value>) -> Result<Vec<Tensor>> {
         if let Some(returns) = &self.non_tensor_returns {
             // Refused before it runs: a run would change a model's state.
             // A dict passes through no perfopt call; other results through

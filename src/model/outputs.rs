@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use crate::error::Result;
-use crate::torch::tensor::{self, Holders};
+use crate::runtime::tensor::{self, Holders};
+use crate::runtime::Device;
 use crate::value::Value;
 
 /// The storage identities of the tensors among `args`.
@@ -30,10 +31,10 @@ pub fn storages(args: &[Value]) -> Result<Vec<usize>> {
 /// outputs themselves.
 pub fn finish(value: Value, inputs: &[usize], on_device: bool) -> Result<Value> {
     let placed = value.map_tensors(&mut |t| {
-        let t = if on_device || t.device() == tch::Device::Cpu {
+        let t = if on_device || t.device() == Device::Cpu {
             t
         } else {
-            t.f_to_device(tch::Device::Cpu)?
+            t.f_to_device(Device::Cpu)?
         };
         if t.is_contiguous() {
             Ok(t)

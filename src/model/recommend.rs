@@ -11,7 +11,7 @@ use super::batched::batch_layout;
 use super::{memory, Model};
 use crate::batching::{self, Recommendation, Stop};
 use crate::error::{Error, ErrorKind, Result};
-use crate::torch::settings::InferenceModeGuard;
+use crate::runtime::settings::InferenceModeGuard;
 use crate::value::Value;
 
 /// The throughput trials stop at this batch.
@@ -194,7 +194,7 @@ impl Model {
             match failed {
                 Some(err) if err.kind() == ErrorKind::OutOfMemory => {
                     if self.device.kind == crate::device::DeviceKind::Cuda {
-                        let _ = crate::torch::memory::device_empty_cache();
+                        let _ = crate::runtime::memory::device_empty_cache();
                     }
                     rec.memory_limit = Some(rec.memory_limit.map_or(b / 2, |l| l.min(b / 2)));
                     rec.stopped = Stop::OutOfMemory;
@@ -270,7 +270,7 @@ impl Model {
             }
             if let Some(b) = out_of_memory {
                 if self.device.kind == crate::device::DeviceKind::Cuda {
-                    let _ = crate::torch::memory::device_empty_cache();
+                    let _ = crate::runtime::memory::device_empty_cache();
                 }
                 rec.memory_limit = Some(rec.memory_limit.map_or(b / 2, |l| l.min(b / 2)));
                 // The rounds so far are kept whole: the last one is cut.

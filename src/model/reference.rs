@@ -8,7 +8,7 @@ use super::Model;
 use crate::device::DeviceKind;
 use crate::error::Result;
 use crate::numerics::{self, NumericFlags};
-use crate::torch::settings::InferenceModeGuard;
+use crate::runtime::settings::InferenceModeGuard;
 use crate::value::Value;
 
 /// Runs of the reference after the first, timed for max-autotune's estimate

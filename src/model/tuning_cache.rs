@@ -116,7 +116,7 @@ pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<C
     let threads = match model.options().threads {
         0 => format!(
             "threads measured up to {}",
-            crate::torch::settings::num_threads().unwrap_or(0)
+            crate::runtime::settings::num_threads().unwrap_or(0)
         ),
         n => format!("threads {n}"),
     };
@@ -127,7 +127,7 @@ pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<C
         device.name,
         shapes.join(", ")
     );
-    let torch_version = crate::torch::settings::torch_version();
+    let torch_version = crate::runtime::settings::torch_version();
     let mut hasher = blake3::Hasher::new();
     for part in [
         model_hash.as_str(),

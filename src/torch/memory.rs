@@ -49,6 +49,10 @@ pub fn device_empty_cache() -> Result<()> {
     )
 }
 
+/// Where the host figures come from, for reports.
+pub const HOST_PEAK_SOURCE: &str =
+    "libtorch CPU allocator peak per batch (tensors); available host memory";
+
 /// How many measurements hold the counting allocator installed.
 static COUNTING_USERS: Mutex<usize> = Mutex::new(0);
 

@@ -18,6 +18,8 @@ pub(crate) mod tensor;
 pub(crate) mod threads;
 pub(crate) mod values;
 
+pub use tch::{Device, Kind, Tensor};
+
 use std::ffi::{c_char, c_int, CStr, CString};
 
 use crate::error::{Error, ErrorKind, Result};

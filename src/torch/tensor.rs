@@ -1,5 +1,6 @@
 //! DLPack in and out, and storage identity (src/cxx/tensor.cpp).
 
+use std::any::Any;
 use std::ffi::{c_int, c_void};
 
 use super::check;
@@ -8,6 +9,15 @@ use crate::error::Result;
 extern "C" {
     fn pshim_tensor_from_dlpack(dl_tensor: *const c_void, out: *mut *mut c_void) -> c_int;
     fn pshim_tensor_to_dlpack(tensor: *const c_void, out_managed: *mut *mut c_void) -> c_int;
+    fn pshim_tensor_from_owned(
+        data: *mut c_void,
+        sizes: *const i64,
+        ndim: usize,
+        scalar_type: c_int,
+        owner: *mut c_void,
+        release: unsafe extern "C" fn(*mut c_void),
+        out: *mut *mut c_void,
+    ) -> c_int;
     fn pshim_tensor_holders(
         tensor: *const c_void,
         storage: *mut *const c_void,
@@ -28,6 +38,68 @@ pub unsafe fn from_dlpack(dl_tensor: *const c_void) -> Result<tch::Tensor> {
     check(
         unsafe { pshim_tensor_from_dlpack(dl_tensor, &mut out) },
         "wrapping a DLPack tensor",
+    )?;
+    // SAFETY: the shim hands over a heap at::Tensor.
+    Ok(unsafe { tch::Tensor::from_ptr(out.cast()) })
+}
+
+/// c10's ScalarType number of a kind (what the shim takes).
+fn scalar_type(kind: tch::Kind) -> Option<c_int> {
+    use tch::Kind::*;
+    Some(match kind {
+        Uint8 => 0,
+        Int8 => 1,
+        Int16 => 2,
+        Int => 3,
+        Int64 => 4,
+        Half => 5,
+        Float => 6,
+        Double => 7,
+        Bool => 11,
+        BFloat16 => 15,
+        _ => return None,
+    })
+}
+
+unsafe extern "C" fn release_owner(owner: *mut c_void) {
+    // SAFETY: `owner` is the Box<Box<dyn Any + Send>> from_owned leaked,
+    // released once.
+    drop(unsafe { Box::from_raw(owner.cast::<Box<dyn Any + Send>>()) });
+}
+
+/// A tensor over memory another runtime owns (no copy): `owner` is dropped
+/// with the tensor's storage.
+///
+/// # Safety
+/// `data` holds the shape's elements of `kind`, contiguous, for as long as
+/// `owner` lives.
+pub unsafe fn from_owned(
+    data: *mut c_void,
+    sizes: &[i64],
+    kind: tch::Kind,
+    owner: Box<dyn Any + Send>,
+) -> Result<tch::Tensor> {
+    let scalar_type = scalar_type(kind).ok_or_else(|| {
+        crate::error::Error::invalid_argument(format!("{kind:?} tensors over foreign memory"))
+    })?;
+    let owner = Box::into_raw(Box::new(owner)).cast::<c_void>();
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the caller's contract for `data`; the shim releases `owner`
+    // exactly once: with the tensor's storage, or at once when the tensor
+    // cannot be made.
+    check(
+        unsafe {
+            pshim_tensor_from_owned(
+                data,
+                sizes.as_ptr(),
+                sizes.len(),
+                scalar_type,
+                owner,
+                release_owner,
+                &mut out,
+            )
+        },
+        "wrapping memory another runtime owns",
     )?;
     // SAFETY: the shim hands over a heap at::Tensor.
     Ok(unsafe { tch::Tensor::from_ptr(out.cast()) })

@@ -86,16 +86,46 @@ std::string report(const perfopt_optimizer *optimizer) {
   return text;
 }
 
+// Whether this library has the libtorch engines (the lite build has not).
+bool has_libtorch() { return std::string(perfopt_version()).find("(libtorch ") != std::string::npos; }
+
 }  // namespace
 
 TEST_CASE(version_and_abi) {
   CHECK(perfopt_abi_version() == PERFOPT_ABI_VERSION);
   std::string version = perfopt_version();
-  CHECK(version.rfind("perfopt 0.1.0 (libtorch 2.11.0, cuda ", 0) == 0);
+  CHECK(version.rfind("perfopt 0.1.0 (libtorch 2.11.0, cuda ", 0) == 0 ||
+        version == "perfopt 0.1.0 (lite: ONNX Runtime and ExecuTorch, no libtorch)");
   CHECK(std::string(perfopt_status_name(PERFOPT_ERR_WRONG_THREAD)) == "PERFOPT_ERR_WRONG_THREAD");
   CHECK(std::string(perfopt_status_name(-7)) == "PERFOPT_UNKNOWN_STATUS");
   CHECK(std::string(perfopt_status_name(1000)) == "PERFOPT_UNKNOWN_STATUS");
   CHECK(std::string(perfopt_status_name(PERFOPT_COMPILE_SKIPPED)) == "PERFOPT_COMPILE_SKIPPED");
+}
+
+// The engines this library has, as the optimizer's report lists them; the
+// lite build refuses a TorchScript file by status, naming the build.
+TEST_CASE(engines_of_this_build) {
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  std::string text = report(optimizer);
+  const bool libtorch = has_libtorch();
+  const std::string torchscript = libtorch ? "{\"available\":true,\"runtime\":\"libtorch (linked)\",\"format\":\"torchscript\"}"
+                                           : "{\"available\":false,\"runtime\":\"none: the build without "
+                                             "libtorch\",\"format\":\"torchscript\"}";
+  if (text.find(torchscript) == std::string::npos) throw Failure{"report lacks " + torchscript + ": " + text};
+  CHECK(text.find("\"format\":\"onnx\"}") != std::string::npos);
+  CHECK(text.find("\"format\":\"executorch\"}") != std::string::npos);
+  const char *fixtures = std::getenv("PERFOPT_FIXTURES");
+  std::string path = std::string(fixtures ? fixtures : "build/fixtures") + "/two_inputs.pt";
+  perfopt_model *model = nullptr;
+  if (libtorch) {
+    CHECK_STATUS(perfopt_model_load(optimizer, path.c_str(), nullptr, &model), PERFOPT_OK, "");
+    perfopt_model_free(model);
+  } else {
+    CHECK_STATUS(perfopt_model_load(optimizer, path.c_str(), nullptr, &model), PERFOPT_ERR_UNSUPPORTED_MODEL,
+                 "the build without libtorch");
+    CHECK(model == nullptr);
+  }
+  perfopt_optimizer_free(optimizer);
 }
 
 TEST_CASE(config_default_fills_every_field) {
@@ -968,7 +998,9 @@ TEST_CASE(bundle_from_c) {
     CHECK(report.find("\"bundle\":{\"forms\":[\"onnx\",\"torchscript\"]") != std::string::npos);
     if (std::string(mode) == "max-autotune") {
       CHECK(report.find("\"name\":\"onnx: ") != std::string::npos);
-      CHECK(report.find("\"name\":\"torchscript: ") != std::string::npos);
+      // The lite build has no libtorch to measure the TorchScript form on.
+      CHECK(report.find(has_libtorch() ? "\"name\":\"torchscript: " : "the torchscript form was not measured") !=
+            std::string::npos);
     }
     perfopt_model_free(model);
   }
@@ -983,6 +1015,13 @@ TEST_CASE(bundle_without_onnx_runtime) {
   config.onnxruntime_library = "/nonexistent/libonnxruntime.so";
   perfopt_optimizer *optimizer = new_optimizer(config);
   Fixture fx = package_case("two_inputs", "two_inputs.perfopt");
+  if (!has_libtorch()) {  // the lite build: neither form can load
+    perfopt_model *none = nullptr;
+    CHECK_STATUS(perfopt_model_load(optimizer, fx.path.c_str(), nullptr, &none), PERFOPT_ERR_LOAD_FAILED,
+                 "the torchscript form did not load");
+    perfopt_optimizer_free(optimizer);
+    return;
+  }
   perfopt_model *model = load(optimizer, fx.path);
   std::string report = model_report(model);
   CHECK(report.find("\"format\":\"torchscript\"") != std::string::npos);
@@ -1047,7 +1086,8 @@ TEST_CASE(executorch_from_c) {
   check_run_matches_eager(model, bundle, inputs);
   std::string report = model_report(model);
   CHECK(report.find("\"name\":\"executorch: as compiled\"") != std::string::npos);
-  CHECK(report.find("\"name\":\"torchscript: ") != std::string::npos);
+  CHECK(report.find(has_libtorch() ? "\"name\":\"torchscript: " : "the torchscript form was not measured") !=
+        std::string::npos);
   perfopt_model_free(model);
   perfopt_optimizer_free(optimizer);
 }

@@ -46,7 +46,14 @@ struct Failure {
                     (perfopt_last_error() ? perfopt_last_error() : "no message") + ")"};                  \
   } while (0)
 
+// The lite library (no libtorch) runs the cases on the same models exported
+// as ONNX, from the folder PERFOPT_ONNX_MODELS names; cases on models with
+// no ONNX form are not registered there (tests/cpp/CMakeLists.txt).
 std::string fixture(const std::string &name) {
+  const char *onnx = std::getenv("PERFOPT_ONNX_MODELS");
+  const std::string suffix = ".pt";
+  if (onnx && *onnx && name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return std::string(onnx) + "/" + name.substr(0, name.size() - suffix.size()) + ".onnx";
   const char *dir = std::getenv("PERFOPT_FIXTURES");
   return std::string(dir ? dir : "build/fixtures") + "/" + name;
 }

@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 use super::{Engine, Format, LoadContext, MethodSchema};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
+use crate::runtime::{Device, Kind, Tensor};
 use crate::value::Value;
 use shim::{Program, RawTensor, Slot, MAX_DIMS, TAG_TENSOR};
 
@@ -53,27 +54,27 @@ pub fn availability() -> Json {
 
 /// c10's ScalarType numbers (ExecuTorch's too) of the element types perfopt
 /// passes, with libtorch's kind and a name for messages.
-const ELEMENTS: [(i32, tch::Kind, &str); 10] = [
-    (0, tch::Kind::Uint8, "uint8"),
-    (1, tch::Kind::Int8, "int8"),
-    (2, tch::Kind::Int16, "int16"),
-    (3, tch::Kind::Int, "int32"),
-    (4, tch::Kind::Int64, "int64"),
-    (5, tch::Kind::Half, "float16"),
-    (6, tch::Kind::Float, "float32"),
-    (7, tch::Kind::Double, "float64"),
-    (11, tch::Kind::Bool, "bool"),
-    (15, tch::Kind::BFloat16, "bfloat16"),
+const ELEMENTS: [(i32, Kind, &str); 10] = [
+    (0, Kind::Uint8, "uint8"),
+    (1, Kind::Int8, "int8"),
+    (2, Kind::Int16, "int16"),
+    (3, Kind::Int, "int32"),
+    (4, Kind::Int64, "int64"),
+    (5, Kind::Half, "float16"),
+    (6, Kind::Float, "float32"),
+    (7, Kind::Double, "float64"),
+    (11, Kind::Bool, "bool"),
+    (15, Kind::BFloat16, "bfloat16"),
 ];
 
-fn element(code: i32) -> Option<(tch::Kind, &'static str)> {
+fn element(code: i32) -> Option<(Kind, &'static str)> {
     ELEMENTS
         .iter()
         .find(|(c, _, _)| *c == code)
         .map(|&(_, kind, name)| (kind, name))
 }
 
-fn code_of(kind: tch::Kind) -> Option<(i32, &'static str)> {
+fn code_of(kind: Kind) -> Option<(i32, &'static str)> {
     ELEMENTS
         .iter()
         .find(|(_, k, _)| *k == kind)
@@ -108,7 +109,7 @@ pub fn load(file: std::fs::File, _size: u64, context: &LoadContext) -> Result<Ar
         false => shown.clone(),
     };
     let mut program = Program::load(&source, &shown)?;
-    if !matches!(context.device, tch::Device::Cpu) {
+    if !matches!(context.device, Device::Cpu) {
         log::info!("{shown}: ExecuTorch programs run on the CPU in this perfopt");
     }
     let mut methods = Vec::new();
@@ -210,7 +211,7 @@ impl ExecuTorch {
     /// one size across them, every other dimension as exported (ExecuTorch
     /// checks only a tensor's element count against its plan, and its own
     /// message would say only NotSupported or InvalidArgument).
-    fn check(&self, method: &Method, args: &[Value]) -> Result<Vec<tch::Tensor>> {
+    fn check(&self, method: &Method, args: &[Value]) -> Result<Vec<Tensor>> {
         if args.len() != method.inputs.len() {
             return Err(Error::invalid_argument(format!(
                 "method `{}` of the ExecuTorch program takes {} input(s), got {}",
@@ -263,8 +264,8 @@ impl ExecuTorch {
                 }
             }
             let on_host = match t.device() {
-                tch::Device::Cpu => t.shallow_clone(),
-                _ => t.f_to_device(tch::Device::Cpu)?,
+                Device::Cpu => t.shallow_clone(),
+                _ => t.f_to_device(Device::Cpu)?,
             };
             host.push(on_host.f_contiguous()?);
         }
@@ -274,7 +275,7 @@ impl ExecuTorch {
 
 /// A libtorch tensor holding a copy of an output (the program's memory is
 /// reused by its next call).
-fn copy_out(raw: &RawTensor, index: usize) -> Result<tch::Tensor> {
+fn copy_out(raw: &RawTensor, index: usize) -> Result<Tensor> {
     let (kind, _) = element(raw.dtype).ok_or_else(|| {
         Error::new(
             ErrorKind::UnsupportedModel,
@@ -291,7 +292,7 @@ fn copy_out(raw: &RawTensor, index: usize) -> Result<tch::Tensor> {
             format!("output {index} has a shape perfopt cannot read"),
         ));
     }
-    let out = tch::Tensor::f_empty(&raw.sizes[..ndim], (kind, tch::Device::Cpu))?;
+    let out = Tensor::f_empty(&raw.sizes[..ndim], (kind, Device::Cpu))?;
     let bytes = out.numel() * kind.elt_size_in_bytes();
     if bytes > 0 && raw.data.is_null() {
         return Err(Error::new(

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use super::{Engine, Format, LoadContext, MethodSchema, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
+use crate::runtime::{Device, Tensor};
 use crate::value::Value;
 use source::{identity, read_all, Source};
 
@@ -124,7 +125,7 @@ pub fn load(file: std::fs::File, size: u64, context: &LoadContext) -> Result<Arc
         folder,
         runtime,
     });
-    if !matches!(context.device, tch::Device::Cpu) {
+    if !matches!(context.device, Device::Cpu) {
         log::info!(
             "{}: ONNX models run on the CPU in this perfopt (ONNX Runtime's providers here: {})",
             source.shown,
@@ -194,7 +195,7 @@ impl Onnx {
     /// The inputs as host tensors the graph takes, checked against its
     /// declared element types and shapes (ONNX Runtime's own messages do
     /// not name the model's file or say what was expected).
-    fn check(&self, args: &[Value]) -> Result<Vec<tch::Tensor>> {
+    fn check(&self, args: &[Value]) -> Result<Vec<Tensor>> {
         if args.len() != self.inputs.len() {
             return Err(Error::invalid_argument(format!(
                 "the ONNX model takes {} input(s) ({}), got {}",
@@ -256,8 +257,8 @@ impl Onnx {
                     }
                 }
                 let host = match t.device() {
-                    tch::Device::Cpu => t.shallow_clone(),
-                    _ => t.f_to_device(tch::Device::Cpu)?,
+                    Device::Cpu => t.shallow_clone(),
+                    _ => t.f_to_device(Device::Cpu)?,
                 };
                 Ok(host.f_contiguous()?)
             })
@@ -282,10 +283,15 @@ fn shape_label(shape: &[i64], symbols: &[String]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// ONNX Runtime's failure as a status: out of memory is a std::bad_alloc
+/// or its arena's "Failed to allocate memory" (a generic error code).
 fn run_error(err: ort::Error) -> Error {
+    let text = err.to_string();
     let kind = match err.code() {
         ort::error::ErrorCode::InvalidArgument => ErrorKind::InvalidArgument,
-        _ if err.to_string().contains("bad_alloc") => ErrorKind::OutOfMemory,
+        _ if text.contains("bad_alloc") || text.contains("Failed to allocate memory") => {
+            ErrorKind::OutOfMemory
+        }
         _ => ErrorKind::Torch,
     };
     Error::new(kind, format!("ONNX Runtime: {err}"))

@@ -4,8 +4,10 @@
 //! 1. the path the optimizer's config names (`onnxruntime_library`),
 //! 2. `PERFOPT_ONNXRUNTIME`, then `ORT_DYLIB_PATH` (the `ort` crate's name),
 //! 3. the folder perfopt's own library is in,
-//! 4. the `onnxruntime` Python package beside the torch whose libtorch this
-//!    process runs (`make setup` installs both into .venv),
+//! 4. the `onnxruntime` Python package in a site-packages folder this
+//!    process loaded a library from: torch's (`make setup` installs both
+//!    into .venv), or any Python extension's (a Python host of the lite
+//!    library, which loads no torch),
 //! 5. `libonnxruntime.so` through the dynamic loader's search path,
 //!
 //! and says every place it looked when none has it.
@@ -126,7 +128,7 @@ enum Named {
     Config,
     Variable(&'static str),
     BesidePerfopt,
-    BesideTorch,
+    InSitePackages,
     LoaderPath,
 }
 
@@ -144,7 +146,9 @@ impl std::fmt::Display for Named {
             Named::Config => "the optimizer's config",
             Named::Variable(name) => name,
             Named::BesidePerfopt => "beside perfopt's library",
-            Named::BesideTorch => "the onnxruntime package beside torch",
+            Named::InSitePackages => {
+                "the onnxruntime package in a site-packages folder this process loaded from"
+            }
             Named::LoaderPath => "the dynamic loader's search path",
         })
     }
@@ -175,35 +179,47 @@ fn candidates(explicit: Option<&str>) -> Vec<(PathBuf, Named)> {
             out.push((beside, Named::BesidePerfopt));
         }
     }
-    if let Some(found) = beside_torch() {
-        out.push((found, Named::BesideTorch));
+    if let Some(found) = in_loaded_site_packages() {
+        out.push((found, Named::InSitePackages));
     }
     // A bare name: the dynamic loader searches its path for it.
     out.push((PathBuf::from(LIBRARY_NAME), Named::LoaderPath));
     out
 }
 
-/// `onnxruntime/capi/libonnxruntime.so*` in the site-packages folder whose
-/// `torch/lib` this process loaded libtorch from.
-fn beside_torch() -> Option<PathBuf> {
+/// `onnxruntime/capi/libonnxruntime.so*` in a site-packages folder this
+/// process has a library mapped from (libtorch's first, where it is loaded).
+fn in_loaded_site_packages() -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let libtorch = maps
+    let mut folders: Vec<&str> = Vec::new();
+    let mapped = maps
         .lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.ends_with("/libtorch_cpu.so"))?;
-    let site_packages = Path::new(libtorch).parent()?.parent()?.parent()?;
-    let capi = site_packages.join("onnxruntime").join("capi");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&capi)
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
+        .filter_map(|line| line.split_whitespace().nth(5));
+    for path in mapped {
+        let Some(end) = path.find("/site-packages/") else {
+            continue;
+        };
+        let folder = &path[..end + "/site-packages".len()];
+        match path.ends_with("/libtorch_cpu.so") {
+            true => folders.insert(0, folder),
+            false if !folders.contains(&folder) => folders.push(folder),
+            false => {}
+        }
+    }
+    folders.into_iter().find_map(|folder| {
+        let capi = Path::new(folder).join("onnxruntime").join("capi");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&capi)
+            .ok()?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            })
+            .collect();
+        found.sort();
+        found.pop()
+    })
 }
 
 /// The loaded library's version ("1.31.1"), from its own OrtGetApiBase.

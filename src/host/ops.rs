@@ -1,0 +1,175 @@
+//! Joins, repeats, and the elementwise reads a relative error makes, on the
+//! lite build's tensors (the core's batching joins chunks along the batch
+//! dimension, recommend_batch repeats a sample, numerics compares outputs).
+
+use std::borrow::Borrow;
+
+use super::tensor::{dim_index, invalid, Device, Kind, Tensor, TensorResult};
+
+impl Tensor {
+    /// `tensors` joined along `dim`: the same kind, and the same sizes but
+    /// along `dim`.
+    pub fn f_cat<T: Borrow<Tensor>>(tensors: &[T], dim: i64) -> TensorResult<Tensor> {
+        let Some(first) = tensors.first().map(Borrow::borrow) else {
+            return Err(invalid("joining no tensors"));
+        };
+        let d = dim_index(dim, first.dim())?;
+        let mut sizes = first.size();
+        sizes[d] = 0;
+        for t in tensors.iter().map(Borrow::borrow) {
+            let mut other = t.size();
+            let along = other.get(d).copied().unwrap_or(0);
+            if other.len() != sizes.len() || t.kind() != first.kind() {
+                return Err(invalid(format!(
+                    "joining a {:?} tensor of shape {:?} to a {:?} one of shape {:?}",
+                    t.kind(),
+                    t.size(),
+                    first.kind(),
+                    first.size()
+                )));
+            }
+            other[d] = sizes[d];
+            if other != sizes {
+                return Err(invalid(format!(
+                    "joining tensors of shapes {:?} and {:?} along dimension {d}",
+                    first.size(),
+                    t.size()
+                )));
+            }
+            sizes[d] += along;
+        }
+        let out = Tensor::f_empty(&sizes, (first.kind(), Device::Cpu))?;
+        let item = first.kind().elt_size_in_bytes();
+        let outer: usize = sizes[..d].iter().product::<i64>() as usize;
+        let inner: usize = sizes[d + 1..].iter().product::<i64>() as usize;
+        let parts: Vec<Tensor> = tensors
+            .iter()
+            .map(|t| t.borrow().f_contiguous())
+            .collect::<TensorResult<_>>()?;
+        let target = out.data_ptr().cast::<u8>();
+        let row = sizes[d] as usize * inner * item;
+        let mut column = 0usize;
+        for part in &parts {
+            let chunk = part.inner.sizes[d] as usize * inner * item;
+            let source = part.data_ptr().cast::<u8>();
+            for o in 0..outer {
+                // SAFETY: each part is contiguous with `outer` rows of
+                // `chunk` bytes; the output has `outer` rows of `row` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        source.add(o * chunk),
+                        target.add(o * row + column),
+                        chunk,
+                    )
+                };
+            }
+            column += chunk;
+        }
+        Ok(out)
+    }
+
+    /// The tensor repeated `repeats[d]` times along each dimension d.
+    pub fn f_repeat(&self, repeats: impl AsRef<[i64]>) -> TensorResult<Tensor> {
+        let repeats = repeats.as_ref();
+        if repeats.len() != self.dim() || repeats.iter().any(|&r| r < 0) {
+            return Err(invalid(format!(
+                "repeats {repeats:?} for a tensor of shape {:?}",
+                self.size()
+            )));
+        }
+        let mut out = self.shallow_clone();
+        for (d, &r) in repeats.iter().enumerate() {
+            if r != 1 {
+                let copies: Vec<&Tensor> = std::iter::repeat_n(&out, r as usize).collect();
+                out = match copies.is_empty() {
+                    true => out.f_narrow(d as i64, 0, 0)?.f_detach_copy()?,
+                    false => Tensor::f_cat(&copies, d as i64)?,
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every element as f64, in row-major order.
+    pub(super) fn values(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.numel());
+        let (kind, source) = (self.inner.kind, self.data_ptr().cast::<u8>().cast_const());
+        self.for_each_run(|at, count| {
+            // SAFETY: as in copy_into, element by element.
+            out.extend((0..count).map(|i| unsafe { kind.read(source, at + i) }));
+        });
+        out
+    }
+
+    pub(super) fn from_values(values: &[f64], sizes: &[i64]) -> TensorResult<Tensor> {
+        let out = Tensor::f_empty(sizes, (Kind::Double, Device::Cpu))?;
+        // SAFETY: a fresh buffer of exactly these elements.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), out.data_ptr().cast(), values.len())
+        };
+        Ok(out)
+    }
+
+    /// Elementwise difference, in f64 (what a relative error compares).
+    pub fn f_sub(&self, other: &Tensor) -> TensorResult<Tensor> {
+        if self.size() != other.size() {
+            return Err(invalid(format!(
+                "subtracting a tensor of shape {:?} from one of shape {:?}",
+                other.size(),
+                self.size()
+            )));
+        }
+        let values: Vec<f64> = (self.values().iter())
+            .zip(other.values())
+            .map(|(a, b)| a - b)
+            .collect();
+        Tensor::from_values(&values, &self.inner.sizes)
+    }
+
+    pub fn f_abs(&self) -> TensorResult<Tensor> {
+        let values: Vec<f64> = self.values().iter().map(|v| v.abs()).collect();
+        Tensor::from_values(&values, &self.inner.sizes)
+    }
+
+    /// The largest element (NaN when any is), as a 0-dim tensor.
+    pub fn f_max(&self) -> TensorResult<Tensor> {
+        let values = self.values();
+        if values.is_empty() {
+            return Err(invalid("the maximum of no elements"));
+        }
+        let max = values.iter().fold(f64::NEG_INFINITY, |m, &v| {
+            if v.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(v)
+            }
+        });
+        Tensor::from_values(&[max], &[])
+    }
+
+    /// The element at `index` (all of a 0-dim tensor's one element).
+    pub fn f_double_value(&self, index: &[i64]) -> TensorResult<f64> {
+        if index.len() != self.dim()
+            || index
+                .iter()
+                .zip(&self.inner.sizes)
+                .any(|(&i, &n)| i < 0 || i >= n)
+        {
+            return Err(invalid(format!(
+                "index {index:?} of a tensor of shape {:?}",
+                self.size()
+            )));
+        }
+        let at: i64 = index
+            .iter()
+            .zip(&self.inner.strides)
+            .map(|(i, s)| i * s)
+            .sum();
+        // SAFETY: a checked index inside the tensor.
+        Ok(unsafe {
+            self.inner
+                .kind
+                .read(self.data_ptr().cast::<u8>(), at as usize)
+        })
+    }
+}
