@@ -276,20 +276,24 @@ test-python: build fixtures packages
 		$(VENV)/bin/python -m pytest -q tests/python
 
 # The suites that apply to the lite library, run on it (build/lite/lib): the
-# core's unit tests built without libtorch, the C harness's cases for its engines and those that need no model, the safety
-# cases on the fixtures' ONNX forms, no libtorch among its dependencies
-# (ldd), and the Python suites of its engines through PERFOPT_LIBRARY. No
-# torch is loaded to find ONNX Runtime beside, so it is named.
+# core's unit tests built without libtorch; the Python suites of its engines
+# through PERFOPT_LIBRARY (first: test_lite.py exports the held-out model the
+# C harness then runs); the C harness's cases for its engines and those that
+# need no model; the safety cases on the fixtures' ONNX forms; and no libtorch
+# among its dependencies (ldd). No torch is loaded in the C programs to find
+# ONNX Runtime beside, so it is named.
 ONNXRUNTIME_LIBRARY = $$(ls $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/onnxruntime/capi/libonnxruntime.so.1* | tail -n 1)
 test-lite: build fixtures packages
 	$(CARGO) test $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
+	rm -rf $(LITE)/held_out
+	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" PERFOPT_LIBRARY=$(LITE)/lib/libperfopt.so \
+		PERFOPT_HELD_OUT=$(LITE)/held_out PYTHONPATH=$(ROOT)/bindings/python \
+		$(VENV)/bin/python -m pytest -q tests/python/test_lite.py tests/python/test_onnx.py tests/python/test_executorch.py
 	cmake -S tests/cpp -B $(BUILD)/tests-lite -DPERFOPT_ROOT=$(ROOT) -DPERFOPT_LIB_DIR=$(LITE)/lib -DPERFOPT_LITE=ON \
 		-DPERFOPT_FIXTURES=$(BUILD)/fixtures -DPERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" \
-		-DPERFOPT_ONNXRUNTIME="$(ONNXRUNTIME_LIBRARY)" -DCMAKE_BUILD_TYPE=Debug >/dev/null
+		-DPERFOPT_ONNXRUNTIME="$(ONNXRUNTIME_LIBRARY)" -DPERFOPT_HELD_OUT=$(LITE)/held_out -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build $(BUILD)/tests-lite -j 2
 	ctest --test-dir $(BUILD)/tests-lite --output-on-failure
-	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" PERFOPT_LIBRARY=$(LITE)/lib/libperfopt.so \
-		PYTHONPATH=$(ROOT)/bindings/python $(VENV)/bin/python -m pytest -q tests/python/test_lite.py tests/python/test_onnx.py tests/python/test_executorch.py
 
 test: build lint test-rust test-cpp test-python test-lite test-install test-swift
 	@echo "make test: every suite passed"

@@ -148,7 +148,7 @@ pub fn select(request: &DeviceRequest, available: Availability) -> Result<Device
             if available.cuda_devices == 0 {
                 return Err(Error::new(
                     ErrorKind::UnsupportedDevice,
-                    format!("device {request} requested but libtorch sees no CUDA device"),
+                    format!("device {request} requested but {}", shim::NO_CUDA),
                 ));
             }
             let index = index.unwrap_or(0);
@@ -167,7 +167,7 @@ pub fn select(request: &DeviceRequest, available: Availability) -> Result<Device
         DeviceRequest::Mps if available.mps => Ok(mps),
         DeviceRequest::Mps => Err(Error::new(
             ErrorKind::UnsupportedDevice,
-            "device mps requested but MPS is not available (it needs Apple silicon and a libtorch built with MPS)",
+            format!("device mps requested but {}", shim::NO_MPS),
         )),
     }
 }

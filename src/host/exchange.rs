@@ -89,8 +89,8 @@ unsafe extern "C" fn release_exported(managed: *mut DLManagedTensor) {
     if managed.is_null() {
         return;
     }
-    // SAFETY: `managed` is the first field of a leaked Box<Exported>
-    // (repr(C)), released once by its receiver.
+    // SAFETY: `manager_ctx` is the leaked Box<Exported> that holds
+    // `managed` (to_dlpack set it), released once by its receiver.
     drop(unsafe { Box::from_raw((*managed).manager_ctx.cast::<Exported>()) });
 }
 

@@ -90,7 +90,8 @@ impl Kind {
         }
     }
 
-    /// Writes `value` as element `i` of `data` (of this kind), as a cast does.
+    /// Writes `value` as element `i` of `data` (of this kind), as Rust's `as`
+    /// casts it (saturating to an integer's range).
     ///
     /// # Safety
     /// `data` points to at least `i + 1` writable elements of this kind.

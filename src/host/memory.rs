@@ -32,20 +32,22 @@ static USERS: AtomicUsize = AtomicUsize::new(0);
 static CURRENT: AtomicU64 = AtomicU64::new(0);
 static PEAK: AtomicU64 = AtomicU64::new(0);
 
-/// A host tensor's memory, allocated (counted only while measured).
-pub(crate) fn counted_allocation(bytes: usize) {
-    if USERS.load(Ordering::Relaxed) > 0 {
-        let now = CURRENT.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
-        PEAK.fetch_max(now, Ordering::Relaxed);
+/// A host tensor's memory, allocated: counted while a measurement runs
+/// (the answer says whether it was, so that only its release is subtracted).
+pub(crate) fn counted_allocation(bytes: usize) -> bool {
+    if USERS.load(Ordering::Relaxed) == 0 {
+        return false;
     }
+    let now = CURRENT.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+    true
 }
 
+/// A counted allocation's release.
 pub(crate) fn counted_release(bytes: usize) {
-    if USERS.load(Ordering::Relaxed) > 0 {
-        let _ = CURRENT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-            Some(c.saturating_sub(bytes as u64))
-        });
-    }
+    let _ = CURRENT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(bytes as u64))
+    });
 }
 
 /// Host tensors counted while this guard lives.

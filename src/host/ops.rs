@@ -90,23 +90,29 @@ impl Tensor {
         Ok(out)
     }
 
-    /// Every element as f64, in row-major order.
-    pub(super) fn values(&self) -> Vec<f64> {
-        let mut out = Vec::with_capacity(self.numel());
+    /// Every element as f64, in row-major order, passed to `f` with its
+    /// position among them (no copy of the tensor is made).
+    pub(super) fn for_each_value(&self, mut f: impl FnMut(usize, f64)) {
         let (kind, source) = (self.inner.kind, self.data_ptr().cast::<u8>().cast_const());
+        let mut position = 0usize;
         self.for_each_run(|at, count| {
-            // SAFETY: as in copy_into, element by element.
-            out.extend((0..count).map(|i| unsafe { kind.read(source, at + i) }));
+            for i in 0..count {
+                // SAFETY: as in copy_into, element by element.
+                f(position + i, unsafe { kind.read(source, at + i) });
+            }
+            position += count;
         });
-        out
     }
 
-    pub(super) fn from_values(values: &[f64], sizes: &[i64]) -> TensorResult<Tensor> {
-        let out = Tensor::f_empty(sizes, (Kind::Double, Device::Cpu))?;
-        // SAFETY: a fresh buffer of exactly these elements.
-        unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), out.data_ptr().cast(), values.len())
-        };
+    /// A Double tensor of `self`'s shape whose element i is `f(i, x_i)`,
+    /// written into memory allocated fallibly (an output too large to
+    /// compare is out of memory, not an abort).
+    fn map_to_double(&self, mut f: impl FnMut(usize, f64) -> f64) -> TensorResult<Tensor> {
+        let out = Tensor::f_empty(&self.inner.sizes, (Kind::Double, Device::Cpu))?;
+        let target = out.data_ptr().cast::<f64>();
+        // SAFETY: `out` is a fresh contiguous buffer of one f64 per element
+        // of `self`, and positions run over exactly those elements.
+        self.for_each_value(|i, x| unsafe { target.add(i).write(f(i, x)) });
         Ok(out)
     }
 
@@ -119,32 +125,35 @@ impl Tensor {
                 self.size()
             )));
         }
-        let values: Vec<f64> = (self.values().iter())
-            .zip(other.values())
-            .map(|(a, b)| a - b)
-            .collect();
-        Tensor::from_values(&values, &self.inner.sizes)
+        // Read in row-major order beside `self`: contiguous, so element i
+        // is at position i.
+        let other = other.f_contiguous()?;
+        let (kind, source) = (other.inner.kind, other.data_ptr().cast::<u8>().cast_const());
+        // SAFETY: `other` is contiguous with as many elements as `self`.
+        self.map_to_double(|i, a| a - unsafe { kind.read(source, i) })
     }
 
     pub fn f_abs(&self) -> TensorResult<Tensor> {
-        let values: Vec<f64> = self.values().iter().map(|v| v.abs()).collect();
-        Tensor::from_values(&values, &self.inner.sizes)
+        self.map_to_double(|_, v| v.abs())
     }
 
     /// The largest element (NaN when any is), as a 0-dim tensor.
     pub fn f_max(&self) -> TensorResult<Tensor> {
-        let values = self.values();
-        if values.is_empty() {
+        if self.numel() == 0 {
             return Err(invalid("the maximum of no elements"));
         }
-        let max = values.iter().fold(f64::NEG_INFINITY, |m, &v| {
-            if v.is_nan() || m.is_nan() {
+        let mut max = f64::NEG_INFINITY;
+        self.for_each_value(|_, v| {
+            max = if v.is_nan() || max.is_nan() {
                 f64::NAN
             } else {
-                m.max(v)
+                max.max(v)
             }
         });
-        Tensor::from_values(&[max], &[])
+        let out = Tensor::f_empty([], (Kind::Double, Device::Cpu))?;
+        // SAFETY: a fresh buffer of one f64.
+        unsafe { out.data_ptr().cast::<f64>().write(max) };
+        Ok(out)
     }
 
     /// The element at `index` (all of a 0-dim tensor's one element).

@@ -6,6 +6,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use super::WITHOUT_LIBTORCH;
 use crate::error::{Error, ErrorKind, Result};
 
+/// Why a CUDA or MPS device cannot be had, for messages.
+pub const NO_CUDA: &str =
+    "this perfopt is the build without libtorch, which has no CUDA (its engines run on the CPU)";
+pub const NO_MPS: &str =
+    "this perfopt is the build without libtorch, which has no MPS (its engines run on the CPU)";
+
 /// No libtorch: reports and the tuning cache say so.
 pub fn torch_version() -> &'static str {
     "none (lite build)"

@@ -41,8 +41,9 @@ pub(super) fn invalid(message: impl Into<String>) -> TensorError {
 
 /// Who frees a storage's memory.
 pub(super) enum Owner {
-    /// perfopt allocated it (zeroed, 64-byte aligned).
-    Heap(Layout),
+    /// perfopt allocated it (zeroed, 64-byte aligned); counted when a
+    /// measurement was counting then (its release is subtracted only then).
+    Heap(Layout, bool),
     /// Another runtime's value (an ONNX Runtime output), dropped with it.
     Foreign(#[allow(dead_code)] Box<dyn Any + Send>),
     /// The caller's memory for one call (a DLPack input): never freed here.
@@ -77,18 +78,20 @@ impl Storage {
                 format!("cannot allocate {bytes} bytes for a tensor"),
             ));
         }
-        memory::counted_allocation(bytes);
+        let counted = memory::counted_allocation(bytes);
         Ok(Arc::new(Storage {
             data,
-            owner: Owner::Heap(layout),
+            owner: Owner::Heap(layout, counted),
         }))
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let Owner::Heap(layout) = self.owner {
-            memory::counted_release(layout.size());
+        if let Owner::Heap(layout, counted) = self.owner {
+            if counted {
+                memory::counted_release(layout.size());
+            }
             // SAFETY: allocated in `allocate` with this layout, freed once.
             unsafe { std::alloc::dealloc(self.data, layout) };
         }
@@ -329,6 +332,10 @@ impl Tensor {
         }
     }
 
+    /// The tensor as `kind`, each element through f64: exact for what the
+    /// core converts (every kind to Double, for a relative error); an int64
+    /// beyond 2^53 or a float out of an integer's range would not be cast
+    /// as libtorch casts it.
     pub fn f_to_kind(&self, kind: Kind) -> TensorResult<Tensor> {
         if kind == self.inner.kind {
             return Ok(self.shallow_clone());
@@ -351,10 +358,10 @@ impl Tensor {
     pub fn f_narrow(&self, dim: i64, start: i64, length: i64) -> TensorResult<Tensor> {
         let d = dim_index(dim, self.dim())?;
         let size = self.inner.sizes[d];
-        if start < 0 || length < 0 || start + length > size {
+        let end = start.checked_add(length);
+        if start < 0 || length < 0 || end.is_none_or(|end| end > size) {
             return Err(invalid(format!(
-                "entries {start}..{} of dimension {d}, of size {size}",
-                start + length
+                "{length} entries from {start} of dimension {d}, of size {size}"
             )));
         }
         let mut sizes = self.inner.sizes.clone();
@@ -393,7 +400,9 @@ mod tests {
     use crate::ffi::dlpack::DLManagedTensor;
 
     fn values(t: &Tensor) -> Vec<f64> {
-        t.values()
+        let mut out = Vec::new();
+        t.for_each_value(|_, v| out.push(v));
+        out
     }
 
     #[test]

@@ -77,7 +77,11 @@ pub fn peak_rss() -> Option<u64> {
     let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
     // SAFETY: initialised by a successful getrusage (zeroed otherwise).
     let usage = unsafe { usage.assume_init() };
-    // Linux reports kilobytes; macOS bytes.
-    let scale = if cfg!(target_os = "macos") { 1 } else { 1024 };
+    // Linux reports kilobytes; Apple's systems (macOS, iOS) bytes.
+    let scale = if cfg!(target_vendor = "apple") {
+        1
+    } else {
+        1024
+    };
     (ok && usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * scale)
 }

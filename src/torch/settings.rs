@@ -35,6 +35,11 @@ extern "C" {
     fn pshim_accelerator_memory_info(index: i32, free: *mut u64, total: *mut u64) -> c_int;
 }
 
+/// Why a CUDA or MPS device cannot be had, for messages.
+pub const NO_CUDA: &str = "libtorch sees no CUDA device";
+pub const NO_MPS: &str =
+    "MPS is not available (it needs Apple silicon and a libtorch built with MPS)";
+
 pub fn torch_version() -> &'static str {
     // SAFETY: returns a pointer to a string literal.
     unsafe { CStr::from_ptr(pshim_torch_version()) }

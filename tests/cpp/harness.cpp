@@ -1092,6 +1092,39 @@ TEST_CASE(executorch_from_c) {
   perfopt_optimizer_free(optimizer);
 }
 
+// A model held out from every other suite (tests/python/test_lite.py's
+// pitch head, exported there as .onnx and .pte into PERFOPT_HELD_OUT with
+// its inputs and eager's outputs): from C, in every compile mode, within
+// 1e-4 of eager. Registered for the lite library (make test-lite runs the
+// Python suite first).
+TEST_CASE(held_out_from_c) {
+  const char *folder = std::getenv("PERFOPT_HELD_OUT");
+  if (!folder || !*folder) throw Failure{"PERFOPT_HELD_OUT is not set (make test-lite sets it)"};
+  perfopt_optimizer *optimizer = new_optimizer(cpu_config());
+  for (const char *suffix : {".onnx", ".pte"}) {
+    Fixture fx;
+    fx.path = std::string(folder) + "/pitch" + suffix;
+    fx.inputs.push_back(read_npy(std::string(folder) + "/pitch.input0.npy"));
+    for (int i = 0; i < 2; ++i)
+      fx.outputs.push_back(read_npy(std::string(folder) + "/pitch.output" + std::to_string(i) + ".npy"));
+    auto inputs = fx.dl_inputs();
+    for (const char *mode : {"none", "default", "reduce-overhead", "max-autotune"}) {
+      perfopt_model *model = load(optimizer, fx.path);
+      CHECK_STATUS(perfopt_model_compile(model, mode, inputs.data(), inputs.size()), PERFOPT_OK, "");
+      check_run_matches_eager(model, fx, inputs);
+      check_run_matches_eager(model, fx, inputs);
+      DLManagedTensor *outputs[4] = {};
+      size_t n = 0;
+      CHECK_STATUS(perfopt_model_run_batched(model, inputs.data(), inputs.size(), 2, outputs, 4, &n), PERFOPT_OK, "");
+      CHECK(n == 2);
+      for (size_t i = 0; i < n; ++i) CHECK(relative_error(outputs[i], fx.outputs[i]) <= 1e-4);
+      release(outputs, n);
+      perfopt_model_free(model);
+    }
+  }
+  perfopt_optimizer_free(optimizer);
+}
+
 // A named ONNX Runtime that is not there: a clear status naming it, in a
 // process of its own (ONNX Runtime loads once per process).
 TEST_CASE(onnx_without_its_runtime) {

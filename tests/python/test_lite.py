@@ -40,17 +40,32 @@ class PitchHead(nn.Module):
         return pitch, torch.sigmoid(voiced)
 
 
+def mel_input():
+    return torch.randn(3, 40, 30, generator=torch.Generator().manual_seed(11))
+
+
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
+    """The model, exported as .onnx and .pte with its input and eager's
+    outputs beside (into PERFOPT_HELD_OUT when set: the C harness's
+    held_out_from_c runs the same files after this suite)."""
     torch.manual_seed(7)
     model = PitchHead().eval()
     example = (torch.randn(2, 40, 30),)
-    folder = tmp_path_factory.mktemp("lite")
+    named = os.environ.get("PERFOPT_HELD_OUT")
+    folder = Path(named) if named else tmp_path_factory.mktemp("lite")
+    folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for suffix in ("onnx", "pte"):
         path = folder / f"pitch.{suffix}"
         perfopt.export.export(model, example, str(path), dynamic_batch=True)
         paths[suffix] = path
+    mel = mel_input()
+    with torch.no_grad():
+        outputs = model(mel)
+    np.save(folder / "pitch.input0.npy", mel.numpy())
+    for i, output in enumerate(outputs):
+        np.save(folder / f"pitch.output{i}.npy", output.numpy())
     return model, paths
 
 
@@ -79,7 +94,7 @@ def test_a_torchscript_file_is_refused_naming_the_build(opt):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_held_out_model_runs_like_eager_in_every_mode(opt, held_out, suffix, mode):
     model, paths = held_out
-    mel = torch.randn(3, 40, 30, generator=torch.Generator().manual_seed(11))
+    mel = mel_input()
     with torch.no_grad():
         expected = [t.numpy() for t in model(mel)]
     with opt.load(str(paths[suffix])) as loaded:

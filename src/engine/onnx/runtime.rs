@@ -22,9 +22,10 @@ use crate::error::{Error, ErrorKind, Result};
 pub const ENV_LIBRARY: &str = "PERFOPT_ONNXRUNTIME";
 const ENV_ORT: &str = "ORT_DYLIB_PATH";
 
-#[cfg(target_os = "macos")]
+// Apple's systems (macOS, iOS) name shared libraries .dylib.
+#[cfg(target_vendor = "apple")]
 const LIBRARY_NAME: &str = "libonnxruntime.dylib";
-#[cfg(not(target_os = "macos"))]
+#[cfg(not(target_vendor = "apple"))]
 const LIBRARY_NAME: &str = "libonnxruntime.so";
 
 /// ONNX Runtime, loaded once per process.
