@@ -36,7 +36,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: all setup build build-lite header lint fixtures packages wheel install examples test test-rust test-cpp test-python test-lite \
-	test-install test-swift bench bench-gpu fuzz memcheck gpu-bundle demo clean distclean
+	test-install test-swift bench bench-lite bench-gpu fuzz memcheck gpu-bundle demo clean distclean
 
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -207,6 +207,16 @@ bench: build
 	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/driver.py --perfopt $(BUILD)/bin/perfopt \
 		--overhead $(BUILD)/bench/overhead --iterations $(BENCH_ITERATIONS) --repeats $(BENCH_REPEATS)
 	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/formats.py
+	$(MAKE) --no-print-directory bench-lite
+
+# The lite library beside the full one: a process's start to its first
+# output and the median call, alternating processes (docs/benchmarks/lite.md).
+bench-lite: build packages
+	mkdir -p $(BUILD)/bench
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror bench/lite_start.c -Iinclude -L$(BUILD)/lib -lperfopt \
+		-o $(BUILD)/bench/lite_start
+	$(VENV)/bin/python bench/lite.py --program $(BUILD)/bench/lite_start --full $(BUILD)/lib --lite $(LITE)/lib \
+		--packages "$$(cat $(BUILD)/packages.txt)" | tee docs/benchmarks/lite.md
 
 bench-gpu: BENCH_ITERATIONS = 100
 bench-gpu: BENCH_REPEATS = 1
