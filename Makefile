@@ -79,8 +79,10 @@ build: setup
 # folder of its own (another feature set), finding the executorch wheel in
 # the venv (no torch to find it by).
 LITE := $(BUILD)/lite
+# The venv's Python packages folder, as the shell computes it in a recipe.
+SITE_PACKAGES = $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 build-lite: setup
-	PERFOPT_SITE_PACKAGES="$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+	PERFOPT_SITE_PACKAGES="$(SITE_PACKAGES)" \
 		$(CARGO) build $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
 	mkdir -p $(LITE)/lib
 	cp -f target/lite/release/libperfopt.so $(LITE)/lib/.libperfopt.so.0.new && mv -f $(LITE)/lib/.libperfopt.so.0.new $(LITE)/lib/libperfopt.so.0
@@ -292,7 +294,7 @@ test-python: build fixtures packages
 # need no model; the safety cases on the fixtures' ONNX forms; and no libtorch
 # among its dependencies (ldd). No torch is loaded in the C programs to find
 # ONNX Runtime beside, so it is named.
-ONNXRUNTIME_LIBRARY = $$(ls $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/onnxruntime/capi/libonnxruntime.so.1* | tail -n 1)
+ONNXRUNTIME_LIBRARY = $$(ls $(SITE_PACKAGES)/onnxruntime/capi/libonnxruntime.so.1* | tail -n 1)
 test-lite: build fixtures packages
 	$(CARGO) test $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
 	rm -rf $(LITE)/held_out

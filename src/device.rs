@@ -110,7 +110,8 @@ impl Device {
         index: None,
     };
 
-    pub fn to_tch(self) -> crate::runtime::Device {
+    /// The device as the runtime's tensors name it.
+    pub fn to_runtime(self) -> crate::runtime::Device {
         match self.kind {
             DeviceKind::Cpu => crate::runtime::Device::Cpu,
             DeviceKind::Cuda => crate::runtime::Device::Cuda(self.index.unwrap_or(0)),

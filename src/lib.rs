@@ -42,13 +42,14 @@ pub(crate) mod library_folder;
 pub(crate) mod logging;
 pub(crate) mod model_file;
 pub(crate) mod numerics;
+pub(crate) mod scalar_type;
 pub(crate) mod throughput;
 #[cfg(feature = "torch")]
 pub(crate) mod torch;
+// The tensors and settings the core runs on: libtorch's (src/torch) in the
+// full build, host ones (src/host) in the build without libtorch.
 #[cfg(not(feature = "torch"))]
 pub(crate) use host as runtime;
-/// The tensors and settings the core runs on: libtorch's (src/torch) in the
-/// full build, host ones (src/host) in the build without libtorch.
 #[cfg(feature = "torch")]
 pub(crate) use torch as runtime;
 // Read by the libtorch engines' archive checks; the lite build only tells a

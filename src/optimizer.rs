@@ -264,28 +264,25 @@ impl Optimizer {
             // reach processes started from it; the thread counts reach
             // OpenMP and MKL through at::set_num_threads above.
             let threads = intra.unwrap_or(cores as i32).to_string();
-            // The build without libtorch loads no OpenMP or MKL: the
+            // The build without libtorch loads no OpenMP or MKL: there the
             // service's variables are set for the processes it starts.
-            let without =
-                "this build has no libtorch, OpenMP or MKL: it applies only to processes \
-                           started from here";
-            let libtorch = cfg!(feature = "torch");
+            let note = |with_libtorch: &'static str| match cfg!(feature = "torch") {
+                true => with_libtorch,
+                false => {
+                    "this build has no libtorch, OpenMP or MKL: it applies only to \
+                          processes started from here"
+                }
+            };
             let counts = [
                 (
                     "OMP_NUM_THREADS",
                     false,
-                    match libtorch {
-                        true => "OpenMP read it when libtorch loaded; perfopt set the count directly (at::set_num_threads)",
-                        false => without,
-                    },
+                    note("OpenMP read it when libtorch loaded; perfopt set the count directly (at::set_num_threads)"),
                 ),
                 (
                     "MKL_NUM_THREADS",
                     false,
-                    match libtorch {
-                        true => "MKL in libtorch follows at::set_num_threads, which perfopt called",
-                        false => without,
-                    },
+                    note("MKL in libtorch follows at::set_num_threads, which perfopt called"),
                 ),
                 (
                     "NUMEXPR_NUM_THREADS",
@@ -311,14 +308,11 @@ impl Optimizer {
                 "OMP_WAIT_POLICY",
                 "PASSIVE",
                 false,
-                Some(match libtorch {
-                    true => {
-                        "OpenMP read it when libtorch loaded, so it applies only to processes \
-                         started from here; set before loading, PASSIVE made a conv vocoder \
-                         1.7-2.2x slower on a 2-core CPU"
-                    }
-                    false => without,
-                }),
+                Some(note(
+                    "OpenMP read it when libtorch loaded, so it applies only to processes \
+                     started from here; set before loading, PASSIVE made a conv vocoder \
+                     1.7-2.2x slower on a 2-core CPU",
+                )),
             ));
         }
     }

@@ -8,8 +8,7 @@
 use std::ffi::c_void;
 
 use crate::error::{Error, Result};
-use crate::runtime::Tensor;
-use crate::runtime::{settings, tensor};
+use crate::runtime::{settings, tensor, Tensor};
 
 pub const kDLCPU: i32 = 1;
 pub const kDLCUDA: i32 = 2;

@@ -61,8 +61,12 @@ pub fn fp32_precision(_backend: &str, _op: &str) -> Result<String> {
 static THREADS: AtomicI32 = AtomicI32::new(0);
 static INTEROP_THREADS: AtomicI32 = AtomicI32::new(0);
 
-fn cores() -> i32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
+/// A count as set (at least 1), or the cores until it is.
+fn configured(count: &AtomicI32) -> i32 {
+    match count.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+        n => n,
+    }
 }
 
 pub fn set_num_threads(n: i32) -> Result<()> {
@@ -71,10 +75,7 @@ pub fn set_num_threads(n: i32) -> Result<()> {
 }
 
 pub fn num_threads() -> Result<i32> {
-    Ok(match THREADS.load(Ordering::Relaxed) {
-        0 => cores(),
-        n => n,
-    })
+    Ok(configured(&THREADS))
 }
 
 pub fn set_num_interop_threads(n: i32) -> Result<()> {
@@ -83,10 +84,7 @@ pub fn set_num_interop_threads(n: i32) -> Result<()> {
 }
 
 pub fn num_interop_threads() -> Result<i32> {
-    Ok(match INTEROP_THREADS.load(Ordering::Relaxed) {
-        0 => cores(),
-        n => n,
-    })
+    Ok(configured(&INTEROP_THREADS))
 }
 
 /// libtorch's inference mode has nothing to switch here (ONNX Runtime and

@@ -111,7 +111,6 @@ impl Model {
         Ok(())
     }
 
-    /// What compilation does to the methods other than forward().
     /// Why the model's `threads` option does not apply to the form that runs,
     /// where it does not (a runtime whose pool is the process's).
     fn threads_not_set_note(&self, compiled: &Compiled) -> Option<String> {
@@ -120,6 +119,7 @@ impl Model {
         (threads != 0).then(|| format!("the threads option ({threads}) does not apply: {why}"))
     }
 
+    /// What compilation does to the methods other than forward().
     fn other_methods_note(&self, compiled: &Compiled) -> Option<String> {
         let others: Vec<&str> = self
             .original

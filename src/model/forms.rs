@@ -154,7 +154,7 @@ pub fn files_identity(path: &Path) -> Option<u64> {
 pub(super) fn load_context<'a>(optimizer: &'a Optimizer, path: &'a str) -> LoadContext<'a> {
     LoadContext {
         path,
-        device: optimizer.device().to_tch(),
+        device: optimizer.device().to_runtime(),
         cores: crate::device::host::cores(),
         threads: crate::runtime::settings::num_threads().unwrap_or(1).max(1) as usize,
         onnxruntime: optimizer.config().onnxruntime_library.as_deref(),

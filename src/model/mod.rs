@@ -284,7 +284,7 @@ impl Model {
     /// Moves the tensors in `args` to the model's device; no copy for those
     /// already there.
     fn to_device(&self, args: Vec<Value>) -> Result<Vec<Value>> {
-        let device = self.device.to_tch();
+        let device = self.device.to_runtime();
         args.into_iter()
             .map(|arg| {
                 arg.map_tensors(&mut |t| {

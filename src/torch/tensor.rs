@@ -43,24 +43,6 @@ pub unsafe fn from_dlpack(dl_tensor: *const c_void) -> Result<tch::Tensor> {
     Ok(unsafe { tch::Tensor::from_ptr(out.cast()) })
 }
 
-/// c10's ScalarType number of a kind (what the shim takes).
-fn scalar_type(kind: tch::Kind) -> Option<c_int> {
-    use tch::Kind::*;
-    Some(match kind {
-        Uint8 => 0,
-        Int8 => 1,
-        Int16 => 2,
-        Int => 3,
-        Int64 => 4,
-        Half => 5,
-        Float => 6,
-        Double => 7,
-        Bool => 11,
-        BFloat16 => 15,
-        _ => return None,
-    })
-}
-
 unsafe extern "C" fn release_owner(owner: *mut c_void) {
     // SAFETY: `owner` is the Box<Box<dyn Any + Send>> from_owned leaked,
     // released once.
@@ -79,7 +61,7 @@ pub unsafe fn from_owned(
     kind: tch::Kind,
     owner: Box<dyn Any + Send>,
 ) -> Result<tch::Tensor> {
-    let scalar_type = scalar_type(kind).ok_or_else(|| {
+    let (scalar_type, _) = crate::scalar_type::code_of(kind).ok_or_else(|| {
         crate::error::Error::invalid_argument(format!("{kind:?} tensors over foreign memory"))
     })?;
     let owner = Box::into_raw(Box::new(owner)).cast::<c_void>();

@@ -30,7 +30,8 @@ use parking_lot::Mutex;
 use super::{Engine, Format, LoadContext, MethodSchema};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
-use crate::runtime::{Device, Kind, Tensor};
+use crate::runtime::{Device, Tensor};
+use crate::scalar_type;
 use crate::value::Value;
 use shim::{Program, RawTensor, Slot, MAX_DIMS, TAG_TENSOR};
 
@@ -50,35 +51,6 @@ pub fn availability() -> Json {
             .with("available", false)
             .with("runtime", why.as_str()),
     }
-}
-
-/// c10's ScalarType numbers (ExecuTorch's too) of the element types perfopt
-/// passes, with libtorch's kind and a name for messages.
-const ELEMENTS: [(i32, Kind, &str); 10] = [
-    (0, Kind::Uint8, "uint8"),
-    (1, Kind::Int8, "int8"),
-    (2, Kind::Int16, "int16"),
-    (3, Kind::Int, "int32"),
-    (4, Kind::Int64, "int64"),
-    (5, Kind::Half, "float16"),
-    (6, Kind::Float, "float32"),
-    (7, Kind::Double, "float64"),
-    (11, Kind::Bool, "bool"),
-    (15, Kind::BFloat16, "bfloat16"),
-];
-
-fn element(code: i32) -> Option<(Kind, &'static str)> {
-    ELEMENTS
-        .iter()
-        .find(|(c, _, _)| *c == code)
-        .map(|&(_, kind, name)| (kind, name))
-}
-
-fn code_of(kind: Kind) -> Option<(i32, &'static str)> {
-    ELEMENTS
-        .iter()
-        .find(|(_, k, _)| *k == kind)
-        .map(|&(code, _, name)| (code, name))
 }
 
 /// One method: its inputs and outputs as the program declares them.
@@ -135,7 +107,7 @@ pub fn load(file: std::fs::File, _size: u64, context: &LoadContext) -> Result<Ar
             ));
         }
         let slots = || inputs.iter().chain(&outputs);
-        if let Some(slot) = slots().find(|s| element(s.dtype).is_none()) {
+        if let Some(slot) = slots().find(|s| scalar_type::kind_of(s.dtype).is_none()) {
             return Err(Error::new(
                 ErrorKind::UnsupportedModel,
                 format!(
@@ -240,14 +212,15 @@ impl ExecuTorch {
                         (0, true) => (1..=bound).contains(&n),
                         _ => n == bound,
                     });
-            if code_of(t.kind()).map(|(code, _)| code) != Some(slot.dtype) || !fits {
+            if scalar_type::code_of(t.kind()).map(|(code, _)| code) != Some(slot.dtype) || !fits {
                 return Err(Error::invalid_argument(format!(
                     "input {i} of `{}`: the ExecuTorch program takes {} of shape {} and got {} \
                      of shape {size:?}",
                     method.name,
-                    element(slot.dtype).map_or("?", |(_, name)| name),
+                    scalar_type::kind_of(slot.dtype).map_or("?", |(_, name)| name),
                     shape_label(slot),
-                    code_of(t.kind()).map_or_else(|| format!("{:?}", t.kind()), |(_, n)| n.into())
+                    scalar_type::code_of(t.kind())
+                        .map_or_else(|| format!("{:?}", t.kind()), |(_, n)| n.into())
                 )));
             }
             if let (true, Some(&n)) = (dynamic, size.first()) {
@@ -276,7 +249,7 @@ impl ExecuTorch {
 /// A libtorch tensor holding a copy of an output (the program's memory is
 /// reused by its next call).
 fn copy_out(raw: &RawTensor, index: usize) -> Result<Tensor> {
-    let (kind, _) = element(raw.dtype).ok_or_else(|| {
+    let (kind, _) = scalar_type::kind_of(raw.dtype).ok_or_else(|| {
         Error::new(
             ErrorKind::UnsupportedModel,
             format!(
@@ -329,7 +302,7 @@ impl Engine for ExecuTorch {
             .map(|t| {
                 let mut raw = RawTensor {
                     data: t.data_ptr(),
-                    dtype: code_of(t.kind()).map_or(-1, |(code, _)| code),
+                    dtype: scalar_type::code_of(t.kind()).map_or(-1, |(code, _)| code),
                     ndim: t.dim() as i32,
                     ..RawTensor::default()
                 };
@@ -403,7 +376,10 @@ impl Engine for ExecuTorch {
                                 .iter()
                                 .map(|s| {
                                     Json::object()
-                                        .with("dtype", element(s.dtype).map_or("?", |(_, n)| n))
+                                        .with(
+                                            "dtype",
+                                            scalar_type::kind_of(s.dtype).map_or("?", |(_, n)| n),
+                                        )
                                         .with("shape", shape_label(s))
                                 })
                                 .collect::<Vec<Json>>(),
