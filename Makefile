@@ -209,6 +209,8 @@ bench: build
 	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/driver.py --perfopt $(BUILD)/bin/perfopt \
 		--overhead $(BUILD)/bench/overhead --iterations $(BENCH_ITERATIONS) --repeats $(BENCH_REPEATS)
 	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/formats.py
+	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/precision.py
+	PERFOPT_LIBRARY=$(BUILD)/lib/libperfopt.so $(VENV)/bin/python bench/bundle_start.py
 	$(MAKE) --no-print-directory bench-lite
 
 # The lite library beside the full one: a process's start to its first
@@ -255,7 +257,10 @@ gpu-bundle: build
 lint: setup
 	cargo fmt --all -- --check
 	$(CARGO_CLIPPY) $(CARGO_FLAGS) --all-targets -- -D warnings
-	$(CARGO_CLIPPY) $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite -- -D warnings
+	@# With build-lite's environment: its build script, run with another
+	@# one, would rebuild without the ExecuTorch part and remove it.
+	PERFOPT_SITE_PACKAGES="$(SITE_PACKAGES)" \
+		$(CARGO_CLIPPY) $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite -- -D warnings
 	$(VENV)/bin/python tests/architecture.py
 	cd bindings/python && $(VENV)/bin/python -m mypy --check-untyped-defs --warn-unused-ignores perfopt
 
@@ -296,7 +301,8 @@ test-python: build fixtures packages
 # ONNX Runtime beside, so it is named.
 ONNXRUNTIME_LIBRARY = $$(ls $(SITE_PACKAGES)/onnxruntime/capi/libonnxruntime.so.1* | tail -n 1)
 test-lite: build fixtures packages
-	$(CARGO) test $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
+	PERFOPT_SITE_PACKAGES="$(SITE_PACKAGES)" \
+		$(CARGO) test $(CARGO_FLAGS) -p perfopt --lib --no-default-features --target-dir target/lite
 	rm -rf $(LITE)/held_out
 	PERFOPT_FIXTURES=$(BUILD)/fixtures PERFOPT_PACKAGES="$$(cat $(BUILD)/packages.txt)" PERFOPT_LIBRARY=$(LITE)/lib/libperfopt.so \
 		PERFOPT_HELD_OUT=$(LITE)/held_out PYTHONPATH=$(ROOT)/bindings/python \

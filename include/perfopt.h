@@ -135,14 +135,28 @@ typedef struct DLManagedTensor {
  take const handles and added values, methods, batch dimensions,
  AOTInductor packages, kept reports and the options' tuning fields; ABI 4
  added ONNX models, a thread count per model (perfopt_model_options.threads)
- and perfopt_config.onnxruntime_library.
+ and perfopt_config.onnxruntime_library; ABI 5 added the options'
+ precision fields (a bundle's reduced-precision forms).
  */
-#define PERFOPT_ABI_VERSION 4
+#define PERFOPT_ABI_VERSION 5
 
 /*
  A tri-state setting left to the environment, then the default.
  */
 #define PERFOPT_AUTO -1
+
+/*
+ perfopt_model_options.precision: max-autotune measures the model's own
+ precision only (the default).
+ */
+#define PERFOPT_PRECISION_FP32 0
+
+/*
+ perfopt_model_options.precision: max-autotune also measures a bundle's
+ reduced-precision forms (bf16, fp16, int8), kept only within
+ reduced_tolerance (or min_cosine).
+ */
+#define PERFOPT_PRECISION_ALLOW_REDUCED 1
 
 /*
  Log levels for perfopt_set_log_callback, as in Rust's `log` crate.
@@ -385,6 +399,24 @@ typedef struct perfopt_model_options {
    last round may run past it); 0 (default): 5000. (ABI 4)
    */
   uint32_t batch_budget_ms;
+  /*
+   PERFOPT_PRECISION_FP32 (default): max-autotune measures the model's
+   own precision only; PERFOPT_PRECISION_ALLOW_REDUCED: also a bundle's
+   reduced-precision forms (perfopt.export's `precisions`), each kept
+   only within reduced_tolerance of the fp32 result. (ABI 5)
+   */
+  int32_t precision;
+  /*
+   The largest relative error (max |a - b| / max |b| over each output)
+   a reduced-precision form may have against fp32; default 1e-2. (ABI 5)
+   */
+  double reduced_tolerance;
+  /*
+   When above 0 (at most 1), reduced-precision forms are judged by
+   cosine similarity instead (embeddings): the lowest over the outputs
+   must be at least this; default 0. (ABI 5)
+   */
+  double min_cosine;
 } perfopt_model_options;
 
 /*

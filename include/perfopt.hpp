@@ -116,6 +116,12 @@ class Options {
   /// Threads per call of this model, from its next compile on (0: the optimizer's).
   Options &threads(uint32_t n) { options_.threads = n; return *this; }
   Options &batch_budget_ms(uint32_t ms) { options_.batch_budget_ms = ms; return *this; }
+  /// PERFOPT_PRECISION_ALLOW_REDUCED lets max-autotune choose a bundle's
+  /// reduced-precision form, kept only within reduced_tolerance (relative
+  /// error) or, with min_cosine above 0, at least that cosine similarity.
+  Options &precision(int32_t p) { options_.precision = p; return *this; }
+  Options &reduced_tolerance(double relative) { options_.reduced_tolerance = relative; return *this; }
+  Options &min_cosine(double cosine) { options_.min_cosine = cosine; return *this; }
 
   const perfopt_model_options *get() {
     options_.tuning_cache_dir = cache_dir_.empty() ? nullptr : cache_dir_.c_str();

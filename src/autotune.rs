@@ -24,7 +24,7 @@ use crate::engine::State;
 use crate::error::Result;
 use crate::executor::Executor;
 use crate::json::Json;
-use crate::numerics;
+use crate::numerics::{self, ReducedTolerance};
 use crate::stats::{round3, Summary};
 use crate::value::Value;
 
@@ -46,17 +46,23 @@ pub struct Candidate {
     /// Timed runs behind p50_ms.
     pub runs: usize,
     pub relative_error: Option<f64>,
+    /// A reduced-precision candidate's precision ("bf16"), and its lowest
+    /// cosine similarity to the reference over the outputs.
+    pub precision: Option<String>,
+    pub cosine: Option<f64>,
     pub within_tolerance: bool,
     pub note: Option<String>,
 }
 
 impl Candidate {
-    fn new(name: String) -> Candidate {
+    fn new(name: String, precision: Option<String>) -> Candidate {
         Candidate {
             name,
             p50_ms: None,
             runs: 0,
             relative_error: None,
+            precision,
+            cosine: None,
             within_tolerance: false,
             note: None,
         }
@@ -68,6 +74,8 @@ impl Candidate {
             .with("p50_ms", self.p50_ms)
             .with("runs", self.runs)
             .with("relative_error", self.relative_error)
+            .with("precision", self.precision.as_deref().unwrap_or("fp32"))
+            .with("cosine", self.cosine)
             .with("within_tolerance", self.within_tolerance)
             .with("note", self.note.clone())
     }
@@ -78,6 +86,8 @@ pub struct Trial<'a> {
     pub name: String,
     /// Which form of the model it runs ("as loaded", "frozen", ...).
     pub label: String,
+    /// A reduced precision ("bf16"): judged by the reduced tolerance.
+    pub precision: Option<String>,
     pub build: Box<dyn FnOnce() -> Result<Executor> + 'a>,
 }
 
@@ -87,6 +97,8 @@ pub struct Settings<'a> {
     /// When compile started: the budget counts from here.
     pub started: Instant,
     pub tolerance: f64,
+    /// What a reduced-precision candidate must stay within.
+    pub reduced_tolerance: ReducedTolerance,
     /// The fp32 eager result, and what one run of it takes.
     pub reference: &'a Value,
     pub reference_time: Duration,
@@ -166,7 +178,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
 
     for trial in trials {
         let index = candidates.len();
-        candidates.push(Candidate::new(trial.name));
+        candidates.push(Candidate::new(trial.name, trial.precision));
         labels.push(trial.label);
         let candidate = &mut candidates[index];
         // What this candidate needs, and what the ones admitted still need.
@@ -188,25 +200,49 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                 .map(|e| e.save_state())
                 .transpose()?
                 .flatten();
-            let checked = (|| -> Result<f64> {
+            let reduced = candidate.precision.is_some();
+            let checked = (|| -> Result<(f64, Option<f64>)> {
                 let output = (settings.run)(&executor)?;
+                if !numerics::same_kinds(&output, settings.reference) {
+                    return Err(crate::error::Error::new(
+                        crate::error::ErrorKind::Internal,
+                        format!(
+                            "not measured: it returns {}, where the model returns {}",
+                            output.label(),
+                            settings.reference.label()
+                        ),
+                    ));
+                }
                 let error = numerics::value_error(&output, settings.reference)?;
+                let cosine = reduced
+                    .then(|| numerics::value_cosine(&output, settings.reference))
+                    .transpose()?;
                 for _ in 0..WARMUP_RUNS {
                     (settings.run)(&executor)?;
                 }
-                Ok(error)
+                Ok((error, cosine))
             })();
             // Tuning runs leave the model's state as they found it.
             restore(&executor, &state)?;
             Ok((executor, checked?, state))
         });
         match admitted {
-            Ok((executor, error, state)) => {
+            Ok((executor, (error, cosine), state)) => {
                 candidate.relative_error = Some(error);
-                candidate.within_tolerance = error <= settings.tolerance;
+                candidate.cosine = cosine;
+                let reduced = &settings.reduced_tolerance;
+                candidate.within_tolerance = match cosine {
+                    Some(cosine) => reduced.accepts(error, cosine),
+                    None => error <= settings.tolerance,
+                };
                 if !candidate.within_tolerance {
-                    candidate.note =
-                        Some(format!("over the error tolerance {:e}", settings.tolerance));
+                    candidate.note = Some(match cosine {
+                        Some(_) => format!(
+                            "outside the reduced-precision tolerance ({})",
+                            reduced.describe()
+                        ),
+                        None => format!("over the error tolerance {:e}", settings.tolerance),
+                    });
                     continue;
                 }
                 measured.push(Measured {
@@ -395,11 +431,27 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         .map(|m| m.index)
         .expect("two comparable candidates");
     let chosen = candidates[best].clone();
+    // A reduced precision chosen says so, with what it was measured at.
+    let precision = match (&chosen.precision, chosen.cosine) {
+        (Some(precision), Some(cosine)) => format!(
+            " in {precision} (cosine similarity {cosine:.6}, judged by the reduced-precision \
+             tolerance)"
+        ),
+        _ => String::new(),
+    };
+    let tolerance = if candidates.iter().any(|c| c.precision.is_some()) {
+        format!(
+            "their tolerances (error {:e}; reduced precision: {})",
+            settings.tolerance,
+            settings.reduced_tolerance.describe()
+        )
+    } else {
+        format!("error tolerance {:e}", settings.tolerance)
+    };
     let why = format!(
-        "fastest of {} measured candidates within error tolerance {:e}: {:.3} ms, error {:.2e} \
-         ({rounds} interleaved rounds, {:.0} ms spent of a {} ms budget)",
+        "fastest of {} measured candidates within {tolerance}: {:.3} ms, error \
+         {:.2e}{precision} ({rounds} interleaved rounds, {:.0} ms spent of a {} ms budget)",
         comparable.len(),
-        settings.tolerance,
         chosen.p50_ms.unwrap_or(f64::NAN),
         chosen.relative_error.unwrap_or(f64::NAN),
         elapsed().as_secs_f64() * 1e3,

@@ -63,7 +63,7 @@ pub use config::{CompileMode, Config};
 pub use device::{DeviceKind, DeviceRequest};
 pub use engine::{Argument, Format, MethodSchema, TypeKind};
 pub use error::{Error, ErrorKind, Result};
-pub use model::{BatchDims, Model, ModelOptions, ReportKind};
+pub use model::{BatchDims, Model, ModelOptions, Precision, ReducedTolerance, ReportKind};
 pub use numerics::{relative_error, value_error};
 pub use optimizer::Optimizer;
 pub use scope::InferenceScope;

@@ -102,6 +102,44 @@ pub fn current() -> Result<NumericFlags> {
     })
 }
 
+/// How far a reduced-precision candidate may be from the fp32 reference.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReducedTolerance {
+    /// Largest relative error (max |a - b| / max |b|).
+    pub relative: f64,
+    /// When above 0, judged by cosine similarity instead (embeddings): the
+    /// lowest over the outputs' rows must be at least this, and the relative
+    /// error at most COSINE_MODE_RELATIVE times `relative` (cosine alone
+    /// would accept any change of scale).
+    pub min_cosine: f64,
+}
+
+/// How much looser the relative bound is when cosine similarity judges.
+pub const COSINE_MODE_RELATIVE: f64 = 10.0;
+
+impl ReducedTolerance {
+    pub fn accepts(&self, relative_error: f64, cosine: f64) -> bool {
+        if self.min_cosine > 0.0 {
+            cosine >= self.min_cosine && relative_error <= self.relative * COSINE_MODE_RELATIVE
+        } else {
+            relative_error <= self.relative
+        }
+    }
+
+    /// What it asks, as a report or a cache key says it.
+    pub fn describe(&self) -> String {
+        if self.min_cosine > 0.0 {
+            format!(
+                "cosine similarity at least {} per row, relative error at most {:e}",
+                self.min_cosine,
+                self.relative * COSINE_MODE_RELATIVE
+            )
+        } else {
+            format!("relative error at most {:e}", self.relative)
+        }
+    }
+}
+
 /// max |a - b| / max |b| over every output (∞ when shapes or counts differ;
 /// exact comparison for integer and boolean outputs).
 pub fn relative_error(outputs: &[Tensor], reference: &[Tensor]) -> Result<f64> {
@@ -143,7 +181,9 @@ pub fn value_error(output: &Value, reference: &Value) -> Result<f64> {
         (Value::Tensor(a), Value::Tensor(b)) => {
             relative_error(&[a.shallow_clone()], &[b.shallow_clone()])?
         }
-        (Value::List(a), Value::List(b)) | (Value::Tuple(a), Value::Tuple(b)) => {
+        // A list against a tuple (a scripted form against an exported one)
+        // compares element by element too.
+        (Value::List(a) | Value::Tuple(a), Value::List(b) | Value::Tuple(b)) => {
             if a.len() != b.len() {
                 return Ok(f64::INFINITY);
             }
@@ -160,14 +200,136 @@ pub fn value_error(output: &Value, reference: &Value) -> Result<f64> {
                 (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
             }
         }
-        (a, b) if a.label() == b.label() && !matches!(a, Value::Tensor(_)) => 0.0,
+        (a, b) if a.label() == b.label() && !is_container(a) => 0.0,
         _ => f64::INFINITY,
+    })
+}
+
+fn is_container(value: &Value) -> bool {
+    matches!(value, Value::Tensor(_) | Value::List(_) | Value::Tuple(_))
+}
+
+/// Whether a result has the reference's structure and tensor dtypes: a
+/// candidate that hands out another dtype (a reduced form returning bf16, a
+/// form returning float where the model returns double) would change what
+/// callers receive, whatever its error.
+pub fn same_kinds(output: &Value, reference: &Value) -> bool {
+    match (output, reference) {
+        (Value::Tensor(a), Value::Tensor(b)) => a.kind() == b.kind(),
+        (Value::List(a) | Value::Tuple(a), Value::List(b) | Value::Tuple(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_kinds(x, y))
+        }
+        (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+    }
+}
+
+/// The lowest cosine similarity between an output and the reference's over
+/// a result tree, row by row (each index of a tensor's first dimension, so
+/// that one row of a batch cannot hide behind larger ones; a 1-dim tensor is
+/// one row): 1 for identical, 0 when shapes, counts or non-floating values
+/// differ. How embeddings are judged, where a reduced precision moves every
+/// value a little but not the direction. A floating scalar counts as 1 less
+/// its relative error.
+pub fn value_cosine(output: &Value, reference: &Value) -> Result<f64> {
+    Ok(match (output, reference) {
+        (Value::Tensor(a), Value::Tensor(b)) => tensor_cosine(a, b)?,
+        (Value::List(a) | Value::Tuple(a), Value::List(b) | Value::Tuple(b)) => {
+            if a.len() != b.len() {
+                return Ok(0.0);
+            }
+            let mut worst = 1.0f64;
+            for (x, y) in a.iter().zip(b) {
+                worst = worst.min(value_cosine(x, y)?);
+            }
+            worst
+        }
+        (Value::Double(_), Value::Double(_)) => (1.0 - value_error(output, reference)?).max(0.0),
+        (a, b) if a.label() == b.label() && !is_container(a) => 1.0,
+        _ => 0.0,
+    })
+}
+
+fn tensor_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.size() != b.size() {
+        return Ok(0.0);
+    }
+    if a.numel() == 0 {
+        return Ok(1.0);
+    }
+    if !(a.is_floating_point() || b.is_floating_point()) {
+        // Indices, masks: equal or not.
+        let same = relative_error(&[a.shallow_clone()], &[b.shallow_clone()])? == 0.0;
+        return Ok(if same { 1.0 } else { 0.0 });
+    }
+    let a = a.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
+    let b = b.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
+    if a.dim() < 2 {
+        return row_cosine(&a, &b);
+    }
+    let mut worst = 1.0f64;
+    for row in 0..a.size()[0] {
+        let cosine = row_cosine(&a.f_narrow(0, row, 1)?, &b.f_narrow(0, row, 1)?)?;
+        worst = worst.min(cosine);
+    }
+    Ok(worst)
+}
+
+/// The cosine similarity of two f64 tensors of one shape, as vectors (f64
+/// squares of values from f32 or narrower outputs do not underflow).
+fn row_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let dot = |x: &Tensor, y: &Tensor| -> Result<f64> {
+        Ok(x.f_mul(y)?.f_sum(Kind::Double)?.f_double_value(&[])?)
+    };
+    let (ab, aa, bb) = (dot(a, b)?, dot(a, a)?, dot(b, b)?);
+    let cosine = match (aa == 0.0, bb == 0.0) {
+        (true, true) => 1.0,
+        (true, false) | (false, true) => 0.0,
+        _ => ab / (aa.sqrt() * bb.sqrt()),
+    };
+    Ok(if cosine.is_nan() {
+        0.0
+    } else {
+        cosine.min(1.0)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_of_outputs() {
+        let t = |v: &[f32]| Value::Tensor(Tensor::from_slice(v));
+        let b = [1.0f32, -2.0, 4.0];
+        assert!((value_cosine(&t(&[2.0, -4.0, 8.0]), &t(&b)).unwrap() - 1.0).abs() < 1e-12);
+        let opposite = [-1.0f32, 2.0, -4.0];
+        assert!((value_cosine(&t(&opposite), &t(&b)).unwrap() + 1.0).abs() < 1e-12);
+        assert_eq!(value_cosine(&t(&[1.0, -2.0]), &t(&b)).unwrap(), 0.0);
+        let ids = |v: &[i64]| Value::Tensor(Tensor::from_slice(v));
+        assert_eq!(value_cosine(&ids(&[1, 2]), &ids(&[1, 2])).unwrap(), 1.0);
+        assert_eq!(value_cosine(&ids(&[1, 3]), &ids(&[1, 2])).unwrap(), 0.0);
+        let pair = Value::Tuple(vec![t(&b), t(&opposite)]);
+        let reference = Value::Tuple(vec![t(&b), t(&b)]);
+        assert!(value_cosine(&pair, &reference).unwrap() < -0.99);
+        // Row by row: a small row turned round is not hidden by a large one.
+        let rows = |v: [f32; 4]| {
+            let t = Tensor::f_empty([2, 2], (Kind::Float, Device::Cpu)).unwrap();
+            // SAFETY: a fresh contiguous 2x2 f32 tensor.
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), t.data_ptr().cast::<f32>(), 4) };
+            Value::Tensor(t)
+        };
+        let flipped = value_cosine(
+            &rows([100.0, 100.0, -0.1, 0.1]),
+            &rows([100.0, 100.0, 0.1, -0.1]),
+        );
+        assert!(flipped.unwrap() < -0.99);
+        // A list against a tuple compares the values, not only the shapes.
+        let list = Value::List(vec![t(&b)]);
+        let other = Value::Tuple(vec![t(&opposite)]);
+        assert!(value_error(&list, &other).unwrap() > 1.0);
+        assert!(same_kinds(&list, &Value::Tuple(vec![t(&b)])));
+        assert!(!same_kinds(&ids(&[1, 2]), &t(&b)));
+    }
 
     #[test]
     fn relative_error_of_outputs() {

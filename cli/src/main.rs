@@ -8,6 +8,7 @@
 //!   perfopt version  versions of perfopt, libtorch and CUDA
 
 mod bench;
+mod bench_output;
 mod inputs;
 mod report;
 
@@ -198,6 +199,16 @@ struct BenchArgs {
     /// max-autotune's budget in milliseconds (default: 2000 on the CPU, 1000 on CUDA)
     #[arg(long, value_name = "MS")]
     tuning_budget: Option<u32>,
+    /// fp32, or allow-reduced: max-autotune also measures a bundle's
+    /// reduced-precision forms (bf16, fp16, int8)
+    #[arg(long, value_name = "P", default_value = "fp32", value_parser = ["fp32", "allow-reduced"])]
+    precision: String,
+    /// The relative error a reduced-precision form may have against fp32
+    #[arg(long, value_name = "E", default_value_t = perfopt::model::DEFAULT_REDUCED_TOLERANCE)]
+    reduced_tolerance: f64,
+    /// Judge reduced-precision forms by cosine similarity, at least C (embeddings)
+    #[arg(long, value_name = "C", default_value_t = 0.0)]
+    min_cosine: f64,
     #[command(flatten)]
     optimizer: OptimizerArgs,
     /// Also write the results as JSON (- for standard output)
@@ -312,12 +323,20 @@ fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<(), String> {
         },
         tuning_cache: args.tuning_cache.clone(),
         tuning_budget_ms: args.tuning_budget.unwrap_or(0),
+        precision: match args.precision.as_str() {
+            "allow-reduced" => perfopt::Precision::AllowReduced,
+            _ => perfopt::Precision::Fp32,
+        },
+        reduced_tolerance: perfopt::ReducedTolerance {
+            relative: args.reduced_tolerance,
+            min_cosine: args.min_cosine,
+        },
     };
     let device = optimizer.device().to_string();
     let rows = bench::run(optimizer, &options).map_err(|e| e.to_string())?;
-    print!("{}", bench::table(&options, &device, &rows));
+    print!("{}", bench_output::table(&options, &device, &rows));
     if let Some(path) = &args.json {
-        let json = bench::to_json(&options, &device, &rows).to_string();
+        let json = bench_output::to_json(&options, &device, &rows).to_string();
         if path == "-" {
             println!("{json}");
         } else {

@@ -11,7 +11,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{Engine, Format, LoadContext, Loaded};
+pub use super::same_model::differs;
+use super::{Format, LoadContext, Loaded};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::runtime::Device;
@@ -24,11 +25,32 @@ const VERSION: f64 = 1.0;
 /// No manifest perfopt writes comes near this.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-/// A form the manifest names: its format's name and its file.
+/// The reduced precisions a form may be in (perfopt.export's `precisions`).
+const REDUCED_PRECISIONS: [&str; 3] = ["bf16", "fp16", "int8"];
+
+/// A form the manifest names: its format's name, its precision and its file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FormFile {
     pub format: String,
+    /// `None`: the model's own precision; else a reduced one ("bf16",
+    /// "fp16", "int8"), taking and returning what the fp32 form does.
+    pub precision: Option<String>,
     pub path: PathBuf,
+}
+
+impl FormFile {
+    /// How reports and remembered choices name the form: "onnx",
+    /// "onnx (int8)".
+    pub fn name(&self) -> String {
+        match &self.precision {
+            Some(precision) => format!("{} ({precision})", self.format),
+            None => self.format.clone(),
+        }
+    }
+
+    pub fn is_reduced(&self) -> bool {
+        self.precision.is_some()
+    }
 }
 
 /// A manifest's forms, and notes on those left out.
@@ -102,7 +124,13 @@ pub fn forms(dir: &Path) -> Result<Found> {
             ))
         }
     }
-    let entries = json.get("forms").map(Json::as_array).unwrap_or(&[]);
+    // Reduced-precision forms are listed apart ("reduced_forms"), so that a
+    // perfopt from before them, which reads "forms" only, loads the bundle.
+    let listed = |key: &str| json.get(key).map(Json::as_array).unwrap_or(&[]);
+    let entries: Vec<&Json> = listed("forms")
+        .iter()
+        .chain(listed("reduced_forms"))
+        .collect();
     let mut forms = Vec::new();
     let mut notes = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -122,6 +150,27 @@ pub fn forms(dir: &Path) -> Result<Found> {
             ));
             continue;
         }
+        let precision = match entry.get("precision") {
+            None => None,
+            Some(p) => match p.as_str() {
+                Some("fp32") => None,
+                Some(p) if REDUCED_PRECISIONS.contains(&p) => Some(p.to_string()),
+                Some(p) => {
+                    notes.push(format!(
+                        "the {format} form in {p} ({file}) was left out: this perfopt runs \
+                         reduced precisions {}",
+                        REDUCED_PRECISIONS.join(", ")
+                    ));
+                    continue;
+                }
+                None => {
+                    return Err(bad(
+                        dir,
+                        format!("form {i}'s \"precision\" is not a string"),
+                    ))
+                }
+            },
+        };
         if !is_plain_name(file) || !inside(dir, file) {
             return Err(bad(
                 dir,
@@ -131,19 +180,24 @@ pub fn forms(dir: &Path) -> Result<Found> {
                 ),
             ));
         }
+        let form = FormFile {
+            format: format.to_string(),
+            precision,
+            path: dir.join(file),
+        };
         if forms
             .iter()
-            .any(|f: &FormFile| f.format == format || f.path == dir.join(file))
+            .any(|f: &FormFile| f.name() == form.name() || f.path == form.path)
         {
             return Err(bad(
                 dir,
-                format!("form {i} repeats the {format} form or the file {file}: one of each"),
+                format!(
+                    "form {i} repeats the {} form or the file {file}: one of each",
+                    form.name()
+                ),
             ));
         }
-        forms.push(FormFile {
-            format: format.to_string(),
-            path: dir.join(file),
-        });
+        forms.push(form);
     }
     if forms.is_empty() {
         return Err(bad(
@@ -192,7 +246,7 @@ pub fn load_form(form: &FormFile, context: &LoadContext) -> Result<Loaded> {
             ErrorKind::LoadFailed,
             format!(
                 "{path} is listed as the bundle's {} form but holds a model of the {actual} format",
-                form.format
+                form.name()
             ),
         ));
     }
@@ -207,10 +261,20 @@ pub struct Bundle {
     pub notes: Vec<String>,
 }
 
-/// The bundle's first form that loads, with the others named.
+/// The bundle's first form that loads, with the others named. A
+/// reduced-precision form is never the one loaded: it runs only where the
+/// caller allowed it and max-autotune measured it within tolerance.
 pub fn load(context: &LoadContext) -> Result<Loaded> {
     let dir = Path::new(context.path);
-    let (mut forms, mut notes) = forms(dir)?;
+    let (forms, mut notes) = forms(dir)?;
+    let (reduced, mut forms): (Vec<FormFile>, Vec<FormFile>) =
+        forms.into_iter().partition(FormFile::is_reduced);
+    if forms.is_empty() {
+        notes.push(
+            "a reduced-precision form is measured beside an fp32 form, never loaded alone"
+                .to_string(),
+        );
+    }
     // ONNX Runtime and ExecuTorch run on the CPU here: on a GPU the forms
     // that run on it are loaded first.
     if context.device != Device::Cpu && forms.len() > 1 {
@@ -231,7 +295,7 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
                 return Ok(Loaded {
                     bundle: Some(Bundle {
                         loaded: form.clone(),
-                        others: forms[i + 1..].to_vec(),
+                        others: forms[i + 1..].iter().chain(&reduced).cloned().collect(),
                         notes,
                     }),
                     ..loaded
@@ -239,7 +303,7 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
             }
             Err(err) => {
                 kinds.push(err.kind());
-                notes.push(format!("the {} form did not load: {err}", form.format));
+                notes.push(format!("the {} form did not load: {err}", form.name()));
             }
         }
     }
@@ -267,56 +331,6 @@ pub fn content_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Why `other` is not the same model as `first` to a caller, if it is
-/// not: the model's checks, methods, state and batching follow the form
-/// loaded first, so another form must take every call and batch it takes.
-pub fn differs(first: &dyn Engine, other: &dyn Engine) -> Option<&'static str> {
-    if other.writes_state() != first.writes_state() {
-        Some("keeps state where the first form does not, or the other way round")
-    } else if !takes_every_call(first, other) {
-        Some("lacks a method of the first form, or takes fewer arguments")
-    } else if !takes_every_batch(first, other) {
-        Some("accepts fewer batch sizes than the first form")
-    } else {
-        None
-    }
-}
-
-/// Whether `other` takes every call `first` takes: each of its methods,
-/// with at least as many arguments left optional.
-fn takes_every_call(first: &dyn Engine, other: &dyn Engine) -> bool {
-    first.methods().iter().all(|method| {
-        let (required, most) = method.arity();
-        other.methods().iter().any(|m| {
-            let (other_required, other_most) = m.arity();
-            m.name == method.name && other_required <= required && reaches(other_most, most)
-        })
-    })
-}
-
-/// Whether `other` accepts every batch `first` accepts (a form bounded
-/// below the first's, or fixed at another batch, would refuse calls the
-/// model took before tuning).
-fn takes_every_batch(first: &dyn Engine, other: &dyn Engine) -> bool {
-    let limit = |e: &dyn Engine| e.batch_limit().or(e.fixed_batch());
-    match first.fixed_batch() {
-        Some(batch) => {
-            other.fixed_batch().is_none_or(|b| b == batch)
-                && limit(other).is_none_or(|l| l >= batch)
-        }
-        None => reaches(limit(other), limit(first)),
-    }
-}
-
-/// Whether an upper bound (`None`: none) reaches at least as far as another.
-fn reaches<T: PartialOrd>(bound: Option<T>, than: Option<T>) -> bool {
-    match (bound, than) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(b), Some(t)) => b >= t,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +355,35 @@ mod tests {
         assert_eq!(names, ["onnx", "torchscript"]);
         assert_eq!(forms[0].path, dir.path().join("model.onnx"));
         assert!(notes[0].contains("no tensorrt engine"), "{notes:?}");
+    }
+
+    #[test]
+    fn reads_each_forms_precision() {
+        let (_dir, found) = bundle(
+            r#"{"format": "perfopt-bundle", "version": 1, "forms": [
+                {"format": "onnx", "file": "model.onnx", "precision": "fp32"}], "reduced_forms": [
+                {"format": "onnx", "file": "model.int8.onnx", "precision": "int8"},
+                {"format": "onnx", "file": "model.int4.onnx", "precision": "int4"}]}"#,
+        );
+        let (forms, notes) = found.unwrap();
+        let names: Vec<String> = forms.iter().map(FormFile::name).collect();
+        assert_eq!(names, ["onnx", "onnx (int8)"]);
+        assert!(!forms[0].is_reduced() && forms[1].is_reduced());
+        assert!(notes[0].contains("in int4"), "{notes:?}");
+        for (manifest, says) in [
+            (
+                r#"{"format": "perfopt-bundle", "version": 1, "forms": [{"format": "onnx", "file": "a.onnx", "precision": 8}]}"#,
+                "not a string",
+            ),
+            (
+                r#"{"format": "perfopt-bundle", "version": 1, "forms": [{"format": "onnx", "file": "a.onnx", "precision": "int8"}, {"format": "onnx", "file": "b.onnx", "precision": "int8"}]}"#,
+                "repeats the onnx (int8) form",
+            ),
+        ] {
+            let (_dir, found) = bundle(manifest);
+            let err = found.unwrap_err().to_string();
+            assert!(err.contains(says), "{manifest}: {err}");
+        }
     }
 
     #[test]
@@ -387,90 +430,5 @@ mod tests {
         let err = forms(empty.path()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotAFile);
         assert!(err.to_string().contains("directory"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod interchangeable {
-    use super::*;
-    use crate::engine::{Argument, Engine, MethodSchema, TypeKind};
-    use crate::value::Value;
-
-    struct Form {
-        methods: Vec<MethodSchema>,
-        fixed: Option<i64>,
-        limit: Option<i64>,
-    }
-
-    impl Engine for Form {
-        fn format(&self) -> Format {
-            Format::Onnx
-        }
-        fn methods(&self) -> &[MethodSchema] {
-            &self.methods
-        }
-        fn call(&self, _: &str, _: &[Value]) -> Result<Value> {
-            Ok(Value::None)
-        }
-        fn fixed_batch(&self) -> Option<i64> {
-            self.fixed
-        }
-        fn batch_limit(&self) -> Option<i64> {
-            self.limit
-        }
-    }
-
-    fn form(methods: &[(&str, usize, usize)], fixed: Option<i64>, limit: Option<i64>) -> Form {
-        let methods = methods
-            .iter()
-            .map(|&(name, required, optional)| MethodSchema {
-                name: name.to_string(),
-                schema: String::new(),
-                arguments: (0..required + optional)
-                    .map(|i| Argument {
-                        name: format!("x{i}"),
-                        kind: TypeKind::Tensor,
-                        default: (i >= required).then(|| "None".to_string()),
-                    })
-                    .collect(),
-                returns: vec![TypeKind::Tensor],
-                vararg: false,
-            })
-            .collect();
-        Form {
-            methods,
-            fixed,
-            limit,
-        }
-    }
-
-    #[test]
-    fn another_form_must_take_every_call_and_batch_the_first_takes() {
-        let onnx = form(&[("forward", 2, 0)], None, None);
-        // Traced with an extra method, or scripted with a default: takes more.
-        let more = form(&[("forward", 2, 1), ("reset", 0, 0)], None, None);
-        assert!(takes_every_call(&onnx, &more));
-        assert!(!takes_every_call(&more, &onnx));
-        assert!(!takes_every_call(
-            &onnx,
-            &form(&[("encode", 2, 0)], None, None)
-        ));
-        // Batches: a bound below the first's refuses calls it took.
-        assert!(takes_every_batch(&onnx, &more));
-        assert!(!takes_every_batch(&onnx, &form(&[], None, Some(8))));
-        let static_onnx = form(&[], Some(2), None);
-        assert!(takes_every_batch(
-            &static_onnx,
-            &form(&[], Some(2), Some(2))
-        ));
-        assert!(takes_every_batch(&static_onnx, &more));
-        assert!(!takes_every_batch(
-            &static_onnx,
-            &form(&[], Some(4), Some(4))
-        ));
-        assert!(takes_every_batch(
-            &form(&[], None, Some(8)),
-            &form(&[], None, Some(16))
-        ));
     }
 }

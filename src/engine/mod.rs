@@ -18,6 +18,7 @@ mod executorch;
 pub(crate) mod onnx;
 #[cfg(feature = "torch")]
 mod package;
+mod same_model;
 mod schema;
 mod threaded;
 #[cfg(feature = "torch")]

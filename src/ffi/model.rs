@@ -15,12 +15,12 @@ use super::handles::{self, Handle};
 use super::model_run::{tensor_values, MAX_INPUTS};
 use super::optimizer::perfopt_optimizer;
 use super::status::perfopt_status;
-use super::types::PERFOPT_NOT_BATCHED;
+use super::types::{PERFOPT_NOT_BATCHED, PERFOPT_PRECISION_ALLOW_REDUCED, PERFOPT_PRECISION_FP32};
 use super::value::{perfopt_value, values_from};
 use super::{boundary, boundary_plain, boundary_void};
 use crate::config::CompileMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{BatchDims, Model, ModelOptions};
+use crate::model::{BatchDims, Model, ModelOptions, Precision, ReducedTolerance};
 use crate::value::Value;
 
 /// A loaded model (a TorchScript file or an AOTInductor package).
@@ -72,14 +72,31 @@ pub struct perfopt_model_options {
     /// it compared in interleaved rounds (the memory probes come first; the
     /// last round may run past it); 0 (default): 5000. (ABI 4)
     pub batch_budget_ms: u32,
+    /// PERFOPT_PRECISION_FP32 (default): max-autotune measures the model's
+    /// own precision only; PERFOPT_PRECISION_ALLOW_REDUCED: also a bundle's
+    /// reduced-precision forms (perfopt.export's `precisions`), each kept
+    /// only within reduced_tolerance of the fp32 result. (ABI 5)
+    pub precision: i32,
+    /// The largest relative error (max |a - b| / max |b| over each output)
+    /// a reduced-precision form may have against fp32; default 1e-2. (ABI 5)
+    pub reduced_tolerance: f64,
+    /// When above 0 (at most 1), reduced-precision forms are judged by
+    /// cosine similarity instead (embeddings): the lowest over the outputs
+    /// must be at least this; default 0. (ABI 5)
+    pub min_cosine: f64,
 }
 
 /// Every struct_size of perfopt_model_options this library accepts: ABI 2
-/// (before the tuning fields), ABI 3 (before threads) and the current layout.
-fn options_sizes() -> [usize; 3] {
+/// (before the tuning fields), ABI 3 (before threads), ABI 4 (before
+/// precision) and the current layout.
+fn options_sizes() -> [usize; 4] {
     [
         offset_of!(perfopt_model_options, tuning_budget_ms),
         offset_of!(perfopt_model_options, threads),
+        // ABI 4's struct ended after batch_budget_ms, padded to the
+        // struct's alignment (56 bytes on LP64).
+        offset_of!(perfopt_model_options, precision)
+            .next_multiple_of(std::mem::align_of::<perfopt_model_options>()),
         size_of::<perfopt_model_options>(),
     ]
 }
@@ -97,6 +114,12 @@ fn c_options(options: &ModelOptions) -> perfopt_model_options {
         tuning_cache_dir: std::ptr::null(),
         threads: options.threads,
         batch_budget_ms: options.batch_budget_ms,
+        precision: match options.precision {
+            Precision::Fp32 => PERFOPT_PRECISION_FP32,
+            Precision::AllowReduced => PERFOPT_PRECISION_ALLOW_REDUCED,
+        },
+        reduced_tolerance: options.reduced_tolerance.relative,
+        min_cosine: options.reduced_tolerance.min_cosine,
     }
 }
 
@@ -222,6 +245,16 @@ pub extern "C" fn perfopt_model_set_options(
                 )))
             }
         };
+        let precision = match c.precision {
+            PERFOPT_PRECISION_FP32 => Precision::Fp32,
+            PERFOPT_PRECISION_ALLOW_REDUCED => Precision::AllowReduced,
+            other => {
+                return Err(Error::invalid_argument(format!(
+                    "precision is {other}; accepted: PERFOPT_PRECISION_FP32 (0), \
+                     PERFOPT_PRECISION_ALLOW_REDUCED (1)"
+                )))
+            }
+        };
         // SAFETY: NULL or a NUL-terminated string, checked for UTF-8.
         let cache = unsafe { optional_str(c.tuning_cache_dir, "tuning_cache_dir") }?;
         model.set_options(ModelOptions {
@@ -234,6 +267,11 @@ pub extern "C" fn perfopt_model_set_options(
             tuning_cache_dir: cache.map(str::to_string),
             threads: c.threads,
             batch_budget_ms: c.batch_budget_ms,
+            precision,
+            reduced_tolerance: ReducedTolerance {
+                relative: c.reduced_tolerance,
+                min_cosine: c.min_cosine,
+            },
         })
     })
 }

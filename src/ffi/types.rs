@@ -18,8 +18,9 @@ pub const PERFOPT_VERSION_PATCH: u32 = 0;
 /// take const handles and added values, methods, batch dimensions,
 /// AOTInductor packages, kept reports and the options' tuning fields; ABI 4
 /// added ONNX models, a thread count per model (perfopt_model_options.threads)
-/// and perfopt_config.onnxruntime_library.
-pub const PERFOPT_ABI_VERSION: u32 = 4;
+/// and perfopt_config.onnxruntime_library; ABI 5 added the options'
+/// precision fields (a bundle's reduced-precision forms).
+pub const PERFOPT_ABI_VERSION: u32 = 5;
 
 /// A host's log function: level (PERFOPT_LOG_ERROR .. PERFOPT_LOG_TRACE), a
 /// NUL-terminated message valid only during the call, and the pointer the host
@@ -29,6 +30,14 @@ pub type perfopt_log_callback =
 
 /// A tri-state setting left to the environment, then the default.
 pub const PERFOPT_AUTO: i32 = -1;
+
+/// perfopt_model_options.precision: max-autotune measures the model's own
+/// precision only (the default).
+pub const PERFOPT_PRECISION_FP32: i32 = 0;
+/// perfopt_model_options.precision: max-autotune also measures a bundle's
+/// reduced-precision forms (bf16, fp16, int8), kept only within
+/// reduced_tolerance (or min_cosine).
+pub const PERFOPT_PRECISION_ALLOW_REDUCED: i32 = 1;
 
 /// Log levels for perfopt_set_log_callback, as in Rust's `log` crate.
 pub const PERFOPT_LOG_OFF: i32 = 0;

@@ -133,6 +133,37 @@ impl Tensor {
         self.map_to_double(|i, a| a - unsafe { kind.read(source, i) })
     }
 
+    /// Elementwise product, in f64 (what a cosine similarity sums).
+    pub fn f_mul(&self, other: &Tensor) -> TensorResult<Tensor> {
+        if self.size() != other.size() {
+            return Err(invalid(format!(
+                "multiplying a tensor of shape {:?} by one of shape {:?}",
+                self.size(),
+                other.size()
+            )));
+        }
+        let other = other.f_contiguous()?;
+        let (kind, source) = (other.inner.kind, other.data_ptr().cast::<u8>().cast_const());
+        // SAFETY: `other` is contiguous with as many elements as `self`.
+        self.map_to_double(|i, a| a * unsafe { kind.read(source, i) })
+    }
+
+    /// The sum of every element, in f64 (the only sum perfopt takes), as a
+    /// 0-dim tensor.
+    pub fn f_sum(&self, dtype: impl Into<Option<Kind>>) -> TensorResult<Tensor> {
+        if let Some(kind) = dtype.into().filter(|k| *k != Kind::Double) {
+            return Err(invalid(format!(
+                "a sum in {kind:?}: the host sums in Double"
+            )));
+        }
+        let mut sum = 0.0f64;
+        self.for_each_value(|_, v| sum += v);
+        let out = Tensor::f_empty([], (Kind::Double, Device::Cpu))?;
+        // SAFETY: a fresh buffer of one f64.
+        unsafe { out.data_ptr().cast::<f64>().write(sum) };
+        Ok(out)
+    }
+
     pub fn f_abs(&self) -> TensorResult<Tensor> {
         self.map_to_double(|_, v| v.abs())
     }

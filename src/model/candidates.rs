@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::forms::form_label;
+use super::forms::{form_label, FormEngine};
 use super::Model;
 use crate::autotune::Trial;
 use crate::device::DeviceKind;
-use crate::engine::{Engine, Variant};
+use crate::engine::Variant;
 use crate::error::{Error, ErrorKind};
 use crate::executor::Executor;
 use crate::numerics::NumericFlags;
@@ -19,7 +19,7 @@ impl Model {
     /// (a bundle has several) as loaded and optimised, at each thread count.
     pub(super) fn trials<'a>(
         &'a self,
-        forms: &[(Option<String>, Arc<dyn Engine>)],
+        forms: &[FormEngine],
         as_loaded: &str,
         args: &'a [Value],
     ) -> Vec<Trial<'a>> {
@@ -29,7 +29,12 @@ impl Model {
         // Each form's candidates in turn: its as-loaded ones first, so that
         // a budget too short for all still compares the forms.
         let mut per_form: Vec<Vec<Trial<'a>>> = Vec::new();
-        for (form, engine) in forms {
+        for FormEngine {
+            name: form,
+            precision,
+            engine,
+        } in forms
+        {
             let mut trials: Vec<Trial<'a>> = Vec::new();
             let mut variants: Vec<(String, Option<Variant>)> =
                 vec![(engine.as_loaded_label(), None)];
@@ -58,6 +63,7 @@ impl Model {
                     trials.push(Trial {
                         name,
                         label: label.clone(),
+                        precision: precision.clone(),
                         // Built at the count it runs at (oneDNN fixes a
                         // primitive's count when it is made).
                         build: Box::new(move || {
@@ -92,7 +98,7 @@ impl Model {
                         cudnn_benchmark,
                     };
                     // `as_loaded` names its form already.
-                    let form = forms.first().and_then(|(form, _)| form.as_deref());
+                    let form = forms.first().and_then(|form| form.name.as_deref());
                     let label = best
                         .as_ref()
                         .map_or_else(|| as_loaded.to_string(), |v| form_label(form, v.label()));
@@ -101,6 +107,7 @@ impl Model {
                     trials.push(Trial {
                         name: format!("{label} + CUDA graph ({})", flags.label()),
                         label,
+                        precision: None,
                         build: Box::new(move || {
                             let engine = match &best {
                                 Some(variant) => source.build_variant(variant)?,

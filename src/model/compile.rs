@@ -111,6 +111,30 @@ impl Model {
         Ok(())
     }
 
+    /// Under the fp32 precision option a reduced-precision form that
+    /// max-autotune chose before stops running at once (a caller who asks
+    /// for fp32 gets fp32 answers): the model runs as loaded until its next
+    /// compile, and the report says why.
+    pub(super) fn leave_reduced_precision(&self) -> Result<()> {
+        let current = self.current();
+        let chosen = current.candidates.iter().find(|c| c.name == current.chosen);
+        let Some(precision) = chosen.and_then(|c| c.precision.clone()) else {
+            return Ok(());
+        };
+        let _one = self.one_at_a_time()?;
+        let as_loaded = self.at_threads(self.original.clone(), self.model_threads())?;
+        let compiled = Compiled {
+            requested: current.requested,
+            requested_source: current.requested_source,
+            why: format!(
+                "the precision option became fp32: the {precision} form max-autotune chose no \
+                 longer runs; the model runs as loaded until it is compiled again"
+            ),
+            ..Compiled::as_loaded(as_loaded)
+        };
+        self.install(Arc::new(compiled))
+    }
+
     /// Why the model's `threads` option does not apply to the form that runs,
     /// where it does not (a runtime whose pool is the process's).
     fn threads_not_set_note(&self, compiled: &Compiled) -> Option<String> {
@@ -312,7 +336,7 @@ impl Model {
         // compile itself goes on.
         let mut unkeyed = None;
         let key = options.tuning_cache_dir.as_deref().and_then(|dir| {
-            tuning_cache::key(dir, self, args, options.error_tolerance)
+            tuning_cache::key(dir, self, args)
                 .map_err(|err| unkeyed = Some(format!("measured; not remembered: {err}")))
                 .ok()
         });
@@ -375,7 +399,7 @@ impl Model {
         // A bundle's other forms, loaded outside inference mode (a
         // TorchScript form's attributes stay ordinary tensors) and before
         // the budget's clock starts (loading is not measuring).
-        let (forms, mut unmeasured) = self.forms_to_measure();
+        let (forms, mut unmeasured) = self.forms_to_measure(&options);
         let _release = super::forms::ReleaseOtherForms(self);
         let started = match self.forms {
             Some(_) => {
@@ -395,7 +419,7 @@ impl Model {
             self.timed_reference(args, started, budget)?;
 
         let as_loaded = super::forms::form_label(
-            forms[0].0.as_deref(),
+            forms[0].name.as_deref(),
             &super::report::as_loaded_label(original.as_ref()),
         );
         let trials = self.trials(&forms, &as_loaded, args);
@@ -410,6 +434,7 @@ impl Model {
                 budget,
                 started,
                 tolerance: options.error_tolerance,
+                reduced_tolerance: options.reduced_tolerance,
                 reference: &reference,
                 reference_time,
                 reference_warm,

@@ -12,16 +12,22 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::tuning_cache::content_hash;
-use super::Model;
+use super::{Model, ModelOptions, Precision};
 use crate::engine::bundle::{self, Bundle, FormFile};
 use crate::engine::{Engine, LoadContext};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::optimizer::Optimizer;
 
-/// Each form max-autotune measures (`None`: a model that is not a bundle)
-/// with its engine as loaded.
-pub(super) type FormEngines = Vec<(Option<String>, Arc<dyn Engine>)>;
+/// A form max-autotune measures, with its engine as loaded.
+pub(super) struct FormEngine {
+    /// Its name ("onnx", "torchscript (bf16)"); `None`: a model that is not
+    /// a bundle.
+    pub name: Option<String>,
+    /// A reduced precision ("bf16"), judged by the reduced tolerance.
+    pub precision: Option<String>,
+    pub engine: Arc<dyn Engine>,
+}
 
 pub struct Forms {
     loaded: String,
@@ -34,7 +40,7 @@ pub struct Forms {
 impl Forms {
     pub fn new(bundle: Bundle) -> Forms {
         Forms {
-            loaded: bundle.loaded.format,
+            loaded: bundle.loaded.name(),
             others: bundle.others,
             engines: Mutex::new(Vec::new()),
             notes: bundle.notes,
@@ -44,7 +50,7 @@ impl Forms {
     /// For the model report: the forms, the one loaded first, and notes.
     pub fn to_json(&self) -> Json {
         let mut names = vec![Json::from(self.loaded.as_str())];
-        names.extend(self.others.iter().map(|f| Json::from(f.format.as_str())));
+        names.extend(self.others.iter().map(|f| Json::from(f.name())));
         Json::object()
             .with("forms", Json::Array(names))
             .with("loaded", self.loaded.as_str())
@@ -177,27 +183,49 @@ impl Model {
     /// model to a caller (its methods, its state, its batch bounds differ
     /// from the form loaded first, which the model's checks and batching
     /// follow).
-    pub(super) fn forms_to_measure(&self) -> (FormEngines, Vec<String>) {
-        let Some(forms) = &self.forms else {
-            return (vec![(None, self.original.clone())], Vec::new());
-        };
+    pub(super) fn forms_to_measure(
+        &self,
+        options: &ModelOptions,
+    ) -> (Vec<FormEngine>, Vec<String>) {
         let first = &self.original;
-        let mut measured = vec![(Some(forms.loaded.clone()), first.clone())];
+        let Some(forms) = &self.forms else {
+            let only = FormEngine {
+                name: None,
+                precision: None,
+                engine: first.clone(),
+            };
+            return (vec![only], Vec::new());
+        };
+        let mut measured = vec![FormEngine {
+            name: Some(forms.loaded.clone()),
+            precision: None,
+            engine: first.clone(),
+        }];
         let mut left_out = Vec::new();
+        let reduced_allowed = options.precision == Precision::AllowReduced;
         for form in &forms.others {
+            let name = form.name();
+            if form.is_reduced() && !reduced_allowed {
+                left_out.push(format!(
+                    "the {name} form was not measured: the precision option is fp32 \
+                     (allow-reduced measures it)"
+                ));
+                continue;
+            }
             let engine = match self.other_form(forms, form) {
                 Ok(engine) => engine,
                 Err(err) => {
-                    left_out.push(format!("the {} form was not measured: {err}", form.format));
+                    left_out.push(format!("the {name} form was not measured: {err}"));
                     continue;
                 }
             };
             match bundle::differs(first.as_ref(), engine.as_ref()) {
-                Some(why) => left_out.push(format!(
-                    "the {} form was not measured: it {why}",
-                    form.format
-                )),
-                None => measured.push((Some(form.format.clone()), engine)),
+                Some(why) => left_out.push(format!("the {name} form was not measured: it {why}")),
+                None => measured.push(FormEngine {
+                    name: Some(name),
+                    precision: form.precision.clone(),
+                    engine,
+                }),
             }
         }
         (measured, left_out)
@@ -213,10 +241,11 @@ impl Model {
     }
 
     fn other_form(&self, forms: &Forms, form: &FormFile) -> Result<Arc<dyn Engine>> {
+        let name = form.name();
         let loaded = |engines: &[(String, Arc<dyn Engine>)]| {
             engines
                 .iter()
-                .find(|(name, _)| *name == form.format)
+                .find(|(loaded, _)| *loaded == name)
                 .map(|(_, engine)| engine.clone())
         };
         if let Some(engine) = loaded(&forms.engines.lock()) {
@@ -238,12 +267,12 @@ impl Model {
             match loaded(&engines) {
                 Some(first) => first, // another thread loaded it meanwhile
                 None => {
-                    engines.push((form.format.clone(), engine.clone()));
+                    engines.push((name.clone(), engine.clone()));
                     engine
                 }
             }
         };
-        log::info!("model {}: loaded its {} form", self.name, form.format);
+        log::info!("model {}: loaded its {name} form", self.name);
         Ok(engine)
     }
 
@@ -266,8 +295,17 @@ impl Model {
         let file = forms
             .others
             .iter()
-            .find(|f| f.format == form)
+            .find(|f| f.name() == form)
             .ok_or_else(damaged)?;
+        if file.is_reduced() && self.options().precision != Precision::AllowReduced {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "the remembered choice {label:?} names a reduced-precision form, which the \
+                     precision option (fp32) does not allow"
+                ),
+            ));
+        }
         let engine = self.other_form(forms, file)?;
         self.release_other_forms(); // held by what runs, not kept for later
         Ok((engine, rest))

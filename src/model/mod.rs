@@ -43,8 +43,9 @@ use crate::value::{self, Value};
 
 pub use batched::BatchDims;
 pub use options::{
-    ModelOptions, DEFAULT_TUNING_BUDGET_CPU_MS, DEFAULT_TUNING_BUDGET_CUDA_MS,
-    MAX_TUNING_BUDGET_MS, MAX_WARMUP_ITERATIONS,
+    ModelOptions, Precision, ReducedTolerance, DEFAULT_REDUCED_TOLERANCE,
+    DEFAULT_TUNING_BUDGET_CPU_MS, DEFAULT_TUNING_BUDGET_CUDA_MS, MAX_TUNING_BUDGET_MS,
+    MAX_WARMUP_ITERATIONS,
 };
 pub(crate) use report::Compiled;
 pub use report::ReportKind;
@@ -215,8 +216,13 @@ impl Model {
 
     pub fn set_options(&self, options: ModelOptions) -> Result<()> {
         options.validate()?;
+        let fp32 = options.precision == Precision::Fp32;
         *self.options.write() = options;
-        Ok(())
+        // Unlike the other options, fp32 takes effect now (compile.rs).
+        match fp32 {
+            true => self.leave_reduced_precision(),
+            false => Ok(()),
+        }
     }
 
     /// Every method and its schema.

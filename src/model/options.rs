@@ -10,6 +10,31 @@ pub const MAX_TUNING_BUDGET_MS: u32 = 600_000;
 /// Default tuning budgets: candidates are slow on a CPU, fast on CUDA.
 pub const DEFAULT_TUNING_BUDGET_CPU_MS: u32 = 2_000;
 pub const DEFAULT_TUNING_BUDGET_CUDA_MS: u32 = 1_000;
+/// The relative error a reduced-precision form may have by default: bf16
+/// keeps 8 bits of mantissa (about 4e-3 per value).
+pub const DEFAULT_REDUCED_TOLERANCE: f64 = 1e-2;
+
+/// Which precisions max-autotune may choose from a bundle's forms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// The model's own precision only: reduced forms are not measured.
+    #[default]
+    Fp32,
+    /// A bundle's reduced-precision forms (bf16, fp16, int8) are measured
+    /// too, and kept only within the reduced tolerance.
+    AllowReduced,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::AllowReduced => "allow-reduced",
+        }
+    }
+}
+
+pub use crate::numerics::ReducedTolerance;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelOptions {
@@ -34,6 +59,10 @@ pub struct ModelOptions {
     pub threads: u32,
     /// Everything recommend_batch measures, in milliseconds; 0: 5000.
     pub batch_budget_ms: u32,
+    /// Whether max-autotune may choose a reduced-precision form.
+    pub precision: Precision,
+    /// What a reduced-precision form must stay within.
+    pub reduced_tolerance: ReducedTolerance,
 }
 
 impl Default for ModelOptions {
@@ -48,6 +77,11 @@ impl Default for ModelOptions {
             tuning_cache_dir: None,
             threads: 0,
             batch_budget_ms: 0,
+            precision: Precision::Fp32,
+            reduced_tolerance: ReducedTolerance {
+                relative: DEFAULT_REDUCED_TOLERANCE,
+                min_cosine: 0.0,
+            },
         }
     }
 }
@@ -58,6 +92,19 @@ impl ModelOptions {
             return Err(Error::invalid_argument(format!(
                 "error_tolerance is {}; it must be a finite number >= 0",
                 self.error_tolerance
+            )));
+        }
+        let reduced = self.reduced_tolerance;
+        if !(reduced.relative.is_finite() && reduced.relative >= 0.0) {
+            return Err(Error::invalid_argument(format!(
+                "reduced_tolerance is {}; it must be a finite number >= 0",
+                reduced.relative
+            )));
+        }
+        if !(0.0..=1.0).contains(&reduced.min_cosine) {
+            return Err(Error::invalid_argument(format!(
+                "min_cosine is {}; it must be 0 (judge by reduced_tolerance) to 1",
+                reduced.min_cosine
             )));
         }
         if self.graph_cache_size == 0 || self.graph_cache_size > 1024 {
@@ -125,6 +172,20 @@ mod tests {
             },
             ModelOptions {
                 graph_cache_size: 0,
+                ..Default::default()
+            },
+            ModelOptions {
+                reduced_tolerance: ReducedTolerance {
+                    relative: f64::INFINITY,
+                    min_cosine: 0.0,
+                },
+                ..Default::default()
+            },
+            ModelOptions {
+                reduced_tolerance: ReducedTolerance {
+                    relative: 0.1,
+                    min_cosine: 1.5,
+                },
                 ..Default::default()
             },
             ModelOptions {

@@ -90,7 +90,7 @@ pub(super) fn content_hash(content: impl std::io::Read) -> std::io::Result<Strin
 /// the load (a redeploy under a running service) would otherwise store the
 /// loaded model's choice and frozen weights under the new file's hash, and a
 /// fresh load of the new file would run the old weights.
-pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<CacheKey> {
+pub fn key(dir: &str, model: &Model, args: &[Value]) -> Result<CacheKey> {
     let path = Path::new(model.path());
     let now = FileIdentity::of(path);
     if now.is_none() || now != model.file_identity {
@@ -120,8 +120,19 @@ pub fn key(dir: &str, model: &Model, args: &[Value], tolerance: f64) -> Result<C
         ),
         n => format!("threads {n}"),
     };
+    let options = model.options();
+    // What a candidate must stay within, the reduced forms' bound included
+    // when they may be chosen.
+    let tolerance = match options.precision {
+        super::Precision::Fp32 => format!("tolerance {:e}", options.error_tolerance),
+        super::Precision::AllowReduced => format!(
+            "tolerance {:e}, reduced precision allowed with {}",
+            options.error_tolerance,
+            options.reduced_tolerance.describe()
+        ),
+    };
     let what = format!(
-        "{} on {} {}, inputs [{}], tolerance {tolerance:e}, {threads}",
+        "{} on {} {}, inputs [{}], {tolerance}, {threads}",
         model.name(),
         model.device(),
         device.name,
@@ -277,6 +288,12 @@ impl CacheEntry {
                     p50_ms: c.get("p50_ms").and_then(Json::as_f64),
                     runs: c.get("runs").and_then(Json::as_f64).unwrap_or(0.0) as usize,
                     relative_error: c.get("relative_error").and_then(Json::as_f64),
+                    precision: c
+                        .get("precision")
+                        .and_then(Json::as_str)
+                        .filter(|p| *p != "fp32")
+                        .map(str::to_string),
+                    cosine: c.get("cosine").and_then(Json::as_f64),
                     within_tolerance: c.get("within_tolerance") == Some(&Json::Bool(true)),
                     note: c.get("note").and_then(Json::as_str).map(str::to_string),
                 })

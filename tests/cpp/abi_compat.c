@@ -26,6 +26,15 @@ typedef struct {
   double memory_margin;
 } abi2_model_options;
 
+/* perfopt_model_options of ABI 4 (before the precision fields). */
+typedef struct {
+  abi2_model_options abi2;
+  uint32_t tuning_budget_ms;
+  const char *tuning_cache_dir;
+  uint32_t threads;
+  uint32_t batch_budget_ms;
+} abi4_model_options;
+
 /* perfopt_config of ABI 1. */
 typedef struct {
   uint32_t struct_size;
@@ -221,6 +230,22 @@ int main(void) {
   CHECK(perfopt_model_set_options(model, &newer_opts.options) == PERFOPT_ERR_STRUCT_SIZE);
   CHECK(contains(perfopt_last_error(), "larger than this library's"));
 
+  /* ABI 4's options (before precision): filled and read to their end only,
+     the precision fields taking their defaults. */
+  {
+    struct {
+      abi4_model_options options;
+      unsigned char canary[CANARY_BYTES];
+    } abi4;
+    memset(&abi4, CANARY, sizeof abi4);
+    CHECK_OK(perfopt_model_options_init((perfopt_model_options *)&abi4.options, sizeof abi4.options));
+    CHECK(untouched(abi4.canary, sizeof abi4.canary));
+    CHECK(abi4.options.abi2.struct_size == sizeof(abi4_model_options) && abi4.options.threads == 0);
+    abi4.options.threads = 1;
+    CHECK_OK(perfopt_model_set_options(model, (const perfopt_model_options *)&abi4.options));
+    CHECK(untouched(abi4.canary, sizeof abi4.canary));
+  }
+
   /* This header's own layouts are accepted as they are. */
   {
     perfopt_config current;
@@ -229,6 +254,7 @@ int main(void) {
     CHECK(current.struct_size == sizeof current && current.malloc_tuning == PERFOPT_AUTO);
     CHECK_OK(perfopt_model_options_init(&options, sizeof options));
     CHECK(options.struct_size == sizeof options && options.tuning_budget_ms == 0 && options.tuning_cache_dir == NULL);
+    CHECK(options.precision == PERFOPT_PRECISION_FP32 && options.reduced_tolerance == 1e-2 && options.min_cosine == 0);
     CHECK_OK(perfopt_model_set_options(model, &options));
   }
 

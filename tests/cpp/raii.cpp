@@ -146,6 +146,10 @@ int basics(perfopt::Optimizer &optimizer) {
   model.set_options(perfopt::Options().error_tolerance(1e-4).tuning_budget_ms(500));
   EXPECT(status_of([&] { model.set_options(perfopt::Options().tuning_budget_ms(700000)); }) ==
          PERFOPT_ERR_INVALID_ARGUMENT);
+  model.set_options(perfopt::Options().precision(PERFOPT_PRECISION_ALLOW_REDUCED).reduced_tolerance(5e-2));
+  EXPECT(status_of([&] { model.set_options(perfopt::Options().min_cosine(1.5)); }) ==
+         PERFOPT_ERR_INVALID_ARGUMENT);
+  model.set_options(perfopt::Options().precision(PERFOPT_PRECISION_FP32));
   std::string report = model.report();
   EXPECT(report.find("\"candidates\":[") != std::string::npos);
 

@@ -42,7 +42,7 @@ static const char *fixture(const char *name) {
 static perfopt_status optimizer_on(const char *device, perfopt_optimizer **out) {
   perfopt_config config;
   *out = NULL;
-  if (perfopt_abi_version() != 4) return PERFOPT_ERR_INTERNAL;
+  if (perfopt_abi_version() != 5) return PERFOPT_ERR_INTERNAL;
   perfopt_status status = perfopt_config_init(&config, sizeof config);
   if (status != PERFOPT_OK) return status;
   config.cudnn_benchmark = PERFOPT_AUTO;
@@ -272,7 +272,7 @@ static void release(DLManagedTensor *managed) {
 /* ------------------------------------------------------------------------ */
 
 static void test_version_and_abi(void) {
-  EXPECT(perfopt_abi_version() == 4);
+  EXPECT(perfopt_abi_version() == 5);
   EXPECT(strncmp(perfopt_version(), "perfopt 0.1.0", 13) == 0);
 }
 
@@ -760,7 +760,20 @@ static void test_options_with_the_tuning_fields(void) {
   options.memory_margin = defaults.memory_margin;
   options.tuning_budget_ms = 250;
   options.tuning_cache_dir = NULL;
+  EXPECT(defaults.precision == PERFOPT_PRECISION_FP32 && defaults.reduced_tolerance == 1e-2);
+  options.precision = defaults.precision;
+  options.reduced_tolerance = defaults.reduced_tolerance;
+  options.min_cosine = defaults.min_cosine;
   EXPECT(perfopt_model_set_options(model, &options) == PERFOPT_OK);
+  /* setOptions(precision: .allowReduced, reducedTolerance: 5e-2), then minCosine: 2. */
+  EXPECT(perfopt_model_options_init(&options, sizeof options) == PERFOPT_OK);
+  options.precision = PERFOPT_PRECISION_ALLOW_REDUCED;
+  options.reduced_tolerance = 5e-2;
+  EXPECT(perfopt_model_set_options(model, &options) == PERFOPT_OK);
+  EXPECT(perfopt_model_options_init(&options, sizeof options) == PERFOPT_OK);
+  options.precision = PERFOPT_PRECISION_ALLOW_REDUCED;
+  options.min_cosine = 2;
+  EXPECT(perfopt_model_set_options(model, &options) == PERFOPT_ERR_INVALID_ARGUMENT);
   perfopt_model_free(model);
   perfopt_optimizer_free(optimizer);
 }

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from . import _precision
+
 # The order the forms are tried and listed in: ONNX Runtime starts a model
 # fastest (the form perfopt loads first), then the package, then TorchScript,
 # then ExecuTorch. ExecuTorch is in a bundle when asked for (formats=[...]):
@@ -176,9 +178,12 @@ def _export_form(fmt: str, file: Path, module: Any, example_inputs: Sequence[Any
 
 
 def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
-                  formats: Optional[Sequence[str]] = None, **options: Any) -> Dict[str, Any]:
+                  formats: Optional[Sequence[str]] = None, precisions: Optional[Sequence[str]] = None,
+                  **options: Any) -> Dict[str, Any]:
     """Exports `module` into the bundle folder `path` in each of `formats`
-    (default: DEFAULT_FORMATS; FORMATS adds ExecuTorch) that exports here; a form that fails is
+    (default: DEFAULT_FORMATS; FORMATS adds ExecuTorch) that exports here,
+    and in each reduced precision of `precisions` (bf16, fp16, int8, or auto:
+    see perfopt._precision); a form that fails is
     recorded with its reason, and the export fails only when none worked.
     The folder is written beside `path` and moved into place whole, so an
     earlier bundle there stays as it was until the new one is complete.
@@ -190,6 +195,7 @@ def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
 
     folder = Path(path)
     wanted = _checked_formats(formats)
+    reduced = _precision.checked(precisions)
     if folder.exists() and not _is_bundle(folder) and (not folder.is_dir() or any(folder.iterdir())):
         raise ExportError(f"{folder} exists and is not a perfopt bundle: choose a new folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -197,11 +203,17 @@ def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
     os.chmod(staging, 0o777 & ~_umask())
     try:
         forms, failed, specs, device = _export_forms(module, example_inputs, folder.name, staging, wanted, options)
+        reduced_forms: List[Dict[str, Any]] = []
+        if forms:
+            _export_reduced(module, example_inputs, folder.name, staging, reduced, options, forms, reduced_forms,
+                            failed)
         if not forms:
             raise ExportError("no form exported: " + "; ".join(f"{f['format']}: {f['reason']}" for f in failed))
         import torch
 
-        manifest = {"format": "perfopt-bundle", "version": 1, "forms": forms, "failed": failed, "inputs": specs,
+        # Reduced forms apart: a perfopt from before them reads "forms" only.
+        manifest = {"format": "perfopt-bundle", "version": 1, "forms": forms, "reduced_forms": reduced_forms,
+                    "failed": failed, "inputs": specs,
                     "torch": torch.__version__, "device": device,
                     "dynamic_batch": options.get("dynamic_batch", True)}
         _write(staging / "inputs.json", json.dumps(specs))
@@ -209,7 +221,7 @@ def export_bundle(module: Any, example_inputs: Sequence[Any], path: str, *,
         _swap_into_place(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"path": str(folder), "forms": forms, "failed": failed, "inputs": specs}
+    return {"path": str(folder), "forms": forms, "reduced_forms": reduced_forms, "failed": failed, "inputs": specs}
 
 
 def _export_forms(module: Any, example_inputs: Sequence[Any], name: str, staging: Path, wanted: List[str],
@@ -240,3 +252,24 @@ def _export_forms(module: Any, example_inputs: Sequence[Any], name: str, staging
                       "relative_error": report["relative_error"], "seconds": round(time.perf_counter() - started, 2),
                       "notes": report.get("notes", [])})
     return forms, failed, specs, device
+
+
+def _export_reduced(module: Any, example_inputs: Sequence[Any], name: str, staging: Path, precisions: List[str],
+                    options: Dict[str, Any], forms: List[Dict[str, Any]], reduced_forms: List[Dict[str, Any]],
+                    failed: List[Dict[str, str]]) -> None:
+    """Each reduced precision asked for, after the fp32 `forms` (int8
+    quantises the ONNX form), added to `reduced_forms` or, with its reason,
+    to `failed`."""
+    device = str(options.get("device") or "cpu")
+    wanted = [q for p in precisions for q in (_precision.offered(device) if p == "auto" else [p])]
+    for precision in dict.fromkeys(wanted):
+        _progress(f"{name}: exporting the {precision} form")
+        try:
+            reduced_forms.append(_precision.export_reduced(precision, staging, module, example_inputs, options, forms))
+        except Exception as err:  # recorded, as the fp32 forms' failures are
+            for leftover in [*staging.glob(f"model.{precision}.*"), *staging.glob(f".model.{precision}.*")]:
+                leftover.unlink(missing_ok=True)
+            reason = getattr(err, "reason", None) or f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            failed.append({"format": "onnx" if precision == "int8" else "torchscript", "precision": precision,
+                           "reason": reason})
+            _progress(f"{name}: the {precision} form failed: {reason}")

@@ -102,6 +102,10 @@ def _int32_array(numbers: List[int]) -> Any:
     return (ctypes.c_int32 * max(len(numbers), 1))(*numbers)
 
 
+# perfopt_model_options.precision's values, by index (PERFOPT_PRECISION_*).
+PRECISIONS = ("fp32", "allow-reduced")
+
+
 class Model(Owner):
     """A model (perfopt_model_*): a TorchScript file or an AOTInductor package.
     Tensor inputs are NumPy arrays or torch tensors (passed as DLPack views, no
@@ -143,11 +147,19 @@ class Model(Owner):
         tuning_cache_dir: Optional[str] = None,
         threads: Optional[int] = None,
         batch_budget_ms: Optional[int] = None,
+        precision: Optional[str] = None,
+        reduced_tolerance: Optional[float] = None,
+        min_cosine: Optional[float] = None,
     ) -> None:
         """Changes the options given; the others keep their defaults.
         threads: per call of this model, from its next compile on (0: the
         optimizer's count, which max-autotune measures on the CPU).
-        batch_budget_ms: everything recommend_batch measures (0: 5000)."""
+        batch_budget_ms: everything recommend_batch measures (0: 5000).
+        precision: "fp32" (default) or "allow-reduced": max-autotune also
+        measures a bundle's reduced-precision forms (export's `precisions`),
+        keeping one only within reduced_tolerance (relative error, default
+        1e-2) or, when min_cosine is above 0, at least that cosine similarity
+        to the fp32 result (embeddings)."""
         options = _native.perfopt_model_options()
         check(_native.lib().perfopt_model_options_init(ctypes.byref(options), ctypes.sizeof(options)))
         if outputs_on_device is not None:
@@ -169,6 +181,14 @@ class Model(Owner):
             options.threads = c_int(threads, "threads", UINT32)
         if batch_budget_ms is not None:
             options.batch_budget_ms = c_int(batch_budget_ms, "batch_budget_ms", UINT32)
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision is {precision!r}; accepted: {', '.join(PRECISIONS)}")
+            options.precision = PRECISIONS.index(precision)
+        if reduced_tolerance is not None:
+            options.reduced_tolerance = reduced_tolerance
+        if min_cosine is not None:
+            options.min_cosine = min_cosine
         check(_native.lib().perfopt_model_set_options(self._ptr, ctypes.byref(options)))
 
     def compile(self, mode: Optional[str] = None, warmup_inputs: Optional[Sequence[Any]] = None) -> Optional[str]:

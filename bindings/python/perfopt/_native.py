@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 #: The ABI this module was written against (PERFOPT_ABI_VERSION).
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 PERFOPT_AUTO = -1
 PERFOPT_NOT_BATCHED = -1
@@ -60,6 +60,9 @@ class perfopt_model_options(ctypes.Structure):
         ("tuning_cache_dir", ctypes.c_char_p),
         ("threads", ctypes.c_uint32),
         ("batch_budget_ms", ctypes.c_uint32),
+        ("precision", ctypes.c_int32),
+        ("reduced_tolerance", ctypes.c_double),
+        ("min_cosine", ctypes.c_double),
     ]
 
 

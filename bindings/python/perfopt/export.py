@@ -259,6 +259,7 @@ def export(
     batch_range: Optional[Tuple[int, int]] = None,
     inductor_configs: Optional[Dict[str, Any]] = None,
     formats: Optional[Sequence[str]] = None,
+    precisions: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """Exports `module` (an nn.Module) called with `example_inputs` into an
     AOTInductor package at `path` (must end in .pt2) for `device` (default:
@@ -271,16 +272,22 @@ def export(
     compile seconds. Raises ExportError, explained.
     A path ending in .onnx exports an ONNX model instead (see
     `export_onnx`), .pt a TorchScript file, .perfopt a bundle of the
-    `formats` given (default: every one; see perfopt._bundle)."""
+    `formats` given (default: every one; see perfopt._bundle), with the
+    reduced-precision forms of `precisions` (bf16, fp16, int8, or auto: what
+    this machine runs natively; see perfopt._precision), which perfopt
+    measures only when a model's `precision` option allows it."""
     torch = _torch()
     if batch_range is not None and not dynamic_batch:
         raise ExportError("batch_range needs a dynamic batch: drop dynamic_batch=False, or the range")
     if Path(str(path)).suffix == ".perfopt":  # "x.perfopt/" too
         from ._bundle import export_bundle
 
-        return export_bundle(module, example_inputs, path, formats=formats, dynamic_batch=dynamic_batch,
+        return export_bundle(module, example_inputs, path, formats=formats, precisions=precisions,
+                             dynamic_batch=dynamic_batch,
                              device=device, max_batch=max_batch, batch_range=batch_range,
                              inductor_configs=inductor_configs)
+    if precisions:
+        raise ExportError("precisions are forms of a bundle: export to NAME.perfopt")
     if Path(str(path)).suffix == ".pt":
         from ._bundle import export_torchscript
 
@@ -471,6 +478,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--formats", default=None,
                         help="a bundle's forms, e.g. onnx,torchscript (default: onnx,aotinductor,torchscript; "
                              "executorch when named)")
+    parser.add_argument("--precisions", default=None,
+                        help="a bundle's reduced-precision forms, e.g. bf16,int8 or auto (default: none)")
     parser.add_argument("--input", action="append", default=[], help="an example input: 4x80x100[:dtype]")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     parser.add_argument("--static-batch", action="store_true", help="keep the example's batch size fixed")
@@ -494,7 +503,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 parser.error(f"--batch-range takes MIN:MAX, got {args.batch_range!r}")
         report = export(module, inputs, args.output, dynamic_batch=not args.static_batch,
                         device=args.device or "cpu", max_batch=args.max_batch, batch_range=batch_range,
-                        formats=args.formats.split(",") if args.formats else None)
+                        formats=args.formats.split(",") if args.formats else None,
+                        precisions=args.precisions.split(",") if args.precisions else None)
     except ExportError as err:
         print(f"perfopt.export: {err.reason}", file=sys.stderr)
         return 1

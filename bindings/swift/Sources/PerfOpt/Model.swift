@@ -91,6 +91,10 @@ public final class Model: @unchecked Sendable {
     ///   optimizer's count (max-autotune measures it on the CPU).
     /// - batchBudgetMs: everything `recommendBatch` measures, 0 to 600000 ms;
     ///   0: 5000.
+    /// - precision: `.allowReduced` lets max-autotune measure and choose a
+    ///   bundle's reduced-precision forms, kept only within `reducedTolerance`
+    ///   (relative error; nil: 1e-2) or, with `minCosine` above 0, at least
+    ///   that cosine similarity to the fp32 result.
     public func setOptions(outputsOnDevice: Bool = false,
                            errorTolerance: Double? = nil,
                            graphCacheSize: UInt32? = nil,
@@ -99,7 +103,10 @@ public final class Model: @unchecked Sendable {
                            tuningBudgetMs: UInt32 = 0,
                            tuningCacheDir: String? = nil,
                            threads: UInt32 = 0,
-                           batchBudgetMs: UInt32 = 0) throws(PerfOptError) {
+                           batchBudgetMs: UInt32 = 0,
+                           precision: Precision = .fp32,
+                           reducedTolerance: Double? = nil,
+                           minCosine: Double? = nil) throws(PerfOptError) {
         var options = perfopt_model_options()
         try check(perfopt_model_options_init(&options, cSize(of: perfopt_model_options.self)))
         options.outputs_on_device = outputsOnDevice ? 1 : 0
@@ -110,6 +117,9 @@ public final class Model: @unchecked Sendable {
         options.tuning_budget_ms = tuningBudgetMs
         options.threads = threads
         options.batch_budget_ms = batchBudgetMs
+        options.precision = precision.rawValue
+        if let reducedTolerance = reducedTolerance { options.reduced_tolerance = reducedTolerance }
+        if let minCosine = minCosine { options.min_cosine = minCosine }
         // The folder is copied by the call: its C string need only live that long.
         let status: StatusCode = withOptionalCString(tuningCacheDir) { dir in
             options.tuning_cache_dir = dir
@@ -128,7 +138,10 @@ public final class Model: @unchecked Sendable {
                        tuningBudgetMs: options.tuningBudgetMs,
                        tuningCacheDir: options.tuningCacheDir,
                        threads: options.threads,
-                       batchBudgetMs: options.batchBudgetMs)
+                       batchBudgetMs: options.batchBudgetMs,
+                       precision: options.precision,
+                       reducedTolerance: options.reducedTolerance,
+                       minCosine: options.minCosine)
     }
 
     // MARK: Running

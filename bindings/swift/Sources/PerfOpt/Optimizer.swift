@@ -193,8 +193,21 @@ public enum Defaults {
                             tuningBudgetMs: o.tuning_budget_ms,
                             tuningCacheDir: o.tuning_cache_dir.map { String(cString: $0) },
                             threads: o.threads,
-                            batchBudgetMs: o.batch_budget_ms)
+                            batchBudgetMs: o.batch_budget_ms,
+                            precision: Precision(rawValue: o.precision) ?? .fp32,
+                            reducedTolerance: o.reduced_tolerance,
+                            minCosine: o.min_cosine)
     }
+}
+
+/// Which precisions max-autotune may choose from a bundle's forms
+/// (perfopt_model_options.precision).
+public enum Precision: Int32, Sendable {
+    /// The model's own precision only (the default).
+    case fp32 = 0
+    /// Also a bundle's reduced-precision forms (bf16, fp16, int8), each kept
+    /// only within `reducedTolerance` (or `minCosine`) of the fp32 result.
+    case allowReduced = 1
 }
 
 /// Per-model options (perfopt_model_options), for `Model.setOptions(_:)`.
@@ -218,10 +231,18 @@ public struct ModelOptions: Sendable, Equatable {
     public var threads: UInt32
     /// Everything `recommendBatch` measures, in ms (0 to 600000); 0: 5000.
     public var batchBudgetMs: UInt32
+    /// Whether max-autotune may choose a bundle's reduced-precision form.
+    public var precision: Precision
+    /// The relative error a reduced-precision form may have (default 1e-2).
+    public var reducedTolerance: Double
+    /// Above 0: reduced-precision forms are judged by cosine similarity
+    /// (at least this) instead (embeddings).
+    public var minCosine: Double
 
     public init(outputsOnDevice: Bool, errorTolerance: Double, graphCacheSize: UInt32, graphWarmupRuns: UInt32,
                 memoryMargin: Double, tuningBudgetMs: UInt32, tuningCacheDir: String?, threads: UInt32 = 0,
-                batchBudgetMs: UInt32 = 0) {
+                batchBudgetMs: UInt32 = 0, precision: Precision = .fp32, reducedTolerance: Double = 1e-2,
+                minCosine: Double = 0) {
         self.outputsOnDevice = outputsOnDevice
         self.errorTolerance = errorTolerance
         self.graphCacheSize = graphCacheSize
@@ -231,6 +252,9 @@ public struct ModelOptions: Sendable, Equatable {
         self.tuningCacheDir = tuningCacheDir
         self.threads = threads
         self.batchBudgetMs = batchBudgetMs
+        self.precision = precision
+        self.reducedTolerance = reducedTolerance
+        self.minCosine = minCosine
     }
 }
 

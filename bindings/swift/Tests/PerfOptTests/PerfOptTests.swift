@@ -34,7 +34,7 @@ final class PerfOptTests: XCTestCase {
 
     func testVersionAndABI() throws {
         try checkABI()
-        XCTAssertEqual(abiVersion, 4)
+        XCTAssertEqual(abiVersion, 5)
         XCTAssertTrue(version.hasPrefix("perfopt 0.1.0"))
     }
 
@@ -343,9 +343,16 @@ final class PerfOptTests: XCTestCase {
             XCTAssertEqual((error as? PerfOptError)?.status, .invalidArgument)
         }
         var options = try Defaults.modelOptions()
+        XCTAssertEqual(options.precision, .fp32)
+        XCTAssertEqual(options.reducedTolerance, 1e-2)
         options.errorTolerance = 1e-2
         options.tuningBudgetMs = 250
         try model.setOptions(options)
+        // Reduced precision, opt-in, within a bound the caller states.
+        try model.setOptions(precision: .allowReduced, reducedTolerance: 5e-2)
+        XCTAssertThrowsError(try model.setOptions(precision: .allowReduced, minCosine: 2)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .invalidArgument)
+        }
     }
 
     /// The folder of `make packages` (its path is in build/packages.txt).
