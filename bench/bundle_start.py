@@ -11,16 +11,12 @@ Writes docs/benchmarks/bundle_start.md.
 """
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -29,6 +25,7 @@ sys.path.insert(0, str(ROOT / "bindings" / "python"))
 import models  # noqa: E402
 import perfopt  # noqa: E402
 import perfopt.export  # noqa: E402
+from formats import machine_line  # noqa: E402
 
 # One start in a fresh process: load, compile, run once; prints the
 # milliseconds of each step and what was chosen, as JSON.
@@ -71,8 +68,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "bundle_start.md"))
     args = parser.parse_args()
-    machine = (f"{time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()} ({os.cpu_count()} cores); "
-               f"torch {torch.__version__}; {perfopt.version()}")
+    machine = machine_line()
     lines = ["# A bundle's second start with the tuning cache", "", f"Machine: {machine}.",
              f"Batch {args.batch}; fresh processes, the two starts alternating, {args.rounds} rounds; medians.",
              "(a) the bundle, max-autotune answered by the tuning cache; (b) the chosen form's file, `none`.", "",

@@ -97,6 +97,12 @@ def as_numpy(inputs):
     return [x.numpy() for x in inputs]
 
 
+def machine_line():
+    """The date, processor, cores and versions a table was measured with."""
+    return (f"{time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()} ({os.cpu_count()} cores); "
+            f"torch {torch.__version__}; {perfopt.version()}")
+
+
 def interleaved(contenders, seconds, min_rounds=15, max_rounds=2000):
     """p50 and spread (q25-q75 as a share of p50) per contender, timed in
     rounds (the order rotating), each call's first runs being warm-up."""
@@ -297,8 +303,7 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     formats = args.formats.split(",")
     results = {
-        "machine": f"{time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()} "
-                   f"({os.cpu_count()} cores); torch {torch.__version__}; {perfopt.version()}",
+        "machine": machine_line(),
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as tmp, perfopt.Optimizer("cpu", read_environment=False) as opt:

@@ -11,10 +11,8 @@ Writes docs/benchmarks/precision.md.
 """
 import argparse
 import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bindings" / "python"))
 import models  # noqa: E402
 import perfopt  # noqa: E402
 import perfopt.export  # noqa: E402
-from formats import interleaved  # noqa: E402
+from formats import interleaved, machine_line  # noqa: E402
 
 # The bound a caller would state: embeddings by cosine similarity, a
 # sequence encoder's outputs by relative error.
@@ -104,8 +102,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "precision.md"))
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    machine = (f"{time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()} ({os.cpu_count()} cores); "
-               f"torch {torch.__version__}; {perfopt.version()}")
+    machine = machine_line()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, perfopt.Optimizer("cpu", read_environment=False) as opt:
         for name in args.models.split(","):

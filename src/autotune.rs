@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engine::State;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::json::Json;
 use crate::numerics::{self, ReducedTolerance};
@@ -204,8 +204,8 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             let checked = (|| -> Result<(f64, Option<f64>)> {
                 let output = (settings.run)(&executor)?;
                 if !numerics::same_kinds(&output, settings.reference) {
-                    return Err(crate::error::Error::new(
-                        crate::error::ErrorKind::Internal,
+                    return Err(Error::new(
+                        ErrorKind::Internal,
                         format!(
                             "not measured: it returns {}, where the model returns {}",
                             output.label(),

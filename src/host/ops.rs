@@ -118,11 +118,27 @@ impl Tensor {
 
     /// Elementwise difference, in f64 (what a relative error compares).
     pub fn f_sub(&self, other: &Tensor) -> TensorResult<Tensor> {
+        self.zip_to_double(other, "subtracting", |a, b| a - b)
+    }
+
+    /// Elementwise product, in f64 (what a cosine similarity sums).
+    pub fn f_mul(&self, other: &Tensor) -> TensorResult<Tensor> {
+        self.zip_to_double(other, "multiplying", |a, b| a * b)
+    }
+
+    /// A Double tensor whose element i is `f(self_i, other_i)`, the two of
+    /// one shape (`what` names the operation in the error otherwise).
+    fn zip_to_double(
+        &self,
+        other: &Tensor,
+        what: &str,
+        f: impl Fn(f64, f64) -> f64,
+    ) -> TensorResult<Tensor> {
         if self.size() != other.size() {
             return Err(invalid(format!(
-                "subtracting a tensor of shape {:?} from one of shape {:?}",
-                other.size(),
-                self.size()
+                "{what} tensors of shapes {:?} and {:?}",
+                self.size(),
+                other.size()
             )));
         }
         // Read in row-major order beside `self`: contiguous, so element i
@@ -130,22 +146,7 @@ impl Tensor {
         let other = other.f_contiguous()?;
         let (kind, source) = (other.inner.kind, other.data_ptr().cast::<u8>().cast_const());
         // SAFETY: `other` is contiguous with as many elements as `self`.
-        self.map_to_double(|i, a| a - unsafe { kind.read(source, i) })
-    }
-
-    /// Elementwise product, in f64 (what a cosine similarity sums).
-    pub fn f_mul(&self, other: &Tensor) -> TensorResult<Tensor> {
-        if self.size() != other.size() {
-            return Err(invalid(format!(
-                "multiplying a tensor of shape {:?} by one of shape {:?}",
-                self.size(),
-                other.size()
-            )));
-        }
-        let other = other.f_contiguous()?;
-        let (kind, source) = (other.inner.kind, other.data_ptr().cast::<u8>().cast_const());
-        // SAFETY: `other` is contiguous with as many elements as `self`.
-        self.map_to_double(|i, a| a * unsafe { kind.read(source, i) })
+        self.map_to_double(|i, a| f(a, unsafe { kind.read(source, i) }))
     }
 
     /// The sum of every element, in f64 (the only sum perfopt takes), as a
