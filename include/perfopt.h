@@ -136,9 +136,10 @@ typedef struct DLManagedTensor {
  AOTInductor packages, kept reports and the options' tuning fields; ABI 4
  added ONNX models, a thread count per model (perfopt_model_options.threads)
  and perfopt_config.onnxruntime_library; ABI 5 added the options'
- precision fields (a bundle's reduced-precision forms).
+ precision fields (a bundle's reduced-precision forms); ABI 6 added
+ perfopt_config.tuning_cache_dir (a model loads as its tuning last chose).
  */
-#define PERFOPT_ABI_VERSION 5
+#define PERFOPT_ABI_VERSION 6
 
 /*
  A tri-state setting left to the environment, then the default.
@@ -381,8 +382,9 @@ typedef struct perfopt_model_options {
   /*
    A folder where max-autotune remembers its choice per model file,
    device, input shapes and perfopt version, so that the next start
-   measures nothing; NULL (default): nothing is remembered. Copied by
-   perfopt_model_set_options. (ABI 3)
+   measures nothing; NULL (default): the optimizer's
+   perfopt_config.tuning_cache_dir (ABI 6), else nothing is remembered.
+   Copied by perfopt_model_set_options. (ABI 3)
    */
   const char *tuning_cache_dir;
   /*
@@ -520,6 +522,16 @@ typedef struct perfopt_config {
    model. Copied during the call. (ABI 4)
    */
   const char *onnxruntime_library;
+  /*
+   A folder where max-autotune remembers its choices for every model of
+   this optimizer whose own tuning_cache_dir option is NULL; NULL
+   (default): none. A model loaded under it is built the way its tuning
+   last chose (a bundle's chosen form, ONNX Runtime's chosen session),
+   so that the next start builds nothing twice. Only this user may write
+   it (see perfopt_model_options.tuning_cache_dir). Copied during the
+   call. (ABI 6)
+   */
+  const char *tuning_cache_dir;
 } perfopt_config;
 
 #ifdef __cplusplus

@@ -88,17 +88,21 @@ class Config {
   Config &malloc_tuning(bool on) { config_.malloc_tuning = on; return *this; }
   /// The ONNX Runtime library ONNX models run on (default: found).
   Config &onnxruntime_library(std::string path) { onnxruntime_ = std::move(path); return *this; }
+  /// Where max-autotune remembers choices for models whose options name no
+  /// folder; models load as their tuning last chose (default: none).
+  Config &tuning_cache_dir(std::string dir) { cache_dir_ = std::move(dir); return *this; }
 
   const perfopt_config *get() {
     config_.device = device_.empty() ? nullptr : device_.c_str();
     config_.compile_mode = mode_.empty() ? nullptr : mode_.c_str();
     config_.onnxruntime_library = onnxruntime_.empty() ? nullptr : onnxruntime_.c_str();
+    config_.tuning_cache_dir = cache_dir_.empty() ? nullptr : cache_dir_.c_str();
     return &config_;
   }
 
  private:
   perfopt_config config_{};
-  std::string device_, mode_, onnxruntime_;
+  std::string device_, mode_, onnxruntime_, cache_dir_;
 };
 
 /// perfopt_model_options with chainable setters; the cache folder is kept

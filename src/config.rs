@@ -125,6 +125,8 @@ pub struct Config {
     /// The ONNX Runtime library ONNX models run on; `None`: found
     /// (src/engine/onnx/runtime.rs).
     pub onnxruntime_library: Option<String>,
+    /// The tuning cache of every model whose own option names none.
+    pub tuning_cache_dir: Option<String>,
     pub read_environment: bool,
 }
 
@@ -141,6 +143,7 @@ impl Default for Config {
             inter_op_threads: None,
             malloc_tuning: None,
             onnxruntime_library: None,
+            tuning_cache_dir: None,
             read_environment: true,
         }
     }
@@ -161,6 +164,8 @@ pub struct ResolvedConfig {
     pub malloc_tuning: Setting<Option<bool>>,
     /// The ONNX Runtime library the caller named, if any.
     pub onnxruntime_library: Option<String>,
+    /// The tuning cache of every model whose own option names none.
+    pub tuning_cache_dir: Option<String>,
 }
 
 impl ResolvedConfig {
@@ -277,6 +282,7 @@ impl Config {
                 None => Setting::new(None, Source::Default),
             },
             onnxruntime_library: self.onnxruntime_library.clone(),
+            tuning_cache_dir: self.tuning_cache_dir.clone(),
         })
     }
 }

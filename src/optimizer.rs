@@ -391,7 +391,8 @@ impl Optimizer {
             .with("enabled_source", self.config.torch_compile.source.as_str())
             .with("mode", self.config.compile_mode.value.as_str())
             .with("mode_source", self.config.compile_mode.source.as_str())
-            .with("effective_mode", self.compile_mode().as_str());
+            .with("effective_mode", self.compile_mode().as_str())
+            .with("tuning_cache_dir", self.config.tuning_cache_dir.as_deref());
         let threads = Json::object()
             .with("cores", host::cores())
             .with("intra_op", shim::num_threads().ok())

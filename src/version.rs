@@ -9,7 +9,7 @@ pub const PERFOPT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Bumped whenever the C ABI changes incompatibly (a signature, a struct
 /// layout, an enum value). Bindings refuse a library whose number differs.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// "13.0" from libtorch's CUDA runtime, or `None` without its CUDA library.
 pub fn cuda_runtime() -> Option<String> {

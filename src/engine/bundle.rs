@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use super::same_model::differs;
-use super::{Format, LoadContext, Loaded};
+use super::{Format, LoadContext, LoadHint, Loaded};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::runtime::Device;
@@ -288,9 +288,18 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
         }
         forms = gpu.into_iter().chain(cpu).collect();
     }
+    // The form the tuning cache last chose is built as it chose it, when it
+    // is the form loaded. The order stays: the form loaded is the one whose
+    // methods, batch bounds and output the model follows, whatever won.
+    let hinted = context
+        .hint
+        .and_then(|hint| Some((hint.label.split_once(": ")?, hint.threads)));
     let mut kinds = Vec::new();
     for (i, form) in forms.iter().enumerate() {
-        match load_form(form, context) {
+        let hint = hinted
+            .filter(|((name, _), _)| *name == form.name())
+            .map(|((_, label), threads)| LoadHint { label, threads });
+        match load_form(form, &LoadContext { hint, ..*context }) {
             Ok(loaded) => {
                 return Ok(Loaded {
                     bundle: Some(Bundle {

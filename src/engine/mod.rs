@@ -145,6 +145,20 @@ pub trait Engine: Send + Sync {
         self.variants()
     }
 
+    /// Whether this engine as it is runs the form `label` names (its own
+    /// as-loaded label; an engine that builds a tuning candidate at load says
+    /// so for the candidate's label): a remembered choice naming it runs this
+    /// engine, not a second one built the same way.
+    fn is_form(&self, label: &str) -> bool {
+        label == self.as_loaded_label()
+    }
+
+    /// Whether [`Engine::build_variant`] builds the form `label` names: a
+    /// remembered choice naming anything else is damaged.
+    fn builds_form(&self, label: &str) -> bool {
+        self.tuning_variants().contains(&Variant::new(label))
+    }
+
     fn build_variant(&self, variant: &Variant) -> Result<Arc<dyn Engine>> {
         Err(Error::new(
             ErrorKind::Internal,
@@ -310,6 +324,19 @@ pub struct LoadContext<'a> {
     pub threads: usize,
     /// The ONNX Runtime library the caller named, if any.
     pub onnxruntime: Option<&'a str>,
+    /// How the tuning cache last ran this model, which the load builds
+    /// instead of the form as loaded where the engine can.
+    pub hint: Option<LoadHint<'a>>,
+}
+
+/// A remembered choice a load builds directly: a bundle's form by name
+/// ("onnx: graph optimisation extended"; the bundle loads that form first)
+/// or, for a form or a file, the engine's own label, at a thread count. An
+/// engine that builds every form from the one loaded ignores it.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadHint<'a> {
+    pub label: &'a str,
+    pub threads: Option<usize>,
 }
 
 /// One format's way in: a probe of the file's first bytes and a loader of

@@ -53,6 +53,14 @@ impl Engine for Threaded {
         self.inner.tuning_variants()
     }
 
+    fn is_form(&self, label: &str) -> bool {
+        self.inner.is_form(label)
+    }
+
+    fn builds_form(&self, label: &str) -> bool {
+        self.inner.builds_form(label)
+    }
+
     fn build_variant(&self, variant: &Variant) -> Result<Arc<dyn Engine>> {
         // Built at this count: oneDNN fixes a primitive's thread count when
         // freezing prepacks it.

@@ -59,8 +59,9 @@ pub struct perfopt_model_options {
     pub tuning_budget_ms: u32,
     /// A folder where max-autotune remembers its choice per model file,
     /// device, input shapes and perfopt version, so that the next start
-    /// measures nothing; NULL (default): nothing is remembered. Copied by
-    /// perfopt_model_set_options. (ABI 3)
+    /// measures nothing; NULL (default): the optimizer's
+    /// perfopt_config.tuning_cache_dir (ABI 6), else nothing is remembered.
+    /// Copied by perfopt_model_set_options. (ABI 3)
     pub tuning_cache_dir: *const c_char,
     /// Threads each call of this model uses (1 to 4 per core), from its next
     /// compile on (any mode, `none` included); 0 (default): the optimizer's

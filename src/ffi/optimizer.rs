@@ -84,6 +84,17 @@ unsafe fn config_from_c(config: *const perfopt_config) -> Result<Config> {
             optional_str(c.onnxruntime_library, "config.onnxruntime_library")
         }?
         .map(str::to_string),
+        // SAFETY: as above.
+        tuning_cache_dir: match unsafe {
+            optional_str(c.tuning_cache_dir, "config.tuning_cache_dir")
+        }? {
+            Some("") => {
+                return Err(Error::invalid_argument(
+                    "config.tuning_cache_dir is an empty string; pass NULL to remember nothing",
+                ))
+            }
+            dir => dir.map(str::to_string),
+        },
         read_environment,
     })
 }

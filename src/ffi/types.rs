@@ -19,8 +19,9 @@ pub const PERFOPT_VERSION_PATCH: u32 = 0;
 /// AOTInductor packages, kept reports and the options' tuning fields; ABI 4
 /// added ONNX models, a thread count per model (perfopt_model_options.threads)
 /// and perfopt_config.onnxruntime_library; ABI 5 added the options'
-/// precision fields (a bundle's reduced-precision forms).
-pub const PERFOPT_ABI_VERSION: u32 = 5;
+/// precision fields (a bundle's reduced-precision forms); ABI 6 added
+/// perfopt_config.tuning_cache_dir (a model loads as its tuning last chose).
+pub const PERFOPT_ABI_VERSION: u32 = 6;
 
 /// A host's log function: level (PERFOPT_LOG_ERROR .. PERFOPT_LOG_TRACE), a
 /// NUL-terminated message valid only during the call, and the pointer the host
@@ -95,6 +96,14 @@ pub struct perfopt_config {
     /// loader's search path. Loaded once per process, at the first ONNX
     /// model. Copied during the call. (ABI 4)
     pub onnxruntime_library: *const c_char,
+    /// A folder where max-autotune remembers its choices for every model of
+    /// this optimizer whose own tuning_cache_dir option is NULL; NULL
+    /// (default): none. A model loaded under it is built the way its tuning
+    /// last chose (a bundle's chosen form, ONNX Runtime's chosen session),
+    /// so that the next start builds nothing twice. Only this user may write
+    /// it (see perfopt_model_options.tuning_cache_dir). Copied during the
+    /// call. (ABI 6)
+    pub tuning_cache_dir: *const c_char,
 }
 
 impl Default for perfopt_config {
@@ -112,16 +121,19 @@ impl Default for perfopt_config {
             inter_op_threads: 0,
             malloc_tuning: PERFOPT_AUTO,
             onnxruntime_library: std::ptr::null(),
+            tuning_cache_dir: std::ptr::null(),
         }
     }
 }
 
 /// Every struct_size of perfopt_config this library accepts: ABI 1 (before
-/// malloc_tuning), ABI 2-3 (before onnxruntime_library) and the current layout.
-pub(crate) fn config_sizes() -> [usize; 3] {
+/// malloc_tuning), ABI 2-3 (before onnxruntime_library), ABI 4-5 (before
+/// tuning_cache_dir) and the current layout.
+pub(crate) fn config_sizes() -> [usize; 4] {
     [
         offset_of!(perfopt_config, malloc_tuning),
         offset_of!(perfopt_config, onnxruntime_library),
+        offset_of!(perfopt_config, tuning_cache_dir),
         std::mem::size_of::<perfopt_config>(),
     ]
 }
@@ -139,8 +151,8 @@ mod tests {
         assert_eq!(expected, version::PERFOPT_VERSION);
         assert_eq!(
             config_sizes(),
-            [48, 56, 64],
-            "64-bit layouts of ABI 1, 2-3 and 4"
+            [48, 56, 64, 72],
+            "64-bit layouts of ABI 1, 2-3, 4-5 and 6"
         );
     }
 }

@@ -335,7 +335,8 @@ impl Model {
         // the load) means no cache for this compile, said in the report; the
         // compile itself goes on.
         let mut unkeyed = None;
-        let key = options.tuning_cache_dir.as_deref().and_then(|dir| {
+        let dir = tuning_cache::folder(self, &options);
+        let key = dir.as_deref().and_then(|dir| {
             tuning_cache::key(dir, self, args)
                 .map_err(|err| unkeyed = Some(format!("measured; not remembered: {err}")))
                 .ok()

@@ -69,6 +69,12 @@ pub fn form_label(form: Option<&str>, label: &str) -> String {
     }
 }
 
+/// The label within `form` that a bundle's label names ("onnx: frozen" in
+/// the ONNX form: "frozen"); `None` for another form's.
+pub fn label_in_form<'a>(label: &'a str, form: &str) -> Option<&'a str> {
+    label.strip_prefix(form)?.strip_prefix(": ")
+}
+
 /// BLAKE3 over a model's content: the file's, or for a bundle each file's
 /// (the manifest's and every form's), named. Each file is opened as a model
 /// file is (a pipe or a device listed as a form is refused, never read).
@@ -164,6 +170,7 @@ pub(super) fn load_context<'a>(optimizer: &'a Optimizer, path: &'a str) -> LoadC
         cores: crate::device::host::cores(),
         threads: crate::runtime::settings::num_threads().unwrap_or(1).max(1) as usize,
         onnxruntime: optimizer.config().onnxruntime_library.as_deref(),
+        hint: None,
     }
 }
 

@@ -10,11 +10,14 @@
 //! `outputs` (outputs that own their memory), `report` (what compile chose,
 //! reports kept for a second read).
 
+mod arguments;
 mod batched;
+mod cache_folder;
 mod candidates;
 mod compile;
 mod exclusive;
 mod forms;
+mod load_hint;
 mod memory;
 mod options;
 mod outputs;
@@ -31,7 +34,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::device::{Device, DeviceKind};
-use crate::engine::{self, Engine, Format, MethodSchema, Variant};
+use crate::engine::{Engine, Format, MethodSchema, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::graphs;
@@ -90,6 +93,8 @@ pub struct Model {
     non_tensor_returns: Option<String>,
     /// A bundle's forms; `None` for a model file.
     forms: Option<forms::Forms>,
+    /// What the tuning cache's last choice changed in the load.
+    load_note: Option<String>,
 }
 
 impl Model {
@@ -101,7 +106,7 @@ impl Model {
         // and must know it is still the one that was loaded.
         let file_identity = forms::FileIdentity::of(Path::new(path));
         let device = optimizer.device();
-        let loaded = engine::load(&forms::load_context(&optimizer, path))?;
+        let (loaded, load_note) = load_hint::load(&optimizer, path)?;
         let name = name.map(str::to_string).unwrap_or_else(|| {
             Path::new(path)
                 .file_stem()
@@ -151,6 +156,7 @@ impl Model {
             exclusive: writes_state.then(exclusive::Exclusive::new),
             non_tensor_returns,
             forms: loaded.bundle.map(forms::Forms::new),
+            load_note,
         })
     }
 
@@ -230,27 +236,6 @@ impl Model {
         self.original.methods().to_vec()
     }
 
-    fn schema(&self, method: &str) -> Result<MethodSchema> {
-        self.original
-            .methods()
-            .iter()
-            .find(|m| m.name == method)
-            .cloned()
-            .ok_or_else(|| {
-                let names: Vec<&str> = self
-                    .original
-                    .methods()
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect();
-                Error::invalid_argument(format!(
-                    "model {} has no method `{method}` (it has: {})",
-                    self.name,
-                    names.join(", ")
-                ))
-            })
-    }
-
     /// How many tensors perfopt_model_run hands out, without running: from
     /// the schema (a Tensor, a Tuple of Tensors), else from the last run.
     pub fn output_count(&self) -> Option<usize> {
@@ -261,47 +246,6 @@ impl Model {
                 Some(self.last_output_count.load(Ordering::Relaxed))
                     .filter(|&n| n != NO_OUTPUT_COUNT)
             })
-    }
-
-    fn check_args(&self, method: &str, args: &[Value]) -> Result<()> {
-        let (required, total) = match self.original.methods().iter().find(|m| m.name == method) {
-            Some(schema) => schema.arity(),
-            None => return self.schema(method).map(|_| ()),
-        };
-        let ok = args.len() >= required && total.is_none_or(|t| args.len() <= t);
-        if !ok {
-            let expected = match total {
-                Some(t) if t == required => format!("{t}"),
-                Some(t) => format!("{required} to {t}"),
-                None => format!("at least {required}"),
-            };
-            let what = match method {
-                "forward" => format!("model {}", self.name),
-                _ => format!("{method}() of model {}", self.name),
-            };
-            return Err(Error::invalid_argument(format!(
-                "{what} takes {expected} input(s), got {}",
-                args.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Moves the tensors in `args` to the model's device; no copy for those
-    /// already there.
-    fn to_device(&self, args: Vec<Value>) -> Result<Vec<Value>> {
-        let device = self.device.to_runtime();
-        args.into_iter()
-            .map(|arg| {
-                arg.map_tensors(&mut |t| {
-                    if t.device() == device {
-                        Ok(t)
-                    } else {
-                        Ok(t.f_to_device(device)?)
-                    }
-                })
-            })
-            .collect()
     }
 
     /// Waits for this thread's work on the model's device (measurements only:

@@ -52,7 +52,8 @@ pub struct ModelOptions {
     /// device's default (2000 on the CPU, 1000 on CUDA).
     pub tuning_budget_ms: u32,
     /// A folder where max-autotune remembers its choice per model file,
-    /// device, input shapes and perfopt version; `None`: not remembered.
+    /// device, input shapes and perfopt version; `None`: the optimizer's,
+    /// if it has one.
     pub tuning_cache_dir: Option<String>,
     /// Threads per call, from the next compile on; 0: the optimizer's count
     /// (max-autotune measures it on the CPU).

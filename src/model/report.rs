@@ -144,6 +144,7 @@ impl Model {
             .with("file_bytes", self.file_size)
             .with("device", self.device.to_string())
             .with("load_ms", millis(self.load_time))
+            .with("load_note", self.load_note.as_deref())
             // The form that runs now (its threads, its session), not the one loaded.
             .with("engine", self.live_engine(&compiled).describe())
             .with(

@@ -22,12 +22,12 @@
 //! - an entry records the model's hash and the saved module's; both are
 //!   checked before anything the entry holds is loaded.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::cache_folder::{trusted_folder, write_atomically};
 use super::forms::FileIdentity;
-use super::{Compiled, Model};
+use super::{load_hint, Compiled, Model};
 use crate::autotune::Candidate;
 use crate::engine::{Engine, Variant};
 use crate::error::{Error, ErrorKind, Result};
@@ -46,6 +46,11 @@ pub struct CacheKey {
     what: String,
     /// BLAKE3 of the model file's content, recorded in the entry.
     model_hash: String,
+    device: crate::device::Device,
+    /// Whether the choice is one a fresh load may build (load_hint.rs): not
+    /// when it was made at the model's own thread count, which a fresh load
+    /// does not have.
+    loads_as_chosen: bool,
 }
 
 impl CacheKey {
@@ -101,14 +106,29 @@ pub fn key(dir: &str, model: &Model, args: &[Value]) -> Result<CacheKey> {
             if now.is_none() { "is gone" } else { "changed" }
         )));
     }
-    let model_hash = super::forms::model_hash(path)?;
+    // Remembered by the files' identity (load_hint.rs), else read whole;
+    // nothing is read from, or written to, a folder others could write.
+    let trusted = trusted_folder(Path::new(dir)).is_ok();
+    let remembered = trusted
+        .then(|| load_hint::remembered_hash(Path::new(dir), path))
+        .flatten();
+    let model_hash = match remembered {
+        Some(hash) => hash,
+        None => {
+            let before = load_hint::before_hash(path);
+            let hash = super::forms::model_hash(path)?;
+            if trusted {
+                load_hint::remember_hash(Path::new(dir), path, before, &hash);
+            }
+            hash
+        }
+    };
     if FileIdentity::of(path) != now {
         return Err(cache_error(format!(
             "the model file {} changed while the tuning cache read it",
             model.path()
         )));
     }
-    let device = crate::device::describe(model.device());
     let shapes: Vec<String> = args.iter().map(Value::label).collect();
     // The thread count the options ask for, and the count max-autotune
     // measures up to (the optimizer's): a choice made under one is not the
@@ -132,10 +152,9 @@ pub fn key(dir: &str, model: &Model, args: &[Value]) -> Result<CacheKey> {
         ),
     };
     let what = format!(
-        "{} on {} {}, inputs [{}], {tolerance}, {threads}",
+        "{} on {}, inputs [{}], {tolerance}, {threads}",
         model.name(),
-        model.device(),
-        device.name,
+        device_text(model.device()),
         shapes.join(", ")
     );
     let torch_version = crate::runtime::settings::torch_version();
@@ -155,55 +174,22 @@ pub fn key(dir: &str, model: &Model, args: &[Value]) -> Result<CacheKey> {
         hex: hasher.finalize().to_hex()[..32].to_string(),
         what,
         model_hash,
+        device: model.device(),
+        loads_as_chosen: options.threads == 0,
     })
 }
 
-/// The folder, created (0700) when missing, if only this user can write it.
-#[cfg(unix)]
-fn trusted_folder(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|err| cache_error(format!("creating {}: {err}", dir.display())))?;
-    }
-    let metadata = std::fs::metadata(dir)
-        .map_err(|err| cache_error(format!("reading {}: {err}", dir.display())))?;
-    if !metadata.is_dir() {
-        return Err(cache_error(format!("{} is not a folder", dir.display())));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if metadata.uid() != me {
-        return Err(cache_error(format!(
-            "the tuning cache {} is owned by uid {}, not by this user (uid {me}): a folder \
-             another user controls could choose what runs here; use a folder of your own",
-            dir.display(),
-            metadata.uid()
-        )));
-    }
-    if metadata.mode() & 0o022 != 0 {
-        return Err(cache_error(format!(
-            "the tuning cache {} is writable by {} (mode {:o}): anyone who can write there \
-             could plant an entry that runs instead of the model; `chmod go-w` it",
-            dir.display(),
-            if metadata.mode() & 0o002 != 0 {
-                "everyone"
-            } else {
-                "its group"
-            },
-            metadata.mode() & 0o7777
-        )));
-    }
-    Ok(())
+/// The folder this model's choices are remembered in: its own option's,
+/// else the optimizer's.
+pub fn folder(model: &Model, options: &super::ModelOptions) -> Option<String> {
+    let own = options.tuning_cache_dir.as_ref();
+    own.or(model.optimizer.config().tuning_cache_dir.as_ref())
+        .cloned()
 }
 
-#[cfg(not(unix))]
-fn trusted_folder(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|err| cache_error(format!("creating {}: {err}", dir.display())))
+/// The device as a key names it ("cpu AMD EPYC").
+pub(super) fn device_text(device: crate::device::Device) -> String {
+    format!("{device} {}", crate::device::describe(device).name)
 }
 
 /// What is remembered of a choice.
@@ -302,25 +288,8 @@ impl CacheEntry {
     }
 }
 
-/// Writes `bytes` to `path` through a file of a random name created with
-/// O_EXCL (never through a planted symlink), renamed into place; on any
-/// failure (a full disk) nothing stays behind.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let failed = |err: std::io::Error| cache_error(format!("writing {}: {err}", path.display()));
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".perfopt-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(failed)?;
-    temporary.write_all(bytes).map_err(failed)?;
-    temporary.as_file().sync_all().map_err(failed)?;
-    temporary
-        .persist(path)
-        .map(drop)
-        .map_err(|err| failed(err.error))
-}
-
+/// Remembers a choice: its entry, its saved form when the engine saves one,
+/// and (load_hint.rs) the model's last choice, which the next load builds.
 pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) -> Result<()> {
     trusted_folder(&key.dir)?;
     let mut module = None;
@@ -344,7 +313,15 @@ pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) ->
         .with("model_blake3", key.model_hash.as_str())
         .with("module_file", module_file)
         .with("module_blake3", module_hash);
-    write_atomically(&key.choice_path(), json.to_string().as_bytes())
+    write_atomically(&key.choice_path(), json.to_string().as_bytes())?;
+    if key.loads_as_chosen {
+        let last = load_hint::LastChoice {
+            label: entry.label.clone(),
+            threads: entry.threads,
+        };
+        load_hint::remember_choice(&key.dir, &key.model_hash, key.device, &last);
+    }
+    Ok(())
 }
 
 /// The saved module, if the entry has one and it is the module the entry
@@ -426,7 +403,9 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
     let (original, label) = model.form_of_label(&entry.label)?;
     // The form is made at the count it runs at (see Model::built_form).
     let source = model.at_threads(original.clone(), entry.threads)?;
-    let engine: Arc<dyn Engine> = if label == original.as_loaded_label() {
+    // The form as it runs now (as loaded, or built at load as this choice
+    // was: load_hint.rs) is not built again.
+    let engine: Arc<dyn Engine> = if label == original.as_loaded_label() || source.is_form(label) {
         source
     } else {
         let variant = Variant::new(label);
@@ -437,7 +416,7 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
         match saved {
             Some(form) => form,
             None => {
-                if !original.tuning_variants().contains(&variant) {
+                if !original.builds_form(label) {
                     return Err(cache_error(format!(
                         "{} names a form this model does not have ({:?}): damaged",
                         key.choice_path().display(),

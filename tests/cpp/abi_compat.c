@@ -1,8 +1,9 @@
 /* A program built against the previous ABI, run on this library.
  *
  * It declares by hand the option structs as older headers had them: the
- * ABI 2 perfopt_model_options (before tuning_budget_ms and tuning_cache_dir)
- * and the ABI 1 perfopt_config (before malloc_tuning). The library must fill
+ * ABI 2 perfopt_model_options (before tuning_budget_ms and tuning_cache_dir),
+ * the ABI 1 perfopt_config (before malloc_tuning) and the ABI 5 one (before
+ * tuning_cache_dir). The library must fill
  * exactly sizeof of each (a canary after the struct stays untouched), must
  * read no more than that when they are applied (the canary's bytes would be
  * refused, or crash, if read as the newer fields), and must accept a struct
@@ -49,6 +50,13 @@ typedef struct {
   int32_t inter_op_threads;
 } abi1_config;
 
+/* perfopt_config of ABI 5 (before tuning_cache_dir). */
+typedef struct {
+  abi1_config abi1;
+  int32_t malloc_tuning;
+  const char *onnxruntime_library;
+} abi5_config;
+
 /* 0x7f in every byte: read as tuning_budget_ms or malloc_tuning it is out of
  * range (refused), read as tuning_cache_dir a non-canonical pointer. */
 #define CANARY 0x7f
@@ -63,6 +71,11 @@ typedef struct {
   abi1_config config;
   unsigned char canary[CANARY_BYTES];
 } wrapped_config;
+
+typedef struct {
+  abi5_config config;
+  unsigned char canary[CANARY_BYTES];
+} wrapped_abi5_config;
 
 /* A struct as a newer header than the library's would have it. */
 typedef struct {
@@ -141,6 +154,20 @@ int main(void) {
   old_config.config.read_environment = 0;
   CHECK_OK(perfopt_optimizer_new((const perfopt_config *)&old_config.config, &optimizer));
   CHECK(untouched(old_config.canary, sizeof old_config.canary));
+  {
+    /* The ABI 5 config (before tuning_cache_dir): filled and read no further. */
+    wrapped_abi5_config abi5;
+    perfopt_optimizer *five = NULL;
+    memset(&abi5, CANARY, sizeof abi5);
+    CHECK_OK(perfopt_config_init((perfopt_config *)&abi5.config, sizeof abi5.config));
+    CHECK(untouched(abi5.canary, sizeof abi5.canary));
+    CHECK(abi5.config.abi1.struct_size == sizeof(abi5_config) && abi5.config.onnxruntime_library == NULL);
+    abi5.config.abi1.device = "cpu";
+    abi5.config.abi1.read_environment = 0;
+    CHECK_OK(perfopt_optimizer_new((const perfopt_config *)&abi5.config, &five));
+    CHECK(five != NULL);
+    perfopt_optimizer_free(five);
+  }
   if (!optimizer) {
     fprintf(stderr, "no optimizer: stopping\n");
     return 1;

@@ -17,7 +17,7 @@ typedef char value_kinds_are_distinct[(PERFOPT_VALUE_NONE == 0 && PERFOPT_VALUE_
 typedef char struct_size_comes_first[offsetof(perfopt_value, struct_size) == 0 ? 1 : -1];
 typedef char options_grew[offsetof(perfopt_model_options, tuning_budget_ms) > offsetof(perfopt_model_options, memory_margin) ? 1 : -1];
 typedef char config_grew[offsetof(perfopt_config, malloc_tuning) > offsetof(perfopt_config, inter_op_threads) ? 1 : -1];
-typedef char abi_is_5[PERFOPT_ABI_VERSION == 5 ? 1 : -1];
+typedef char abi_is_6[PERFOPT_ABI_VERSION == 6 ? 1 : -1];
 typedef char report_kinds[(PERFOPT_REPORT_WARMUP != PERFOPT_REPORT_RECOMMEND_BATCH && PERFOPT_NOT_BATCHED < 0) ? 1 : -1];
 typedef char skipped_is_not_an_error_code[(PERFOPT_COMPILE_SKIPPED != PERFOPT_OK) ? 1 : -1];
 
@@ -47,7 +47,7 @@ int main(void) {
   (void)sizeof(struct_size_comes_first);
   (void)sizeof(options_grew);
   (void)sizeof(config_grew);
-  (void)sizeof(abi_is_5);
+  (void)sizeof(abi_is_6);
   (void)sizeof(report_kinds);
   (void)sizeof(skipped_is_not_an_error_code);
 

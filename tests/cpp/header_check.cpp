@@ -15,7 +15,7 @@ static_assert(std::is_same<decltype(perfopt_value::items), perfopt_value *>::val
 static_assert(std::is_same<decltype(perfopt_value::tensor), const DLTensor *>::value, "tensors are borrowed");
 static_assert(std::is_same<decltype(perfopt_value::managed), DLManagedTensor *>::value, "results own tensors");
 static_assert(std::is_same<std::underlying_type<perfopt_status>::type, int32_t>::value, "a 32-bit status");
-static_assert(PERFOPT_ABI_VERSION == 5, "this check is for ABI 5");
+static_assert(PERFOPT_ABI_VERSION == 6, "this check is for ABI 6");
 static_assert(PERFOPT_VALUE_TUPLE == 7 && PERFOPT_NOT_BATCHED == -1, "constants");
 static_assert(PERFOPT_COMPILE_SKIPPED != PERFOPT_OK, "skipped is its own status");
 // The ABI 3 functions, by their exact signatures.

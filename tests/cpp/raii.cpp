@@ -97,6 +97,10 @@ int basics(perfopt::Optimizer &optimizer) {
   EXPECT(perfopt::abi_version() == PERFOPT_ABI_VERSION);
   EXPECT(optimizer.report().find("\"kind\":\"cpu\"") != std::string::npos);
   EXPECT(optimizer.optimal_batch_size() == 1);
+  {
+    perfopt::Optimizer cached(perfopt::Config().device("cpu").read_environment(false).tuning_cache_dir("/tmp/perfopt-raii-cache"));
+    EXPECT(cached.report().find("\"tuning_cache_dir\":\"/tmp/perfopt-raii-cache\"") != std::string::npos);
+  }
   try {
     perfopt::Optimizer bad(perfopt::Config().device("tpu"));
     EXPECT(false);

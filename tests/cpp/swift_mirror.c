@@ -42,7 +42,7 @@ static const char *fixture(const char *name) {
 static perfopt_status optimizer_on(const char *device, perfopt_optimizer **out) {
   perfopt_config config;
   *out = NULL;
-  if (perfopt_abi_version() != 5) return PERFOPT_ERR_INTERNAL;
+  if (perfopt_abi_version() != 6) return PERFOPT_ERR_INTERNAL;
   perfopt_status status = perfopt_config_init(&config, sizeof config);
   if (status != PERFOPT_OK) return status;
   config.cudnn_benchmark = PERFOPT_AUTO;
@@ -56,6 +56,7 @@ static perfopt_status optimizer_on(const char *device, perfopt_optimizer **out) 
   config.device = device;
   config.compile_mode = NULL;
   config.onnxruntime_library = NULL;
+  config.tuning_cache_dir = NULL;
   return perfopt_optimizer_new(&config, out);
 }
 
@@ -272,7 +273,7 @@ static void release(DLManagedTensor *managed) {
 /* ------------------------------------------------------------------------ */
 
 static void test_version_and_abi(void) {
-  EXPECT(perfopt_abi_version() == 5);
+  EXPECT(perfopt_abi_version() == 6);
   EXPECT(strncmp(perfopt_version(), "perfopt 0.1.0", 13) == 0);
 }
 

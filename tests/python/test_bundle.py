@@ -5,6 +5,7 @@ remembering the winning form, exports that record what failed, and broken
 bundles refused by status."""
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -180,3 +181,44 @@ def test_a_failed_re_export_keeps_the_bundle_that_was_there(tmp_path):
     # Exported again with other forms: the folder holds those only.
     perfopt.export.export(linear, [torch.ones(2, 3)], str(folder), formats=[" onnx", "onnx"])
     assert sorted(p.name for p in folder.iterdir()) == ["inputs.json", "manifest.json", "model.onnx"]
+
+
+def test_a_bundle_builds_its_form_as_its_tuning_last_chose(tmp_path):
+    bundle = tmp_path / "two_inputs.perfopt"
+    shutil.copytree(BUNDLE, bundle)
+    time.sleep(1.1)  # settled: the cache remembers its content hash (load_hint.rs)
+    cache = tmp_path / "cache"
+    inputs, expected = example()
+
+    def start():
+        # One intra-op thread: a choice at 2 is more than a load may build.
+        with perfopt.Optimizer("cpu", read_environment=False, intra_op_threads=1,
+                               tuning_cache_dir=str(cache)) as opt:
+            with opt.load(str(bundle)) as model:
+                report = model.report()
+                for got, want in zip(model.run(*inputs), expected):
+                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+                model.compile("max-autotune", inputs)
+                return report, model.report()["compile"]
+
+    _, first = start()
+    (last,) = cache.glob("*.last-choice")
+    record = json.loads(last.read_text())
+    assert record["label"] == first["chosen"].split(" at ")[0], (record, first)
+    # Only the form loaded is built as chosen: the bundle's order, which the
+    # model's methods, batch bounds and reference follow, stays.
+    for label, threads, note in [
+        ("onnx: graph optimisation basic", 1, "built as the tuning cache last chose: onnx: graph optimisation basic at 1 thread"),
+        ("torchscript: as loaded", 1, None),
+        ("onnx (int8): as loaded (graph optimisation all)", 1, None),
+        ("package: as compiled", 1, None),
+        ("onnx: graph optimisation basic", 2, None),  # more threads than the optimizer's
+    ]:
+        last.write_text(json.dumps(dict(record, label=label, threads=threads)))
+        report, compiled = start()
+        assert report["bundle"]["loaded"] == "onnx", (label, report["bundle"])
+        assert report["load_note"] == note, (label, report["load_note"])
+        if note:
+            assert (report["engine"]["form"], report["engine"]["threads"]) == ("graph optimisation basic", 1)
+        # The remembered entry still decides the compile.
+        assert compiled["chosen"] == first["chosen"], compiled

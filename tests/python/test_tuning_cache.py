@@ -9,12 +9,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import perfopt
+
+from test_packages import PACKAGES
 
 FIXTURES = Path(os.environ.get("PERFOPT_FIXTURES", Path(__file__).resolve().parents[2] / "build" / "fixtures"))
 
@@ -164,3 +167,69 @@ def test_a_full_disk_is_not_remembered_and_leaves_nothing(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().startswith("measured; not remembered"), done.stdout
     assert entries(cache) == []
+
+
+def onnx_copy(tmp_path):
+    """The two-input ONNX model, copied and a second old: the tuning cache
+    remembers the content hash of files that have settled (load_hint.rs)."""
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "model.onnx"
+    shutil.copy(PACKAGES / "two_inputs.onnx", path)
+    time.sleep(1.1)
+    return path
+
+
+def start(path, cache, *inputs):
+    """A fresh start with the optimizer's tuning cache: (load note, compile report, outputs)."""
+    with perfopt.Optimizer("cpu", read_environment=False, tuning_cache_dir=str(cache)) as opt:
+        assert opt.report()["compile"]["tuning_cache_dir"] == str(cache)
+        with opt.load(str(path)) as model:
+            note = model.report()["load_note"]
+            model.compile("max-autotune", list(inputs))
+            return note, model.report()["compile"], model.run(*inputs)
+
+
+def test_the_next_start_builds_only_what_its_tuning_chose(tmp_path):
+    path, cache = onnx_copy(tmp_path), tmp_path / "cache"
+    note, first, expected = start(path, cache, *two_inputs())
+    assert note is None and first["tuning"]["cache_result"] == "measured and remembered", first
+    # The next start builds ONNX Runtime's session as chosen (before: a
+    # default session at load, then the chosen one at compile), and the
+    # compile neither builds nor hashes anything.
+    note, again, outputs = start(path, cache, *two_inputs())
+    assert note == f"built as the tuning cache last chose: {first['chosen']}", (note, first)
+    assert again["chosen"] == first["chosen"]
+    assert again["tuning"]["cache_result"] == "remembered choice used: nothing measured", again
+    for got, want in zip(outputs, expected):
+        np.testing.assert_array_equal(got, want)
+    # Another shape is another key: measured from the session as loaded,
+    # whose settings are not measured twice.
+    wide = (np.full((3, 16), 0.5, np.float32), np.full((3, 4), -0.25, np.float32))
+    _, other, _ = start(path, cache, *wide)
+    names = [c["name"] for c in other["candidates"]]
+    assert len(names) == len(set(names)) and len(names) >= 4, names
+    # A model rewritten in place is not the model whose choice was
+    # remembered: it loads as usual.
+    shutil.copy(PACKAGES / "two_inputs.onnx", path)
+    note, _, _ = start(path, cache, *two_inputs())
+    assert note is None
+
+
+def test_a_damaged_last_choice_loads_as_usual(tmp_path):
+    path, cache = onnx_copy(tmp_path), tmp_path / "cache"
+    _, _, expected = start(path, cache, *two_inputs())
+    (last,) = cache.glob("*.last-choice")
+    record = json.loads(last.read_text())
+    for label in ["graph optimisation sideways", "torchscript: frozen", "x" * 5000]:
+        last.write_text(json.dumps(dict(record, label=label)))
+        note, compiled, outputs = start(path, cache, *two_inputs())
+        assert note is None, note
+        assert compiled["tuning"]["cache_result"] == "remembered choice used: nothing measured"
+        for got, want in zip(outputs, expected):
+            np.testing.assert_array_equal(got, want)
+    last.write_text("{not json")
+    assert start(path, cache, *two_inputs())[0] is None
+    # A folder others can write: nothing read from it at load either.
+    last.write_text(json.dumps(record))
+    cache.chmod(0o777)
+    assert start(path, cache, *two_inputs())[0] is None

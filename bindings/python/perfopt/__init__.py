@@ -97,8 +97,13 @@ class Optimizer(Owner):
         inter_op_threads: int = 0,
         malloc_tuning: Optional[bool] = None,
         onnxruntime_library: Optional[str] = None,
+        tuning_cache_dir: Optional[str] = None,
         read_environment: bool = True,
     ):
+        """tuning_cache_dir: where max-autotune remembers its choices for
+        every model whose own option names no folder; a model loaded under
+        it is built the way its tuning last chose (a bundle's form, ONNX
+        Runtime's session settings), so its next start builds nothing twice."""
         lib = _native.lib()
         config = _native.perfopt_config()
         check(lib.perfopt_config_init(ctypes.byref(config), ctypes.sizeof(config)))
@@ -112,6 +117,7 @@ class Optimizer(Owner):
         config.inter_op_threads = c_int(inter_op_threads, "inter_op_threads", INT32)
         config.malloc_tuning = _tri_state(malloc_tuning)
         config.onnxruntime_library = c_string(onnxruntime_library, "onnxruntime_library")
+        config.tuning_cache_dir = c_string(tuning_cache_dir, "tuning_cache_dir")
         config.read_environment = int(bool(read_environment))
         handle = ctypes.c_void_p()
         check(lib.perfopt_optimizer_new(ctypes.byref(config), ctypes.byref(handle)))

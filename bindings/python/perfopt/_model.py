@@ -155,6 +155,8 @@ class Model(Owner):
         threads: per call of this model, from its next compile on (0: the
         optimizer's count, which max-autotune measures on the CPU).
         batch_budget_ms: everything recommend_batch measures (0: 5000).
+        tuning_cache_dir: where max-autotune remembers its choice (None: the
+        optimizer's tuning_cache_dir, if any).
         precision: "fp32" (default) or "allow-reduced": max-autotune also
         measures a bundle's reduced-precision forms (export's `precisions`),
         keeping one only within reduced_tolerance (relative error, default

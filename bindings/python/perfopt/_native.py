@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 #: The ABI this module was written against (PERFOPT_ABI_VERSION).
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 PERFOPT_AUTO = -1
 PERFOPT_NOT_BATCHED = -1
@@ -43,6 +43,7 @@ class perfopt_config(ctypes.Structure):
         ("inter_op_threads", ctypes.c_int32),
         ("malloc_tuning", ctypes.c_int32),
         ("onnxruntime_library", ctypes.c_char_p),
+        ("tuning_cache_dir", ctypes.c_char_p),
     ]
 
 

@@ -63,7 +63,14 @@ impl Settings {
         format!("graph optimisation {level}{mode}")
     }
 
+    /// The settings a candidate's label names ("graph optimisation
+    /// extended"), or a model's as-loaded label ("as loaded (graph
+    /// optimisation all)").
     fn from_label(label: &str, threads: usize) -> Option<Settings> {
+        let label = label
+            .strip_prefix("as loaded (")
+            .and_then(|l| l.strip_suffix(')'))
+            .unwrap_or(label);
         [Level::All, Level::Extended, Level::Basic]
             .into_iter()
             .flat_map(|level| {
@@ -132,11 +139,15 @@ pub fn load(file: std::fs::File, size: u64, context: &LoadContext) -> Result<Arc
             source.runtime.providers.join(", ")
         );
     }
-    let settings = Settings {
+    // Built as the tuning cache last chose, when it remembers a choice.
+    let remembered = context.hint.and_then(|hint| {
+        Settings::from_label(hint.label, hint.threads.unwrap_or(context.threads).max(1))
+    });
+    let settings = remembered.unwrap_or(Settings {
         level: Level::All,
         parallel: false,
         threads: context.threads.max(1),
-    };
+    });
     let session = source.session(&bytes, settings)?;
     Ok(Arc::new(Onnx::wrap(session, source, settings)?))
 }
@@ -351,24 +362,32 @@ impl Engine for Onnx {
         })
     }
 
+    /// The settings measured, but for those the session was built with (a
+    /// session loaded as the tuning cache last chose is not at level all).
     fn tuning_variants(&self) -> Vec<Variant> {
         [
+            (Level::All, false),
             (Level::Extended, false),
             (Level::Basic, false),
             (Level::All, true),
         ]
         .into_iter()
-        .map(|(level, parallel)| {
-            Variant::new(
-                Settings {
-                    level,
-                    parallel,
-                    threads: self.settings.threads,
-                }
-                .label(),
-            )
+        .map(|(level, parallel)| Settings {
+            level,
+            parallel,
+            threads: self.settings.threads,
         })
+        .filter(|settings| *settings != self.settings)
+        .map(|settings| Variant::new(settings.label()))
         .collect()
+    }
+
+    fn is_form(&self, label: &str) -> bool {
+        Settings::from_label(label, self.settings.threads) == Some(self.settings)
+    }
+
+    fn builds_form(&self, label: &str) -> bool {
+        Settings::from_label(label, self.settings.threads).is_some()
     }
 
     fn build_variant(&self, variant: &Variant) -> Result<Arc<dyn Engine>> {
@@ -394,9 +413,10 @@ impl Engine for Onnx {
     }
 
     fn default_why(&self) -> String {
-        "default: ONNX Runtime's graph optimisations at level all, made when the session was \
-         built"
-            .to_string()
+        format!(
+            "default: the session as loaded ({}), its graph optimised when it was built",
+            self.settings.label()
+        )
     }
 
     fn as_loaded_label(&self) -> String {
@@ -443,5 +463,34 @@ impl Engine for Onnx {
                     })
                     .collect::<Vec<Json>>(),
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_names_its_settings_with_or_without_as_loaded() {
+        let extended = Settings {
+            level: Level::Extended,
+            parallel: false,
+            threads: 2,
+        };
+        assert_eq!(extended.label(), "graph optimisation extended");
+        for label in [
+            "graph optimisation extended",
+            "as loaded (graph optimisation extended)",
+        ] {
+            assert_eq!(Settings::from_label(label, 2), Some(extended), "{label}");
+        }
+        for label in [
+            "graph optimisation sideways",
+            "as loaded (graph optimisation extended",
+            "frozen",
+            "",
+        ] {
+            assert_eq!(Settings::from_label(label, 2), None, "{label}");
+        }
     }
 }

@@ -106,7 +106,7 @@ func lastError(_ status: StatusCode) -> PerfOptError {
 public var version: String { String(cString: perfopt_version()) }
 
 /// The ABI these bindings speak (PERFOPT_ABI_VERSION of the header they were written for).
-public let abiVersion: UInt32 = 5
+public let abiVersion: UInt32 = 6
 
 /// Fails when the loaded library speaks another ABI than these bindings.
 public func checkABI() throws(PerfOptError) {

@@ -86,7 +86,8 @@ public final class Model: @unchecked Sendable {
     /// - tuningBudgetMs: everything max-autotune's compile does, 0 to 600000 ms;
     ///   0: the device's default (2000 on the CPU, 1000 on CUDA).
     /// - tuningCacheDir: a folder where max-autotune remembers its choice per
-    ///   model file, device, input shapes and perfopt version; nil: nothing is kept.
+    ///   model file, device, input shapes and perfopt version; nil: the
+    ///   optimizer's `tuningCacheDir`, else nothing is kept.
     /// - threads: per call of this model, from its next compile on; 0: the
     ///   optimizer's count (max-autotune measures it on the CPU).
     /// - batchBudgetMs: everything `recommendBatch` measures, 0 to 600000 ms;

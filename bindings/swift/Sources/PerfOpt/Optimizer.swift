@@ -20,6 +20,7 @@ public final class Optimizer: @unchecked Sendable {
                 interOpThreads: Int32 = 0,
                 mallocTuning: Bool? = nil,
                 onnxruntimeLibrary: String? = nil,
+                tuningCacheDir: String? = nil,
                 readEnvironment: Bool = true) throws(PerfOptError) {
         try checkABI()
         var config = perfopt_config()
@@ -37,10 +38,13 @@ public final class Optimizer: @unchecked Sendable {
         let status: StatusCode = withOptionalCString(device) { devicePtr in
             withOptionalCString(compileMode) { modePtr in
                 withOptionalCString(onnxruntimeLibrary) { libraryPtr in
-                    config.device = devicePtr
-                    config.compile_mode = modePtr
-                    config.onnxruntime_library = libraryPtr
-                    return perfopt_optimizer_new(&config, &out)
+                    withOptionalCString(tuningCacheDir) { cachePtr in
+                        config.device = devicePtr
+                        config.compile_mode = modePtr
+                        config.onnxruntime_library = libraryPtr
+                        config.tuning_cache_dir = cachePtr
+                        return perfopt_optimizer_new(&config, &out)
+                    }
                 }
             }
         }
@@ -161,6 +165,9 @@ public enum Defaults {
         public let mallocTuning: Bool?
         /// The ONNX Runtime library ONNX models run on; nil: found.
         public let onnxruntimeLibrary: String?
+        /// Where max-autotune remembers choices for models whose options
+        /// name no folder; models load as their tuning last chose. nil: none.
+        public let tuningCacheDir: String?
     }
 
     public static func config() throws(PerfOptError) -> Config {
@@ -177,7 +184,8 @@ public enum Defaults {
                       intraOpThreads: c.intra_op_threads,
                       interOpThreads: c.inter_op_threads,
                       mallocTuning: triState(c.malloc_tuning),
-                      onnxruntimeLibrary: c.onnxruntime_library.map { String(cString: $0) })
+                      onnxruntimeLibrary: c.onnxruntime_library.map { String(cString: $0) },
+                      tuningCacheDir: c.tuning_cache_dir.map { String(cString: $0) })
     }
 
     /// The model options perfopt starts from; change fields and pass to

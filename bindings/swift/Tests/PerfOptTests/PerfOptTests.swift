@@ -34,7 +34,7 @@ final class PerfOptTests: XCTestCase {
 
     func testVersionAndABI() throws {
         try checkABI()
-        XCTAssertEqual(abiVersion, 5)
+        XCTAssertEqual(abiVersion, 6)
         XCTAssertTrue(version.hasPrefix("perfopt 0.1.0"))
     }
 
@@ -45,6 +45,15 @@ final class PerfOptTests: XCTestCase {
         XCTAssertEqual(report.batchSize.serviceRule, 1)
         XCTAssertEqual(try optimizer.optimalBatchSize(), 1)
         XCTAssertTrue(report.skipped.contains { $0.setting == "cudnn_benchmark" })
+    }
+
+    func testTuningCacheDirReachesTheOptimizer() throws {
+        let dir = NSTemporaryDirectory() + "perfopt-swift-config-cache"
+        let optimizer = try Optimizer(device: "cpu", tuningCacheDir: dir, readEnvironment: false)
+        XCTAssertTrue(try optimizer.reportJSON().contains("\"tuning_cache_dir\":\"\(dir)\""))
+        XCTAssertThrowsError(try Optimizer(device: "cpu", tuningCacheDir: "", readEnvironment: false)) { error in
+            XCTAssertEqual((error as? PerfOptError)?.status, .invalidArgument)
+        }
     }
 
     func testUnknownDeviceThrows() {
