@@ -389,9 +389,11 @@ typedef struct perfopt_model_options {
   const char *tuning_cache_dir;
   /*
    Threads each call of this model uses (1 to 4 per core), from its next
-   compile on (any mode, `none` included); 0 (default): the optimizer's
-   count, and max-autotune measures the count on the CPU. Per model: two
-   models run concurrently each at its own count. (ABI 4)
+   compile on (any mode, `none` included); 0 (default): the count the
+   model was loaded at (the optimizer's, or under the optimizer's
+   tuning_cache_dir the count its tuning last chose), and max-autotune
+   measures the count on the CPU. Per model: two models run
+   concurrently each at its own count. (ABI 4)
    */
   uint32_t threads;
   /*
@@ -526,10 +528,13 @@ typedef struct perfopt_config {
    A folder where max-autotune remembers its choices for every model of
    this optimizer whose own tuning_cache_dir option is NULL; NULL
    (default): none. A model loaded under it is built the way its tuning
-   last chose (a bundle's chosen form, ONNX Runtime's chosen session),
-   so that the next start builds nothing twice. Only this user may write
-   it (see perfopt_model_options.tuning_cache_dir). Copied during the
-   call. (ABI 6)
+   last chose where that is the form it loads anyway (ONNX Runtime's
+   session with the chosen settings and thread count, which the model
+   then runs at until compiled otherwise), so that the next start
+   builds nothing twice. A model cannot opt out but by its own folder.
+   Only this user may write it (see
+   perfopt_model_options.tuning_cache_dir). Copied during the call.
+   (ABI 6)
    */
   const char *tuning_cache_dir;
 } perfopt_config;

@@ -299,7 +299,19 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
         let hint = hinted
             .filter(|((name, _), _)| *name == form.name())
             .map(|((_, label), threads)| LoadHint { label, threads });
-        match load_form(form, &LoadContext { hint, ..*context }) {
+        // A form that fails as chosen loads as it would have without the
+        // hint, before the next form is tried.
+        let loaded = load_form(form, &LoadContext { hint, ..*context }).or_else(|err| match hint {
+            Some(_) => load_form(
+                form,
+                &LoadContext {
+                    hint: None,
+                    ..*context
+                },
+            ),
+            None => Err(err),
+        });
+        match loaded {
             Ok(loaded) => {
                 return Ok(Loaded {
                     bundle: Some(Bundle {

@@ -330,9 +330,10 @@ pub struct LoadContext<'a> {
 }
 
 /// A remembered choice a load builds directly: a bundle's form by name
-/// ("onnx: graph optimisation extended"; the bundle loads that form first)
-/// or, for a form or a file, the engine's own label, at a thread count. An
-/// engine that builds every form from the one loaded ignores it.
+/// ("onnx: graph optimisation extended"; applied when that form is the one
+/// the bundle loads) or, for a form or a file, the engine's own label, at a
+/// thread count. An engine that builds every form from the one loaded
+/// ignores it.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadHint<'a> {
     pub label: &'a str,

@@ -64,9 +64,11 @@ pub struct perfopt_model_options {
     /// Copied by perfopt_model_set_options. (ABI 3)
     pub tuning_cache_dir: *const c_char,
     /// Threads each call of this model uses (1 to 4 per core), from its next
-    /// compile on (any mode, `none` included); 0 (default): the optimizer's
-    /// count, and max-autotune measures the count on the CPU. Per model: two
-    /// models run concurrently each at its own count. (ABI 4)
+    /// compile on (any mode, `none` included); 0 (default): the count the
+    /// model was loaded at (the optimizer's, or under the optimizer's
+    /// tuning_cache_dir the count its tuning last chose), and max-autotune
+    /// measures the count on the CPU. Per model: two models run
+    /// concurrently each at its own count. (ABI 4)
     pub threads: u32,
     /// What perfopt_model_recommend_batch spends on throughput, in
     /// milliseconds (0 to 600000): doubling batches, then the batches worth

@@ -99,10 +99,13 @@ pub struct perfopt_config {
     /// A folder where max-autotune remembers its choices for every model of
     /// this optimizer whose own tuning_cache_dir option is NULL; NULL
     /// (default): none. A model loaded under it is built the way its tuning
-    /// last chose (a bundle's chosen form, ONNX Runtime's chosen session),
-    /// so that the next start builds nothing twice. Only this user may write
-    /// it (see perfopt_model_options.tuning_cache_dir). Copied during the
-    /// call. (ABI 6)
+    /// last chose where that is the form it loads anyway (ONNX Runtime's
+    /// session with the chosen settings and thread count, which the model
+    /// then runs at until compiled otherwise), so that the next start
+    /// builds nothing twice. A model cannot opt out but by its own folder.
+    /// Only this user may write it (see
+    /// perfopt_model_options.tuning_cache_dir). Copied during the call.
+    /// (ABI 6)
     pub tuning_cache_dir: *const c_char,
 }
 

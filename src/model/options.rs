@@ -147,7 +147,7 @@ impl ModelOptions {
         }
         if self.tuning_cache_dir.as_deref() == Some("") {
             return Err(Error::invalid_argument(
-                "tuning_cache_dir is an empty string; pass NULL to remember nothing",
+                "tuning_cache_dir is an empty string; pass NULL for the optimizer's folder (if any)",
             ));
         }
         Ok(())

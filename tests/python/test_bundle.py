@@ -186,6 +186,8 @@ def test_a_failed_re_export_keeps_the_bundle_that_was_there(tmp_path):
 def test_a_bundle_builds_its_form_as_its_tuning_last_chose(tmp_path):
     bundle = tmp_path / "two_inputs.perfopt"
     shutil.copytree(BUNDLE, bundle)
+    if (bundle / "manifest.json").stat().st_ctime_ns % 1_000_000_000 == 0:
+        pytest.skip("this file system keeps no change times finer than a second: no hash is remembered")
     time.sleep(1.1)  # settled: the cache remembers its content hash (load_hint.rs)
     cache = tmp_path / "cache"
     inputs, expected = example()

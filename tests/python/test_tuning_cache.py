@@ -175,6 +175,8 @@ def onnx_copy(tmp_path):
     pytest.importorskip("onnxruntime")
     path = tmp_path / "model.onnx"
     shutil.copy(PACKAGES / "two_inputs.onnx", path)
+    if path.stat().st_ctime_ns % 1_000_000_000 == 0:
+        pytest.skip("this file system keeps no change times finer than a second: no hash is remembered")
     time.sleep(1.1)
     return path
 

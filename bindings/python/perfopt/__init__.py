@@ -102,8 +102,10 @@ class Optimizer(Owner):
     ):
         """tuning_cache_dir: where max-autotune remembers its choices for
         every model whose own option names no folder; a model loaded under
-        it is built the way its tuning last chose (a bundle's form, ONNX
-        Runtime's session settings), so its next start builds nothing twice."""
+        it is built the way its tuning last chose where that is the form it
+        loads anyway (ONNX Runtime's session settings and thread count, which
+        it runs at until compiled otherwise), so its next start builds
+        nothing twice."""
         lib = _native.lib()
         config = _native.perfopt_config()
         check(lib.perfopt_config_init(ctypes.byref(config), ctypes.sizeof(config)))

@@ -153,7 +153,9 @@ class Model(Owner):
     ) -> None:
         """Changes the options given; the others keep their defaults.
         threads: per call of this model, from its next compile on (0: the
-        optimizer's count, which max-autotune measures on the CPU).
+        count it was loaded at, the optimizer's or, under the optimizer's
+        tuning_cache_dir, the one its tuning last chose; max-autotune
+        measures it on the CPU).
         batch_budget_ms: everything recommend_batch measures (0: 5000).
         tuning_cache_dir: where max-autotune remembers its choice (None: the
         optimizer's tuning_cache_dir, if any).

@@ -89,7 +89,9 @@ public final class Model: @unchecked Sendable {
     ///   model file, device, input shapes and perfopt version; nil: the
     ///   optimizer's `tuningCacheDir`, else nothing is kept.
     /// - threads: per call of this model, from its next compile on; 0: the
-    ///   optimizer's count (max-autotune measures it on the CPU).
+    ///   count it was loaded at (the optimizer's, or under the optimizer's
+    ///   `tuningCacheDir` the one its tuning last chose; max-autotune
+    ///   measures it on the CPU).
     /// - batchBudgetMs: everything `recommendBatch` measures, 0 to 600000 ms;
     ///   0: 5000.
     /// - precision: `.allowReduced` lets max-autotune measure and choose a
