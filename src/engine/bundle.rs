@@ -233,6 +233,18 @@ fn inside(dir: &Path, name: &str) -> bool {
     }
 }
 
+/// A candidate's label naming its form ("onnx: frozen"): how a remembered
+/// choice finds its form again.
+pub fn form_label(form: &str, label: &str) -> String {
+    format!("{form}: {label}")
+}
+
+/// The label within `form` that a form's label names ("onnx: frozen" in the
+/// ONNX form: "frozen"); `None` for another form's ("onnx (int8): ...").
+pub fn label_in_form<'a>(label: &'a str, form: &str) -> Option<&'a str> {
+    label.strip_prefix(form)?.strip_prefix(": ")
+}
+
 /// Loads one form's file, refused when it is another format than claimed.
 pub fn load_form(form: &FormFile, context: &LoadContext) -> Result<Loaded> {
     let path = form.path.to_string_lossy();
@@ -288,17 +300,15 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
         }
         forms = gpu.into_iter().chain(cpu).collect();
     }
-    // The form the tuning cache last chose is built as it chose it, when it
-    // is the form loaded. The order stays: the form loaded is the one whose
-    // methods, batch bounds and output the model follows, whatever won.
-    let hinted = context
-        .hint
-        .and_then(|hint| Some((hint.label.split_once(": ")?, hint.threads)));
     let mut kinds = Vec::new();
     for (i, form) in forms.iter().enumerate() {
-        let hint = hinted
-            .filter(|((name, _), _)| *name == form.name())
-            .map(|((_, label), threads)| LoadHint { label, threads });
+        // The form the tuning cache last chose is built as it chose it, when
+        // it is the form loaded. The order stays: the form loaded is the one
+        // whose methods, batch bounds and output the model follows.
+        let hint = context.hint.and_then(|hint| {
+            let label = label_in_form(hint.label, &form.name())?;
+            Some(LoadHint { label, ..hint })
+        });
         // A form that fails as chosen loads as it would have without the
         // hint, before the next form is tried.
         let loaded = load_form(form, &LoadContext { hint, ..*context }).or_else(|err| match hint {

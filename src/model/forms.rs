@@ -64,15 +64,9 @@ impl Forms {
 /// A candidate's label naming its form when the model is a bundle.
 pub fn form_label(form: Option<&str>, label: &str) -> String {
     match form {
-        Some(form) => format!("{form}: {label}"),
+        Some(form) => bundle::form_label(form, label),
         None => label.to_string(),
     }
-}
-
-/// The label within `form` that a bundle's label names ("onnx: frozen" in
-/// the ONNX form: "frozen"); `None` for another form's.
-pub fn label_in_form<'a>(label: &'a str, form: &str) -> Option<&'a str> {
-    label.strip_prefix(form)?.strip_prefix(": ")
 }
 
 /// BLAKE3 over a model's content: the file's, or for a bundle each file's
@@ -142,6 +136,21 @@ impl FileIdentity {
             changed_ns: ns(m.ctime(), m.ctime_nsec()),
             files: 0,
         })
+    }
+
+    /// When the file last changed (its change time), in nanoseconds since
+    /// the epoch.
+    pub fn changed_ns(&self) -> i128 {
+        self.changed_ns
+    }
+
+    /// As a record on disk spells it (load_hint.rs): stable across
+    /// processes, unlike the hash `files` holds.
+    pub fn text(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.device, self.inode, self.size, self.modified_ns, self.changed_ns
+        )
     }
 }
 
@@ -295,14 +304,13 @@ impl Model {
                 format!("the remembered choice {label:?} names no form of this bundle: damaged"),
             )
         };
-        let (form, rest) = label.split_once(": ").ok_or_else(damaged)?;
-        if form == forms.loaded {
+        if let Some(rest) = bundle::label_in_form(label, &forms.loaded) {
             return Ok((self.original.clone(), rest));
         }
-        let file = forms
+        let (file, rest) = forms
             .others
             .iter()
-            .find(|f| f.name() == form)
+            .find_map(|f| Some((f, bundle::label_in_form(label, &f.name())?)))
             .ok_or_else(damaged)?;
         if file.is_reduced() && self.options().precision != Precision::AllowReduced {
             return Err(Error::new(

@@ -24,6 +24,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::forms::FileIdentity;
 use crate::device::Device;
 use crate::engine::{LoadContext, LoadHint, Loaded};
 use crate::error::Result;
@@ -64,37 +65,23 @@ impl LastChoice {
 /// (squashfs, FAT: a change time without nanoseconds), where a file
 /// rewritten within the second would keep its identity.
 fn identity(path: &Path) -> Option<(String, SystemTime)> {
-    use std::os::unix::fs::MetadataExt;
+    const SECOND_NS: i128 = 1_000_000_000;
     let mut lines = format!("{:?}\n", std::fs::canonicalize(path).ok()?);
-    let mut latest = SystemTime::UNIX_EPOCH;
+    let mut latest = 0;
     for file in crate::engine::content_files(path).ok()? {
         let name = file.file_name()?.to_string_lossy().into_owned();
-        match std::fs::metadata(&file) {
-            Ok(m) if m.ctime_nsec() == 0 => return None,
-            Ok(m) => {
-                let changed = SystemTime::UNIX_EPOCH.checked_add(Duration::new(
-                    m.ctime().max(0) as u64,
-                    m.ctime_nsec() as u32,
-                ))?;
-                latest = latest.max(changed);
-                lines.push_str(&format!(
-                    "{name:?} {} {} {} {}.{} {}.{}\n",
-                    m.dev(),
-                    m.ino(),
-                    m.size(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    m.ctime(),
-                    m.ctime_nsec()
-                ));
+        match FileIdentity::of_file(&file) {
+            Some(id) if id.changed_ns() % SECOND_NS == 0 => return None,
+            Some(id) => {
+                latest = latest.max(id.changed_ns());
+                lines.push_str(&format!("{name:?} {}\n", id.text()));
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                lines.push_str(&format!("{name:?} missing\n"));
-            }
-            Err(_) => return None,
+            None if file.try_exists().ok()? => return None,
+            None => lines.push_str(&format!("{name:?} missing\n")),
         }
     }
-    Some((lines, latest))
+    let latest = Duration::from_nanos(u64::try_from(latest).ok()?);
+    Some((lines, SystemTime::UNIX_EPOCH.checked_add(latest)?))
 }
 
 /// A record's file in `dir`: its kind and a hash of what names it.
@@ -287,7 +274,7 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
     // the one loaded (TorchScript), or a bundle whose chosen form is not the
     // one loaded, builds the choice when compiled, as before.
     let label = match &loaded.bundle {
-        Some(bundle) => super::forms::label_in_form(&last.label, &bundle.loaded.name()),
+        Some(bundle) => crate::engine::bundle::label_in_form(&last.label, &bundle.loaded.name()),
         None => Some(last.label.as_str()),
     };
     let threads_as_chosen = last.threads.is_none() || loaded.engine.threads() == last.threads;
