@@ -606,7 +606,9 @@ PERFOPT_MUST_USE perfopt_status perfopt_model_options_init(struct perfopt_model_
  Loads a model onto the optimizer's device: a TorchScript file
  (torch.jit.save), an AOTInductor package (.pt2), an ONNX model or an
  ExecuTorch program (.pte), told apart by their contents, or a bundle (a folder perfopt.export wrote,
- NAME.perfopt: its first form that loads; max-autotune measures them all).
+ NAME.perfopt: its first form that loads, or under the optimizer's
+ tuning_cache_dir the form last chosen where it takes the same calls;
+ max-autotune measures them all).
  `name` (may be NULL: the file's stem) labels logs and reports.
  A missing file is PERFOPT_ERR_FILE_NOT_FOUND, a named pipe or a folder
  that is not a bundle PERFOPT_ERR_NOT_A_FILE, a file that is not a model

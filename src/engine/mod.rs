@@ -15,6 +15,7 @@ mod aoti_inputs;
 mod archive;
 pub(crate) mod bundle;
 mod executorch;
+mod manifest;
 pub(crate) mod onnx;
 #[cfg(feature = "torch")]
 mod package;
@@ -338,6 +339,12 @@ pub struct LoadContext<'a> {
 pub struct LoadHint<'a> {
     pub label: &'a str,
     pub threads: Option<usize>,
+    /// For a bundle whose chosen form took the calls and batches of the
+    /// form the model was (same_model::contract): that contract, and that
+    /// form's name. The chosen form then loads alone, standing in for it,
+    /// where it still takes them.
+    pub contract: Option<&'a str>,
+    pub stands_in_for: Option<&'a str>,
 }
 
 /// One format's way in: a probe of the file's first bytes and a loader of
@@ -372,7 +379,8 @@ const WAYS: [Way; 3] = [
 const HEAD: usize = 16;
 
 /// Loads a model file in whichever format its contents say, or a bundle's
-/// first form that loads.
+/// first form that loads (or the form the hint names, where it may stand in
+/// for it).
 pub fn load(context: &LoadContext) -> Result<Loaded> {
     match bundle::is_folder(Path::new(context.path)) {
         true => bundle::load(context),

@@ -2,7 +2,7 @@
 //! form loaded first: the model's checks, methods, state and batching follow
 //! the first form, so another form must take every call and batch it takes.
 
-use super::Engine;
+use super::{Engine, TypeKind};
 
 /// Why `other` is not the same model as `first` to a caller, if it is
 /// not: the model's checks, methods, state and batching follow the form
@@ -17,6 +17,36 @@ pub fn differs(first: &dyn Engine, other: &dyn Engine) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The calls and batches a form takes, and what it answers, as text: each
+/// method's arity, argument kinds and return kinds (which decide the
+/// output count and whether a tensor-only run is refused), its batch bounds
+/// and whether it keeps state. A form whose contract is the first form's
+/// may stand in for it as the model loaded (the tuning cache's record says
+/// so, and the load checks it again); names and schema spellings may differ.
+pub fn contract(engine: &dyn Engine) -> String {
+    let mut methods: Vec<String> = engine
+        .methods()
+        .iter()
+        .map(|m| {
+            let (required, most) = m.arity();
+            let most = most.map_or_else(String::new, |n| n.to_string());
+            let kinds: Vec<&TypeKind> = m.arguments.iter().map(|a| &a.kind).collect();
+            format!(
+                "{}({required}..{most}: {kinds:?}) -> {:?}",
+                m.name, m.returns
+            )
+        })
+        .collect();
+    methods.sort();
+    format!(
+        "methods {}; fixed batch {:?}; batch limit {:?}; keeps state {}",
+        methods.join(" "),
+        engine.fixed_batch(),
+        engine.batch_limit(),
+        engine.writes_state()
+    )
 }
 
 /// Whether `other` takes every call `first` takes: each of its methods,
@@ -57,7 +87,7 @@ fn reaches<T: PartialOrd>(bound: Option<T>, than: Option<T>) -> bool {
 #[cfg(test)]
 mod interchangeable {
     use super::*;
-    use crate::engine::{Argument, Format, MethodSchema, TypeKind};
+    use crate::engine::{Argument, Format, MethodSchema};
     use crate::error::Result;
     use crate::value::Value;
 
@@ -65,6 +95,7 @@ mod interchangeable {
         methods: Vec<MethodSchema>,
         fixed: Option<i64>,
         limit: Option<i64>,
+        state: bool,
     }
 
     impl Engine for Form {
@@ -82,6 +113,9 @@ mod interchangeable {
         }
         fn batch_limit(&self) -> Option<i64> {
             self.limit
+        }
+        fn writes_state(&self) -> bool {
+            self.state
         }
     }
 
@@ -106,6 +140,7 @@ mod interchangeable {
             methods,
             fixed,
             limit,
+            state: false,
         }
     }
 
@@ -137,5 +172,51 @@ mod interchangeable {
             &form(&[], None, Some(8)),
             &form(&[], None, Some(16))
         ));
+    }
+
+    #[test]
+    fn a_contract_names_every_call_and_batch_a_form_takes() {
+        let onnx = form(&[("forward", 2, 0)], None, None);
+        assert_eq!(
+            contract(&onnx),
+            contract(&form(&[("forward", 2, 0)], None, None))
+        );
+        let returning = |returns: Vec<TypeKind>| {
+            let mut f = form(&[("forward", 2, 0)], None, None);
+            f.methods[0].returns = returns;
+            f
+        };
+        let keeping_state = Form {
+            state: true,
+            ..form(&[("forward", 2, 0)], None, None)
+        };
+        let mut taking_an_int = form(&[("forward", 2, 0)], None, None);
+        taking_an_int.methods[0].arguments[1].kind = TypeKind::Int;
+        for other in [
+            form(&[("forward", 2, 1)], None, None),
+            form(&[("forward", 2, 0), ("reset", 0, 0)], None, None),
+            form(&[("forward", 2, 0)], None, Some(8)),
+            form(&[("forward", 2, 0)], Some(2), Some(2)),
+            keeping_state,
+            taking_an_int,
+            // Other outputs: a count, or a dict where a caller sized a buffer.
+            returning(vec![TypeKind::tensors(2)]),
+            returning(vec![TypeKind::Dict(
+                Box::new(TypeKind::Str),
+                Box::new(TypeKind::Tensor),
+            )]),
+        ] {
+            assert_ne!(contract(&onnx), contract(&other));
+        }
+        // Argument names and schema spellings are not the contract.
+        let mut renamed = form(&[("forward", 2, 0)], None, None);
+        renamed.methods[0].arguments[0].name = "input_ids".to_string();
+        renamed.methods[0].schema = "forward(Tensor input_ids, Tensor y) -> Tensor".to_string();
+        assert_eq!(contract(&onnx), contract(&renamed));
+        // The methods' order is not the contract's.
+        assert_eq!(
+            contract(&form(&[("a", 0, 0), ("b", 1, 0)], None, None)),
+            contract(&form(&[("b", 1, 0), ("a", 0, 0)], None, None))
+        );
     }
 }

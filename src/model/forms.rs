@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::load_hint::AloneLoad;
 use super::tuning_cache::content_hash;
 use super::{Model, ModelOptions, Precision};
 use crate::engine::bundle::{self, Bundle, FormFile};
@@ -31,6 +32,9 @@ pub(super) struct FormEngine {
 
 pub struct Forms {
     loaded: String,
+    /// The form the loaded one stands in for (the tuning cache's choice,
+    /// loaded alone): the reference max-autotune measures errors against.
+    stands_in_for: Option<String>,
     others: Vec<FormFile>,
     /// The other forms loaded so far, by format name.
     engines: Mutex<Vec<(String, Arc<dyn Engine>)>>,
@@ -41,6 +45,7 @@ impl Forms {
     pub fn new(bundle: Bundle) -> Forms {
         Forms {
             loaded: bundle.loaded.name(),
+            stands_in_for: bundle.stands_in_for,
             others: bundle.others,
             engines: Mutex::new(Vec::new()),
             notes: bundle.notes,
@@ -54,6 +59,7 @@ impl Forms {
         Json::object()
             .with("forms", Json::Array(names))
             .with("loaded", self.loaded.as_str())
+            .with("stands_in_for", self.stands_in_for.as_deref())
             .with(
                 "notes",
                 Json::Array(self.notes.iter().map(|n| Json::from(n.as_str())).collect()),
@@ -245,6 +251,87 @@ impl Model {
             }
         }
         (measured, left_out)
+    }
+
+    /// What max-autotune measures errors against, and its form's name: the
+    /// model as loaded, or the form it stands in for where the tuning
+    /// cache's choice loaded alone (else each start would measure against
+    /// the last choice, and choices could drift from that form's output); a
+    /// note when that form was not measured.
+    pub(super) fn reference_engine(
+        &self,
+        measured: &[FormEngine],
+    ) -> (Arc<dyn Engine>, Option<String>, Option<String>) {
+        let loaded = || (self.original.clone(), measured[0].name.clone());
+        let Some(anchor) = self.forms.as_ref().and_then(|f| f.stands_in_for.as_deref()) else {
+            let (engine, name) = loaded();
+            return (engine, name, None);
+        };
+        match measured.iter().find(|f| f.name.as_deref() == Some(anchor)) {
+            Some(form) => (form.engine.clone(), form.name.clone(), None),
+            None => {
+                let (engine, name) = loaded();
+                let note = format!(
+                    "errors are measured against the form loaded: the {anchor} form, which it \
+                     stands in for, was not measured"
+                );
+                (engine, name, Some(note))
+            }
+        }
+    }
+
+    /// The engine [`Model::reference`] runs: the model as loaded, or the
+    /// form it stands in for, loaded for it (the model as loaded when that
+    /// form does not load, logged).
+    pub(super) fn reference_form(&self) -> Arc<dyn Engine> {
+        let Some(forms) = &self.forms else {
+            return self.original.clone();
+        };
+        let Some(file) = forms
+            .stands_in_for
+            .as_ref()
+            .and_then(|anchor| forms.others.iter().find(|f| f.name() == *anchor))
+        else {
+            return self.original.clone();
+        };
+        let engine = self.other_form(forms, file);
+        self.release_other_forms(); // held by the caller for one reference
+        engine.unwrap_or_else(|err| {
+            log::info!(
+                "model {}: the reference runs on the form loaded: {err}",
+                self.name
+            );
+            self.original.clone()
+        })
+    }
+
+    /// What lets the next start load the chosen form alone (load_hint.rs):
+    /// the calls and batches the model takes (same_model.rs) and the form
+    /// whose output is the reference (`reference_form`), when the form
+    /// `label` names takes exactly those calls and batches. `None` for a
+    /// reduced-precision form, which never loads alone, and for a model
+    /// that is not a bundle.
+    pub(super) fn alone_load_of_choice(
+        &self,
+        measured: &[FormEngine],
+        label: &str,
+        reference_form: Option<&str>,
+    ) -> Option<AloneLoad> {
+        self.forms.as_ref()?;
+        let chosen = measured.iter().find(|f| {
+            f.name
+                .as_deref()
+                .is_some_and(|name| bundle::label_in_form(label, name).is_some())
+        })?;
+        if chosen.precision.is_some() {
+            return None;
+        }
+        let contract = bundle::contract(self.original.as_ref());
+        let stands_in_for = reference_form?.to_string();
+        (bundle::contract(chosen.engine.as_ref()) == contract).then_some(AloneLoad {
+            contract,
+            stands_in_for,
+        })
     }
 
     /// Lets go of the other forms loaded (the chosen one is held by what

@@ -3,10 +3,12 @@
 //! - per model content, device, the optimizer's thread count and versions,
 //!   the last choice max-autotune made (a bundle's form, the engine's
 //!   settings, the thread count), which a load under the optimizer's
-//!   tuning_cache_dir builds directly where it is the form the model loads
-//!   anyway (ONNX Runtime's session with the chosen settings, not a default
-//!   session and then the chosen one); the model then runs so, at that
-//!   thread count, until compiled otherwise;
+//!   tuning_cache_dir builds directly (ONNX Runtime's session with the
+//!   chosen settings, not a default session and then the chosen one); the
+//!   model then runs so, at that thread count, until compiled otherwise. A
+//!   bundle's chosen form loads alone, before the form listed first, where
+//!   it takes the same calls and batches (its contract, remembered with the
+//!   choice and checked again once loaded);
 //! - the content hash of the model's files by their identity, so that
 //!   neither that load nor the compile after it reads every byte of a large
 //!   bundle again (270 MB for a text encoder's three forms).
@@ -43,6 +45,18 @@ const SETTLED: Duration = Duration::from_secs(1);
 pub struct LastChoice {
     pub label: String,
     pub threads: Option<usize>,
+    /// For a bundle whose chosen form may load alone.
+    pub alone: Option<AloneLoad>,
+}
+
+/// What lets a bundle's chosen form load alone: the calls and batches (and
+/// their kinds) the model took, which the chosen form takes too
+/// (same_model::contract), and the form the model was, whose output stays
+/// the reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AloneLoad {
+    pub contract: String,
+    pub stands_in_for: String,
 }
 
 impl LastChoice {
@@ -198,7 +212,15 @@ pub fn remember_choice(dir: &Path, model_hash: &str, device: Device, choice: &La
         .with("format", RECORD_FORMAT)
         .with("model_blake3", model_hash)
         .with("label", choice.label.as_str())
-        .with("threads", choice.threads.map(|t| t as u64));
+        .with("threads", choice.threads.map(|t| t as u64))
+        .with(
+            "contract",
+            choice.alone.as_ref().map(|a| a.contract.as_str()),
+        )
+        .with(
+            "stands_in_for",
+            choice.alone.as_ref().map(|a| a.stands_in_for.as_str()),
+        );
     let path = choice_path(dir, model_hash, device);
     if let Err(err) = super::cache_folder::write_atomically(&path, json.to_string().as_bytes()) {
         log::debug!("the tuning cache did not remember the last choice: {err}");
@@ -230,9 +252,21 @@ pub fn last_choice(dir: &Path, path: &Path, device: Device) -> Option<LastChoice
                 as usize,
         ),
     };
+    let text = |key: &str, most: usize| match json.get(key) {
+        Some(Json::Null) | None => Some(None),
+        Some(value) => Some(Some(value.as_str().filter(|t| t.len() < most)?.to_string())),
+    };
+    let alone = match (text("contract", 16 * 1024)?, text("stands_in_for", 1024)?) {
+        (Some(contract), Some(stands_in_for)) => Some(AloneLoad {
+            contract,
+            stands_in_for,
+        }),
+        _ => None,
+    };
     (!label.is_empty() && label.len() < 1024).then(|| LastChoice {
         label: label.to_string(),
         threads,
+        alone,
     })
 }
 
@@ -255,6 +289,8 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
     let hint = LoadHint {
         label: &last.label,
         threads: last.threads,
+        contract: last.alone.as_ref().map(|a| a.contract.as_str()),
+        stands_in_for: last.alone.as_ref().map(|a| a.stands_in_for.as_str()),
     };
     let loaded = match crate::engine::load(&LoadContext {
         hint: Some(hint),
@@ -273,17 +309,33 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
     // Whether the load built it so: an engine that builds its forms from
     // the one loaded (TorchScript), or a bundle whose chosen form is not the
     // one loaded, builds the choice when compiled, as before.
+    let mut notes = Vec::new();
     let label = match &loaded.bundle {
-        Some(bundle) => crate::engine::bundle::label_in_form(&last.label, &bundle.loaded.name()),
+        Some(bundle) => {
+            let form = bundle.loaded.name();
+            if let Some(anchor) = &bundle.stands_in_for {
+                notes.push(format!(
+                    "loaded its {form} form alone, as the tuning cache last chose: it takes \
+                     the calls and batches of the {anchor} form, whose output stays the \
+                     reference"
+                ));
+            }
+            crate::engine::bundle::label_in_form(&last.label, &form)
+        }
         None => Some(last.label.as_str()),
     };
     let threads_as_chosen = last.threads.is_none() || loaded.engine.threads() == last.threads;
-    if !label.is_some_and(|label| loaded.engine.is_form(label)) || !threads_as_chosen {
-        return Ok((loaded, None));
+    if label.is_some_and(|label| loaded.engine.is_form(label)) && threads_as_chosen {
+        notes.push(format!(
+            "built as the tuning cache last chose: {}",
+            last.describe()
+        ));
     }
-    let note = format!("built as the tuning cache last chose: {}", last.describe());
-    log::info!("{path}: {note}");
-    Ok((loaded, Some(note)))
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+    if let Some(note) = &note {
+        log::info!("{path}: {note}");
+    }
+    Ok((loaded, note))
 }
 
 #[cfg(test)]
@@ -356,6 +408,10 @@ mod tests {
         let choice = LastChoice {
             label: "graph optimisation extended".to_string(),
             threads: Some(2),
+            alone: Some(AloneLoad {
+                contract: "methods forward(1..1: [Tensor]) -> [Tensor]".to_string(),
+                stands_in_for: "onnx".to_string(),
+            }),
         };
         let hash = "b".repeat(64);
         remember_choice(dir.path(), &hash, CPU, &choice);
@@ -383,6 +439,14 @@ mod tests {
                 .with("model_blake3", hash.as_str())
                 .with("label", "x")
                 .with("threads", 1e9),
+        );
+        assert_eq!(last_choice(dir.path(), &model, CPU), None);
+        planted(
+            Json::object()
+                .with("format", RECORD_FORMAT)
+                .with("model_blake3", hash.as_str())
+                .with("label", "x")
+                .with("contract", 5.0),
         );
         assert_eq!(last_choice(dir.path(), &model, CPU), None);
         std::fs::write(&path, "not json").unwrap();

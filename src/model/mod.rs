@@ -24,6 +24,7 @@ mod outputs;
 mod recommend;
 mod reference;
 mod report;
+mod tuning;
 mod tuning_cache;
 
 use std::path::Path;

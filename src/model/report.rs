@@ -39,6 +39,9 @@ pub struct Compiled {
     pub candidates: Vec<Candidate>,
     /// max-autotune's budget and cache, when it ran.
     pub tuning: Option<Json>,
+    /// For a bundle whose chosen form may load alone next time: what the
+    /// tuning cache remembers for it (load_hint.rs).
+    pub alone: Option<super::load_hint::AloneLoad>,
 }
 
 impl Compiled {
@@ -55,6 +58,7 @@ impl Compiled {
             compile_time: Duration::ZERO,
             candidates: Vec::new(),
             tuning: None,
+            alone: None,
         }
     }
 

@@ -289,8 +289,14 @@ impl CacheEntry {
 }
 
 /// Remembers a choice: its entry, its saved form when the engine saves one,
-/// and (load_hint.rs) the model's last choice, which the next load builds.
-pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) -> Result<()> {
+/// and (load_hint.rs) the model's last choice, which the next load builds,
+/// with what lets a bundle's chosen form load alone.
+pub fn store(
+    key: &CacheKey,
+    entry: &CacheEntry,
+    engine: Option<&dyn Engine>,
+    alone: Option<&load_hint::AloneLoad>,
+) -> Result<()> {
     trusted_folder(&key.dir)?;
     let mut module = None;
     // The TorchScript model as loaded ("as loaded", or a bundle's
@@ -318,6 +324,7 @@ pub fn store(key: &CacheKey, entry: &CacheEntry, engine: Option<&dyn Engine>) ->
         let last = load_hint::LastChoice {
             label: entry.label.clone(),
             threads: entry.threads,
+            alone: alone.cloned(),
         };
         load_hint::remember_choice(&key.dir, &key.model_hash, key.device, &last);
     }
