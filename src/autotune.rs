@@ -105,7 +105,9 @@ pub struct Settings<'a> {
     /// Whether `reference_time` is a warm run's (else the first run's: the
     /// budget held no second run).
     pub reference_warm: bool,
-    /// What the model as it came is called ("as loaded", "as compiled").
+    /// What runs when nothing can be chosen: the reference's form as it
+    /// came ("as loaded", "as compiled"; for a bundle's form loaded alone,
+    /// the form it stands in for, "onnx: as loaded (...)").
     pub as_loaded: &'a str,
     /// Runs one executor on the tuning inputs, finished (synchronised).
     pub run: &'a dyn Fn(&Executor) -> Result<Value>,

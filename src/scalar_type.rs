@@ -25,6 +25,14 @@ pub fn kind_of(code: i32) -> Option<(Kind, &'static str)> {
         .map(|&(_, kind, name)| (kind, name))
 }
 
+/// The kind a name names ("float32").
+pub fn kind_named(name: &str) -> Option<Kind> {
+    KINDS
+        .iter()
+        .find(|(_, _, n)| *n == name)
+        .map(|&(_, kind, _)| kind)
+}
+
 /// The ScalarType number of a kind, and its name.
 pub fn code_of(kind: Kind) -> Option<(i32, &'static str)> {
     KINDS

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::inputs::{self, InputSpec, Inputs};
 pub use super::manifest::{forms, is_folder, FormFile, MANIFEST};
 pub use super::same_model::{contract, differs};
 use super::{Format, LoadContext, LoadHint, Loaded};
@@ -49,6 +50,48 @@ pub fn load_form(form: &FormFile, context: &LoadContext) -> Result<Loaded> {
     Ok(loaded)
 }
 
+/// What lets a bundle's chosen form load alone in the stead of the form the
+/// model was (the tuning cache remembers it with the choice): the calls and
+/// batches that form took, which the chosen form takes too
+/// (same_model::contract), that form's name, and the inputs the model then
+/// holds each call to (inputs.rs: the sizes the form stood in for fixed;
+/// `None`: nothing beyond the chosen form's own checks).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StandIn {
+    pub contract: String,
+    pub stands_in_for: String,
+    pub held_inputs: Option<Vec<InputSpec>>,
+}
+
+impl StandIn {
+    /// Whether a form whose contract and inputs are `chosen` may stand in,
+    /// for `stands_in_for`, for a model whose contract and inputs are
+    /// `model`: what to remember when it may.
+    pub fn of(
+        chosen: (&str, &Inputs),
+        model: (String, &Inputs),
+        stands_in_for: &str,
+    ) -> Option<StandIn> {
+        let (contract, model_inputs) = model;
+        if chosen.0 != contract {
+            return None;
+        }
+        Some(StandIn {
+            held_inputs: inputs::stand_in(chosen.1, model_inputs)?,
+            contract,
+            stands_in_for: stands_in_for.to_string(),
+        })
+    }
+
+    /// What the model took, as [`Inputs`].
+    fn model_inputs(&self) -> Inputs {
+        match &self.held_inputs {
+            Some(specs) => Inputs::Fixed(specs.clone()),
+            None => Inputs::Any,
+        }
+    }
+}
+
 /// A loaded bundle's forms: the one loaded, the others (not loaded yet),
 /// and notes on the forms left out or that failed to load.
 pub struct Bundle {
@@ -60,6 +103,11 @@ pub struct Bundle {
     /// and batches): its output stays what max-autotune measures errors
     /// against.
     pub stands_in_for: Option<String>,
+    /// What the model then holds each call to (StandIn::held_inputs).
+    pub held_inputs: Option<Vec<InputSpec>>,
+    /// Whether the hint's stand-in was refused (its form failed to load, or
+    /// no longer takes what was remembered): the cache should forget it.
+    pub stand_in_refused: bool,
 }
 
 /// The bundle's first form that loads, with the others named: the form the
@@ -90,9 +138,11 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
         }
         forms = gpu.into_iter().chain(cpu).collect();
     }
-    if let Some(loaded) = chosen_first(&forms, &reduced, &mut notes, context) {
-        return Ok(loaded);
-    }
+    let stand_in_refused = match chosen_first(&forms, &reduced, &mut notes, context) {
+        Alone::Loaded(loaded) => return Ok(loaded),
+        Alone::NotAsked => false,
+        Alone::Refused => true,
+    };
     let mut kinds = Vec::new();
     for (i, form) in forms.iter().enumerate() {
         match load_hinted(form, context) {
@@ -103,6 +153,8 @@ pub fn load(context: &LoadContext) -> Result<Loaded> {
                         others: forms[i + 1..].iter().chain(&reduced).cloned().collect(),
                         notes,
                         stands_in_for: None,
+                        held_inputs: None,
+                        stand_in_refused,
                     }),
                     ..loaded
                 })
@@ -152,30 +204,45 @@ fn load_hinted(form: &FormFile, context: &LoadContext) -> Result<Loaded> {
     })
 }
 
+/// What came of a hint's stand-in.
+enum Alone {
+    Loaded(Loaded),
+    /// No stand-in, or one that does not apply here (the form it names is
+    /// the one stood in for, or runs on the CPU on a GPU).
+    NotAsked,
+    /// Its form failed to load, or no longer takes what was remembered.
+    Refused,
+}
+
 /// The form the tuning cache last chose, loaded alone, in the stead of the
 /// form the model was when it chose (the form listed first, or the first
 /// that loaded): only where the cache remembered that it takes the calls
 /// and batches that form took (its contract, same_model.rs) and, loaded, it
 /// still does, so that the model is the same to its caller whichever form
-/// loaded. `None` (nothing kept) otherwise: the bundle loads in order.
+/// loaded. Otherwise nothing is kept and the bundle loads in order.
 fn chosen_first(
     forms: &[FormFile],
     reduced: &[FormFile],
     notes: &mut Vec<String>,
     context: &LoadContext,
-) -> Option<Loaded> {
-    let hint = context.hint?;
-    let (contract, stands_in_for) = (hint.contract?, hint.stands_in_for?);
-    let form = forms
+) -> Alone {
+    let Some((hint, stand_in)) = context.hint.and_then(|h| Some((h, h.stand_in?))) else {
+        return Alone::NotAsked;
+    };
+    let stands_in_for = stand_in.stands_in_for.as_str();
+    let Some(form) = forms
         .iter()
-        .find(|form| label_in_form(hint.label, &form.name()).is_some())?;
+        .find(|form| label_in_form(hint.label, &form.name()).is_some())
+    else {
+        return Alone::NotAsked;
+    };
     // The form it stands in for must be another of this bundle's; on a GPU
     // a form that runs on the CPU stays last.
     if form.name() == stands_in_for
         || !forms.iter().any(|f| f.name() == stands_in_for)
         || (context.device != Device::Cpu && runs_on_cpu(form))
     {
-        return None;
+        return Alone::NotAsked;
     }
     let name = form.name();
     let loaded = match load_hinted(form, context) {
@@ -185,15 +252,20 @@ fn chosen_first(
                 "the {name} form, which the tuning cache last chose, did not load alone ({err}): \
                  the bundle loaded in order"
             ));
-            return None;
+            return Alone::Refused;
         }
     };
-    if super::same_model::contract(loaded.engine.as_ref()) != contract {
+    let still = StandIn::of(
+        (&contract(loaded.engine.as_ref()), &loaded.engine.inputs()),
+        (stand_in.contract.clone(), &stand_in.model_inputs()),
+        stands_in_for,
+    );
+    if still.as_ref() != Some(stand_in) {
         notes.push(format!(
-            "the {name} form, which the tuning cache last chose, takes other calls or batches \
-             than the cache remembered: the bundle loaded in order"
+            "the {name} form, which the tuning cache last chose, takes other calls, batches or \
+             inputs than the cache remembered: the bundle loaded in order"
         ));
-        return None;
+        return Alone::Refused;
     }
     let others = forms
         .iter()
@@ -201,12 +273,14 @@ fn chosen_first(
         .chain(reduced)
         .cloned()
         .collect();
-    Some(Loaded {
+    Alone::Loaded(Loaded {
         bundle: Some(Bundle {
             loaded: form.clone(),
             others,
             notes: std::mem::take(notes),
             stands_in_for: Some(stands_in_for.to_string()),
+            held_inputs: stand_in.held_inputs.clone(),
+            stand_in_refused: false,
         }),
         ..loaded
     })

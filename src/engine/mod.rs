@@ -15,6 +15,7 @@ mod aoti_inputs;
 mod archive;
 pub(crate) mod bundle;
 mod executorch;
+pub(crate) mod inputs;
 mod manifest;
 pub(crate) mod onnx;
 #[cfg(feature = "torch")]
@@ -36,6 +37,7 @@ use crate::json::Json;
 use crate::runtime::Device;
 use crate::value::Value;
 
+pub use inputs::Inputs;
 pub use schema::{Argument, MethodSchema, TypeKind};
 
 /// A model file's format.
@@ -230,6 +232,12 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// What `forward` takes, input by input, where the form fixes it
+    /// (inputs.rs): a form that says nothing never stands in for another.
+    fn inputs(&self) -> Inputs {
+        Inputs::Unknown
+    }
+
     /// The largest batch (dimension 0) the model accepts, when it has one
     /// (a package compiled with bounds); batching stays within it.
     fn batch_limit(&self) -> Option<i64> {
@@ -339,12 +347,9 @@ pub struct LoadContext<'a> {
 pub struct LoadHint<'a> {
     pub label: &'a str,
     pub threads: Option<usize>,
-    /// For a bundle whose chosen form took the calls and batches of the
-    /// form the model was (same_model::contract): that contract, and that
-    /// form's name. The chosen form then loads alone, standing in for it,
-    /// where it still takes them.
-    pub contract: Option<&'a str>,
-    pub stands_in_for: Option<&'a str>,
+    /// For a bundle whose chosen form may load alone in the stead of the
+    /// form the model was (bundle::StandIn).
+    pub stand_in: Option<&'a bundle::StandIn>,
 }
 
 /// One format's way in: a probe of the file's first bytes and a loader of

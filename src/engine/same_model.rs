@@ -1,19 +1,28 @@
 //! Whether another form of a bundle is the same model to a caller as the
 //! form loaded first: the model's checks, methods, state and batching follow
-//! the first form, so another form must take every call and batch it takes.
+//! the first form, so another form must take every call, batch and input
+//! size it takes (engine/inputs.rs).
 
-use super::{Engine, TypeKind};
+use super::{Engine, Inputs, TypeKind};
 
 /// Why `other` is not the same model as `first` to a caller, if it is
 /// not: the model's checks, methods, state and batching follow the form
-/// loaded first, so another form must take every call and batch it takes.
-pub fn differs(first: &dyn Engine, other: &dyn Engine) -> Option<&'static str> {
+/// loaded first, so another form must take every call and batch it takes,
+/// and every input the model takes (`model_inputs`: the first form's, or
+/// those it is held to when it stands in for another).
+pub fn differs(
+    first: &dyn Engine,
+    model_inputs: &Inputs,
+    other: &dyn Engine,
+) -> Option<&'static str> {
     if other.writes_state() != first.writes_state() {
         Some("keeps state where the first form does not, or the other way round")
     } else if !takes_every_call(first, other) {
         Some("lacks a method of the first form, or takes fewer arguments")
     } else if !takes_every_batch(first, other) {
         Some("accepts fewer batch sizes than the first form")
+    } else if super::inputs::narrower(&other.inputs(), model_inputs) {
+        Some("takes fewer input sizes or element types than the first form (its export fixed them)")
     } else {
         None
     }

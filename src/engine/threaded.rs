@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{Engine, Format, MethodSchema, State, Variant};
+use super::{Engine, Format, Inputs, MethodSchema, State, Variant};
 use crate::error::Result;
 use crate::json::Json;
 use crate::runtime::threads::CallThreads;
@@ -113,6 +113,10 @@ impl Engine for Threaded {
 
     fn own_allocator(&self) -> Option<&'static str> {
         self.inner.own_allocator()
+    }
+
+    fn inputs(&self) -> Inputs {
+        self.inner.inputs()
     }
 
     fn batch_limit(&self) -> Option<i64> {

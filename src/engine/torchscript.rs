@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Engine, Format, MethodSchema, State, Variant};
+use super::{Engine, Format, Inputs, MethodSchema, State, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::torch::script::ScriptModule;
@@ -153,6 +153,10 @@ impl Engine for TorchScript {
 
     fn writes_state(&self) -> bool {
         self.writes_state
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs::Any
     }
 
     fn adopt_state(&self, from: &dyn Engine) -> Result<()> {

@@ -34,6 +34,9 @@ impl Model {
             None => return self.schema(method).map(|_| ()),
         };
         let ok = args.len() >= required && total.is_none_or(|t| args.len() <= t);
+        if ok && method == "forward" {
+            self.check_held_inputs(args)?;
+        }
         if !ok {
             let expected = match total {
                 Some(t) if t == required => format!("{t}"),
@@ -48,6 +51,26 @@ impl Model {
                 "{what} takes {expected} input(s), got {}",
                 args.len()
             )));
+        }
+        Ok(())
+    }
+
+    /// A form loaded alone in the stead of another takes what that form
+    /// took, no more (engine/inputs.rs): a size it refused is refused.
+    fn check_held_inputs(&self, args: &[Value]) -> Result<()> {
+        let Some((specs, form)) = self.forms.as_ref().and_then(|f| f.held_inputs()) else {
+            return Ok(());
+        };
+        for (i, (arg, spec)) in args.iter().zip(specs).enumerate() {
+            match arg {
+                Value::Tensor(t) => spec.check(i, t, form)?,
+                other => {
+                    return Err(Error::invalid_argument(format!(
+                        "input {i}: the model takes a tensor (as its {form} form did), got {}",
+                        other.describe()
+                    )))
+                }
+            }
         }
         Ok(())
     }

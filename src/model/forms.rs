@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::load_hint::AloneLoad;
 use super::tuning_cache::content_hash;
 use super::{Model, ModelOptions, Precision};
-use crate::engine::bundle::{self, Bundle, FormFile};
+use crate::engine::bundle::{self, Bundle, FormFile, StandIn};
+use crate::engine::inputs::{self, InputSpec, Inputs};
 use crate::engine::{Engine, LoadContext};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
@@ -35,6 +35,10 @@ pub struct Forms {
     /// The form the loaded one stands in for (the tuning cache's choice,
     /// loaded alone): the reference max-autotune measures errors against.
     stands_in_for: Option<String>,
+    /// What the model holds each call to, whichever form runs: what the
+    /// form loaded takes where it fixes that, or what the form it stands in
+    /// for took (bundle::StandIn).
+    held_inputs: Option<Vec<InputSpec>>,
     others: Vec<FormFile>,
     /// The other forms loaded so far, by format name.
     engines: Mutex<Vec<(String, Arc<dyn Engine>)>>,
@@ -42,14 +46,34 @@ pub struct Forms {
 }
 
 impl Forms {
-    pub fn new(bundle: Bundle) -> Forms {
+    /// `inputs`: what the form loaded takes.
+    pub fn new(bundle: Bundle, inputs: &Inputs) -> Forms {
+        // A form max-autotune chooses later may take more (a traced module
+        // beside an ONNX graph): the model still takes what it took.
+        let own = inputs::stand_in(&Inputs::Any, inputs).flatten();
         Forms {
             loaded: bundle.loaded.name(),
             stands_in_for: bundle.stands_in_for,
+            held_inputs: bundle.held_inputs.or(own),
             others: bundle.others,
             engines: Mutex::new(Vec::new()),
             notes: bundle.notes,
         }
+    }
+
+    /// What the model takes: what it holds calls to, else what the form
+    /// loaded (`loaded`) takes.
+    fn model_inputs(&self, loaded: &dyn Engine) -> Inputs {
+        match &self.held_inputs {
+            Some(specs) => Inputs::Fixed(specs.clone()),
+            None => loaded.inputs(),
+        }
+    }
+
+    /// The inputs each call is held to, and the form that took them.
+    pub(super) fn held_inputs(&self) -> Option<(&[InputSpec], &str)> {
+        let form = self.stands_in_for.as_deref().unwrap_or(&self.loaded);
+        Some((self.held_inputs.as_deref()?, form))
     }
 
     /// For the model report: the forms, the one loaded first, and notes.
@@ -224,6 +248,7 @@ impl Model {
             engine: first.clone(),
         }];
         let mut left_out = Vec::new();
+        let model_inputs = forms.model_inputs(first.as_ref());
         let reduced_allowed = options.precision == Precision::AllowReduced;
         for form in &forms.others {
             let name = form.name();
@@ -241,7 +266,7 @@ impl Model {
                     continue;
                 }
             };
-            match bundle::differs(first.as_ref(), engine.as_ref()) {
+            match bundle::differs(first.as_ref(), &model_inputs, engine.as_ref()) {
                 Some(why) => left_out.push(format!("the {name} form was not measured: it {why}")),
                 None => measured.push(FormEngine {
                     name: Some(name),
@@ -294,30 +319,41 @@ impl Model {
         else {
             return self.original.clone();
         };
+        // Kept if a max-autotune loaded it; let go after if this loads it.
+        let held = forms.engines.lock().iter().any(|(n, _)| *n == file.name());
         let engine = self.other_form(forms, file);
-        self.release_other_forms(); // held by the caller for one reference
+        if !held {
+            let released = {
+                let mut engines = forms.engines.lock();
+                let at = engines.iter().position(|(n, _)| *n == file.name());
+                at.map(|at| engines.remove(at))
+            };
+            drop(released); // outside the lock
+        }
         engine.unwrap_or_else(|err| {
-            log::info!(
-                "model {}: the reference runs on the form loaded: {err}",
-                self.name
+            log::warn!(
+                "model {}: the reference runs on the form loaded, not the {} form it stands in \
+                 for: {err}",
+                self.name,
+                file.name()
             );
             self.original.clone()
         })
     }
 
-    /// What lets the next start load the chosen form alone (load_hint.rs):
-    /// the calls and batches the model takes (same_model.rs) and the form
-    /// whose output is the reference (`reference_form`), when the form
-    /// `label` names takes exactly those calls and batches. `None` for a
+    /// What lets the next start load the chosen form alone (load_hint.rs),
+    /// when the form `label` names takes every call the model takes (its
+    /// contract, same_model.rs, and its inputs, inputs.rs), in the stead of
+    /// `reference_form`, whose output is the reference. `None` for a
     /// reduced-precision form, which never loads alone, and for a model
     /// that is not a bundle.
-    pub(super) fn alone_load_of_choice(
+    pub(super) fn stand_in_of_choice(
         &self,
         measured: &[FormEngine],
         label: &str,
         reference_form: Option<&str>,
-    ) -> Option<AloneLoad> {
-        self.forms.as_ref()?;
+    ) -> Option<StandIn> {
+        let forms = self.forms.as_ref()?;
         let chosen = measured.iter().find(|f| {
             f.name
                 .as_deref()
@@ -326,12 +362,15 @@ impl Model {
         if chosen.precision.is_some() {
             return None;
         }
-        let contract = bundle::contract(self.original.as_ref());
-        let stands_in_for = reference_form?.to_string();
-        (bundle::contract(chosen.engine.as_ref()) == contract).then_some(AloneLoad {
-            contract,
-            stands_in_for,
-        })
+        let model_inputs = forms.model_inputs(self.original.as_ref());
+        StandIn::of(
+            (
+                &bundle::contract(chosen.engine.as_ref()),
+                &chosen.engine.inputs(),
+            ),
+            (bundle::contract(self.original.as_ref()), &model_inputs),
+            reference_form?,
+        )
     }
 
     /// Lets go of the other forms loaded (the chosen one is held by what

@@ -6,9 +6,9 @@
 //!   tuning_cache_dir builds directly (ONNX Runtime's session with the
 //!   chosen settings, not a default session and then the chosen one); the
 //!   model then runs so, at that thread count, until compiled otherwise. A
-//!   bundle's chosen form loads alone, before the form listed first, where
-//!   it takes the same calls and batches (its contract, remembered with the
-//!   choice and checked again once loaded);
+//!   bundle's chosen form loads alone, in the stead of the form the model
+//!   was, where it takes every call that form took (a StandIn: contract and
+//!   inputs, remembered with the choice and checked again once loaded);
 //! - the content hash of the model's files by their identity, so that
 //!   neither that load nor the compile after it reads every byte of a large
 //!   bundle again (270 MB for a text encoder's three forms).
@@ -28,6 +28,8 @@ use std::time::{Duration, SystemTime};
 
 use super::forms::FileIdentity;
 use crate::device::Device;
+use crate::engine::bundle::StandIn;
+use crate::engine::inputs;
 use crate::engine::{LoadContext, LoadHint, Loaded};
 use crate::error::Result;
 use crate::json::Json;
@@ -46,17 +48,7 @@ pub struct LastChoice {
     pub label: String,
     pub threads: Option<usize>,
     /// For a bundle whose chosen form may load alone.
-    pub alone: Option<AloneLoad>,
-}
-
-/// What lets a bundle's chosen form load alone: the calls and batches (and
-/// their kinds) the model took, which the chosen form takes too
-/// (same_model::contract), and the form the model was, whose output stays
-/// the reference.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AloneLoad {
-    pub contract: String,
-    pub stands_in_for: String,
+    pub stand_in: Option<StandIn>,
 }
 
 impl LastChoice {
@@ -184,6 +176,23 @@ pub fn remember_hash(dir: &Path, path: &Path, before: BeforeHash, hash: &str) {
     }
 }
 
+/// The content hash of `path`'s files: remembered by their identity in
+/// `dir` (a folder the caller trusts), else taken by `hash` and remembered
+/// once the files have settled.
+pub fn hash_remembering(
+    dir: &Path,
+    path: &Path,
+    hash: impl FnOnce() -> Result<String>,
+) -> Result<String> {
+    if let Some(remembered) = remembered_hash(dir, path) {
+        return Ok(remembered);
+    }
+    let before = before_hash(path);
+    let hash = hash()?;
+    remember_hash(dir, path, before, &hash);
+    Ok(hash)
+}
+
 /// What a choice is remembered under: the model's content, the device, the
 /// optimizer's thread count and the versions (the inputs' shapes and the
 /// model's options are not known at load).
@@ -213,18 +222,34 @@ pub fn remember_choice(dir: &Path, model_hash: &str, device: Device, choice: &La
         .with("model_blake3", model_hash)
         .with("label", choice.label.as_str())
         .with("threads", choice.threads.map(|t| t as u64))
-        .with(
-            "contract",
-            choice.alone.as_ref().map(|a| a.contract.as_str()),
-        )
-        .with(
-            "stands_in_for",
-            choice.alone.as_ref().map(|a| a.stands_in_for.as_str()),
-        );
+        .with("stand_in", choice.stand_in.as_ref().map(stand_in_json));
     let path = choice_path(dir, model_hash, device);
     if let Err(err) = super::cache_folder::write_atomically(&path, json.to_string().as_bytes()) {
         log::debug!("the tuning cache did not remember the last choice: {err}");
     }
+}
+
+fn stand_in_json(stand_in: &StandIn) -> Json {
+    Json::object()
+        .with("contract", stand_in.contract.as_str())
+        .with("stands_in_for", stand_in.stands_in_for.as_str())
+        .with(
+            "held_inputs",
+            stand_in.held_inputs.as_deref().map(inputs::to_text),
+        )
+}
+
+fn read_stand_in(json: &Json) -> Option<StandIn> {
+    let text = |key: &str| json.get(key).and_then(Json::as_str);
+    let held_inputs = match json.get("held_inputs") {
+        Some(Json::Null) => None,
+        _ => Some(inputs::parse(text("held_inputs")?)?),
+    };
+    Some(StandIn {
+        contract: text("contract")?.to_string(),
+        stands_in_for: text("stands_in_for")?.to_string(),
+        held_inputs,
+    })
 }
 
 /// The last choice remembered for the model at `path` on `device`, when
@@ -252,22 +277,23 @@ pub fn last_choice(dir: &Path, path: &Path, device: Device) -> Option<LastChoice
                 as usize,
         ),
     };
-    let text = |key: &str, most: usize| match json.get(key) {
-        Some(Json::Null) | None => Some(None),
-        Some(value) => Some(Some(value.as_str().filter(|t| t.len() < most)?.to_string())),
-    };
-    let alone = match (text("contract", 16 * 1024)?, text("stands_in_for", 1024)?) {
-        (Some(contract), Some(stands_in_for)) => Some(AloneLoad {
-            contract,
-            stands_in_for,
-        }),
-        _ => None,
-    };
     (!label.is_empty() && label.len() < 1024).then(|| LastChoice {
         label: label.to_string(),
         threads,
-        alone,
+        // A damaged stand-in costs only the alone load.
+        stand_in: json.get("stand_in").and_then(read_stand_in),
     })
+}
+
+/// Remembers `last` again without its stand-in (best effort).
+fn forget_stand_in(dir: &Path, path: &Path, device: Device, last: &LastChoice) {
+    if let Some(hash) = remembered_hash(dir, path) {
+        let without = LastChoice {
+            stand_in: None,
+            ..last.clone()
+        };
+        remember_choice(dir, &hash, device, &without);
+    }
 }
 
 /// Loads the model at `path` for `optimizer`: as its tuning last chose
@@ -289,8 +315,7 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
     let hint = LoadHint {
         label: &last.label,
         threads: last.threads,
-        contract: last.alone.as_ref().map(|a| a.contract.as_str()),
-        stands_in_for: last.alone.as_ref().map(|a| a.stands_in_for.as_str()),
+        stand_in: last.stand_in.as_ref(),
     };
     let loaded = match crate::engine::load(&LoadContext {
         hint: Some(hint),
@@ -306,6 +331,12 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
             return Ok((crate::engine::load(&context)?, None));
         }
     };
+    if loaded.bundle.as_ref().is_some_and(|b| b.stand_in_refused) {
+        // Else each start would load that form and let it go again.
+        if let Some(dir) = optimizer.config().tuning_cache_dir.as_deref() {
+            forget_stand_in(Path::new(dir), Path::new(path), optimizer.device(), &last);
+        }
+    }
     // Whether the load built it so: an engine that builds its forms from
     // the one loaded (TorchScript), or a bundle whose chosen form is not the
     // one loaded, builds the choice when compiled, as before.
@@ -408,9 +439,10 @@ mod tests {
         let choice = LastChoice {
             label: "graph optimisation extended".to_string(),
             threads: Some(2),
-            alone: Some(AloneLoad {
+            stand_in: Some(StandIn {
                 contract: "methods forward(1..1: [Tensor]) -> [Tensor]".to_string(),
                 stands_in_for: "onnx".to_string(),
+                held_inputs: inputs::parse("float32[?,32]"),
             }),
         };
         let hash = "b".repeat(64);
@@ -441,14 +473,22 @@ mod tests {
                 .with("threads", 1e9),
         );
         assert_eq!(last_choice(dir.path(), &model, CPU), None);
-        planted(
-            Json::object()
-                .with("format", RECORD_FORMAT)
-                .with("model_blake3", hash.as_str())
-                .with("label", "x")
-                .with("contract", 5.0),
-        );
-        assert_eq!(last_choice(dir.path(), &model, CPU), None);
+        // A damaged stand-in: the choice without it.
+        let stand_in = stand_in_json(choice.stand_in.as_ref().unwrap());
+        for damaged in [
+            stand_in.clone().with("held_inputs", "float32[1"),
+            stand_in.clone().with("contract", 5.0),
+        ] {
+            planted(
+                Json::object()
+                    .with("format", RECORD_FORMAT)
+                    .with("model_blake3", hash.as_str())
+                    .with("label", "x")
+                    .with("stand_in", damaged),
+            );
+            let last = last_choice(dir.path(), &model, CPU).unwrap();
+            assert_eq!((last.label.as_str(), last.stand_in), ("x", None));
+        }
         std::fs::write(&path, "not json").unwrap();
         assert_eq!(last_choice(dir.path(), &model, CPU), None);
     }

@@ -115,6 +115,7 @@ impl Model {
         });
         let load_time = started.elapsed();
         let writes_state = loaded.engine.writes_state();
+        let inputs = loaded.engine.inputs();
         log::info!(
             "loaded {name} ({}) from {path} onto {device} in {:.1} ms{}",
             loaded.engine.format().as_str(),
@@ -156,7 +157,9 @@ impl Model {
             built_forms: Mutex::new(Vec::new()),
             exclusive: writes_state.then(exclusive::Exclusive::new),
             non_tensor_returns,
-            forms: loaded.bundle.map(forms::Forms::new),
+            forms: loaded
+                .bundle
+                .map(|bundle| forms::Forms::new(bundle, &inputs)),
             load_note,
         })
     }

@@ -41,7 +41,7 @@ pub struct Compiled {
     pub tuning: Option<Json>,
     /// For a bundle whose chosen form may load alone next time: what the
     /// tuning cache remembers for it (load_hint.rs).
-    pub alone: Option<super::load_hint::AloneLoad>,
+    pub stand_in: Option<crate::engine::bundle::StandIn>,
 }
 
 impl Compiled {
@@ -58,7 +58,7 @@ impl Compiled {
             compile_time: Duration::ZERO,
             candidates: Vec::new(),
             tuning: None,
-            alone: None,
+            stand_in: None,
         }
     }
 

@@ -77,7 +77,7 @@ impl Model {
                     key,
                     &CacheEntry::of(&compiled),
                     compiled.executor.engine().map(|e| e.as_ref()),
-                    compiled.alone.as_ref(),
+                    compiled.stand_in.as_ref(),
                 )
             };
             let result = match &stored {
@@ -160,11 +160,11 @@ impl Model {
         let executor = outcome
             .executor
             .unwrap_or_else(|| Executor::Plain(reference_engine.clone()));
-        let alone = self.alone_load_of_choice(&forms, &outcome.label, reference_form.as_deref());
+        let stand_in = self.stand_in_of_choice(&forms, &outcome.label, reference_form.as_deref());
         Ok((
             Compiled {
                 executor,
-                alone,
+                stand_in,
                 module_label: outcome.label,
                 chosen: outcome.chosen,
                 why: outcome.why,

@@ -109,19 +109,10 @@ pub fn key(dir: &str, model: &Model, args: &[Value]) -> Result<CacheKey> {
     // Remembered by the files' identity (load_hint.rs), else read whole;
     // nothing is read from, or written to, a folder others could write.
     let trusted = trusted_folder(Path::new(dir)).is_ok();
-    let remembered = trusted
-        .then(|| load_hint::remembered_hash(Path::new(dir), path))
-        .flatten();
-    let model_hash = match remembered {
-        Some(hash) => hash,
-        None => {
-            let before = load_hint::before_hash(path);
-            let hash = super::forms::model_hash(path)?;
-            if trusted {
-                load_hint::remember_hash(Path::new(dir), path, before, &hash);
-            }
-            hash
-        }
+    let hash = || super::forms::model_hash(path);
+    let model_hash = match trusted {
+        true => load_hint::hash_remembering(Path::new(dir), path, hash)?,
+        false => hash()?,
     };
     if FileIdentity::of(path) != now {
         return Err(cache_error(format!(
@@ -295,7 +286,7 @@ pub fn store(
     key: &CacheKey,
     entry: &CacheEntry,
     engine: Option<&dyn Engine>,
-    alone: Option<&load_hint::AloneLoad>,
+    stand_in: Option<&crate::engine::bundle::StandIn>,
 ) -> Result<()> {
     trusted_folder(&key.dir)?;
     let mut module = None;
@@ -324,7 +315,7 @@ pub fn store(
         let last = load_hint::LastChoice {
             label: entry.label.clone(),
             threads: entry.threads,
-            alone: alone.cloned(),
+            stand_in: stand_in.cloned(),
         };
         load_hint::remember_choice(&key.dir, &key.model_hash, key.device, &last);
     }
@@ -352,9 +343,12 @@ fn checked_module(key: &CacheKey, json: &Json) -> Result<Option<PathBuf>> {
         ));
     }
     let path = key.dir.join(key.module_file(recorded));
-    let actual = std::fs::File::open(&path)
-        .and_then(content_hash)
-        .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))?;
+    // Remembered by identity too: a frozen text encoder is 90 MB to read.
+    let actual = load_hint::hash_remembering(&key.dir, &path, || {
+        std::fs::File::open(&path)
+            .and_then(content_hash)
+            .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))
+    })?;
     if actual != recorded {
         return Err(Error::new(
             ErrorKind::ModelCorrupt,

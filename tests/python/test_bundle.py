@@ -161,6 +161,37 @@ def test_a_form_that_is_not_the_same_model_to_a_caller_is_not_measured(opt, tmp_
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_a_bundle_takes_the_inputs_its_first_form_took_whichever_form_runs(opt, tmp_path):
+    """An ONNX graph fixes the sizes its export did not make dynamic; a traced
+    module takes any (and may answer wrongly where the trace baked sizes
+    in). The model takes what its first form took, whichever form runs."""
+    inputs, expected = example()
+    other_size = [inputs[0][:, :8].copy(), inputs[1]]
+    # ONNX first: a traced module chosen later is held to ONNX's sizes.
+    with opt.load(str(BUNDLE)) as model:
+        for mode in ["none", "max-autotune"]:
+            model.compile(mode, inputs)
+            with pytest.raises(PerfoptError) as refused:
+                model.run(*other_size)
+            assert refused.value.status == Status.INVALID_ARGUMENT, refused.value
+            assert "float32[?,16]" in str(refused.value) and "as its onnx form was exported" in str(refused.value)
+    # TorchScript first: the ONNX graph would refuse sizes the model took,
+    # so max-autotune does not measure it.
+    folder = tmp_path / "torchscript_first.perfopt"
+    shutil.copytree(BUNDLE, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["forms"].reverse()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with opt.load(str(folder)) as model:
+        model.compile("max-autotune", inputs)
+        compiled = model.report()["compile"]
+        assert all(c["name"].startswith("torchscript: ") for c in compiled["candidates"]), compiled
+        assert any("the onnx form was not measured: it takes fewer input sizes" in n
+                   for n in compiled["notes"]), compiled["notes"]
+        for got, want in zip(model.run(*inputs), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_a_failed_re_export_keeps_the_bundle_that_was_there(tmp_path):
     torch = pytest.importorskip("torch")
     linear = torch.nn.Linear(3, 2).eval()
@@ -208,35 +239,39 @@ def test_a_bundle_builds_its_form_as_its_tuning_last_chose(tmp_path):
     record = json.loads(last.read_text())
     assert record["label"] == first["chosen"].split(" at ")[0], (record, first)
     # The chosen form's contract (the calls and batches it takes, their
-    # kinds) was the ONNX form's: remembered, so a chosen TorchScript form
-    # may load alone in its stead.
-    contract = record["contract"]
-    assert contract and "forward" in contract and record["stands_in_for"] == "onnx", record
+    # kinds) was the ONNX form's: remembered, so a TorchScript form chosen
+    # may load alone in its stead, held to the inputs ONNX took.
+    stand_in = record["stand_in"]
+    assert "forward" in stand_in["contract"] and stand_in["stands_in_for"] == "onnx", record
+    assert stand_in["held_inputs"] == "float32[?,16]; float32[?,4]", record
     alone = ("loaded its torchscript form alone, as the tuning cache last chose: it takes the calls "
              "and batches of the onnx form, whose output stays the reference")
+    renamed = dict(stand_in, contract=stand_in["contract"].replace("forward", "encode"))
     for label, threads, remembered, loaded, note in [
-        ("onnx: graph optimisation basic", 1, contract, "onnx",
+        ("onnx: graph optimisation basic", 1, stand_in, "onnx",
          "built as the tuning cache last chose: onnx: graph optimisation basic at 1 thread"),
-        ("torchscript: as loaded", 1, contract, "torchscript", alone),
-        # No contract remembered (a form that takes other calls), or another
-        # than the form takes once loaded: the bundle's order stays.
+        ("torchscript: as loaded", 1, stand_in, "torchscript", alone),
+        # No stand-in remembered (a form that takes other calls), or one the
+        # form no longer matches once loaded: the bundle's order stays.
         ("torchscript: as loaded", 1, None, "onnx", None),
-        ("torchscript: as loaded", 1, contract.replace("forward", "encode"), "onnx", None),
+        ("torchscript: as loaded", 1, renamed, "onnx", None),
         # A reduced form never loads alone; a form the bundle lacks; more
         # threads than the optimizer's.
-        ("onnx (int8): as loaded (graph optimisation all)", 1, contract, "onnx", None),
-        ("package: as compiled", 1, contract, "onnx", None),
-        ("onnx: graph optimisation basic", 2, contract, "onnx", None),
+        ("onnx (int8): as loaded (graph optimisation all)", 1, stand_in, "onnx", None),
+        ("package: as compiled", 1, stand_in, "onnx", None),
+        ("onnx: graph optimisation basic", 2, stand_in, "onnx", None),
     ]:
-        last.write_text(json.dumps(dict(record, label=label, threads=threads, contract=remembered)))
+        last.write_text(json.dumps(dict(record, label=label, threads=threads, stand_in=remembered)))
         report, compiled = start()
         assert report["bundle"]["loaded"] == loaded, (label, report["bundle"])
         assert report["bundle"]["stands_in_for"] == (None if loaded == "onnx" else "onnx"), report["bundle"]
         assert report["load_note"] == note, (label, report["load_note"])
         if note and loaded == "onnx":
             assert (report["engine"]["form"], report["engine"]["threads"]) == ("graph optimisation basic", 1)
-        if remembered != contract and label.startswith("torchscript"):
-            assert any("other calls or batches" in n for n in report["bundle"]["notes"]) == (remembered is not None)
+        if remembered is renamed:
+            # Refused once, then forgotten: no start loads it for nothing again.
+            assert any("other calls, batches or inputs" in n for n in report["bundle"]["notes"])
+            assert json.loads(last.read_text()).get("stand_in") is None
         # The remembered entry still decides the compile.
         assert compiled["chosen"] == first["chosen"], compiled
 
@@ -255,6 +290,7 @@ def test_a_chosen_form_loaded_alone_is_tuned_against_the_form_it_stands_in_for(t
     (last,) = cache.glob("*.last-choice")
     record = json.loads(last.read_text())
     last.write_text(json.dumps(dict(record, label="torchscript: as loaded", threads=1)))
+    assert record["stand_in"]["held_inputs"], record
     for entry in cache.glob("*.json"):
         entry.unlink()  # no entry: the next compile measures
     with perfopt.Optimizer("cpu", **optimizer) as opt, opt.load(str(bundle)) as model, \
@@ -267,6 +303,17 @@ def test_a_chosen_form_loaded_alone_is_tuned_against_the_form_it_stands_in_for(t
         names = lambda m: [(x["name"], len(x["arguments"])) for x in m.methods()]  # noqa: E731
         assert names(model) == names(onnx_file) == [("forward", 2)]
         assert model.output_count() == onnx_file.output_count()
+        # Held to what the ONNX form took: other sizes or dtypes are refused
+        # as ONNX refused them (a trace could answer them wrongly), at any batch.
+        for bad in ([inputs[0].astype(np.float64), inputs[1]], [inputs[0][:, :8].copy(), inputs[1]]):
+            with pytest.raises(PerfoptError) as refused:
+                model.run(*bad)
+            assert refused.value.status == Status.INVALID_ARGUMENT and "as its onnx form" in str(refused.value)
+            with pytest.raises(PerfoptError):
+                onnx_file.run(*bad)
+        wider = [np.concatenate([x, x, x]) for x in inputs]
+        for got, want in zip(model.run(*wider), onnx_file.run(*wider)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         model.compile("max-autotune", inputs)
         compiled = model.report()["compile"]
         # The ONNX form is measured and is the reference: its own output (the
@@ -288,4 +335,4 @@ def test_a_chosen_form_loaded_alone_is_tuned_against_the_form_it_stands_in_for(t
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # What it chose is remembered standing in for the same form.
     final = json.loads(last.read_text())
-    assert (final["contract"], final["stands_in_for"]) == (record["contract"], "onnx"), final
+    assert final["stand_in"] == record["stand_in"], final

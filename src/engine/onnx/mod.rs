@@ -22,7 +22,7 @@ use ort::session::Session;
 use ort::value::ValueType;
 use parking_lot::Mutex;
 
-use super::{Engine, Format, LoadContext, MethodSchema, Variant};
+use super::{Engine, Format, Inputs, LoadContext, MethodSchema, Variant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::runtime::{Device, Tensor};
@@ -425,6 +425,10 @@ impl Engine for Onnx {
 
     fn own_allocator(&self) -> Option<&'static str> {
         Some("ONNX Runtime's arena")
+    }
+
+    fn inputs(&self) -> Inputs {
+        tensors::inputs(self.inputs.iter().map(|i| (i.ty, i.shape.as_slice())))
     }
 
     fn fixed_batch(&self) -> Option<i64> {

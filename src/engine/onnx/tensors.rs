@@ -7,6 +7,7 @@ use ort::memory::MemoryInfo;
 use ort::session::SessionInputValue;
 use ort::value::{DynTensorValueType, DynValue, Shape, TensorElementType, TensorRefMut, ValueType};
 
+use crate::engine::inputs::{InputSpec, Inputs};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::{Kind, Tensor};
 
@@ -166,6 +167,23 @@ pub fn output(value: DynValue, index: usize) -> Result<Tensor> {
 }
 
 /// Whether a tensor of `kind` is what an input of element type `ty` takes.
+/// What a graph's inputs take (engine/inputs.rs), from each one's element
+/// type and shape (-1: symbolic); `Unknown` when a type has no perfopt kind.
+pub fn inputs<'a>(graph: impl Iterator<Item = (TensorElementType, &'a [i64])>) -> Inputs {
+    let spec = |(ty, shape): (TensorElementType, &[i64])| {
+        let element = ELEMENTS.iter().find(|e| e.onnx == ty)?;
+        let dims = shape.iter().map(|&n| (n >= 0).then_some(n)).collect();
+        Some(InputSpec {
+            dtype: crate::scalar_type::code_of(element.kind)?.1.to_string(),
+            dims,
+        })
+    };
+    graph
+        .map(spec)
+        .collect::<Option<Vec<_>>>()
+        .map_or(Inputs::Unknown, Inputs::Fixed)
+}
+
 pub fn fits(kind: Kind, ty: TensorElementType) -> bool {
     ELEMENTS.iter().any(|e| e.kind == kind && e.onnx == ty)
 }
