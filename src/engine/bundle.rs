@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::inputs::{self, InputSpec, Inputs};
 pub use super::manifest::{forms, is_folder, FormFile, MANIFEST};
 pub use super::same_model::{contract, differs};
-use super::{Format, LoadContext, LoadHint, Loaded};
+use super::{Engine, Format, LoadContext, LoadHint, Loaded};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::Device;
 
@@ -64,21 +64,21 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    /// Whether a form whose contract and inputs are `chosen` may stand in,
-    /// for `stands_in_for`, for a model whose contract and inputs are
-    /// `model`: what to remember when it may.
+    /// Whether the form `chosen` may stand in, for `stands_in_for`, for a
+    /// model whose contract and inputs are `model_contract` and
+    /// `model_inputs`: what to remember when it may.
     pub fn of(
-        chosen: (&str, &Inputs),
-        model: (String, &Inputs),
+        chosen: &dyn Engine,
+        model_contract: String,
+        model_inputs: &Inputs,
         stands_in_for: &str,
     ) -> Option<StandIn> {
-        let (contract, model_inputs) = model;
-        if chosen.0 != contract {
+        if contract(chosen) != model_contract {
             return None;
         }
         Some(StandIn {
-            held_inputs: inputs::stand_in(chosen.1, model_inputs)?,
-            contract,
+            held_inputs: inputs::stand_in(&chosen.inputs(), model_inputs)?,
+            contract: model_contract,
             stands_in_for: stands_in_for.to_string(),
         })
     }
@@ -256,8 +256,9 @@ fn chosen_first(
         }
     };
     let still = StandIn::of(
-        (&contract(loaded.engine.as_ref()), &loaded.engine.inputs()),
-        (stand_in.contract.clone(), &stand_in.model_inputs()),
+        loaded.engine.as_ref(),
+        stand_in.contract.clone(),
+        &stand_in.model_inputs(),
         stands_in_for,
     );
     if still.as_ref() != Some(stand_in) {

@@ -31,9 +31,10 @@ pub fn differs(
 /// The calls and batches a form takes, and what it answers, as text: each
 /// method's arity, argument kinds and return kinds (which decide the
 /// output count and whether a tensor-only run is refused), its batch bounds
-/// and whether it keeps state. A form whose contract is the first form's
-/// may stand in for it as the model loaded (the tuning cache's record says
-/// so, and the load checks it again); names and schema spellings may differ.
+/// and whether it keeps state. A form whose contract is the first form's,
+/// and whose inputs are as wide (inputs.rs), may stand in for it as the
+/// model loaded (bundle::StandIn, checked again at load); names and schema
+/// spellings may differ.
 pub fn contract(engine: &dyn Engine) -> String {
     let mut methods: Vec<String> = engine
         .methods()

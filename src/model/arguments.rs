@@ -55,8 +55,9 @@ impl Model {
         Ok(())
     }
 
-    /// A form loaded alone in the stead of another takes what that form
-    /// took, no more (engine/inputs.rs): a size it refused is refused.
+    /// A bundle takes what its first form took, whichever form runs: the
+    /// sizes and element types an ONNX graph fixed (engine/inputs.rs), or
+    /// those of the form a form loaded alone stands in for.
     fn check_held_inputs(&self, args: &[Value]) -> Result<()> {
         let Some((specs, form)) = self.forms.as_ref().and_then(|f| f.held_inputs()) else {
             return Ok(());

@@ -364,11 +364,9 @@ impl Model {
         }
         let model_inputs = forms.model_inputs(self.original.as_ref());
         StandIn::of(
-            (
-                &bundle::contract(chosen.engine.as_ref()),
-                &chosen.engine.inputs(),
-            ),
-            (bundle::contract(self.original.as_ref()), &model_inputs),
+            chosen.engine.as_ref(),
+            bundle::contract(self.original.as_ref()),
+            &model_inputs,
             reference_form?,
         )
     }

@@ -401,21 +401,23 @@ mod tests {
         hashed_at(path, 5)
     }
 
-    /// Whether this file system keeps change times finer than a second
-    /// (where it does not, nothing is remembered: tested elsewhere, skipped here).
-    fn fine_change_times(path: &Path) -> bool {
+    /// A model file in a fresh folder; `None` where the file system keeps
+    /// no change times finer than a second (nothing is remembered there:
+    /// tested elsewhere, skipped here).
+    fn written_model() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).unwrap().ctime_nsec() != 0
+        let dir = folder();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"model").unwrap();
+        let fine = std::fs::metadata(&model).unwrap().ctime_nsec() != 0;
+        fine.then_some((dir, model))
     }
 
     #[test]
     fn a_hash_is_remembered_for_settled_files_only() {
-        let dir = folder();
-        let model = dir.path().join("m.onnx");
-        std::fs::write(&model, b"model").unwrap();
-        if !fine_change_times(&model) {
+        let Some((dir, model)) = written_model() else {
             return;
-        }
+        };
         let hash = "a".repeat(64);
         // Changed after the hash began: not settled, not remembered.
         remember_hash(dir.path(), &model, hashed_at(&model, -10), &hash);
@@ -430,12 +432,9 @@ mod tests {
 
     #[test]
     fn a_choice_needs_the_models_hash_and_a_sane_record() {
-        let dir = folder();
-        let model = dir.path().join("m.onnx");
-        std::fs::write(&model, b"model").unwrap();
-        if !fine_change_times(&model) {
+        let Some((dir, model)) = written_model() else {
             return;
-        }
+        };
         let choice = LastChoice {
             label: "graph optimisation extended".to_string(),
             threads: Some(2),

@@ -166,7 +166,6 @@ pub fn output(value: DynValue, index: usize) -> Result<Tensor> {
         .map_err(|err| err.context(format!("output {index} of the ONNX model")))
 }
 
-/// Whether a tensor of `kind` is what an input of element type `ty` takes.
 /// What a graph's inputs take (engine/inputs.rs), from each one's element
 /// type and shape (-1: symbolic); `Unknown` when a type has no perfopt kind.
 pub fn inputs<'a>(graph: impl Iterator<Item = (TensorElementType, &'a [i64])>) -> Inputs {
@@ -184,6 +183,7 @@ pub fn inputs<'a>(graph: impl Iterator<Item = (TensorElementType, &'a [i64])>) -
         .map_or(Inputs::Unknown, Inputs::Fixed)
 }
 
+/// Whether a tensor of `kind` is what an input of element type `ty` takes.
 pub fn fits(kind: Kind, ty: TensorElementType) -> bool {
     ELEMENTS.iter().any(|e| e.kind == kind && e.onnx == ty)
 }
