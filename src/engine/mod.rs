@@ -16,6 +16,7 @@ mod archive;
 pub(crate) mod bundle;
 mod executorch;
 pub(crate) mod inputs;
+mod loading;
 mod manifest;
 pub(crate) mod onnx;
 #[cfg(feature = "torch")]
@@ -34,10 +35,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
-use crate::runtime::Device;
 use crate::value::Value;
 
 pub use inputs::Inputs;
+pub use loading::{LoadContext, LoadHint, Loaded, SavedForm};
 pub use schema::{Argument, MethodSchema, TypeKind};
 
 /// A model file's format.
@@ -310,48 +311,6 @@ pub fn at_threads(engine: &Arc<dyn Engine>, threads: usize) -> Result<Arc<dyn En
     }
 }
 
-/// What [`load`] found.
-pub struct Loaded {
-    pub engine: Arc<dyn Engine>,
-    pub file_size: u64,
-    /// For a bundle: which form was loaded, and its other forms.
-    pub bundle: Option<bundle::Bundle>,
-}
-
-/// What a load needs besides the file.
-#[derive(Clone, Copy)]
-pub struct LoadContext<'a> {
-    /// The path, as messages name it.
-    pub path: &'a str,
-    pub device: Device,
-    /// The host's cores (a package runs concurrent calls on that many
-    /// model containers, at most 8).
-    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
-    pub cores: usize,
-    /// The optimizer's intra-op thread count (an engine with its own pools
-    /// starts at it).
-    pub threads: usize,
-    /// The ONNX Runtime library the caller named, if any.
-    pub onnxruntime: Option<&'a str>,
-    /// How the tuning cache last ran this model, which the load builds
-    /// instead of the form as loaded where the engine can.
-    pub hint: Option<LoadHint<'a>>,
-}
-
-/// A remembered choice a load builds directly: a bundle's form by name
-/// ("onnx: graph optimisation extended"; applied when that form is the one
-/// the bundle loads) or, for a form or a file, the engine's own label, at a
-/// thread count. An engine that builds every form from the one loaded
-/// ignores it.
-#[derive(Clone, Copy, Debug)]
-pub struct LoadHint<'a> {
-    pub label: &'a str,
-    pub threads: Option<usize>,
-    /// For a bundle whose chosen form may load alone in the stead of the
-    /// form the model was (bundle::StandIn).
-    pub stand_in: Option<&'a bundle::StandIn>,
-}
-
 /// One format's way in: a probe of the file's first bytes and a loader of
 /// the open file.
 struct Way {
@@ -453,6 +412,9 @@ fn load_zip_format(
     size: u64,
     context: &LoadContext,
 ) -> Result<Arc<dyn Engine>> {
+    if let Some((hint, saved)) = context.hint.and_then(|h| Some((h, h.saved?))) {
+        return torchscript::load_saved_in_stead(&hint, saved, context);
+    }
     let path = context.path;
     let opened = archive::open_checked(file, size, Path::new(path))?;
     // libtorch reads the file perfopt checked (by its descriptor), not the

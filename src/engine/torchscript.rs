@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Engine, Format, Inputs, MethodSchema, State, Variant};
+use super::{
+    Engine, Format, Inputs, LoadContext, LoadHint, MethodSchema, SavedForm, State, Variant,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::Json;
 use crate::torch::script::ScriptModule;
@@ -15,6 +17,8 @@ use crate::value::Value;
 const FROZEN: &str = "frozen";
 /// freeze + torch::jit::optimize_for_inference.
 const FROZEN_FOR_INFERENCE: &str = "frozen + optimize_for_inference";
+/// The module as its file holds it.
+const AS_LOADED: &str = "as loaded";
 
 pub struct TorchScript {
     module: ScriptModule,
@@ -41,7 +45,7 @@ impl TorchScript {
             };
             Error::new(kind, format!("cannot load TorchScript model {path}")).with_cause(err)
         })?;
-        Self::wrap(module, device, "as loaded")
+        Self::wrap(module, device, AS_LOADED)
     }
 
     /// A saved form of a model (the tuning cache's frozen module), labelled
@@ -54,6 +58,23 @@ impl TorchScript {
             _ => "saved",
         };
         Self::wrap(module, device, form)
+    }
+
+    /// The tuning cache's saved module loaded as the model, in the stead of
+    /// its file, as the form `label` names: only a form this engine saves.
+    pub fn load_saved_form(path: &str, device: tch::Device, label: &str) -> Result<TorchScript> {
+        if ![FROZEN, FROZEN_FOR_INFERENCE].contains(&label) {
+            return Err(Error::new(
+                ErrorKind::LoadFailed,
+                format!("TorchScript saves no {label:?} form"),
+            ));
+        }
+        Self::load_form(path, device, label)
+    }
+
+    /// Whether this is the module as its file holds it, not a frozen form.
+    fn as_in_file(&self) -> bool {
+        self.form == AS_LOADED
     }
 
     fn wrap(module: ScriptModule, device: tch::Device, form: &'static str) -> Result<TorchScript> {
@@ -113,8 +134,30 @@ impl Engine for TorchScript {
         self.module.call(method, args)
     }
 
+    /// None for a frozen module (the tuning cache's, loaded as the model):
+    /// freezing it again builds nothing new.
     fn variants(&self) -> Vec<Variant> {
-        vec![Variant::new(FROZEN_FOR_INFERENCE), Variant::new(FROZEN)]
+        match self.as_in_file() {
+            true => vec![Variant::new(FROZEN_FOR_INFERENCE), Variant::new(FROZEN)],
+            false => Vec::new(),
+        }
+    }
+
+    /// A frozen module is called by its form, as it was chosen: a choice
+    /// of it is then its form, saved again, never the model's file.
+    fn as_loaded_label(&self) -> String {
+        self.form.to_string()
+    }
+
+    fn default_why(&self) -> String {
+        match self.as_in_file() {
+            true => format!("default: {FROZEN_FOR_INFERENCE}"),
+            false => format!(
+                "default: the model loaded as the {} module the tuning cache saved; it runs as it \
+                 is",
+                self.form
+            ),
+        }
     }
 
     fn build_variant(&self, variant: &Variant) -> Result<Arc<dyn Engine>> {
@@ -183,5 +226,37 @@ impl Engine for TorchScript {
                 names.sort_unstable();
                 names.into_iter().map(Json::from).collect::<Vec<Json>>()
             })
+    }
+}
+
+/// The form a hint names, from the module TorchScript saved for it (the
+/// only engine that saves one), loaded in the stead of the model's file at
+/// the hint's thread count: an error when it is not a form TorchScript
+/// saves or takes other calls than the model did (the load then goes on
+/// without the hint).
+pub fn load_saved_in_stead(
+    hint: &LoadHint,
+    saved: SavedForm,
+    context: &LoadContext,
+) -> Result<Arc<dyn Engine>> {
+    let path = saved.path.to_string_lossy();
+    let engine: Arc<dyn Engine> = Arc::new(TorchScript::load_saved_form(
+        &path,
+        context.device,
+        hint.label,
+    )?);
+    if super::same_model::contract(engine.as_ref()) != saved.contract {
+        return Err(Error::new(
+            ErrorKind::LoadFailed,
+            format!(
+                "{path}, the {} module the tuning cache saved, takes other calls or batches than \
+                 {} took",
+                hint.label, context.path
+            ),
+        ));
+    }
+    match hint.threads {
+        Some(threads) => super::at_threads(&engine, threads),
+        None => Ok(engine),
     }
 }

@@ -101,8 +101,9 @@ pub struct perfopt_config {
     /// (default): none. A model loaded under it is built the way its tuning
     /// last chose where that is the form it loads anyway (ONNX Runtime's
     /// session with the chosen settings and thread count, which the model
-    /// then runs at until compiled otherwise), so that the next start
-    /// builds nothing twice. A model cannot opt out but by its own folder.
+    /// then runs at until compiled otherwise; a frozen TorchScript module
+    /// the cache saved, loaded in the stead of the model's file), so that
+    /// the next start builds nothing twice. A model cannot opt out but by its own folder.
     /// Only this user may write it (see
     /// perfopt_model_options.tuning_cache_dir). Copied during the call.
     /// (ABI 6)

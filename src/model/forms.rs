@@ -371,6 +371,18 @@ impl Model {
         )
     }
 
+    /// Whether the form `label` names loads at the model's next start: the
+    /// model's file, the bundle form loaded now, or a form that stands in
+    /// for it (`stand_in`).
+    pub(super) fn loads_at_start(&self, label: &str, stand_in: Option<&StandIn>) -> bool {
+        match &self.forms {
+            None => true,
+            Some(forms) => {
+                stand_in.is_some() || bundle::label_in_form(label, &forms.loaded).is_some()
+            }
+        }
+    }
+
     /// Lets go of the other forms loaded (the chosen one is held by what
     /// runs); a later max-autotune loads them again.
     pub(super) fn release_other_forms(&self) {

@@ -9,37 +9,27 @@
 //!   bundle's chosen form loads alone, in the stead of the form the model
 //!   was, where it takes every call that form took (a StandIn: contract and
 //!   inputs, remembered with the choice and checked again once loaded);
-//! - the content hash of the model's files by their identity, so that
-//!   neither that load nor the compile after it reads every byte of a large
-//!   bundle again (270 MB for a text encoder's three forms).
+//!   Where the choice is a frozen TorchScript module the cache saved, that
+//!   module loads in the stead of the model's file (a SavedModule);
+//! - the content hash of the model's files by their identity (hash_memo.rs),
+//!   so that neither that load nor the compile after it reads every byte of
+//!   a large bundle again (270 MB for a text encoder's three forms).
 //!
-//! A remembered hash is trusted only for files whose identity (device,
-//! inode, size, modification and change times) is what it was, and whose
-//! change times were at least a second before the hash was taken: a write
-//! moves the change time, which no caller can set back, and a write within
-//! the clock's tick of an earlier one cannot go unseen once the file is a
-//! second old. Both records live in the tuning cache's folder, which only
-//! this user may write, and a hint only ever picks among the model's own
-//! forms and settings: a damaged one is ignored and the model loads as
-//! usual.
+//! Both records live in the tuning cache's folder, which only this user may
+//! write, and a hint only ever picks among the model's own forms and
+//! settings (or the module saved for the model's own content): a damaged
+//! one is ignored and the model loads as usual.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
-use super::forms::FileIdentity;
+use super::hash_memo::{is_hash, read_record, record_path, remembered_hash, RECORD_FORMAT};
 use crate::device::Device;
 use crate::engine::bundle::StandIn;
 use crate::engine::inputs;
-use crate::engine::{LoadContext, LoadHint, Loaded};
+use crate::engine::{LoadContext, LoadHint, Loaded, SavedForm};
 use crate::error::Result;
 use crate::json::Json;
 use crate::optimizer::Optimizer;
-
-/// Bumped when a record's fields change: records of another format are
-/// ignored.
-const RECORD_FORMAT: f64 = 1.0;
-/// How long before the hash its files must have last changed.
-const SETTLED: Duration = Duration::from_secs(1);
 
 /// The last choice remembered for a model: its label ("onnx: graph
 /// optimisation extended" for a bundle's form) and thread count.
@@ -49,6 +39,23 @@ pub struct LastChoice {
     pub threads: Option<usize>,
     /// For a bundle whose chosen form may load alone.
     pub stand_in: Option<StandIn>,
+    /// The chosen form as the tuning cache saved it, when it did.
+    pub saved: Option<SavedModule>,
+}
+
+/// The tuning cache's saved module of the chosen form (a frozen TorchScript
+/// module: tuning_cache.rs), which the next load loads in the stead of the
+/// model's file (or its bundle form's) where its bytes are still the ones
+/// recorded and it takes the calls and batches the model took: a 90 MB
+/// text encoder then loads once, not as its file and then as its frozen
+/// module.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedModule {
+    /// Its file's name in the tuning cache's folder.
+    pub file: String,
+    pub blake3: String,
+    /// The model's contract when it was chosen (same_model::contract).
+    pub contract: String,
 }
 
 impl LastChoice {
@@ -63,134 +70,6 @@ impl LastChoice {
             None => self.label.clone(),
         }
     }
-}
-
-/// The model's files' identities, one line each after the model's path,
-/// and the latest change time among them; `None` when one cannot be read,
-/// or where the file system keeps no change time finer than a second
-/// (squashfs, FAT: a change time without nanoseconds), where a file
-/// rewritten within the second would keep its identity.
-fn identity(path: &Path) -> Option<(String, SystemTime)> {
-    const SECOND_NS: i128 = 1_000_000_000;
-    let mut lines = format!("{:?}\n", std::fs::canonicalize(path).ok()?);
-    let mut latest = 0;
-    for file in crate::engine::content_files(path).ok()? {
-        let name = file.file_name()?.to_string_lossy().into_owned();
-        match FileIdentity::of_file(&file) {
-            Some(id) if id.changed_ns() % SECOND_NS == 0 => return None,
-            Some(id) => {
-                latest = latest.max(id.changed_ns());
-                lines.push_str(&format!("{name:?} {}\n", id.text()));
-            }
-            None if file.try_exists().ok()? => return None,
-            None => lines.push_str(&format!("{name:?} missing\n")),
-        }
-    }
-    let latest = Duration::from_nanos(u64::try_from(latest).ok()?);
-    Some((lines, SystemTime::UNIX_EPOCH.checked_add(latest)?))
-}
-
-/// A record's file in `dir`: its kind and a hash of what names it.
-fn record_path(dir: &Path, kind: &str, parts: &[&str]) -> std::path::PathBuf {
-    let mut hasher = blake3::Hasher::new();
-    for part in std::iter::once(kind).chain(parts.iter().copied()) {
-        // Each part with its length, so that no two sequences of parts meet.
-        hasher.update(&(part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    // Not `.json`: the cache's entries are the folder's only .json files.
-    dir.join(format!("{}.{kind}", &hasher.finalize().to_hex()[..32]))
-}
-
-/// A record: a regular file (never through a symlink, never a pipe that
-/// would block), at most 64 KiB.
-fn read_record(path: &Path) -> Option<Json> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    const MOST: u64 = 64 * 1024;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(MOST + 1).read_to_string(&mut text).ok()?;
-    if text.len() as u64 > MOST {
-        return None;
-    }
-    let json = Json::parse(&text).ok()?;
-    (json.get("format").and_then(Json::as_f64) == Some(RECORD_FORMAT)).then_some(json)
-}
-
-fn is_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The content hash remembered for the model's files as they are now.
-pub fn remembered_hash(dir: &Path, path: &Path) -> Option<String> {
-    let (files, _) = identity(path)?;
-    let json = read_record(&record_path(dir, "content-hash", &[&files]))?;
-    if json.get("files").and_then(Json::as_str) != Some(files.as_str()) {
-        return None;
-    }
-    let hash = json.get("model_blake3").and_then(Json::as_str)?;
-    is_hash(hash).then(|| hash.to_string())
-}
-
-/// The files' identity before hashing them, for [`remember_hash`].
-pub struct BeforeHash {
-    files: Option<(String, SystemTime)>,
-    started: SystemTime,
-}
-
-pub fn before_hash(path: &Path) -> BeforeHash {
-    BeforeHash {
-        files: identity(path),
-        started: SystemTime::now(),
-    }
-}
-
-/// Remembers `hash` for the files, if they are as they were before the hash
-/// and had settled by then; best effort (a failure only means hashing again
-/// next time). The folder is trusted by the caller.
-pub fn remember_hash(dir: &Path, path: &Path, before: BeforeHash, hash: &str) {
-    let Some((files, latest)) = before.files else {
-        return;
-    };
-    let settled = latest
-        .checked_add(SETTLED)
-        .is_some_and(|t| t <= before.started);
-    if !settled || identity(path).map(|(now, _)| now) != Some(files.clone()) {
-        return;
-    }
-    let json = Json::object()
-        .with("format", RECORD_FORMAT)
-        .with("files", files.as_str())
-        .with("model_blake3", hash);
-    let path = record_path(dir, "content-hash", &[&files]);
-    if let Err(err) = super::cache_folder::write_atomically(&path, json.to_string().as_bytes()) {
-        log::debug!("the tuning cache did not remember a model's hash: {err}");
-    }
-}
-
-/// The content hash of `path`'s files: remembered by their identity in
-/// `dir` (a folder the caller trusts), else taken by `hash` and remembered
-/// once the files have settled.
-pub fn hash_remembering(
-    dir: &Path,
-    path: &Path,
-    hash: impl FnOnce() -> Result<String>,
-) -> Result<String> {
-    if let Some(remembered) = remembered_hash(dir, path) {
-        return Ok(remembered);
-    }
-    let before = before_hash(path);
-    let hash = hash()?;
-    remember_hash(dir, path, before, &hash);
-    Ok(hash)
 }
 
 /// What a choice is remembered under: the model's content, the device, the
@@ -222,7 +101,8 @@ pub fn remember_choice(dir: &Path, model_hash: &str, device: Device, choice: &La
         .with("model_blake3", model_hash)
         .with("label", choice.label.as_str())
         .with("threads", choice.threads.map(|t| t as u64))
-        .with("stand_in", choice.stand_in.as_ref().map(stand_in_json));
+        .with("stand_in", choice.stand_in.as_ref().map(stand_in_json))
+        .with("saved", choice.saved.as_ref().map(saved_json));
     let path = choice_path(dir, model_hash, device);
     if let Err(err) = super::cache_folder::write_atomically(&path, json.to_string().as_bytes()) {
         log::debug!("the tuning cache did not remember the last choice: {err}");
@@ -249,6 +129,29 @@ fn read_stand_in(json: &Json) -> Option<StandIn> {
         contract: text("contract")?.to_string(),
         stands_in_for: text("stands_in_for")?.to_string(),
         held_inputs,
+    })
+}
+
+fn saved_json(saved: &SavedModule) -> Json {
+    Json::object()
+        .with("file", saved.file.as_str())
+        .with("blake3", saved.blake3.as_str())
+        .with("contract", saved.contract.as_str())
+}
+
+/// A saved module's record: a file name of the folder's own (never a path
+/// elsewhere) and a hash.
+fn read_saved(json: &Json) -> Option<SavedModule> {
+    let text = |key: &str| json.get(key).and_then(Json::as_str);
+    let file = text("file")?;
+    let plain = file.strip_suffix(".pt")?;
+    if plain.is_empty() || !plain.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return None;
+    }
+    Some(SavedModule {
+        file: file.to_string(),
+        blake3: text("blake3").filter(|h| is_hash(h))?.to_string(),
+        contract: text("contract")?.to_string(),
     })
 }
 
@@ -280,19 +183,37 @@ pub fn last_choice(dir: &Path, path: &Path, device: Device) -> Option<LastChoice
     (!label.is_empty() && label.len() < 1024).then(|| LastChoice {
         label: label.to_string(),
         threads,
-        // A damaged stand-in costs only the alone load.
+        // A damaged stand-in or saved module costs only what it saves.
         stand_in: json.get("stand_in").and_then(read_stand_in),
+        saved: json.get("saved").and_then(read_saved),
     })
 }
 
-/// Remembers `last` again without its stand-in (best effort).
-fn forget_stand_in(dir: &Path, path: &Path, device: Device, last: &LastChoice) {
+/// Remembers `without` (the last choice less what was refused) in the
+/// stead of the last choice (best effort).
+fn forget(dir: &Path, path: &Path, device: Device, without: &LastChoice) {
     if let Some(hash) = remembered_hash(dir, path) {
-        let without = LastChoice {
-            stand_in: None,
-            ..last.clone()
-        };
-        remember_choice(dir, &hash, device, &without);
+        remember_choice(dir, &hash, device, without);
+    }
+}
+
+/// The saved module's file, when its bytes are the ones recorded (its hash
+/// remembered by identity like a model's).
+fn checked_saved(dir: &Path, saved: &SavedModule) -> Option<std::path::PathBuf> {
+    let path = dir.join(&saved.file);
+    match super::tuning_cache::saved_module_hash(dir, &path) {
+        Ok(hash) if hash == saved.blake3 => Some(path),
+        Ok(_) => {
+            log::info!(
+                "{} is not the module the tuning cache recorded: damaged or replaced; not loaded",
+                path.display()
+            );
+            None
+        }
+        Err(err) => {
+            log::info!("the tuning cache's saved module is not loaded: {err}");
+            None
+        }
     }
 }
 
@@ -312,10 +233,23 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
     let Some(last) = last else {
         return Ok((crate::engine::load(&context)?, None));
     };
+    let dir = optimizer
+        .config()
+        .tuning_cache_dir
+        .as_deref()
+        .map(Path::new);
+    let saved = match (dir, &last.saved) {
+        (Some(dir), Some(saved)) => checked_saved(dir, saved).map(|file| (file, saved)),
+        _ => None,
+    };
     let hint = LoadHint {
         label: &last.label,
         threads: last.threads,
         stand_in: last.stand_in.as_ref(),
+        saved: saved.as_ref().map(|(file, saved)| SavedForm {
+            path: file,
+            contract: &saved.contract,
+        }),
     };
     let loaded = match crate::engine::load(&LoadContext {
         hint: Some(hint),
@@ -328,14 +262,24 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
                 "{path}: building {} failed ({err}); loading it as usual",
                 last.describe()
             );
-            return Ok((crate::engine::load(&context)?, None));
+            let loaded = crate::engine::load(&context)?;
+            if let (Some(dir), true) = (dir, saved.is_some()) {
+                // The saved module (torchscript.rs load_saved_in_stead) is
+                // what failed where one was given: not to be loaded for
+                // nothing again.
+                let without = LastChoice {
+                    saved: None,
+                    ..last.clone()
+                };
+                forget(dir, Path::new(path), optimizer.device(), &without);
+            }
+            return Ok((loaded, None));
         }
     };
+    let mut without = last.clone();
     if loaded.bundle.as_ref().is_some_and(|b| b.stand_in_refused) {
         // Else each start would load that form and let it go again.
-        if let Some(dir) = optimizer.config().tuning_cache_dir.as_deref() {
-            forget_stand_in(Path::new(dir), Path::new(path), optimizer.device(), &last);
-        }
+        without.stand_in = None;
     }
     // Whether the load built it so: an engine that builds its forms from
     // the one loaded (TorchScript), or a bundle whose chosen form is not the
@@ -356,11 +300,26 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
         None => Some(last.label.as_str()),
     };
     let threads_as_chosen = last.threads.is_none() || loaded.engine.threads() == last.threads;
-    if label.is_some_and(|label| loaded.engine.is_form(label)) && threads_as_chosen {
+    let as_chosen = label.is_some_and(|label| loaded.engine.is_form(label));
+    if as_chosen && threads_as_chosen {
         notes.push(format!(
-            "built as the tuning cache last chose: {}",
-            last.describe()
+            "built as the tuning cache last chose: {}{}",
+            last.describe(),
+            match saved.is_some() {
+                true => " (the module it saved, loaded in the stead of the model's file)",
+                false => "",
+            }
         ));
+    }
+    if saved.is_some() && label.is_some() && !as_chosen {
+        // Its form loaded, not from the module: refused (see torchscript.rs
+        // load_saved_in_stead), and not to be loaded for nothing again.
+        without.saved = None;
+    }
+    if without != last {
+        if let Some(dir) = dir {
+            forget(dir, Path::new(path), optimizer.device(), &without);
+        }
     }
     let note = (!notes.is_empty()).then(|| notes.join("; "));
     if let Some(note) = &note {
@@ -371,64 +330,14 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
 
 #[cfg(test)]
 mod tests {
+    use super::super::hash_memo::remember_hash;
+    use super::super::hash_memo::tests::{aged, written_model};
     use super::*;
 
     const CPU: Device = Device {
         kind: crate::device::DeviceKind::Cpu,
         index: None,
     };
-
-    fn folder() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap()
-    }
-
-    /// A hash taken `seconds` from now (before the file's last change when
-    /// negative).
-    fn hashed_at(path: &Path, seconds: i64) -> BeforeHash {
-        let now = SystemTime::now();
-        let offset = Duration::from_secs(seconds.unsigned_abs());
-        BeforeHash {
-            started: if seconds < 0 {
-                now - offset
-            } else {
-                now + offset
-            },
-            ..before_hash(path)
-        }
-    }
-
-    fn aged(path: &Path) -> BeforeHash {
-        hashed_at(path, 5)
-    }
-
-    /// A model file in a fresh folder; `None` where the file system keeps
-    /// no change times finer than a second (nothing is remembered there:
-    /// tested elsewhere, skipped here).
-    fn written_model() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
-        use std::os::unix::fs::MetadataExt;
-        let dir = folder();
-        let model = dir.path().join("m.onnx");
-        std::fs::write(&model, b"model").unwrap();
-        let fine = std::fs::metadata(&model).unwrap().ctime_nsec() != 0;
-        fine.then_some((dir, model))
-    }
-
-    #[test]
-    fn a_hash_is_remembered_for_settled_files_only() {
-        let Some((dir, model)) = written_model() else {
-            return;
-        };
-        let hash = "a".repeat(64);
-        // Changed after the hash began: not settled, not remembered.
-        remember_hash(dir.path(), &model, hashed_at(&model, -10), &hash);
-        assert_eq!(remembered_hash(dir.path(), &model), None);
-        remember_hash(dir.path(), &model, aged(&model), &hash);
-        assert_eq!(remembered_hash(dir.path(), &model), Some(hash.clone()));
-        // Rewritten with the same size: its change time moved.
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&model, b"MODEL").unwrap();
-        assert_eq!(remembered_hash(dir.path(), &model), None);
-    }
 
     #[test]
     fn a_choice_needs_the_models_hash_and_a_sane_record() {
@@ -442,6 +351,11 @@ mod tests {
                 contract: "methods forward(1..1: [Tensor]) -> [Tensor]".to_string(),
                 stands_in_for: "onnx".to_string(),
                 held_inputs: inputs::parse("float32[?,32]"),
+            }),
+            saved: Some(SavedModule {
+                file: format!("{}-{}.pt", "e".repeat(64), "f".repeat(16)),
+                blake3: "d".repeat(64),
+                contract: "methods forward(1..1: [Tensor]) -> [Tensor]".to_string(),
             }),
         };
         let hash = "b".repeat(64);
@@ -487,6 +401,24 @@ mod tests {
             );
             let last = last_choice(dir.path(), &model, CPU).unwrap();
             assert_eq!((last.label.as_str(), last.stand_in), ("x", None));
+        }
+        // A saved module named by a path elsewhere, or without its hash:
+        // the choice without it.
+        let saved = saved_json(choice.saved.as_ref().unwrap());
+        for damaged in [
+            saved.clone().with("file", "../../elsewhere.pt"),
+            saved.clone().with("file", "/etc/passwd"),
+            saved.clone().with("blake3", "d"),
+        ] {
+            planted(
+                Json::object()
+                    .with("format", RECORD_FORMAT)
+                    .with("model_blake3", hash.as_str())
+                    .with("label", "x")
+                    .with("saved", damaged),
+            );
+            let last = last_choice(dir.path(), &model, CPU).unwrap();
+            assert_eq!((last.label.as_str(), last.saved), ("x", None));
         }
         std::fs::write(&path, "not json").unwrap();
         assert_eq!(last_choice(dir.path(), &model, CPU), None);

@@ -17,6 +17,7 @@ mod candidates;
 mod compile;
 mod exclusive;
 mod forms;
+mod hash_memo;
 mod load_hint;
 mod memory;
 mod options;

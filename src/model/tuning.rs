@@ -73,11 +73,16 @@ impl Model {
                     ),
                 ))
             } else {
+                let stand_in = compiled.stand_in.as_ref();
+                let contract = self
+                    .loads_at_start(&compiled.module_label, stand_in)
+                    .then(|| crate::engine::bundle::contract(self.original.as_ref()));
                 tuning_cache::store(
                     key,
                     &CacheEntry::of(&compiled),
                     compiled.executor.engine().map(|e| e.as_ref()),
-                    compiled.stand_in.as_ref(),
+                    stand_in,
+                    contract.as_deref(),
                 )
             };
             let result = match &stored {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::cache_folder::{trusted_folder, write_atomically};
 use super::forms::FileIdentity;
-use super::{load_hint, Compiled, Model};
+use super::{hash_memo, load_hint, Compiled, Model};
 use crate::autotune::Candidate;
 use crate::engine::{Engine, Variant};
 use crate::error::{Error, ErrorKind, Result};
@@ -111,7 +111,7 @@ pub fn key(dir: &str, model: &Model, args: &[Value]) -> Result<CacheKey> {
     let trusted = trusted_folder(Path::new(dir)).is_ok();
     let hash = || super::forms::model_hash(path);
     let model_hash = match trusted {
-        true => load_hint::hash_remembering(Path::new(dir), path, hash)?,
+        true => hash_memo::hash_remembering(Path::new(dir), path, hash)?,
         false => hash()?,
     };
     if FileIdentity::of(path) != now {
@@ -281,12 +281,17 @@ impl CacheEntry {
 
 /// Remembers a choice: its entry, its saved form when the engine saves one,
 /// and (load_hint.rs) the model's last choice, which the next load builds,
-/// with what lets a bundle's chosen form load alone.
+/// with what lets a bundle's chosen form load alone, and the saved form
+/// where it may load in the stead of the model's file: when it takes the
+/// calls and batches of the model (`model_contract`; `None` where the
+/// chosen form does not load at a start, a bundle's other form that does
+/// not stand in).
 pub fn store(
     key: &CacheKey,
     entry: &CacheEntry,
     engine: Option<&dyn Engine>,
     stand_in: Option<&crate::engine::bundle::StandIn>,
+    model_contract: Option<&str>,
 ) -> Result<()> {
     trusted_folder(&key.dir)?;
     let mut module = None;
@@ -303,6 +308,18 @@ pub fn store(
             }
         }
     }
+    let saved = match (&module, engine) {
+        (Some((file, hash)), Some(engine))
+            if Some(crate::engine::bundle::contract(engine).as_str()) == model_contract =>
+        {
+            Some(load_hint::SavedModule {
+                file: file.clone(),
+                blake3: hash.clone(),
+                contract: crate::engine::bundle::contract(engine),
+            })
+        }
+        _ => None,
+    };
     let (module_file, module_hash) = module.unzip();
     let json = entry
         .to_json()
@@ -316,6 +333,7 @@ pub fn store(
             label: entry.label.clone(),
             threads: entry.threads,
             stand_in: stand_in.cloned(),
+            saved,
         };
         load_hint::remember_choice(&key.dir, &key.model_hash, key.device, &last);
     }
@@ -343,12 +361,7 @@ fn checked_module(key: &CacheKey, json: &Json) -> Result<Option<PathBuf>> {
         ));
     }
     let path = key.dir.join(key.module_file(recorded));
-    // Remembered by identity too: a frozen text encoder is 90 MB to read.
-    let actual = load_hint::hash_remembering(&key.dir, &path, || {
-        std::fs::File::open(&path)
-            .and_then(content_hash)
-            .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))
-    })?;
+    let actual = saved_module_hash(&key.dir, &path)?;
     if actual != recorded {
         return Err(Error::new(
             ErrorKind::ModelCorrupt,
@@ -360,6 +373,17 @@ fn checked_module(key: &CacheKey, json: &Json) -> Result<Option<PathBuf>> {
         ));
     }
     Ok(Some(path))
+}
+
+/// The content hash of a saved module in the cache's folder `dir`,
+/// remembered by its identity too: a frozen text encoder is 90 MB to read.
+/// A pipe or a device under its name is refused, never read.
+pub(super) fn saved_module_hash(dir: &Path, path: &Path) -> Result<String> {
+    hash_memo::hash_remembering(dir, path, || {
+        let (opened, _) = crate::model_file::open_regular(path)?;
+        content_hash(opened)
+            .map_err(|err| cache_error(format!("reading {}: {err}", path.display())))
+    })
 }
 
 /// The remembered choice, built; `None` when nothing is remembered.
@@ -419,7 +443,9 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
             None => {
                 if !original.builds_form(label) {
                     return Err(cache_error(format!(
-                        "{} names a form this model does not have ({:?}): damaged",
+                        "{} names a form this model, as loaded, does not build ({:?}): damaged, \
+                         or chosen for the model's file where it loaded as the module the \
+                         tuning cache saved",
                         key.choice_path().display(),
                         entry.label
                     )));

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import perfopt
+import perfopt.export
 
 from test_packages import PACKAGES
 
@@ -235,3 +236,77 @@ def test_a_damaged_last_choice_loads_as_usual(tmp_path):
     last.write_text(json.dumps(record))
     cache.chmod(0o777)
     assert start(path, cache, *two_inputs())[0] is None
+
+
+@pytest.mark.parametrize("as_bundle", [False, True])
+def test_a_frozen_choice_loads_as_the_module_the_cache_saved(tmp_path, as_bundle):
+    torch = pytest.importorskip("torch")
+
+    class Folds(torch.nn.Module):
+        """Freezing folds the product of its weights into a constant, so a
+        frozen form wins max-autotune every time (10x here)."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(64, 64) / 8)
+            self.b = torch.nn.Parameter(torch.randn(16))
+
+        def forward(self, x):
+            w = self.w
+            for _ in range(20):
+                w = torch.tanh(w @ self.w)
+            return x @ w[:16, :16] + self.b
+
+    x = np.random.default_rng(0).random((2, 16), np.float32)
+    path = tmp_path / ("folds.perfopt" if as_bundle else "folds.pt")
+    module = Folds().eval()
+    if as_bundle:
+        perfopt.export.export(module, (torch.from_numpy(x),), str(path), formats=["torchscript"])
+    else:
+        torch.jit.script(module).save(str(path))
+    changed = (path / "manifest.json" if as_bundle else path).stat().st_ctime_ns
+    if changed % 1_000_000_000 == 0:
+        pytest.skip("this file system keeps no change times finer than a second: no hash is remembered")
+    time.sleep(1.1)  # settled: the cache remembers its content hash (load_hint.rs)
+    cache = tmp_path / "cache"
+    form = "torchscript: " if as_bundle else ""
+
+    def start():
+        with perfopt.Optimizer("cpu", read_environment=False, intra_op_threads=1,
+                               tuning_cache_dir=str(cache)) as opt, opt.load(str(path)) as model:
+            report = model.report()
+            (out,) = model.run(x)
+            model.compile("max-autotune", [x])
+            return report, model.report()["compile"], out, [m["name"] for m in model.methods()]
+
+    _, first, expected, methods = start()
+    assert first["chosen"].startswith(form + "frozen"), first
+    label = first["chosen"].split(" at ")[0]
+    (last,) = cache.glob("*.last-choice")
+    saved = json.loads(last.read_text())["saved"]
+    assert (cache / saved["file"]).is_file() and "forward" in saved["contract"], saved
+    # Loaded once, as the frozen module the cache saved: before, the model's
+    # file loaded, then the compile's hit loaded the frozen module too.
+    report, compiled, out, again = start()
+    assert report["engine"]["form"] == label.removeprefix(form), report["engine"]
+    assert report["load_note"] == (f"built as the tuning cache last chose: {label} at 1 thread (the module "
+                                   "it saved, loaded in the stead of the model's file)"), report["load_note"]
+    assert compiled["tuning"]["cache_result"] == "remembered choice used: nothing measured", compiled
+    assert compiled["chosen"] == first["chosen"] and again == methods == ["forward"]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # A module that no longer takes the calls the record says the model took
+    # is let go once, the model loads as its file, and the record forgets it.
+    record = json.loads(last.read_text())
+    last.write_text(json.dumps(dict(record, saved=dict(saved, contract="methods encode"))))
+    report, _, out, _ = start()
+    assert report["engine"]["form"] == "as loaded" and report["load_note"] is None, report
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert json.loads(last.read_text()).get("saved") is None
+    last.write_text(json.dumps(record))
+    # A saved module whose bytes changed is not loaded: the model loads as
+    # its file, and the compile measures again.
+    module_file = cache / saved["file"]
+    module_file.write_bytes((FIXTURES / "encoder.pt").read_bytes())
+    report, compiled, out, _ = start()
+    assert report["engine"]["form"] == "as loaded" and report["load_note"] is None, report
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

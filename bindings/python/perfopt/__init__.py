@@ -104,8 +104,9 @@ class Optimizer(Owner):
         every model whose own option names no folder; a model loaded under
         it is built the way its tuning last chose where that is the form it
         loads anyway (ONNX Runtime's session settings and thread count, which
-        it runs at until compiled otherwise), so its next start builds
-        nothing twice."""
+        it runs at until compiled otherwise; a frozen TorchScript module the
+        cache saved, loaded in the stead of the model's file), so its next
+        start builds nothing twice."""
         lib = _native.lib()
         config = _native.perfopt_config()
         check(lib.perfopt_config_init(ctypes.byref(config), ctypes.sizeof(config)))
