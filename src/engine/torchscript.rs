@@ -240,11 +240,16 @@ pub fn load_saved_in_stead(
     context: &LoadContext,
 ) -> Result<Arc<dyn Engine>> {
     let path = saved.path.to_string_lossy();
-    let engine: Arc<dyn Engine> = Arc::new(TorchScript::load_saved_form(
-        &path,
-        context.device,
-        hint.label,
-    )?);
+    // Loaded at the count it runs at: oneDNN fixes a prepacked primitive's
+    // count when it is made (threaded.rs load_saved does the same).
+    let loaded = {
+        let _threads = hint
+            .threads
+            .map(crate::runtime::threads::CallThreads::enter)
+            .transpose()?;
+        TorchScript::load_saved_form(&path, context.device, hint.label)?
+    };
+    let engine: Arc<dyn Engine> = Arc::new(loaded);
     if super::same_model::contract(engine.as_ref()) != saved.contract {
         return Err(Error::new(
             ErrorKind::LoadFailed,

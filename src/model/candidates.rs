@@ -23,7 +23,9 @@ impl Model {
         as_loaded: &str,
         args: &'a [Value],
     ) -> Vec<Trial<'a>> {
-        let original = &self.original;
+        // The model as loaded, or its file where it loaded as the tuning
+        // cache's saved module (forms_to_measure).
+        let original = &forms[0].engine;
         let cuda = self.device.kind == DeviceKind::Cuda;
         let thread_counts = self.thread_candidates();
         // Each form's candidates in turn: its as-loaded ones first, so that

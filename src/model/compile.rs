@@ -1,5 +1,6 @@
 //! Compile modes, as the service names them:
-//! - `none`: the model as loaded.
+//! - `none`: the model as loaded (under the optimizer's tuning cache, as
+//!   its tuning last chose: load_hint.rs).
 //! - `default`: the engine's best optimised form (TorchScript: freeze +
 //!   optimize_for_inference, falling back to freeze alone, then to the module
 //!   as loaded, with the reason kept; a package runs as compiled).

@@ -233,21 +233,29 @@ impl Model {
         &self,
         options: &ModelOptions,
     ) -> (Vec<FormEngine>, Vec<String>) {
-        let first = &self.original;
+        // The model's file where the model loaded as its saved module
+        // (in_stead.rs).
+        let mut left_out = Vec::new();
+        let first = &self.as_in_file().unwrap_or_else(|err| {
+            left_out.push(format!(
+                "the model's file did not load ({err}): the module the tuning cache saved is \
+                 measured in its stead, against its own output"
+            ));
+            self.original.clone()
+        });
         let Some(forms) = &self.forms else {
             let only = FormEngine {
                 name: None,
                 precision: None,
                 engine: first.clone(),
             };
-            return (vec![only], Vec::new());
+            return (vec![only], left_out);
         };
         let mut measured = vec![FormEngine {
             name: Some(forms.loaded.clone()),
             precision: None,
             engine: first.clone(),
         }];
-        let mut left_out = Vec::new();
         let model_inputs = forms.model_inputs(first.as_ref());
         let reduced_allowed = options.precision == Precision::AllowReduced;
         for form in &forms.others {
@@ -287,7 +295,7 @@ impl Model {
         &self,
         measured: &[FormEngine],
     ) -> (Arc<dyn Engine>, Option<String>, Option<String>) {
-        let loaded = || (self.original.clone(), measured[0].name.clone());
+        let loaded = || (measured[0].engine.clone(), measured[0].name.clone());
         let Some(anchor) = self.forms.as_ref().and_then(|f| f.stands_in_for.as_deref()) else {
             let (engine, name) = loaded();
             return (engine, name, None);
@@ -309,15 +317,12 @@ impl Model {
     /// form it stands in for, loaded for it (the model as loaded when that
     /// form does not load, logged).
     pub(super) fn reference_form(&self) -> Arc<dyn Engine> {
-        let Some(forms) = &self.forms else {
-            return self.original.clone();
-        };
-        let Some(file) = forms
-            .stands_in_for
-            .as_ref()
-            .and_then(|anchor| forms.others.iter().find(|f| f.name() == *anchor))
-        else {
-            return self.original.clone();
+        let anchor = self.forms.as_ref().and_then(|forms| {
+            let anchor = forms.stands_in_for.as_ref()?;
+            Some((forms, forms.others.iter().find(|f| f.name() == *anchor)?))
+        });
+        let Some((forms, file)) = anchor else {
+            return self.reference_in_file();
         };
         // Kept if a max-autotune loaded it; let go after if this loads it.
         let held = forms.engines.lock().iter().any(|(n, _)| *n == file.name());
@@ -384,12 +389,14 @@ impl Model {
     }
 
     /// Lets go of the other forms loaded (the chosen one is held by what
-    /// runs); a later max-autotune loads them again.
+    /// runs), and of the model's file where the model loaded in its stead;
+    /// a later max-autotune loads them again.
     pub(super) fn release_other_forms(&self) {
         if let Some(forms) = &self.forms {
             let released = std::mem::take(&mut *forms.engines.lock());
             drop(released);
         }
+        self.release_file_form();
     }
 
     fn other_form(&self, forms: &Forms, form: &FormFile) -> Result<Arc<dyn Engine>> {
@@ -432,7 +439,7 @@ impl Model {
     /// that form ("onnx: frozen" -> the ONNX form, "frozen").
     pub(super) fn form_of_label<'a>(&self, label: &'a str) -> Result<(Arc<dyn Engine>, &'a str)> {
         let Some(forms) = &self.forms else {
-            return Ok((self.original.clone(), label));
+            return Ok((self.own_form_of(label)?, label));
         };
         let damaged = || {
             Error::new(
@@ -441,7 +448,7 @@ impl Model {
             )
         };
         if let Some(rest) = bundle::label_in_form(label, &forms.loaded) {
-            return Ok((self.original.clone(), rest));
+            return Ok((self.own_form_of(rest)?, rest));
         }
         let (file, rest) = forms
             .others

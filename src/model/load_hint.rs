@@ -20,7 +20,7 @@
 //! settings (or the module saved for the model's own content): a damaged
 //! one is ignored and the model loads as usual.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::hash_memo::{is_hash, read_record, record_path, remembered_hash, RECORD_FORMAT};
 use crate::device::Device;
@@ -144,13 +144,16 @@ fn saved_json(saved: &SavedModule) -> Json {
 fn read_saved(json: &Json) -> Option<SavedModule> {
     let text = |key: &str| json.get(key).and_then(Json::as_str);
     let file = text("file")?;
-    let plain = file.strip_suffix(".pt")?;
-    if plain.is_empty() || !plain.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+    let blake3 = text("blake3").filter(|h| is_hash(h))?;
+    // Named as the cache names it (tuning_cache.rs CacheKey::module_file):
+    // an entry's key, then its own hash.
+    let key = file.strip_suffix(&format!("-{}.pt", &blake3[..16]))?;
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     Some(SavedModule {
         file: file.to_string(),
-        blake3: text("blake3").filter(|h| is_hash(h))?.to_string(),
+        blake3: blake3.to_string(),
         contract: text("contract")?.to_string(),
     })
 }
@@ -217,10 +220,30 @@ fn checked_saved(dir: &Path, saved: &SavedModule) -> Option<std::path::PathBuf> 
     }
 }
 
+/// What [`load`] did.
+pub(super) struct Started {
+    pub loaded: Loaded,
+    /// For the report: what the tuning cache's last choice changed.
+    pub note: Option<String>,
+    /// The file (the model's, or its bundle form's) in whose stead the
+    /// module the cache saved was loaded.
+    pub in_stead_of: Option<PathBuf>,
+}
+
+impl Started {
+    fn as_usual(loaded: Loaded) -> Started {
+        Started {
+            loaded,
+            note: None,
+            in_stead_of: None,
+        }
+    }
+}
+
 /// Loads the model at `path` for `optimizer`: as its tuning last chose
 /// when the optimizer's tuning cache remembers a choice for it (a note for
 /// the report says what that changed), as usual otherwise.
-pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<String>)> {
+pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<Started> {
     let context = super::forms::load_context(optimizer, path);
     // A choice at more threads than the optimizer's (made under a model's
     // own count) is not what a load at the optimizer's count may build.
@@ -231,7 +254,7 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
         .and_then(|dir| last_choice(Path::new(dir), Path::new(path), optimizer.device()))
         .filter(|last| last.threads.is_none_or(|t| t <= context.threads));
     let Some(last) = last else {
-        return Ok((crate::engine::load(&context)?, None));
+        return Ok(Started::as_usual(crate::engine::load(&context)?));
     };
     let dir = optimizer
         .config()
@@ -273,13 +296,15 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
                 };
                 forget(dir, Path::new(path), optimizer.device(), &without);
             }
-            return Ok((loaded, None));
+            return Ok(Started::as_usual(loaded));
         }
     };
     let mut without = last.clone();
     if loaded.bundle.as_ref().is_some_and(|b| b.stand_in_refused) {
-        // Else each start would load that form and let it go again.
+        // Else each start would load that form and let it go again (and
+        // check the module saved for it, which no longer loads first).
         without.stand_in = None;
+        without.saved = None;
     }
     // Whether the load built it so: an engine that builds its forms from
     // the one loaded (TorchScript), or a bundle whose chosen form is not the
@@ -325,7 +350,15 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<(Loaded, Option<
     if let Some(note) = &note {
         log::info!("{path}: {note}");
     }
-    Ok((loaded, note))
+    let in_stead_of = (as_chosen && saved.is_some()).then(|| match &loaded.bundle {
+        Some(bundle) => bundle.loaded.path.clone(),
+        None => PathBuf::from(path),
+    });
+    Ok(Started {
+        loaded,
+        note,
+        in_stead_of,
+    })
 }
 
 #[cfg(test)]
@@ -353,7 +386,7 @@ mod tests {
                 held_inputs: inputs::parse("float32[?,32]"),
             }),
             saved: Some(SavedModule {
-                file: format!("{}-{}.pt", "e".repeat(64), "f".repeat(16)),
+                file: format!("{}-{}.pt", "e".repeat(32), "d".repeat(16)),
                 blake3: "d".repeat(64),
                 contract: "methods forward(1..1: [Tensor]) -> [Tensor]".to_string(),
             }),
@@ -402,13 +435,14 @@ mod tests {
             let last = last_choice(dir.path(), &model, CPU).unwrap();
             assert_eq!((last.label.as_str(), last.stand_in), ("x", None));
         }
-        // A saved module named by a path elsewhere, or without its hash:
-        // the choice without it.
+        // A saved module named by a path elsewhere, without its hash, or
+        // named for another hash: the choice without it.
         let saved = saved_json(choice.saved.as_ref().unwrap());
         for damaged in [
             saved.clone().with("file", "../../elsewhere.pt"),
             saved.clone().with("file", "/etc/passwd"),
             saved.clone().with("blake3", "d"),
+            saved.clone().with("blake3", "c".repeat(64).as_str()),
         ] {
             planted(
                 Json::object()

@@ -18,6 +18,7 @@ mod compile;
 mod exclusive;
 mod forms;
 mod hash_memo;
+mod in_stead;
 mod load_hint;
 mod memory;
 mod options;
@@ -97,6 +98,9 @@ pub struct Model {
     forms: Option<forms::Forms>,
     /// What the tuning cache's last choice changed in the load.
     load_note: Option<String>,
+    /// Where the model loaded as the module the tuning cache saved, in the
+    /// stead of its file: that file, loaded when max-autotune measures.
+    in_stead: Option<in_stead::InStead>,
 }
 
 impl Model {
@@ -108,7 +112,11 @@ impl Model {
         // and must know it is still the one that was loaded.
         let file_identity = forms::FileIdentity::of(Path::new(path));
         let device = optimizer.device();
-        let (loaded, load_note) = load_hint::load(&optimizer, path)?;
+        let load_hint::Started {
+            loaded,
+            note: load_note,
+            in_stead_of,
+        } = load_hint::load(&optimizer, path)?;
         let name = name.map(str::to_string).unwrap_or_else(|| {
             Path::new(path)
                 .file_stem()
@@ -162,6 +170,7 @@ impl Model {
                 .bundle
                 .map(|bundle| forms::Forms::new(bundle, &inputs)),
             load_note,
+            in_stead: in_stead_of.map(in_stead::InStead::new),
         })
     }
 

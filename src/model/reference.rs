@@ -1,5 +1,7 @@
 //! The reference result: the model as loaded (for a bundle's form loaded
-//! alone, the form it stands in for), in full fp32 precision (TF32 off on
+//! alone, the form it stands in for; for a model loaded as the tuning
+//! cache's saved module, its file: forms.rs reference_engine), in full fp32
+//! precision (TF32 off on
 //! CUDA), its state left as found. Errors in reports are measured against
 //! it; max-autotune estimates one run's cost from the model as loaded.
 

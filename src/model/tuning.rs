@@ -106,7 +106,6 @@ impl Model {
         started: Instant,
     ) -> Result<(Compiled, Option<String>)> {
         let options = self.options();
-        let original = self.original.clone();
         // A bundle's other forms, loaded outside inference mode (a
         // TorchScript form's attributes stay ordinary tensors) and before
         // the budget's clock starts (loading is not measuring).
@@ -133,7 +132,7 @@ impl Model {
 
         let as_loaded = super::forms::form_label(
             forms[0].name.as_deref(),
-            &super::report::as_loaded_label(original.as_ref()),
+            &super::report::as_loaded_label(forms[0].engine.as_ref()),
         );
         // What runs when nothing can be chosen: the reference's form as
         // loaded, whose output is the reference (a form loaded alone has its

@@ -309,8 +309,12 @@ pub fn store(
         }
     }
     let saved = match (&module, engine) {
+        // Not for a model that keeps state: the module holds the state it
+        // was saved with, where a form built from the file takes the live
+        // state over (Model::install).
         (Some((file, hash)), Some(engine))
-            if Some(crate::engine::bundle::contract(engine).as_str()) == model_contract =>
+            if !engine.writes_state()
+                && Some(crate::engine::bundle::contract(engine).as_str()) == model_contract =>
         {
             Some(load_hint::SavedModule {
                 file: file.clone(),
