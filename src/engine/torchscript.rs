@@ -250,7 +250,9 @@ pub fn load_saved_in_stead(
         TorchScript::load_saved_form(&path, context.device, hint.label)?
     };
     let engine: Arc<dyn Engine> = Arc::new(loaded);
-    if super::same_model::contract(engine.as_ref()) != saved.contract {
+    // A module that keeps state holds the state it was saved with: never
+    // loaded in the stead of the file (the cache does not save one so).
+    if engine.writes_state() || super::same_model::contract(engine.as_ref()) != saved.contract {
         return Err(Error::new(
             ErrorKind::LoadFailed,
             format!(

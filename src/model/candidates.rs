@@ -15,7 +15,8 @@ use crate::numerics::NumericFlags;
 use crate::value::Value;
 
 impl Model {
-    /// The candidates, the first being the model as loaded: each form's
+    /// The candidates, the first being the model as loaded (its file, where
+    /// it loaded as the tuning cache's saved module): each form's
     /// (a bundle has several) as loaded and optimised, at each thread count.
     pub(super) fn trials<'a>(
         &'a self,

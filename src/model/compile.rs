@@ -253,7 +253,10 @@ impl Model {
     ) -> Result<Arc<dyn Engine>> {
         match threads {
             None => Ok(engine),
-            Some(threads) => crate::engine::at_threads(&engine, threads),
+            Some(threads) => match self.in_stead_at(&engine, threads) {
+                Some(form) => Ok(form),
+                None => crate::engine::at_threads(&engine, threads),
+            },
         }
     }
 

@@ -313,8 +313,9 @@ impl Model {
         }
     }
 
-    /// The engine [`Model::reference`] runs: the model as loaded, or the
-    /// form it stands in for, loaded for it (the model as loaded when that
+    /// The engine [`Model::reference`] runs: the model as loaded (its file,
+    /// where it loaded as the tuning cache's saved module), or the form it
+    /// stands in for, loaded for it (the model as loaded when that
     /// form does not load, logged).
     pub(super) fn reference_form(&self) -> Arc<dyn Engine> {
         let anchor = self.forms.as_ref().and_then(|forms| {

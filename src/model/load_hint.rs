@@ -225,9 +225,8 @@ pub(super) struct Started {
     pub loaded: Loaded,
     /// For the report: what the tuning cache's last choice changed.
     pub note: Option<String>,
-    /// The file (the model's, or its bundle form's) in whose stead the
-    /// module the cache saved was loaded.
-    pub in_stead_of: Option<PathBuf>,
+    /// Where the module the cache saved was loaded in a file's stead.
+    pub in_stead_of: Option<super::in_stead::InStead>,
 }
 
 impl Started {
@@ -350,10 +349,18 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<Started> {
     if let Some(note) = &note {
         log::info!("{path}: {note}");
     }
-    let in_stead_of = (as_chosen && saved.is_some()).then(|| match &loaded.bundle {
-        Some(bundle) => bundle.loaded.path.clone(),
-        None => PathBuf::from(path),
-    });
+    let in_stead_of = match (&saved, label) {
+        (Some((module, saved)), Some(label)) if as_chosen => Some(super::in_stead::InStead::new(
+            match &loaded.bundle {
+                Some(bundle) => bundle.loaded.path.clone(),
+                None => PathBuf::from(path),
+            },
+            module.clone(),
+            saved.blake3.clone(),
+            label.to_string(),
+        )),
+        _ => None,
+    };
     Ok(Started {
         loaded,
         note,

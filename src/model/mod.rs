@@ -170,7 +170,7 @@ impl Model {
                 .bundle
                 .map(|bundle| forms::Forms::new(bundle, &inputs)),
             load_note,
-            in_stead: in_stead_of.map(in_stead::InStead::new),
+            in_stead: in_stead_of,
         })
     }
 

@@ -447,9 +447,7 @@ pub fn load(key: &CacheKey, model: &Model) -> Result<Option<Compiled>> {
             None => {
                 if !original.builds_form(label) {
                     return Err(cache_error(format!(
-                        "{} names a form this model, as loaded, does not build ({:?}): damaged, \
-                         or chosen for the model's file where it loaded as the module the \
-                         tuning cache saved",
+                        "{} names a form this model does not have ({:?}): damaged",
                         key.choice_path().display(),
                         entry.label
                     )));

@@ -361,3 +361,44 @@ def test_a_model_that_keeps_state_never_loads_as_a_saved_module(tmp_path):
     assert json.loads(last.read_text()).get("saved") is None
     # Each start's first call counts from the file's zero.
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6)
+
+
+def test_a_model_loaded_as_its_saved_module_answers_for_its_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "folds.pt"
+    torch.jit.script(folds(torch)).save(str(path))
+    if path.stat().st_ctime_ns % 1_000_000_000 == 0:
+        pytest.skip("this file system keeps no change times finer than a second: no hash is remembered")
+    time.sleep(1.1)
+    cache = tmp_path / "cache"
+    x = np.random.default_rng(1).random((2, 16), np.float32)
+    optimizer = dict(read_environment=False, intra_op_threads=2, tuning_cache_dir=str(cache))
+    with perfopt.Optimizer("cpu", **optimizer) as opt, opt.load(str(path)) as model:
+        (expected,) = model.run(x)
+        model.set_options(threads=1)  # a choice at 1 thread
+        model.compile("max-autotune", [x])
+    # The model's own thread count is not what a load may build: the record
+    # is written from a choice at the optimizer's count.
+    with perfopt.Optimizer("cpu", **optimizer) as opt, opt.load(str(path)) as model:
+        model.compile("max-autotune", [x])
+        chosen = model.report()["compile"]["chosen"]
+    with perfopt.Optimizer("cpu", **optimizer) as opt, opt.load(str(path)) as model:
+        loaded = model.report()["engine"]
+        assert loaded["form"] in chosen and model.report()["load_note"], model.report()
+        # At another thread count the module is loaded again at that count
+        # (oneDNN fixes a prepacked primitive's count when it is made).
+        model.set_options(threads=1 if loaded["threads"] == 2 else 2)
+        model.compile("none")
+        engine = model.report()["engine"]
+        assert (engine["form"], engine["threads"]) == (loaded["form"], 1 if loaded["threads"] == 2 else 2), engine
+        np.testing.assert_allclose(model.run(x)[0], expected, rtol=1e-5, atol=1e-6)
+        # A max-autotune with another key loads the file, and refuses one
+        # replaced since the model loaded (a redeploy under a running service).
+        other = tmp_path / "other.pt"
+        torch.jit.script(folds(torch)).save(str(other))
+        os.replace(other, path)
+        model.set_options(error_tolerance=1e-4, threads=0)
+        model.compile("max-autotune", [x])
+        compiled = model.report()["compile"]
+        assert any("changed since the model was loaded" in n for n in compiled["notes"]), compiled["notes"]
+        np.testing.assert_allclose(model.run(x)[0], expected, rtol=1e-5, atol=1e-6)
