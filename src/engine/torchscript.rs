@@ -73,7 +73,7 @@ impl TorchScript {
     }
 
     /// Whether this is the module as its file holds it, not a frozen form.
-    fn as_in_file(&self) -> bool {
+    fn is_as_loaded(&self) -> bool {
         self.form == AS_LOADED
     }
 
@@ -137,7 +137,7 @@ impl Engine for TorchScript {
     /// None for a frozen module (the tuning cache's, loaded as the model):
     /// freezing it again builds nothing new.
     fn variants(&self) -> Vec<Variant> {
-        match self.as_in_file() {
+        match self.is_as_loaded() {
             true => vec![Variant::new(FROZEN_FOR_INFERENCE), Variant::new(FROZEN)],
             false => Vec::new(),
         }
@@ -150,7 +150,7 @@ impl Engine for TorchScript {
     }
 
     fn default_why(&self) -> String {
-        match self.as_in_file() {
+        match self.is_as_loaded() {
             true => format!("default: {FROZEN_FOR_INFERENCE}"),
             false => format!(
                 "default: the model loaded as the {} module the tuning cache saved; it runs as it \
@@ -256,8 +256,8 @@ pub fn load_saved_in_stead(
         return Err(Error::new(
             ErrorKind::LoadFailed,
             format!(
-                "{path}, the {} module the tuning cache saved, takes other calls or batches than \
-                 {} took",
+                "{path}, the {} module the tuning cache saved, keeps state or takes other calls or \
+                 batches than {} took",
                 hint.label, context.path
             ),
         ));

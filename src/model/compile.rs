@@ -196,6 +196,20 @@ impl Model {
     /// made (a frozen conv's prepacked weights), so a form frozen at 2 threads
     /// kept using 2 when called at 1.
     fn built_form(&self, variant: &Variant, threads: Option<usize>) -> Result<Arc<dyn Engine>> {
+        self.kept_form(variant, threads, || {
+            self.at_threads(self.original.clone(), threads)?
+                .build_variant(variant)
+        })
+    }
+
+    /// The form kept under `variant` at `threads`, else the one `build`
+    /// makes, kept for the next caller.
+    pub(super) fn kept_form(
+        &self,
+        variant: &Variant,
+        threads: Option<usize>,
+        build: impl FnOnce() -> Result<Arc<dyn Engine>>,
+    ) -> Result<Arc<dyn Engine>> {
         let kept = |forms: &[super::BuiltForm]| {
             forms
                 .iter()
@@ -207,9 +221,7 @@ impl Model {
         }
         // Built outside the lock: freezing takes long, and two threads that
         // build the same form at once keep the first.
-        let form = self
-            .at_threads(self.original.clone(), threads)?
-            .build_variant(variant)?;
+        let form = build()?;
         let mut forms = self.built_forms.lock();
         if let Some(form) = kept(&forms) {
             return Ok(form);

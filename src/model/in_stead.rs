@@ -158,15 +158,6 @@ impl Model {
         // Kept with the forms `default` built (its own key: the module's
         // label at that count), so that each compile does not load it again.
         let variant = Variant::new(&in_stead.label);
-        let kept = |forms: &[super::BuiltForm]| {
-            forms
-                .iter()
-                .find(|(v, t, _)| *v == variant && *t == Some(threads))
-                .map(|(_, _, form)| form.clone())
-        };
-        if let Some(form) = kept(&self.built_forms.lock()) {
-            return Some(form);
-        }
         let again = || -> Result<Arc<dyn Engine>> {
             let folder = in_stead.module.parent().unwrap_or(Path::new("."));
             if super::tuning_cache::saved_module_hash(folder, &in_stead.module)? != in_stead.blake3
@@ -181,14 +172,8 @@ impl Model {
             at.load_saved(&path, &variant)?
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "the module saves no form"))
         };
-        match again() {
-            Ok(form) => {
-                let mut forms = self.built_forms.lock();
-                Some(kept(&forms).unwrap_or_else(|| {
-                    forms.push((variant.clone(), Some(threads), form.clone()));
-                    form
-                }))
-            }
+        match self.kept_form(&variant, Some(threads), again) {
+            Ok(form) => Some(form),
             Err(err) => {
                 log::warn!(
                     "model {}: the module the tuning cache saved runs at {threads} threads as it \

@@ -193,8 +193,11 @@ pub fn last_choice(dir: &Path, path: &Path, device: Device) -> Option<LastChoice
 }
 
 /// Remembers `without` (the last choice less what was refused) in the
-/// stead of the last choice (best effort).
-fn forget(dir: &Path, path: &Path, device: Device, without: &LastChoice) {
+/// stead of `last`, where it differs (best effort).
+fn forget(dir: &Path, path: &Path, device: Device, last: &LastChoice, without: &LastChoice) {
+    if without == last {
+        return;
+    }
     if let Some(hash) = remembered_hash(dir, path) {
         remember_choice(dir, &hash, device, without);
     }
@@ -244,26 +247,23 @@ impl Started {
 /// the report says what that changed), as usual otherwise.
 pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<Started> {
     let context = super::forms::load_context(optimizer, path);
+    let device = optimizer.device();
     // A choice at more threads than the optimizer's (made under a model's
     // own count) is not what a load at the optimizer's count may build.
-    let last = optimizer
+    let dir_and_last = optimizer
         .config()
         .tuning_cache_dir
         .as_deref()
-        .and_then(|dir| last_choice(Path::new(dir), Path::new(path), optimizer.device()))
-        .filter(|last| last.threads.is_none_or(|t| t <= context.threads));
-    let Some(last) = last else {
+        .map(Path::new)
+        .and_then(|dir| Some((dir, last_choice(dir, Path::new(path), device)?)))
+        .filter(|(_, last)| last.threads.is_none_or(|t| t <= context.threads));
+    let Some((dir, last)) = dir_and_last else {
         return Ok(Started::as_usual(crate::engine::load(&context)?));
     };
-    let dir = optimizer
-        .config()
-        .tuning_cache_dir
-        .as_deref()
-        .map(Path::new);
-    let saved = match (dir, &last.saved) {
-        (Some(dir), Some(saved)) => checked_saved(dir, saved).map(|file| (file, saved)),
-        _ => None,
-    };
+    let saved = last
+        .saved
+        .as_ref()
+        .and_then(|saved| Some((checked_saved(dir, saved)?, saved)));
     let hint = LoadHint {
         label: &last.label,
         threads: last.threads,
@@ -285,7 +285,7 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<Started> {
                 last.describe()
             );
             let loaded = crate::engine::load(&context)?;
-            if let (Some(dir), true) = (dir, saved.is_some()) {
+            if saved.is_some() {
                 // The saved module (torchscript.rs load_saved_in_stead) is
                 // what failed where one was given: not to be loaded for
                 // nothing again.
@@ -293,7 +293,7 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<Started> {
                     saved: None,
                     ..last.clone()
                 };
-                forget(dir, Path::new(path), optimizer.device(), &without);
+                forget(dir, Path::new(path), device, &last, &without);
             }
             return Ok(Started::as_usual(loaded));
         }
@@ -340,11 +340,7 @@ pub(super) fn load(optimizer: &Optimizer, path: &str) -> Result<Started> {
         // load_saved_in_stead), and not to be loaded for nothing again.
         without.saved = None;
     }
-    if without != last {
-        if let Some(dir) = dir {
-            forget(dir, Path::new(path), optimizer.device(), &without);
-        }
-    }
+    forget(dir, Path::new(path), device, &last, &without);
     let note = (!notes.is_empty()).then(|| notes.join("; "));
     if let Some(note) = &note {
         log::info!("{path}: {note}");
@@ -426,40 +422,38 @@ mod tests {
                 .with("threads", 1e9),
         );
         assert_eq!(last_choice(dir.path(), &model, CPU), None);
-        // A damaged stand-in: the choice without it.
+        // A damaged stand-in, or a saved module named by a path elsewhere,
+        // without its hash, or named for another hash: the choice without
+        // it.
         let stand_in = stand_in_json(choice.stand_in.as_ref().unwrap());
-        for damaged in [
-            stand_in.clone().with("held_inputs", "float32[1"),
-            stand_in.clone().with("contract", 5.0),
-        ] {
-            planted(
-                Json::object()
-                    .with("format", RECORD_FORMAT)
-                    .with("model_blake3", hash.as_str())
-                    .with("label", "x")
-                    .with("stand_in", damaged),
-            );
-            let last = last_choice(dir.path(), &model, CPU).unwrap();
-            assert_eq!((last.label.as_str(), last.stand_in), ("x", None));
-        }
-        // A saved module named by a path elsewhere, without its hash, or
-        // named for another hash: the choice without it.
         let saved = saved_json(choice.saved.as_ref().unwrap());
-        for damaged in [
-            saved.clone().with("file", "../../elsewhere.pt"),
-            saved.clone().with("file", "/etc/passwd"),
-            saved.clone().with("blake3", "d"),
-            saved.clone().with("blake3", "c".repeat(64).as_str()),
+        for (field, damaged) in [
+            (
+                "stand_in",
+                stand_in.clone().with("held_inputs", "float32[1"),
+            ),
+            ("stand_in", stand_in.clone().with("contract", 5.0)),
+            ("saved", saved.clone().with("file", "../../elsewhere.pt")),
+            ("saved", saved.clone().with("file", "/etc/passwd")),
+            ("saved", saved.clone().with("blake3", "d")),
+            (
+                "saved",
+                saved.clone().with("blake3", "c".repeat(64).as_str()),
+            ),
         ] {
             planted(
                 Json::object()
                     .with("format", RECORD_FORMAT)
                     .with("model_blake3", hash.as_str())
                     .with("label", "x")
-                    .with("saved", damaged),
+                    .with(field, damaged),
             );
             let last = last_choice(dir.path(), &model, CPU).unwrap();
-            assert_eq!((last.label.as_str(), last.saved), ("x", None));
+            assert_eq!(
+                (last.label.as_str(), last.stand_in, last.saved),
+                ("x", None, None),
+                "{field}"
+            );
         }
         std::fs::write(&path, "not json").unwrap();
         assert_eq!(last_choice(dir.path(), &model, CPU), None);

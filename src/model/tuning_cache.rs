@@ -312,14 +312,12 @@ pub fn store(
         // Not for a model that keeps state: the module holds the state it
         // was saved with, where a form built from the file takes the live
         // state over (Model::install).
-        (Some((file, hash)), Some(engine))
-            if !engine.writes_state()
-                && Some(crate::engine::bundle::contract(engine).as_str()) == model_contract =>
-        {
-            Some(load_hint::SavedModule {
+        (Some((file, hash)), Some(engine)) if !engine.writes_state() => {
+            let contract = crate::engine::bundle::contract(engine);
+            (Some(contract.as_str()) == model_contract).then(|| load_hint::SavedModule {
                 file: file.clone(),
                 blake3: hash.clone(),
-                contract: crate::engine::bundle::contract(engine),
+                contract,
             })
         }
         _ => None,
