@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "bindings" / "python"))
 import models  # noqa: E402
 import perfopt  # noqa: E402
+import perfopt._bundle  # noqa: E402
 import perfopt.export  # noqa: E402
 
 MODELS = ["vad", "speaker", "text_encoder", "small_encoder", "vocoder"]
@@ -78,7 +79,14 @@ def export_all(workdir: Path, name: str, formats):
     if not [f for f in formats if f in FORMS]:  # ExecuTorch alone
         return {"executorch": export_executorch(workdir, name)}
     try:
-        report = perfopt.export.export(module, inputs, str(folder), formats=[FORMS[f] for f in formats if f in FORMS])
+        # In the order perfopt.export lists them by default (ONNX first, the
+        # model as loaded): the order given decides which form loads first,
+        # and a form narrower than the first (ONNX, its non-batch sizes fixed
+        # by torch.export, after a traced TorchScript that takes any) is
+        # never measured in its stead.
+        wanted = [FORMS[f] for f in formats if f in FORMS]
+        in_order = [f for f in perfopt._bundle.DEFAULT_FORMATS if f in wanted]
+        report = perfopt.export.export(module, inputs, str(folder), formats=in_order)
     except perfopt.export.ExportError as err:
         return {fmt: f"export failed: {err.reason}" for fmt in formats if fmt in FORMS}
     print(f"  {name}: exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -105,7 +113,8 @@ def machine_line():
 
 def interleaved(contenders, seconds, min_rounds=15, max_rounds=2000):
     """p50 and spread (q25-q75 as a share of p50) per contender, timed in
-    rounds (the order rotating), each call's first runs being warm-up."""
+    rounds (the order rotating), each call's first runs being warm-up, each
+    timed call after an untimed one of the same contender."""
     for call in contenders.values():
         for _ in range(3):
             call()
@@ -114,11 +123,15 @@ def interleaved(contenders, seconds, min_rounds=15, max_rounds=2000):
     rounds = 0
     order = list(contenders.items())
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - started < seconds):
-        # Each round starts one contender later: whoever runs after a
-        # contender whose threads still spin (ONNX Runtime's, for a moment
-        # after each call) is a different one each round.
+        # Each contender runs once untimed before its timed call: the engine
+        # that ran before it may still have threads spinning (GNU OpenMP's,
+        # libtorch's, for milliseconds after a call; onnxruntime's own API by
+        # default after a run), which made the next call on another engine's
+        # threads up to 2x slower here. Timed after itself, each contender
+        # is timed as a model called again and again is.
         shift = rounds % len(order)
         for name, call in order[shift:] + order[:shift]:
+            call()
             t = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - t)
@@ -247,7 +260,8 @@ def markdown(results):
         "column). "
         "ExecuTorch's thread pool is one per process (both cores), so its row has no thread count. PyTorch eager and onnxruntime's own Python API "
         "(at the thread count perfopt chose for the ONNX model) run beside them in the same process. p50 "
-        "latency in ms over interleaved rounds (each contender once per round, in turn), with in brackets "
+        "latency in ms over interleaved rounds (each contender once per round, in turn, timed on its second "
+        "call: the first takes the spin of the engine before it), with in brackets "
         "the ratio to PyTorch eager (lower is faster); noise is the interquartile range over p50. `make "
         "bench` runs it (`python bench/formats.py`).",
         "",

@@ -7,7 +7,7 @@
 //! - `reduce-overhead`: `default` plus CUDA graphs, one per input shape. On
 //!   the CPU it is `default`.
 //! - `max-autotune`: measures the candidates within a budget and keeps the
-//!   fastest within the error tolerance (tuning.rs, src/autotune.rs),
+//!   fastest within the error tolerance (tuning.rs, src/autotune/),
 //!   remembered on disk when a tuning cache folder is set.
 //!
 //! Warm-up, tuning and capture runs leave a model's state as they found it.

@@ -1,6 +1,6 @@
 //! max-autotune on a model: the tuning cache's answer when it has one,
 //! else every form's candidates measured within the budget against the
-//! reference (src/autotune.rs decides), and remembered; a tuning left
+//! reference (src/autotune/ decides), and remembered; a tuning left
 //! pending until the first run's arguments when compiled without warm-up.
 
 use std::sync::Arc;

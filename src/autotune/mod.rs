@@ -13,20 +13,28 @@
 //! rounds) are estimated from the reference run's time, and a candidate the
 //! budget cannot cover is not measured. The reference run's time is a warm
 //! run's (src/model/compile.rs), never a first run's alone. A candidate
-//! clearly behind after the minimum rounds stops being timed. When fewer than
+//! clearly behind after the minimum rounds stops being timed, when the
+//! budget could not time every candidate in all the rounds left. Within a round
+//! the candidates run grouped by engine, and the first of a group after
+//! another engine's runs once untimed before its timed run (rounds.rs: an
+//! engine's threads spin for a while after a call, which made a call on
+//! another engine's threads up to 2x slower here and would be billed to
+//! whichever candidate came next). When fewer than
 //! two candidates could be measured, there is nothing to choose between: the
 //! model runs as loaded, the cheapest safe choice, and the report says why,
 //! with the budget that would have covered two when the budget was short.
 
 use std::time::{Duration, Instant};
 
-use crate::engine::State;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::Executor;
 use crate::json::Json;
 use crate::numerics::{self, ReducedTolerance};
-use crate::stats::{round3, Summary};
+use crate::stats::round3;
+
+mod rounds;
 use crate::value::Value;
+use rounds::{active_runs, cost, p50, restore, round_cost, settles, timing_order, Measured};
 
 /// Timed rounds before candidates are compared at all.
 pub const MIN_ROUNDS: usize = 3;
@@ -123,26 +131,6 @@ pub struct Outcome {
     pub candidates: Vec<Candidate>,
     /// A result the host should hear about (through the log, after locks).
     pub warning: Option<String>,
-}
-
-struct Measured {
-    index: usize,
-    executor: Executor,
-    times: Vec<Duration>,
-    active: bool,
-    /// The candidate's state before tuning ran it.
-    state: Option<State>,
-}
-
-fn restore(executor: &Executor, state: &Option<State>) -> Result<()> {
-    match (executor.engine(), state) {
-        (Some(engine), Some(state)) => engine.restore_state(state),
-        _ => Ok(()),
-    }
-}
-
-fn p50(times: &[Duration]) -> Option<f64> {
-    Summary::of(times).map(|s| s.p50_ms)
 }
 
 /// What one run costs, as the notes say it.
@@ -247,12 +235,14 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                     });
                     continue;
                 }
+                let format = executor.engine().map(|e| e.format());
                 measured.push(Measured {
                     index,
                     executor,
                     times: Vec::new(),
                     active: true,
                     state,
+                    format,
                 });
             }
             Err(err) => candidate.note = Some(err.to_string()),
@@ -262,8 +252,10 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     // Interleaved rounds within the budget.
     let mut rounds = 0;
     let mut budget_ended_rounds = false;
+    let order = timing_order(&measured.iter().map(|m| m.format).collect::<Vec<_>>());
+    // The last admitted candidate's warm-up ran last.
+    let mut last = measured.last().and_then(|m| m.format);
     while measured.len() >= 2 && rounds < MAX_ROUNDS {
-        let cost = |m: &Measured| m.times.iter().min().copied().unwrap_or(per_run);
         // Too many candidates for the rounds a comparison needs (a slow
         // model, many forms): the slowest so far stop being timed, so that
         // at least the two fastest are compared rather than none.
@@ -273,13 +265,13 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                 let active: Vec<usize> = (0..measured.len())
                     .filter(|&i| measured[i].active)
                     .collect();
-                let round_cost: Duration = active.iter().map(|&i| cost(&measured[i])).sum();
-                if active.len() <= 2 || elapsed() + round_cost * rounds_left <= measuring {
+                let this_round = round_cost(active_runs(&measured, &order, per_run), last);
+                if active.len() <= 2 || elapsed() + this_round * rounds_left <= measuring {
                     break;
                 }
                 let slowest = *active
                     .iter()
-                    .max_by_key(|&&i| cost(&measured[i]))
+                    .max_by_key(|&&i| cost(&measured[i], per_run))
                     .expect("active");
                 measured[slowest].active = false;
                 candidates[measured[slowest].index].note = Some(format!(
@@ -288,15 +280,25 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                 ));
             }
         }
-        let round_cost: Duration = measured.iter().filter(|m| m.active).map(cost).sum();
-        if elapsed() + round_cost > measuring {
+        let this_round = round_cost(active_runs(&measured, &order, per_run), last);
+        if elapsed() + this_round > measuring {
             budget_ended_rounds = true;
-            wanted = wanted.max(elapsed() + round_cost * rounds_left);
+            wanted = wanted.max(elapsed() + this_round * rounds_left);
             break;
         }
-        for m in measured.iter_mut().filter(|m| m.active) {
+        for &i in &order {
+            let m = &mut measured[i];
+            if !m.active {
+                continue;
+            }
+            let settled = if settles(m.format, last) {
+                (settings.run)(&m.executor).map(drop)
+            } else {
+                Ok(())
+            };
+            last = m.format;
             let started = Instant::now();
-            match (settings.run)(&m.executor) {
+            match settled.and_then(|()| (settings.run)(&m.executor)) {
                 Ok(_) => m.times.push(started.elapsed()),
                 Err(err) => {
                     m.active = false;
@@ -306,7 +308,15 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             }
         }
         rounds += 1;
-        if rounds >= MIN_ROUNDS {
+        // Stopping a candidate saves budget, and three rounds can mislead
+        // (a 0.04 ms VAD step's candidates, just built, all but one looked
+        // 1.25x behind after three and were stopped): while the budget can
+        // time every candidate in every round left, none stops.
+        let rounds_to_go = (MAX_ROUNDS - rounds) as u32;
+        let all_fit = elapsed()
+            + round_cost(active_runs(&measured, &order, per_run), last) * rounds_to_go
+            <= measuring;
+        if rounds >= MIN_ROUNDS && !all_fit {
             let leader = measured
                 .iter()
                 .filter(|m| m.active)
