@@ -15,11 +15,12 @@
 //! run's (src/model/compile.rs), never a first run's alone. A candidate
 //! clearly behind after the minimum rounds stops being timed, when the
 //! budget could not time every candidate in all the rounds left. Within a round
-//! the candidates run grouped by engine, and the first of a group after
-//! another engine's runs once untimed before its timed run (rounds.rs: an
-//! engine's threads spin for a while after a call, which made a call on
-//! another engine's threads up to 2x slower here and would be billed to
-//! whichever candidate came next). When fewer than
+//! the candidates run grouped by thread pool (libtorch's OpenMP, ONNX
+//! Runtime's, ExecuTorch's), and the first of a group after another pool's
+//! runs once untimed before its timed run (rounds.rs: a pool's threads spin
+//! for a while after a call, which made a call on another pool's threads up
+//! to 2x slower here and would be billed to whichever candidate came
+//! next); the budget plans for those runs. When fewer than
 //! two candidates could be measured, there is nothing to choose between: the
 //! model runs as loaded, the cheapest safe choice, and the report says why,
 //! with the budget that would have covered two when the budget was short.
@@ -31,10 +32,13 @@ use crate::executor::Executor;
 use crate::json::Json;
 use crate::numerics::{self, ReducedTolerance};
 use crate::stats::round3;
+use crate::value::Value;
 
 mod rounds;
-use crate::value::Value;
-use rounds::{active_runs, cost, p50, restore, round_cost, settles, timing_order, Measured};
+use rounds::{
+    active_runs, budget_for_two, cost, p50, restore, round_cost, settles, settling_runs,
+    timing_order, Measured,
+};
 
 /// Timed rounds before candidates are compared at all.
 pub const MIN_ROUNDS: usize = 3;
@@ -119,6 +123,9 @@ pub struct Settings<'a> {
     pub as_loaded: &'a str,
     /// Runs one executor on the tuning inputs, finished (synchronised).
     pub run: &'a dyn Fn(&Executor) -> Result<Value>,
+    /// How many thread pools the candidates run on (a bundle's forms on
+    /// different engines): the untimed runs between them are planned for.
+    pub pools: usize,
 }
 
 /// The tuner's decision.
@@ -143,14 +150,6 @@ fn run_cost(settings: &Settings<'_>, per_run: Duration) -> String {
     }
 }
 
-/// The budget that covers what compile spent before tuning (`before`) and
-/// two candidates' admission, warm-up and minimum rounds at `per_run` each,
-/// with the 5% kept for the work after measuring.
-fn budget_for_two(before: Duration, per_run: Duration) -> Duration {
-    let runs = 2 * (1 + WARMUP_RUNS as u32) + 2 * MIN_ROUNDS as u32;
-    (before + per_run * runs) * 20 / 19
-}
-
 pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     // The work after the measurements (the report, the tuning cache's copy
     // of the chosen form) comes out of the same budget: on 2 cores up to 3%
@@ -165,6 +164,9 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
     let mut measured: Vec<Measured> = Vec::new();
+    // The pool whose threads ran last: each built candidate's admission
+    // runs, refused or not.
+    let mut last = None;
 
     for trial in trials {
         let index = candidates.len();
@@ -173,8 +175,8 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         let candidate = &mut candidates[index];
         // What this candidate needs, and what the ones admitted still need.
         let admitted = measured.len() as u32;
-        let need =
-            per_run * (1 + WARMUP_RUNS as u32) + per_run * (MIN_ROUNDS as u32) * (admitted + 1);
+        let per_round = admitted + 1 + settling_runs(settings.pools.min(admitted as usize + 1));
+        let need = per_run * (1 + WARMUP_RUNS as u32) + per_run * (MIN_ROUNDS as u32) * per_round;
         if elapsed() + need > measuring {
             wanted = wanted.max(elapsed() + need);
             candidate.note = Some(format!(
@@ -185,6 +187,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             continue;
         }
         let admitted = (trial.build)().and_then(|executor| {
+            last = executor.engine().map(|e| e.format().thread_pool());
             let state = executor
                 .engine()
                 .map(|e| e.save_state())
@@ -235,14 +238,14 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                     });
                     continue;
                 }
-                let format = executor.engine().map(|e| e.format());
+                let pool = executor.engine().map(|e| e.format().thread_pool());
                 measured.push(Measured {
                     index,
                     executor,
                     times: Vec::new(),
                     active: true,
                     state,
-                    format,
+                    pool,
                 });
             }
             Err(err) => candidate.note = Some(err.to_string()),
@@ -252,9 +255,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
     // Interleaved rounds within the budget.
     let mut rounds = 0;
     let mut budget_ended_rounds = false;
-    let order = timing_order(&measured.iter().map(|m| m.format).collect::<Vec<_>>());
-    // The last admitted candidate's warm-up ran last.
-    let mut last = measured.last().and_then(|m| m.format);
+    let order = timing_order(&measured.iter().map(|m| m.pool).collect::<Vec<_>>());
     while measured.len() >= 2 && rounds < MAX_ROUNDS {
         // Too many candidates for the rounds a comparison needs (a slow
         // model, many forms): the slowest so far stop being timed, so that
@@ -291,12 +292,12 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             if !m.active {
                 continue;
             }
-            let settled = if settles(m.format, last) {
+            let settled = if settles(m.pool, last) {
                 (settings.run)(&m.executor).map(drop)
             } else {
                 Ok(())
             };
-            last = m.format;
+            last = m.pool;
             let started = Instant::now();
             match settled.and_then(|()| (settings.run)(&m.executor)) {
                 Ok(_) => m.times.push(started.elapsed()),
@@ -389,7 +390,7 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                     settings.budget.as_millis(),
                     run_cost(settings, per_run),
                     settings.as_loaded,
-                    budget_for_two(before, per_run)
+                    budget_for_two(before, per_run, settings.pools)
                         .max(wanted * 20 / 19)
                         .max(settings.budget + Duration::from_millis(1))
                         .as_millis()
@@ -481,18 +482,5 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
         why,
         candidates,
         warning: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_budget_for_two_covers_their_runs_and_what_came_before() {
-        // 2 x (admission + warm-up) + 2 x 3 rounds = 10 runs of 100 ms, after
-        // 50 ms spent, plus the 5% kept for the work after measuring.
-        let budget = budget_for_two(Duration::from_millis(50), Duration::from_millis(100));
-        assert_eq!(budget.as_millis(), 1105);
     }
 }

@@ -81,6 +81,29 @@ impl Format {
     pub fn cpu_only(self) -> bool {
         matches!(self, Format::Onnx | Format::ExecuTorch)
     }
+
+    /// Whose threads the format's calls run on. A pool's threads spin for a
+    /// while after a call, which slows a call on another pool's threads
+    /// (max-autotune's rounds, src/autotune/rounds.rs); TorchScript and
+    /// packages share libtorch's OpenMP threads, and ONNX Runtime's
+    /// sessions, each with a pool of its own, did not slow each other
+    /// (a text encoder at 2 threads: 7.30 ms after another session, 7.19
+    /// after itself).
+    pub fn thread_pool(self) -> ThreadPool {
+        match self {
+            Format::TorchScript | Format::Aoti => ThreadPool::OpenMp,
+            Format::Onnx => ThreadPool::OnnxRuntime,
+            Format::ExecuTorch => ThreadPool::ExecuTorch,
+        }
+    }
+}
+
+/// The threads a format's calls run on ([`Format::thread_pool`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadPool {
+    OpenMp,
+    OnnxRuntime,
+    ExecuTorch,
 }
 
 /// An optimised form an engine can build of itself, named by the engine

@@ -142,6 +142,15 @@ impl Model {
             &super::report::as_loaded_label(reference_engine.as_ref()),
         );
         let trials = self.trials(&forms, &as_loaded, args);
+        // The threads the forms run on (a bundle's engines).
+        let mut pools = Vec::new();
+        for form in &forms {
+            let pool = form.engine.format().thread_pool();
+            if !pools.contains(&pool) {
+                pools.push(pool);
+            }
+        }
+        let pools = pools.len();
         let run = |executor: &Executor| -> Result<Value> {
             let value = executor.forward(args)?;
             self.synchronize()?;
@@ -159,6 +168,7 @@ impl Model {
                 reference_warm,
                 as_loaded: &fallback,
                 run: &run,
+                pools,
             },
         );
         let executor = outcome
