@@ -187,7 +187,8 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             continue;
         }
         let admitted = (trial.build)().and_then(|executor| {
-            last = executor.engine().map(|e| e.format().thread_pool());
+            let pool = executor.engine().map(|e| e.format().thread_pool());
+            last = pool;
             let state = executor
                 .engine()
                 .map(|e| e.save_state())
@@ -217,10 +218,10 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
             })();
             // Tuning runs leave the model's state as they found it.
             restore(&executor, &state)?;
-            Ok((executor, checked?, state))
+            Ok((executor, checked?, state, pool))
         });
         match admitted {
-            Ok((executor, (error, cosine), state)) => {
+            Ok((executor, (error, cosine), state, pool)) => {
                 candidate.relative_error = Some(error);
                 candidate.cosine = cosine;
                 let reduced = &settings.reduced_tolerance;
@@ -238,7 +239,6 @@ pub fn tune(trials: Vec<Trial<'_>>, settings: &Settings<'_>) -> Outcome {
                     });
                     continue;
                 }
-                let pool = executor.engine().map(|e| e.format().thread_pool());
                 measured.push(Measured {
                     index,
                     executor,

@@ -99,7 +99,7 @@ impl Format {
 }
 
 /// The threads a format's calls run on ([`Format::thread_pool`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ThreadPool {
     OpenMp,
     OnnxRuntime,

@@ -143,14 +143,11 @@ impl Model {
         );
         let trials = self.trials(&forms, &as_loaded, args);
         // The threads the forms run on (a bundle's engines).
-        let mut pools = Vec::new();
-        for form in &forms {
-            let pool = form.engine.format().thread_pool();
-            if !pools.contains(&pool) {
-                pools.push(pool);
-            }
-        }
-        let pools = pools.len();
+        let pools = forms
+            .iter()
+            .map(|f| f.engine.format().thread_pool())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         let run = |executor: &Executor| -> Result<Value> {
             let value = executor.forward(args)?;
             self.synchronize()?;
